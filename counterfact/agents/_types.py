@@ -1,0 +1,94 @@
+"""The chat-model interface every backend implements, and the values it exchanges."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ToolCall(BaseModel):
+    """A tool call requested by the model."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChatMessage(BaseModel):
+    """One chat message in OpenAI's shape."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    name: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+
+
+class GenerationSettings(BaseModel):
+    """Decoding settings; temperature 0 means greedy."""
+
+    max_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Completion(BaseModel):
+    """A model's answer to one request."""
+
+    text: str
+    finish_reason: Literal["stop", "length", "tool_calls", "error"] = "stop"
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: float = 0.0
+    model: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+
+class ModelError(Exception):
+    """A model could not be used (bad configuration, unreachable endpoint, ...); one line."""
+
+
+class ChatModel(ABC):
+    """A chat model. `white_box` models run in this process and accept activation edits."""
+
+    backend: str = "base"
+    white_box: bool = False
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The model's name as recorded in traces."""
+
+    @abstractmethod
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+    ) -> Completion:
+        """Answer `messages`; `tools` are OpenAI-format tool specs."""
+
+    async def acomplete(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+    ) -> Completion:
+        """Async variant; backends with a native async path override it."""
+        import asyncio
+
+        return await asyncio.to_thread(
+            self.complete, messages, settings, tools=tools, activation_edits=activation_edits
+        )

