@@ -1,0 +1,258 @@
+"""A black-box chat model behind any OpenAI-compatible endpoint, on the official openai SDK.
+
+Configuration comes from the arguments, else `OPENAI_BASE_URL` / `OPENAI_API_KEY`. An API key is
+required only for OpenAI's own API (api.openai.com, the default base URL); a local or self-hosted
+server often needs none, so there a placeholder key is sent. The key is never recorded.
+
+Retries: the SDK's own `max_retries` is used. It retries connection errors, 408, 409, 429 and every
+5xx with exponential backoff (0.5 s doubling per attempt, capped at 8 s, minus up to 25 percent
+jitter) and honours a server's `Retry-After` of up to two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+
+from counterfact.agents._types import (
+    ChatMessage,
+    ChatModel,
+    Completion,
+    GenerationSettings,
+    ModelError,
+    ToolCall,
+    Usage,
+)
+from counterfact.traces._records import ModelCallRecord, report_model_call
+
+OPENAI_API_BASE = "https://api.openai.com/v1"
+_FINISH_REASONS = {"stop", "length", "tool_calls"}
+
+
+def to_openai_message(message: ChatMessage) -> dict[str, Any]:
+    """A `ChatMessage` in the Chat Completions request shape."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
+    """Tool-call arguments from their JSON text; unparseable text is kept under `_unparsed`."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {"_unparsed": raw}
+    return value if isinstance(value, dict) else {"_unparsed": raw}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class OpenAIChatModel(ChatModel):
+    """A model served by an OpenAI-compatible API. Black-box: activation edits are refused."""
+
+    backend = "openai"
+    white_box = False
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+    ) -> None:
+        self._model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API_BASE).rstrip(
+            "/"
+        )
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if urlparse(self.base_url).hostname == "api.openai.com":
+                raise ModelError(
+                    "no API key for OpenAI's API: set OPENAI_API_KEY or pass api_key "
+                    "(or set OPENAI_BASE_URL to a local server that needs none)"
+                )
+            key = "no-key-needed"
+        options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "api_key": key,
+            "timeout": timeout,
+            "max_retries": max_retries,
+        }
+        self._client = openai.OpenAI(**options)
+        self._async_client = openai.AsyncOpenAI(**options)
+        # OpenAI's own API deprecates max_tokens; compatible servers commonly know only it.
+        self._max_tokens_field = (
+            "max_completion_tokens"
+            if urlparse(self.base_url).hostname == "api.openai.com"
+            else "max_tokens"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._model
+
+    def check(self) -> None:
+        """Fail fast, before a run: the endpoint must answer `/models` and list this model."""
+        client = self._client.with_options(max_retries=0, timeout=10.0)
+        try:
+            listed = [m.id for m in client.models.list()]
+        except openai.APIError as exc:
+            raise self._error(exc) from None
+        if listed and self._model not in listed:
+            raise ModelError(
+                f"model {self._model!r} is not served at {self.base_url}; "
+                f"it lists: {', '.join(listed[:20])}"
+            )
+
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+    ) -> Completion:
+        settings = settings or GenerationSettings()
+        request = self._request(messages, settings, tools, activation_edits)
+        start = time.perf_counter()
+        try:
+            response = self._client.chat.completions.create(**request)
+        except openai.APIError as exc:
+            raise self._error(exc) from None
+        return self._finish(messages, settings, tools, response, start)
+
+    async def acomplete(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+    ) -> Completion:
+        settings = settings or GenerationSettings()
+        request = self._request(messages, settings, tools, activation_edits)
+        start = time.perf_counter()
+        try:
+            response = await self._async_client.chat.completions.create(**request)
+        except openai.APIError as exc:
+            raise self._error(exc) from None
+        return self._finish(messages, settings, tools, response, start)
+
+    def _request(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings,
+        tools: list[dict[str, Any]] | None,
+        activation_edits: list[Any] | None,
+    ) -> dict[str, Any]:
+        if activation_edits:
+            raise ModelError(
+                f"model {self._model!r} at {self.base_url} is a remote black-box model: "
+                "activation edits need a local white-box model"
+            )
+        request: dict[str, Any] = {
+            "model": self._model,
+            "messages": [to_openai_message(m) for m in messages],
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            self._max_tokens_field: settings.max_tokens,
+        }
+        if settings.seed is not None:
+            request["seed"] = settings.seed
+        if settings.stop:
+            request["stop"] = settings.stop
+        if tools:
+            request["tools"] = tools
+        return request
+
+    def _finish(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings,
+        tools: list[dict[str, Any]] | None,
+        response: Any,
+        start: float,
+    ) -> Completion:
+        latency_ms = (time.perf_counter() - start) * 1000
+        if not response.choices:
+            raise ModelError(f"{self.base_url} returned no choices for model {self._model!r}")
+        choice = response.choices[0]
+        tool_calls = [
+            ToolCall(
+                id=call.id,
+                name=call.function.name,
+                arguments=parse_tool_arguments(call.function.arguments),
+            )
+            for call in choice.message.tool_calls or []
+            if getattr(call, "function", None) is not None
+        ]
+        usage = response.usage
+        completion = Completion(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason if choice.finish_reason in _FINISH_REASONS else "stop",
+            usage=Usage(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            ),
+            latency_ms=latency_ms,
+            model=response.model or self._model,
+            tool_calls=tool_calls,
+        )
+        report_model_call(
+            ModelCallRecord(
+                backend=self.backend,
+                model=self._model,
+                params={
+                    **settings.model_dump(),
+                    "tools": [t.get("function", {}).get("name") for t in tools or []],
+                },
+                request=[m.model_dump(exclude_defaults=True) for m in messages],
+                response={
+                    "content": completion.text,
+                    "tool_calls": [c.model_dump() for c in tool_calls],
+                },
+                finish_reason=completion.finish_reason,
+                prompt_tokens=completion.usage.prompt_tokens,
+                completion_tokens=completion.usage.completion_tokens,
+                latency_ms=latency_ms,
+            )
+        )
+        return completion
+
+    def _error(self, exc: openai.APIError) -> ModelError:
+        """A one-line error naming the endpoint; never includes the key or headers."""
+        if isinstance(exc, openai.APITimeoutError):
+            return ModelError(f"request to {self.base_url} timed out")
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelError(f"cannot reach the OpenAI-compatible endpoint at {self.base_url}")
+        if isinstance(exc, openai.AuthenticationError):
+            return ModelError(f"{self.base_url} rejected the API key (HTTP 401)")
+        if isinstance(exc, openai.APIStatusError):
+            return ModelError(
+                f"{self.base_url} answered HTTP {exc.status_code} for model {self._model!r}: "
+                f"{_one_line(exc.message)}"
+            )
+        return ModelError(f"{self.base_url}: {_one_line(exc.message)}")

@@ -1,0 +1,263 @@
+"""Serve any `ChatModel` over an OpenAI-compatible HTTP API (`/v1/chat/completions`, `/v1/models`).
+
+Other tools and agents can then talk to a local white-box model as if it were a remote one. Besides
+the usual fields (seed, temperature, top_p, max_tokens or max_completion_tokens, stop, tools) a
+request may carry the extension field `counterfact_activation_edits`: a list of `ActivationEdit`
+objects as JSON, applied to that request only. Requests go through `model.acomplete`, so
+concurrent requests reach a batching local backend concurrently. Only non-streaming responses are
+implemented: `stream=true` is refused with a 400. Errors use OpenAI's error JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from counterfact.agents._openai import parse_tool_arguments
+from counterfact.agents._types import (
+    ChatMessage,
+    ChatModel,
+    GenerationSettings,
+    ModelError,
+    ToolCall,
+)
+
+
+class _FunctionCall(BaseModel):
+    name: str
+    arguments: str = "{}"
+
+
+class _RequestToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: _FunctionCall
+
+
+class _ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class _RequestMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[_ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[_RequestToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def to_chat_message(self) -> ChatMessage:
+        if isinstance(self.content, list):
+            if any(part.type != "text" for part in self.content):
+                raise _ApiError(400, "only text content parts are supported", "messages")
+            content = "".join(part.text or "" for part in self.content)
+        else:
+            content = self.content or ""
+        return ChatMessage(
+            role="system" if self.role == "developer" else self.role,
+            content=content,
+            name=self.name,
+            tool_calls=[
+                ToolCall(
+                    id=call.id,
+                    name=call.function.name,
+                    arguments=parse_tool_arguments(call.function.arguments),
+                )
+                for call in self.tool_calls or []
+            ],
+            tool_call_id=self.tool_call_id,
+        )
+
+
+class ChatCompletionRequest(BaseModel):
+    """The supported subset of an OpenAI Chat Completions request, plus counterfact's extension."""
+
+    model: str | None = None
+    messages: list[_RequestMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1)
+    stream: bool = False
+    tools: list[dict[str, Any]] | None = None
+    counterfact_activation_edits: list[dict[str, Any]] | None = None
+
+    def settings(self) -> GenerationSettings:
+        values: dict[str, Any] = {
+            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": [self.stop] if isinstance(self.stop, str) else self.stop,
+        }
+        return GenerationSettings(**{k: v for k, v in values.items() if v is not None})
+
+
+class _ApiError(Exception):
+    """An error answered in OpenAI's error shape."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, kind: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def _parse_edits(raw: list[dict[str, Any]] | None, model: ChatModel) -> list[Any] | None:
+    """Validate the activation edits of a request with the local backend's `ActivationEdit`."""
+    if not raw:
+        return None
+    if not model.white_box:
+        raise _ApiError(
+            400,
+            f"model {model.name!r} is black-box: counterfact_activation_edits need a local model",
+            "counterfact_activation_edits",
+        )
+    from counterfact.agents._activations import ActivationEdit
+
+    try:
+        return [ActivationEdit.model_validate(edit) for edit in raw]
+    except ValidationError as exc:
+        raise _ApiError(
+            400, f"invalid activation edit: {_describe(exc)}", "counterfact_activation_edits"
+        ) from None
+
+
+def _describe(exc: ValidationError | RequestValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+        for e in exc.errors()
+    )
+
+
+def create_app(model: ChatModel) -> FastAPI:
+    """An OpenAI-compatible API serving `model` under its own name (the request's name is ignored)."""
+    app = FastAPI(title="counterfact model server")
+
+    @app.exception_handler(_ApiError)
+    async def api_error(_: Request, exc: _ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        param = ".".join(str(p) for p in first if p != "body") or None
+        return _ApiError(400, _describe(exc), param).response()
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, _: Exception) -> JSONResponse:
+        return _ApiError(404, f"no route {request.url.path}", kind="not_found_error").response()
+
+    @app.exception_handler(405)
+    async def bad_method(request: Request, _: Exception) -> JSONResponse:
+        return _ApiError(405, f"{request.method} not allowed on {request.url.path}").response()
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": model.backend}],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest) -> dict[str, Any]:
+        if body.stream:
+            raise _ApiError(400, "stream=true is not supported by this server", "stream")
+        if body.n != 1:
+            raise _ApiError(400, "only n=1 is supported", "n")
+        messages = [m.to_chat_message() for m in body.messages]
+        edits = _parse_edits(body.counterfact_activation_edits, model)
+        try:
+            completion = await model.acomplete(
+                messages, body.settings(), tools=body.tools, activation_edits=edits
+            )
+        except ModelError as exc:
+            raise _ApiError(500, str(exc), kind="model_error") from None
+        message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+        if completion.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for call in completion.tool_calls
+            ]
+        usage = completion.usage
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "stop"
+                    if completion.finish_reason == "error"
+                    else completion.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+        }
+
+    return app
+
+
+def serve(model_spec: str = "embedded", host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the model named by `model_spec` (see `resolve_model`) until interrupted."""
+    from counterfact.agents._registry import resolve_model
+
+    uvicorn.run(create_app(resolve_model(model_spec)), host=host, port=port, log_level="info")
+
+
+@contextmanager
+def running_server(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run `app` under uvicorn in a background thread on a free port; yields its `/v1` base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the model server did not start")
+            time.sleep(0.01)
+        yield f"http://{host}:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
