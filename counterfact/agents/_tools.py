@@ -1,0 +1,292 @@
+"""Tools agents can call, their OpenAI specs, a text protocol for small models, and built-ins.
+
+A `Tool` has a name, a description and a pydantic model of its arguments. Remote models get the
+OpenAI tool spec (`Tool.spec()`, a JSON schema made from that model) and answer with native tool
+calls. Small local models cannot emit those, so they use a text protocol instead:
+
+Text protocol
+    To call a tool the model writes one line per call::
+
+        CALL <tool name> <JSON object of arguments>
+
+    for example ``CALL calculator {"expression": "2+3"}``. The parser is lenient: ``CALL`` is
+    case-insensitive and may be followed by a colon, the line may be indented or wrapped in
+    backticks, the arguments may be in parentheses, may use Python-style single quotes, and, for a
+    tool with exactly one argument, may be given bare (``CALL calculator 2+3``). Lines naming an
+    unknown tool are ignored. Each result comes back to the model in a user message, one line per
+    call: ``RESULT <tool name>: <result>`` (or ``RESULT <tool name>: error: <message>``).
+    `text_protocol_prompt(tools)` returns the instructions that teach this protocol.
+
+Running a tool (`Tool.run`) reports a `ToolCallRecord` to the trace recorder. A tool that raises is
+recorded with its error and the error text goes back to the model, so one bad call does not end a
+run.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import operator
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from counterfact.agents._types import ToolCall
+from counterfact.traces._records import ToolCallRecord, report_tool_call
+
+
+class Tool(BaseModel):
+    """A named function with typed arguments; `function` receives the validated arguments model."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    description: str
+    arguments: type[BaseModel] = Field(exclude=True)
+    function: Callable[[Any], Any] = Field(exclude=True, repr=False)
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAI tool spec, with the arguments model's JSON schema as parameters."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.arguments.model_json_schema(),
+            },
+        }
+
+    def run(self, arguments: dict[str, Any]) -> ToolCallRecord:
+        """Validate `arguments`, call the tool and report the call; errors become the record's error."""
+        start = time.perf_counter()
+        result: Any = None
+        error: str | None = None
+        try:
+            result = self.function(self.arguments.model_validate(arguments))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            error = f"invalid arguments for {self.name}: {problems}"
+        except Exception as exc:  # a tool's failure is data for the model, not a crash
+            error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ToolError) else str(exc)
+        record = ToolCallRecord(
+            name=self.name,
+            arguments=arguments,
+            result=result,
+            error=error,
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+        report_tool_call(record)
+        return record
+
+
+class ToolError(Exception):
+    """A tool's own, user-facing failure; its message is shown to the model as is."""
+
+
+def result_text(record: ToolCallRecord) -> str:
+    """The text a model sees for a tool call's outcome."""
+    if record.error is not None:
+        return f"error: {record.error}"
+    if isinstance(record.result, str):
+        return record.result
+    return json.dumps(record.result, default=str)
+
+
+# --- text protocol ----------------------------------------------------------------------------
+
+_CALL_LINE = re.compile(
+    r"^[\s`>*-]*CALL\s*:?\s*([A-Za-z_][A-Za-z0-9_-]*)\s*(.*?)[\s`]*$", re.IGNORECASE
+)
+
+
+def text_protocol_prompt(tools: list[Tool]) -> str:
+    """Instructions that teach a model the text protocol for `tools`."""
+    lines = [
+        "You can use tools. To call a tool, write a line of the form:",
+        'CALL <tool name> {"<argument>": <value>}',
+        "and stop. The result comes back in a line: RESULT <tool name>: <result>.",
+        "When you have what you need, answer without a CALL line.",
+        "Tools:",
+    ]
+    for tool in tools:
+        fields = ", ".join(
+            f'"{name}": <{_type_name(info.annotation)}>'
+            for name, info in tool.arguments.model_fields.items()
+        )
+        lines.append(f"- {tool.name}: {tool.description} Arguments: {{{fields}}}")
+    first = tools[0] if tools else None
+    if first is not None and first.name == "calculator":
+        lines.append('Example: CALL calculator {"expression": "12*7"}')
+    return "\n".join(lines)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def parse_text_calls(text: str, tools: list[Tool]) -> list[ToolCall]:
+    """The tool calls written in `text` with the text protocol; unknown tools are skipped."""
+    by_name = {tool.name.lower(): tool for tool in tools}
+    calls: list[ToolCall] = []
+    for line in text.splitlines():
+        match = _CALL_LINE.match(line)
+        if match is None or (tool := by_name.get(match.group(1).lower())) is None:
+            continue
+        calls.append(
+            ToolCall(
+                id=f"call_{uuid.uuid4().hex[:12]}",
+                name=tool.name,
+                arguments=_parse_text_arguments(match.group(2), tool),
+            )
+        )
+    return calls
+
+
+def _parse_text_arguments(raw: str, tool: Tool) -> dict[str, Any]:
+    """Parse the arguments part of a CALL line as leniently as is still unambiguous."""
+    raw = raw.strip()
+    if raw.startswith("(") and raw.endswith(")"):
+        raw = raw[1:-1].strip()
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(raw)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        break
+    fields = list(tool.arguments.model_fields)
+    if len(fields) == 1:
+        return {fields[0]: raw.strip("\"'")}
+    return {"_unparsed": raw}
+
+
+def format_text_results(records: list[ToolCallRecord]) -> str:
+    """The user message that returns tool results in the text protocol."""
+    return "\n".join(f"RESULT {r.name}: {result_text(r)}" for r in records)
+
+
+# --- calculator -------------------------------------------------------------------------------
+
+_MAX_EXPRESSION_CHARS = 500
+_MAX_MAGNITUDE = 10**100
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def calculate(expression: str) -> int | float:
+    """Evaluate arithmetic by walking its syntax tree: numbers, + - * / // % **, unary +/-, ().
+
+    No names, calls, attributes, strings or other syntax are accepted, and results beyond 1e100
+    are refused before they are computed, so hostile input cannot run code or exhaust memory.
+    """
+    if len(expression) > _MAX_EXPRESSION_CHARS:
+        raise ToolError(f"expression too long (over {_MAX_EXPRESSION_CHARS} characters)")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError:
+        raise ToolError(f"not an arithmetic expression: {expression!r}") from None
+    value = _evaluate(tree.body)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    return value
+
+
+def _evaluate(node: ast.expr) -> int | float:
+    if isinstance(node, ast.Constant):
+        if type(node.value) in (int, float):
+            return _checked(node.value)
+        raise ToolError(f"only numbers are allowed, not {node.value!r}")
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_evaluate(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow):
+            _check_power(left, right)
+        try:
+            return _checked(_BINARY[type(node.op)](left, right))
+        except ZeroDivisionError:
+            raise ToolError("division by zero") from None
+        except OverflowError:
+            raise ToolError("result too large") from None
+    raise ToolError(f"unsupported syntax in arithmetic: {ast.unparse(node)!r}")
+
+
+def _check_power(base: int | float, exponent: int | float) -> None:
+    """Refuse powers whose result would exceed the magnitude limit, before computing them."""
+    if abs(base) > 1 and exponent > 0 and exponent * math.log10(abs(base)) > 100:
+        raise ToolError("result too large (over 1e100)")
+    if base == 0 and exponent < 0:
+        raise ToolError("division by zero")
+
+
+def _checked(value: Any) -> int | float:
+    if isinstance(value, complex):
+        raise ToolError("result is not a real number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolError("result is not finite")
+    if abs(value) > _MAX_MAGNITUDE:
+        raise ToolError("result too large (over 1e100)")
+    return value
+
+
+class CalculatorArguments(BaseModel):
+    expression: str = Field(description="An arithmetic expression, for example '(2+3)*4'.")
+
+
+def calculator_tool() -> Tool:
+    """The built-in calculator tool."""
+    return Tool(
+        name="calculator",
+        description="Evaluate an arithmetic expression with + - * / // % ** and parentheses.",
+        arguments=CalculatorArguments,
+        function=lambda args: calculate(args.expression),
+    )
+
+
+# --- lookup -----------------------------------------------------------------------------------
+
+
+class LookupArguments(BaseModel):
+    key: str = Field(description="The name of the entry to look up.")
+
+
+def _normalise_key(key: str) -> str:
+    return " ".join(key.split()).casefold()
+
+
+def lookup_tool(table: Mapping[str, str], *, description: str | None = None) -> Tool:
+    """A key-value lookup over `table`; keys match ignoring case and extra whitespace."""
+    entries = {_normalise_key(key): value for key, value in table.items()}
+    known = ", ".join(sorted(table))
+
+    def lookup(args: LookupArguments) -> str:
+        value = entries.get(_normalise_key(args.key))
+        if value is None:
+            return f"no entry for {args.key!r}; known keys: {known}"
+        return value
+
+    return Tool(
+        name="lookup",
+        description=description or "Look up a fact by its key in the task's knowledge table.",
+        arguments=LookupArguments,
+        function=lookup,
+    )
