@@ -27,6 +27,8 @@ class ModelCallRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float = 0.0
+    # Activations captured during the call, as safetensors bytes; stored as a blob, not inline.
+    activations: bytes | None = Field(default=None, exclude=True, repr=False)
 
 
 class ToolCallRecord(BaseModel):

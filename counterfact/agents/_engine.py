@@ -1,0 +1,287 @@
+"""The batching generation loop: one background thread owns the model and decodes many requests.
+
+Requests are prefilled one at a time (no padding, so the prompt pass of a request is the same
+as when it runs alone) and then join the running batch at the next step boundary. The batch
+keeps a shared KV cache, left padded: each row's keys sit at the right end, padded columns are
+masked out, and each row gets its own position ids, so a row decodes as it would alone.
+Finished rows leave the batch, and leading columns that no row needs any more are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import DynamicCache
+
+from counterfact.agents._activations import HookPoint, HookSet, ResolvedEdit, RowPass
+
+
+@dataclass
+class Request:
+    """One generation request; `logits_only` stops after the prompt pass."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    edits: list[ResolvedEdit] = field(default_factory=list)
+    capture: list[HookPoint] = field(default_factory=list)
+    ignore_eos: bool = False
+    logits_only: bool = False
+    future: Future[Result] = field(default_factory=Future)
+
+
+@dataclass
+class Result:
+    token_ids: list[int]
+    text: str
+    finish_reason: Literal["stop", "length"]
+    first_logits: torch.Tensor | None = None
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class _Row:
+    req: Request
+    generator: torch.Generator | None
+    generated: list[int] = field(default_factory=list)
+    captures: dict[HookPoint, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.req.prompt_ids)
+
+    def pass_for(self, start: int) -> RowPass:
+        return RowPass(start, self.prompt_len, self.req.edits, self.captures)
+
+
+def _choose(logits: torch.Tensor, row: _Row) -> int:
+    """Greedy at temperature 0, otherwise top-p sampling from the row's own generator."""
+    req = row.req
+    if req.temperature == 0.0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / req.temperature, dim=-1)
+    if req.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < req.top_p
+        sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+        choice = torch.multinomial(sorted_probs, 1, generator=row.generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=row.generator))
+
+
+class Engine:
+    """Owns a causal LM on a background thread and serves generation requests in batches."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        hooks: HookSet,
+        eos_ids: set[int],
+        max_batch: int = 16,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.hooks = hooks
+        self.eos_ids = eos_ids
+        self.max_batch = max_batch
+        self._queue: queue.Queue[Request | None] = queue.Queue()
+        self._rows: list[_Row] = []
+        self._cache: DynamicCache | None = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long)
+        self._thread = threading.Thread(target=self._run, name="counterfact-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: Request) -> Future[Result]:
+        if not self._thread.is_alive():
+            raise RuntimeError("the generation engine is closed")
+        self._queue.put(request)
+        return request.future
+
+    def close(self) -> None:
+        """Stop the thread once the requests already queued are done."""
+        self._queue.put(None)
+        self._thread.join()
+
+    # --- the loop, on the engine thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        # Two busy threads on two cores; more only contend with the caller's threads.
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        with torch.inference_mode():
+            while True:
+                incoming: list[Request | None] = []
+                if not self._rows:
+                    incoming.append(self._queue.get())
+                while len(self._rows) + len(incoming) < self.max_batch:
+                    try:
+                        incoming.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                for req in incoming:
+                    if req is None:
+                        self._drain()
+                        return
+                    self._guarded(req, self._admit)
+                if self._rows:
+                    try:
+                        self._step()
+                    except Exception as exc:  # noqa: BLE001 - fail the batch, keep the thread
+                        for row in self._rows:
+                            row.req.future.set_exception(exc)
+                        self._reset()
+
+    def _drain(self) -> None:
+        while self._rows:
+            self._step()
+
+    def _guarded(self, req: Request, action: Any) -> None:
+        try:
+            action(req)
+        except Exception as exc:  # noqa: BLE001 - the caller gets the error, the loop goes on
+            req.future.set_exception(exc)
+
+    def _admit(self, req: Request) -> None:
+        """Run the prompt pass of one request, then add it to the batch."""
+        generator = None
+        if req.temperature > 0.0:
+            generator = torch.Generator().manual_seed(req.seed)
+        row = _Row(req, generator, captures={p: [] for p in req.capture})
+        cache = DynamicCache(config=self.model.config)
+        self.hooks.begin_pass([row.pass_for(0)])
+        try:
+            out = self.model(
+                input_ids=torch.tensor([req.prompt_ids]),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        finally:
+            self.hooks.end_pass()
+        logits = out.logits[0, -1]
+        if req.logits_only:
+            self._finish(row, "stop", first_logits=logits.clone())
+            return
+        if self._advance(row, logits):
+            return
+        self._join(row, cache)
+
+    def _join(self, row: _Row, cache: DynamicCache) -> None:
+        """Merge a prefilled row into the batch cache, left padding the shorter side."""
+        length = row.prompt_len
+        if self._cache is None:
+            self._cache, self._mask = cache, torch.ones(1, length, dtype=torch.long)
+            self._rows = [row]
+            return
+        width = self._mask.shape[1]
+        total = max(width, length)
+        for old, new in zip(self._cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_pad_left(old.keys, total), _pad_left(new.keys, total)])
+            old.values = torch.cat([_pad_left(old.values, total), _pad_left(new.values, total)])
+        new_mask = torch.ones(1, length, dtype=torch.long)
+        self._mask = torch.cat([_pad_left(self._mask, total), _pad_left(new_mask, total)])
+        self._rows.append(row)
+
+    def _step(self) -> None:
+        """One decode step for every row in the batch."""
+        rows = self._rows
+        assert self._cache is not None
+        input_ids = torch.tensor([[row.generated[-1]] for row in rows])
+        positions = [row.prompt_len + len(row.generated) - 1 for row in rows]
+        self._mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+        mask = None if bool(self._mask.all()) else self._mask
+        self.hooks.begin_pass([row.pass_for(p) for row, p in zip(rows, positions, strict=True)])
+        try:
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=torch.tensor(positions)[:, None],
+                cache=self._cache,
+                use_cache=True,
+            )
+        finally:
+            self.hooks.end_pass()
+        logits = out.logits[:, -1]
+        keep = [b for b, row in enumerate(rows) if not self._advance(row, logits[b])]
+        if len(keep) < len(rows):
+            self._select(keep)
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only rows `keep`, and drop leading columns that are padding in every row."""
+        if not keep:
+            self._reset()
+            return
+        self._rows = [self._rows[b] for b in keep]
+        mask = self._mask[keep]
+        first = int(mask.any(dim=0).long().argmax())
+        self._mask = mask[:, first:]
+        assert self._cache is not None
+        index = torch.tensor(keep)
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, first:]
+            layer.values = layer.values[index, :, first:]
+
+    def _reset(self) -> None:
+        self._rows, self._cache = [], None
+        self._mask = torch.zeros(0, 0, dtype=torch.long)
+
+    def _advance(self, row: _Row, logits: torch.Tensor) -> bool:
+        """Pick the row's next token; finish the request and return True when it is done."""
+        token = _choose(logits, row)
+        row.generated.append(token)
+        req = row.req
+        if token in self.eos_ids and not req.ignore_eos:
+            self._finish(row, "stop")
+            return True
+        if req.stop:
+            text = self._decode(row.generated)
+            cut = min((i for s in req.stop if (i := text.find(s)) >= 0), default=-1)
+            if cut >= 0:
+                self._finish(row, "stop", text=text[:cut])
+                return True
+        if len(row.generated) >= req.max_new_tokens:
+            self._finish(row, "length")
+            return True
+        return False
+
+    def _decode(self, tokens: list[int]) -> str:
+        kept = [t for t in tokens if t not in self.eos_ids]
+        return self.tokenizer.decode(kept, skip_special_tokens=True)
+
+    def _finish(
+        self,
+        row: _Row,
+        reason: Literal["stop", "length"],
+        *,
+        text: str | None = None,
+        first_logits: torch.Tensor | None = None,
+    ) -> None:
+        activations = {p.name: torch.cat(chunks) for p, chunks in row.captures.items() if chunks}
+        result = Result(
+            token_ids=list(row.generated),
+            text=self._decode(row.generated) if text is None else text,
+            finish_reason=reason,
+            first_logits=first_logits,
+            activations=activations,
+        )
+        row.req.future.set_result(result)
+
+
+def _pad_left(x: torch.Tensor, total: int) -> torch.Tensor:
+    """Pad the sequence axis (dim -2 for KV tensors [B,H,T,D], dim -1 for masks) to `total`."""
+    axis = -1 if x.ndim == 2 else -2
+    missing = total - x.shape[axis]
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[axis] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=axis)

@@ -1,0 +1,260 @@
+"""The white-box backend: a transformers causal LM run in this process, on CPU, in fp32.
+
+Generation goes through one batching engine per model (see _engine.py), so concurrent calls
+share decode steps; activation edits and captures are per request (see _activations.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as save_safetensors
+
+from counterfact.agents._activations import Geometry, HookSet, parse_point, resolve_edits
+from counterfact.agents._engine import Engine, Request, Result
+from counterfact.agents._types import (
+    ChatMessage,
+    ChatModel,
+    Completion,
+    GenerationSettings,
+    ModelError,
+    Usage,
+)
+from counterfact.traces import ModelCallRecord, report_model_call
+
+
+def _decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The decoder layers, if each has the modules the hook points need."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
+        raise ModelError(f"unsupported architecture {type(model).__name__}: no model.layers")
+    for layer in layers:
+        attn = getattr(layer, "self_attn", None)
+        if attn is None or not hasattr(attn, "o_proj") or not hasattr(layer, "mlp"):
+            raise ModelError(
+                f"unsupported architecture {type(model).__name__}: "
+                "decoder layers lack self_attn.o_proj or mlp"
+            )
+    return list(layers)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+class LocalModel(ChatModel):
+    """A local Hugging Face model (a folder, or a .gguf file) that accepts activation edits."""
+
+    backend = "local"
+    white_box = True
+
+    def __init__(self, path: str | Path, *, name: str | None = None, max_batch: int = 16) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not path.exists():
+            raise ModelError(f"model path {path} does not exist")
+        folder, extra = (path.parent, {"gguf_file": path.name}) if path.is_file() else (path, {})
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **extra)
+            tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+        except Exception as exc:  # noqa: BLE001 - any load failure is a configuration error
+            raise ModelError(f"cannot load model {path}: {_one_line(exc)}") from None
+        layers = _decoder_layers(model)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ModelError(f"model {path} has no chat template")
+        model.eval()
+        config = model.config
+        heads = int(config.num_attention_heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        self.geometry = Geometry(len(layers), int(config.hidden_size), heads, head_dim)
+        self.context_window = int(config.max_position_embeddings)
+        self.model = model
+        self.tokenizer = tokenizer
+        self._name = name or path.stem
+        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        configured = model.generation_config.eos_token_id
+        eos |= set(configured if isinstance(configured, list) else [configured]) - {None}
+        self.engine = Engine(model, tokenizer, HookSet(layers, self.geometry), eos, max_batch)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def close(self) -> None:
+        """Stop the engine thread (after the requests already queued)."""
+        self.engine.close()
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def prompt_ids(
+        self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Token ids of `messages` through the chat template, with the generation prompt."""
+        chat = [m.model_dump(include={"role", "content"}) for m in messages]
+        text = self.tokenizer.apply_chat_template(
+            chat, tools=tools, add_generation_prompt=True, tokenize=False
+        )
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= self.context_window:
+            raise ModelError(
+                f"prompt has {len(ids)} tokens; the context window is {self.context_window}"
+            )
+        return ids
+
+    def _request(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings,
+        tools: list[dict[str, Any]] | None,
+        activation_edits: list[Any] | None,
+        capture: list[str] | None,
+        **extra: Any,
+    ) -> Request:
+        """Check everything that can be checked before generation, and build the request."""
+        edits = resolve_edits(activation_edits or [], self.geometry)
+        points = [parse_point(p, self.geometry) for p in capture or []]
+        ids = self.prompt_ids(messages, tools)
+        return Request(
+            prompt_ids=ids,
+            max_new_tokens=min(settings.max_tokens, self.context_window - len(ids)),
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=settings.seed if settings.seed is not None else 0,
+            stop=list(settings.stop),
+            edits=edits,
+            capture=points,
+            **extra,
+        )
+
+    @staticmethod
+    def _settled(settings: GenerationSettings | None) -> GenerationSettings:
+        """Fix a seed for sampled requests, so the trace can replay them exactly."""
+        settings = settings or GenerationSettings()
+        if settings.temperature > 0 and settings.seed is None:
+            settings = settings.model_copy(update={"seed": secrets.randbits(31)})
+        return settings
+
+    def _completion(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings,
+        request: Request,
+        result: Result,
+        started: float,
+        activation_edits: list[Any] | None,
+        capture: list[str] | None,
+    ) -> Completion:
+        """Build the completion and report the call to the trace recorder."""
+        latency = (time.perf_counter() - started) * 1000.0
+        usage = Usage(prompt_tokens=len(request.prompt_ids), completion_tokens=len(result.token_ids))
+        completion = Completion(
+            text=result.text,
+            finish_reason=result.finish_reason,
+            usage=usage,
+            latency_ms=latency,
+            model=self.name,
+        )
+        params: dict[str, Any] = settings.model_dump()
+        if activation_edits:
+            params["activation_edits"] = [
+                e if isinstance(e, dict) else e.model_dump() for e in activation_edits
+            ]
+        if capture:
+            params["capture"] = list(capture)
+        report_model_call(
+            ModelCallRecord(
+                backend=self.backend,
+                model=self.name,
+                params=params,
+                request=[m.model_dump(exclude_none=True) for m in messages],
+                response={"role": "assistant", "content": result.text},
+                finish_reason=result.finish_reason,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                latency_ms=latency,
+                activations=save_safetensors(result.activations) if result.activations else None,
+            )
+        )
+        return completion
+
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+        capture: list[str] | None = None,
+    ) -> Completion:
+        """Answer `messages`; `capture` names hook points whose activations go into the trace."""
+        return self.complete_with_activations(
+            messages, settings, tools=tools, activation_edits=activation_edits, capture=capture
+        )[0]
+
+    def complete_with_activations(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+        capture: list[str] | None = None,
+    ) -> tuple[Completion, dict[str, torch.Tensor]]:
+        """Like `complete`, also returning the captured activations: point -> [positions, width].
+
+        Rows are absolute positions 0..P+n-2 (the last generated token is never run).
+        """
+        started = time.perf_counter()
+        settings = self._settled(settings)
+        request = self._request(messages, settings, tools, activation_edits, capture)
+        result = self.engine.submit(request).result()
+        completion = self._completion(
+            messages, settings, request, result, started, activation_edits, capture
+        )
+        return completion, result.activations
+
+    async def acomplete(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+        capture: list[str] | None = None,
+    ) -> Completion:
+        """Queue the request on the engine and await it without holding a thread."""
+        started = time.perf_counter()
+        settings = self._settled(settings)
+        request = self._request(messages, settings, tools, activation_edits, capture)
+        result = await asyncio.wrap_future(self.engine.submit(request))
+        return self._completion(
+            messages, settings, request, result, started, activation_edits, capture
+        )
+
+    def next_token_logits(
+        self, messages: list[ChatMessage], activation_edits: list[Any] | None = None
+    ) -> torch.Tensor:
+        """Logits [vocab] of the first generated token, for comparing distributions (KL)."""
+        request = self._request(
+            messages, GenerationSettings(max_tokens=1), None, activation_edits, None,
+            logits_only=True,
+        )
+        result = self.engine.submit(request).result()
+        assert result.first_logits is not None
+        return result.first_logits
+
+    def generate_ids(
+        self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False
+    ) -> list[int]:
+        """Greedy token ids for raw prompt ids (benchmarks compare these with HF generate)."""
+        request = Request(list(prompt_ids), max_new_tokens, ignore_eos=ignore_eos)
+        return self.engine.submit(request).result().token_ids
+
+

@@ -1,0 +1,34 @@
+"""The trace store: runs, steps, model and tool calls, blobs and LangGraph checkpoints."""
+
+from counterfact.traces._checkpointer import SQLAlchemySaver
+from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord
+from counterfact.traces._records import (
+    ModelCallRecord,
+    StepCalls,
+    ToolCallRecord,
+    collect_calls,
+    report_model_call,
+    report_tool_call,
+)
+from counterfact.traces._redact import Redactor
+from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve_url
+
+__all__ = [
+    "ModelCallRecord",
+    "Outcome",
+    "Redactor",
+    "RunRecord",
+    "RunStatus",
+    "RunWriter",
+    "SQLAlchemySaver",
+    "StepCalls",
+    "StepKind",
+    "StepRecord",
+    "StoreError",
+    "ToolCallRecord",
+    "TraceStore",
+    "collect_calls",
+    "report_model_call",
+    "report_tool_call",
+    "resolve_url",
+]

@@ -1,0 +1,74 @@
+"""Turning Python values into canonical JSON bytes, and those into content digests.
+
+Digests are what the hash chain and the blob table rest on, so the encoding must be stable:
+sorted keys, no whitespace, UTF-8, and a fixed way to render the values LangGraph and
+LangChain put in state (messages, pydantic models, dataclasses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-compatible rendering of `value` (messages become role/content dicts)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [to_jsonable(v) for v in value]
+        return sorted(items, key=canonical_json) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, BaseModel):
+        return to_jsonable(value.model_dump(mode="json", exclude_none=True))
+    if _is_langchain_message(value):
+        return _message_to_dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, bytes):
+        return {"__bytes__": hashlib.sha256(value).hexdigest(), "size": len(value)}
+    return repr(value)
+
+
+def _is_langchain_message(value: Any) -> bool:
+    return hasattr(value, "content") and hasattr(value, "type") and hasattr(value, "id")
+
+
+def _message_to_dict(message: Any) -> dict[str, Any]:
+    role = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}.get(
+        message.type, message.type
+    )
+    out: dict[str, Any] = {"role": role, "content": to_jsonable(message.content)}
+    for key in ("id", "name", "tool_call_id"):
+        if (v := getattr(message, key, None)) is not None:
+            out[key] = v
+    if tool_calls := getattr(message, "tool_calls", None):
+        out["tool_calls"] = to_jsonable(tool_calls)
+    return out
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical UTF-8 JSON: sorted keys, no insignificant whitespace."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+    ).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_of(value: Any) -> str:
+    """The digest of a JSON-compatible value's canonical encoding."""
+    return sha256_hex(canonical_json(value))

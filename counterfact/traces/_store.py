@@ -1,0 +1,578 @@
+"""The trace store: one SQLAlchemy database holding runs, steps, calls, blobs and checkpoints.
+
+A store is opened from a file path or a SQLAlchemy URL (`COUNTERFACT_DB`, default
+./counterfact.db). Opening applies pending alembic migrations. Writes go through short
+transactions on SQLAlchemy Core (the ORM classes describe the schema; Core keeps the per-step
+cost low on the recording hot path).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepRecord, utcnow
+from counterfact.traces._payloads import canonical_json, digest_of, sha256_hex, to_jsonable
+from counterfact.traces._records import ModelCallRecord, ToolCallRecord
+from counterfact.traces._redact import Redactor
+from counterfact.traces._schema import Blob, ModelCall, Run, Step, ToolCall
+
+DEFAULT_DB = "counterfact.db"
+MESSAGES_MEDIA_TYPE = "application/vnd.counterfact.messages+json"
+JSON_MEDIA_TYPE = "application/json"
+GENESIS = "0" * 64  # the link before a run's first step
+
+
+class StoreError(Exception):
+    """A store could not be used as asked; the message is one line meant for a person."""
+
+
+def resolve_url(db: str | None = None) -> str:
+    """A SQLAlchemy URL from a file path or URL (`--db`, then `COUNTERFACT_DB`, then default)."""
+    target = db or os.environ.get("COUNTERFACT_DB") or DEFAULT_DB
+    if "://" in target:
+        if target.startswith("postgresql://"):  # psycopg 3 is the driver we ship
+            target = "postgresql+psycopg://" + target.removeprefix("postgresql://")
+        return target
+    return f"sqlite:///{Path(target).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy, not pysqlite, decides where transactions begin (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A write transaction takes the write lock at BEGIN, so concurrent writers queue on
+    # busy_timeout instead of failing when a read lock cannot be upgraded. Reads stay deferred.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITE_FLAG) else "BEGIN")
+
+
+_WRITE_FLAG = "cf_write"
+_NEW_BLOBS = "cf_new_blobs"
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
+            return engine
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot use database URL {_safe_url(url)}: {exc}") from None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+class TraceStore:
+    """Runs, steps, calls and blobs in one database. Thread-safe; share one per process."""
+
+    def __init__(self, url: str, *, redactor: Redactor | None = None, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self.redact = redactor or Redactor()
+        self._known_blobs: set[str] = set()
+        self._known_lock = threading.Lock()
+        try:
+            with self.engine.connect():
+                pass
+        except SQLAlchemyError as exc:
+            reason = str(exc.orig if hasattr(exc, "orig") and exc.orig else exc).splitlines()[0]
+            raise StoreError(f"cannot open database {_safe_url(url)}: {reason}") from None
+        event.listen(self.engine, "commit", self._blobs_committed)
+        event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_NEW_BLOBS, None))
+        if migrate:
+            from counterfact.traces._migrate import upgrade
+
+            upgrade(self.engine)
+
+    @classmethod
+    def open(cls, db: str | None = None, **kwargs: Any) -> TraceStore:
+        return cls(resolve_url(db), **kwargs)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One write transaction."""
+        with self.engine.connect() as conn:
+            conn.info[_WRITE_FLAG] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(_WRITE_FLAG, None)
+
+    def insert_ignore(self, table: Any) -> Any:
+        """An INSERT that skips rows whose primary key exists, on either backend."""
+        return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def put_blobs(self, conn: Connection, blobs: Sequence[tuple[str, bytes, str]]) -> None:
+        """Store (digest, data, media type) rows that are not stored yet."""
+        with self._known_lock:
+            fresh = {d: (d, b, m) for d, b, m in blobs if d not in self._known_blobs}
+        if not fresh:
+            return
+        stmt = self.insert_ignore(Blob.__table__).on_conflict_do_nothing(index_elements=["digest"])
+        conn.execute(
+            stmt,
+            [
+                {"digest": d, "media_type": m, "size": len(b), "data": b, "redacted": False}
+                for d, b, m in fresh.values()
+            ],
+        )
+        conn.info.setdefault(_NEW_BLOBS, set()).update(fresh)
+
+    def _blobs_committed(self, conn: Connection) -> None:
+        """Once a transaction commits, its blobs need no insert attempt again."""
+        new = conn.info.pop(_NEW_BLOBS, set())
+        with self._known_lock:
+            if len(self._known_blobs) > 200_000:
+                self._known_blobs.clear()
+            self._known_blobs.update(new)
+
+    def encode_value(self, value: Any) -> tuple[str, bytes, str]:
+        data = canonical_json(self.redact(to_jsonable(value)))
+        return sha256_hex(data), data, JSON_MEDIA_TYPE
+
+    def encode_messages(self, messages: Sequence[Any]) -> list[tuple[str, bytes, str]]:
+        """Each message as its own blob plus a manifest listing them; the manifest comes last.
+
+        A history resent at every step then costs one digest per message, not a copy.
+        """
+        rows = [self.encode_value(m) for m in messages]
+        manifest = canonical_json({"messages": [d for d, _, _ in rows]})
+        return [*rows, (sha256_hex(manifest), manifest, MESSAGES_MEDIA_TYPE)]
+
+    def get_value(self, digest: str | None) -> Any:
+        """A stored payload, with message manifests resolved; redacted blobs read as a marker."""
+        if digest is None:
+            return None
+        with self.engine.connect() as conn:
+            return self._load(conn, digest)
+
+    def _load(self, conn: Connection, digest: str) -> Any:
+        import json
+
+        row = conn.execute(
+            select(Blob.data, Blob.media_type, Blob.redacted).where(Blob.digest == digest)
+        ).one_or_none()
+        if row is None:
+            raise StoreError(f"blob {digest[:12]} is missing from the store")
+        if row.redacted or row.data is None:
+            return {"redacted": digest}
+        value = json.loads(row.data)
+        if row.media_type == MESSAGES_MEDIA_TYPE:
+            return [self._load(conn, d) for d in value["messages"]]
+        return value
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(self, record: RunRecord, conn: Connection | None = None) -> RunRecord:
+        values = self._run_values(record)
+        if conn is not None:
+            conn.execute(insert(Run.__table__), values)
+        else:
+            with self.begin() as c:
+                c.execute(insert(Run.__table__), values)
+        return record
+
+    def _run_values(self, record: RunRecord) -> dict[str, Any]:
+        values = record.model_dump(exclude={"outcome"})
+        values["task_input"] = self.redact(to_jsonable(record.task_input))
+        values["labels"] = self.redact(to_jsonable(record.labels))
+        values["outcome"] = record.outcome.model_dump() if record.outcome else None
+        return values
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        outcome: Outcome | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close a run: status, outcome, totals from its model calls, end time."""
+        with self.begin() as conn:
+            tokens, latency = conn.execute(
+                select(
+                    func.coalesce(
+                        func.sum(ModelCall.prompt_tokens + ModelCall.completion_tokens), 0
+                    ),
+                    func.coalesce(func.sum(ModelCall.latency_ms), 0.0),
+                )
+                .join(Step, Step.id == ModelCall.step_id)
+                .where(Step.run_id == run_id)
+            ).one()
+            values: dict[str, Any] = {
+                "status": status,
+                "ended_at": utcnow(),
+                "total_tokens": int(tokens),
+                "total_latency_ms": float(latency),
+                "error": error,
+            }
+            if outcome is not None:
+                values["outcome"] = outcome.model_dump()
+            conn.execute(update(Run.__table__).where(Run.id == run_id).values(**values))
+
+    def set_outcome(self, run_id: str, outcome: Outcome, status: RunStatus) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                update(Run.__table__)
+                .where(Run.id == run_id)
+                .values(outcome=outcome.model_dump(), status=status)
+            )
+
+    def set_labels(self, run_id: str, labels: dict[str, Any]) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                update(Run.__table__)
+                .where(Run.id == run_id)
+                .values(labels=self.redact(to_jsonable(labels)))
+            )
+
+    def resolve_run_id(self, ref: str) -> str:
+        """The full id of the run that `ref` (an id or a unique prefix of one) names."""
+        with self.engine.connect() as conn:
+            if conn.execute(select(Run.id).where(Run.id == ref)).first():
+                return ref
+            if len(ref) >= 4:
+                ids = conn.execute(
+                    select(Run.id).where(Run.id.startswith(ref, autoescape=True)).limit(2)
+                ).scalars().all()
+                if len(ids) == 1:
+                    return ids[0]
+                if len(ids) > 1:
+                    raise StoreError(f"run id prefix {ref!r} is ambiguous; give more characters")
+        raise StoreError(f"no run with id {ref!r} in {_safe_url(self.url)}")
+
+    def get_run(self, ref: str) -> RunRecord:
+        run_id = self.resolve_run_id(ref)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Run.__table__).where(Run.id == run_id)).mappings().one()
+        return _run_record(row)
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        agent: str | None = None,
+        labels: dict[str, str] | None = None,
+        since: datetime | None = None,
+        parent: str | None = None,
+        limit: int | None = 100,
+    ) -> list[RunRecord]:
+        """Runs, newest first, matching every filter given."""
+        query = select(Run.__table__)
+        if status:
+            query = query.where(Run.status == status)
+        if workflow:
+            query = query.where(Run.workflow == workflow)
+        if since:
+            query = query.where(Run.created_at >= since)
+        if parent:
+            query = query.where(Run.parent_run_id == parent)
+        if agent:
+            query = query.where(
+                exists().where(Step.agent == agent).where(Step.run_id == Run.id)
+            )
+        for key, value in (labels or {}).items():
+            query = query.where(Run.labels[key].as_string() == value)
+        query = query.order_by(Run.created_at.desc(), Run.id.desc())
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_run_record(row) for row in conn.execute(query).mappings()]
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def steps(self, run_ref: str, *, payloads: bool = True) -> list[StepRecord]:
+        """A run's steps in order, with their calls and (by default) their payloads."""
+        run_id = self.resolve_run_id(run_ref)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Step.__table__).where(Step.run_id == run_id).order_by(Step.index)
+            ).mappings().all()
+            step_ids = [r["id"] for r in rows]
+            mcalls: dict[int, list[Any]] = {i: [] for i in step_ids}
+            tcalls: dict[int, list[Any]] = {i: [] for i in step_ids}
+            if step_ids:
+                for m in conn.execute(
+                    select(ModelCall.__table__)
+                    .where(ModelCall.step_id.in_(step_ids))
+                    .order_by(ModelCall.step_id, ModelCall.seq)
+                ).mappings():
+                    mcalls[m["step_id"]].append(m)
+                for t in conn.execute(
+                    select(ToolCall.__table__)
+                    .where(ToolCall.step_id.in_(step_ids))
+                    .order_by(ToolCall.step_id, ToolCall.seq)
+                ).mappings():
+                    tcalls[t["step_id"]].append(t)
+            load = (lambda d: self._load(conn, d) if d else None) if payloads else (lambda d: d)
+            return [
+                StepRecord(
+                    index=r["index"],
+                    node=r["node"],
+                    agent=r["agent"],
+                    invocation=r["invocation"],
+                    kind=r["kind"],
+                    input=load(r["input_digest"]),
+                    output=load(r["output_digest"]),
+                    delta=load(r["delta_digest"]),
+                    checkpoint_before=r["checkpoint_before"],
+                    checkpoint_after=r["checkpoint_after"],
+                    task_id=r["task_id"],
+                    started_at=r["started_at"],
+                    ended_at=r["ended_at"],
+                    error=r["error"],
+                    digest=r["digest"],
+                    model_calls=[
+                        ModelCallRecord(
+                            backend=m["backend"],
+                            model=m["model"],
+                            params=m["params"],
+                            request=load(m["request_digest"]) if payloads else [],
+                            response=load(m["response_digest"]) if payloads else {},
+                            finish_reason=m["finish_reason"],
+                            prompt_tokens=m["prompt_tokens"],
+                            completion_tokens=m["completion_tokens"],
+                            latency_ms=m["latency_ms"],
+                        )
+                        for m in mcalls[r["id"]]
+                    ],
+                    tool_calls=[
+                        ToolCallRecord(
+                            name=t["name"],
+                            arguments=load(t["arguments_digest"]) if payloads else {},
+                            result=load(t["result_digest"]) if payloads else None,
+                            error=t["error"],
+                            latency_ms=t["latency_ms"],
+                        )
+                        for t in tcalls[r["id"]]
+                    ],
+                )
+                for r in rows
+            ]
+
+    def run_writer(self, run_id: str) -> RunWriter:
+        """A writer that appends steps to `run_id`, continuing its chain (also on resume)."""
+        with self.engine.connect() as conn:
+            count, head = conn.execute(
+                select(Run.step_count, Run.head_digest).where(Run.id == run_id)
+            ).one()
+            invocations = dict(
+                conn.execute(
+                    select(Step.node, func.max(Step.invocation) + 1)
+                    .where(Step.run_id == run_id)
+                    .group_by(Step.node)
+                ).all()
+            )
+        return RunWriter(self, run_id, count, head or GENESIS, invocations)
+
+
+def _run_record(row: Any) -> RunRecord:
+    data = dict(row)
+    data.pop("step_count", None)
+    data.pop("head_digest", None)
+    return RunRecord.model_validate(data)
+
+
+def step_content_digest(run_id: str, fields: dict[str, Any]) -> str:
+    """The digest of a step's content, as the hash chain covers it.
+
+    Payloads enter by their digests, so redacting a blob later leaves the chain intact, and
+    `checkpoint_after` is left out because it is only known once the next checkpoint exists.
+    """
+    return digest_of({"run_id": run_id, **fields})
+
+
+def chain_link(previous: str, content_digest: str) -> str:
+    return sha256_hex(f"{previous}:{content_digest}".encode())
+
+
+class RunWriter:
+    """Appends steps to one run: dense indices, invocation counts, and the hash chain."""
+
+    def __init__(
+        self,
+        store: TraceStore,
+        run_id: str,
+        next_index: int,
+        head: str,
+        invocations: dict[str, int],
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.next_index = next_index
+        self.head = head
+        self._invocations = invocations
+        self._lock = threading.Lock()
+
+    def next_invocation(self, node: str) -> int:
+        """The nth-invocation number for a new execution of `node` (0-based)."""
+        with self._lock:
+            n = self._invocations.get(node, 0)
+            self._invocations[node] = n + 1
+            return n
+
+    def write(self, conn: Connection, step: StepRecord) -> StepRecord:
+        """Write `step` (and its calls and payloads) in the caller's transaction."""
+        with self._lock:
+            store = self.store
+            blobs: list[tuple[str, bytes, str]] = []
+
+            def put(value: Any) -> str | None:
+                if value is None:
+                    return None
+                row = store.encode_value(value)
+                blobs.append(row)
+                return row[0]
+
+            def put_messages(messages: Sequence[Any] | None) -> str | None:
+                if messages is None:
+                    return None
+                rows = store.encode_messages(messages)
+                blobs.extend(rows)
+                return rows[-1][0]
+
+            index = self.next_index if step.index is None else step.index
+            fields: dict[str, Any] = {
+                "index": index,
+                "node": step.node,
+                "agent": step.agent,
+                "invocation": step.invocation,
+                "kind": step.kind,
+                "input_digest": put_messages(step.input),
+                "output_digest": put(step.output),
+                "delta_digest": put(step.delta),
+                "checkpoint_before": step.checkpoint_before,
+                "task_id": step.task_id,
+                "started_at": step.started_at.isoformat(),
+                "ended_at": step.ended_at.isoformat(),
+                "error": store.redact.text(step.error) if step.error else None,
+            }
+            model_rows = []
+            for seq, call in enumerate(step.model_calls):
+                activations = None
+                if call.activations is not None:
+                    activations = sha256_hex(call.activations)
+                    blobs.append((activations, call.activations, "application/safetensors"))
+                model_rows.append(
+                    {
+                        "seq": seq,
+                        "backend": call.backend,
+                        "model": call.model,
+                        "params": store.redact(to_jsonable(call.params)),
+                        "request_digest": put_messages(call.request),
+                        "response_digest": put(call.response),
+                        "activations_digest": activations,
+                        "finish_reason": call.finish_reason,
+                        "prompt_tokens": call.prompt_tokens,
+                        "completion_tokens": call.completion_tokens,
+                        "latency_ms": call.latency_ms,
+                    }
+                )
+            tool_rows = [
+                {
+                    "seq": seq,
+                    "name": call.name,
+                    "arguments_digest": put(call.arguments),
+                    "result_digest": put(call.result),
+                    "error": store.redact.text(call.error) if call.error else None,
+                    "latency_ms": call.latency_ms,
+                }
+                for seq, call in enumerate(step.tool_calls)
+            ]
+            content = step_content_digest(
+                self.run_id, {**fields, "model_calls": model_rows, "tool_calls": tool_rows}
+            )
+            link = chain_link(self.head, content)
+            store.put_blobs(conn, blobs)
+            row = {
+                **fields,
+                "run_id": self.run_id,
+                "checkpoint_after": step.checkpoint_after,
+                "started_at": step.started_at,
+                "ended_at": step.ended_at,
+                "digest": link,
+            }
+            step_id = conn.execute(insert(Step.__table__).returning(Step.id), row).scalar_one()
+            if model_rows:
+                conn.execute(
+                    insert(ModelCall.__table__), [{**m, "step_id": step_id} for m in model_rows]
+                )
+            if tool_rows:
+                conn.execute(
+                    insert(ToolCall.__table__), [{**t, "step_id": step_id} for t in tool_rows]
+                )
+            conn.execute(
+                update(Run.__table__)
+                .where(Run.id == self.run_id)
+                .values(step_count=index + 1, head_digest=link)
+            )
+            self.next_index = index + 1
+            self.head = link
+            return step.model_copy(update={"index": index, "digest": link})
+
+
+def retry_locked(fn: Any, attempts: int = 5) -> Any:
+    """Run `fn` again when SQLite reports a lock that outlived busy_timeout."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    return None
