@@ -10,13 +10,16 @@ from counterfact.traces._records import (
     report_model_call,
     report_tool_call,
 )
+from counterfact.traces._recorder import RecordedGraph, RunResult, record
 from counterfact.traces._redact import Redactor
 from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve_url
 
 __all__ = [
     "ModelCallRecord",
     "Outcome",
+    "RecordedGraph",
     "Redactor",
+    "RunResult",
     "RunRecord",
     "RunStatus",
     "RunWriter",
@@ -28,6 +31,7 @@ __all__ = [
     "ToolCallRecord",
     "TraceStore",
     "collect_calls",
+    "record",
     "report_model_call",
     "report_tool_call",
     "resolve_url",

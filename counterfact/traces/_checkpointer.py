@@ -31,7 +31,7 @@ from langgraph.checkpoint.base import (
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from counterfact.traces._models import StepRecord
-from counterfact.traces._payloads import to_jsonable
+from counterfact.traces._payloads import delta_from_writes, step_output, to_jsonable
 from counterfact.traces._schema import Checkpoint as CheckpointRow
 from counterfact.traces._schema import CheckpointWrite, Step
 from counterfact.traces._store import RunWriter, TraceStore
@@ -66,6 +66,10 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             with self.store.begin() as conn:
                 for step in staged.values():
                     writer.write(conn, step)
+
+    def writer(self, thread_id: str) -> RunWriter | None:
+        """The writer recording `thread_id`, if it is being recorded."""
+        return self._writers.get(thread_id)
 
     def stage_step(self, thread_id: str, task_id: str, step: StepRecord) -> None:
         """Hold a finished node's step until its writes or next checkpoint are stored."""
@@ -235,6 +239,9 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
                 conn.execute(stmt, rows)
             if writer is not None:
                 for step in self._take_staged(thread_id, task_id):
+                    if step.error is None:
+                        delta = delta_from_writes(writes)
+                        step = step.model_copy(update={"delta": delta, "output": step_output(delta)})
                     writer.write(conn, step)
 
     def delete_thread(self, thread_id: str) -> None:

@@ -72,3 +72,23 @@ def sha256_hex(data: bytes) -> str:
 def digest_of(value: Any) -> str:
     """The digest of a JSON-compatible value's canonical encoding."""
     return sha256_hex(canonical_json(value))
+
+
+def step_output(delta: Any) -> Any:
+    """A step's own output: its newest message if it wrote messages, else its whole update."""
+    if isinstance(delta, dict) and isinstance(delta.get("messages"), list) and delta["messages"]:
+        return delta["messages"][-1]
+    return delta
+
+
+def delta_from_writes(writes: Any) -> dict[str, Any]:
+    """The state update a task wrote, as LangGraph saved it (message ids assigned).
+
+    Control channels (`branch:to:x`, `__pregel_*`) are routing plumbing, not state.
+    """
+    delta: dict[str, Any] = {}
+    for channel, value in writes:
+        if ":" in channel or channel.startswith("__"):
+            continue
+        delta[channel] = to_jsonable(value)
+    return delta

@@ -405,6 +405,26 @@ class TraceStore:
                 for r in rows
             ]
 
+    def write_run(
+        self, run: RunRecord, steps: Sequence[StepRecord], conn: Connection | None = None
+    ) -> list[StepRecord]:
+        """Write a whole run with its steps (an import), in `conn`'s transaction or a new one.
+
+        Step indices must be dense from 0; the chain is rebuilt from the content, so a run
+        written from an export gets back exactly the digests it had.
+        """
+        for expected, step in enumerate(steps):
+            if step.index is not None and step.index != expected:
+                raise StoreError(
+                    f"run {run.id}: step {step.index} out of order (expected index {expected})"
+                )
+        if conn is None:
+            with self.begin() as c:
+                return self.write_run(run, steps, c)
+        self.create_run(run, conn)
+        writer = RunWriter(self, run.id, 0, GENESIS, {})
+        return [writer.write(conn, step) for step in steps]
+
     def run_writer(self, run_id: str) -> RunWriter:
         """A writer that appends steps to `run_id`, continuing its chain (also on resume)."""
         with self.engine.connect() as conn:
