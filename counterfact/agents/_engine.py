@@ -9,6 +9,7 @@ Finished rows leave the batch, and leading columns that no row needs any more ar
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -100,6 +101,8 @@ class Engine:
         self._mask = torch.zeros(0, 0, dtype=torch.long)
         self._thread = threading.Thread(target=self._run, name="counterfact-engine", daemon=True)
         self._thread.start()
+        # A model thread still alive at interpreter exit makes torch abort the process.
+        atexit.register(self.close)
 
     def submit(self, request: Request) -> Future[Result]:
         if not self._thread.is_alive():
@@ -109,8 +112,10 @@ class Engine:
 
     def close(self) -> None:
         """Stop the thread once the requests already queued are done."""
-        self._queue.put(None)
-        self._thread.join()
+        atexit.unregister(self.close)
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
     # --- the loop, on the engine thread -------------------------------------------------------
 
