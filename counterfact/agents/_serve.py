@@ -164,7 +164,10 @@ def create_app(model: ChatModel) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        errors = exc.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            return _ApiError(400, f"request body is not valid JSON: {errors[0]['msg']}").response()
+        first = errors[0]["loc"] if errors else ()
         param = ".".join(str(p) for p in first if p != "body") or None
         return _ApiError(400, _describe(exc), param).response()
 

@@ -1,0 +1,32 @@
+"""Turn a model spec string (from the CLI or a workflow file) into a `ChatModel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from counterfact.agents._types import ChatModel, ModelError
+
+MODEL_SPEC_FORMS = (
+    "embedded (the built-in SmolLM2-135M-Instruct, the default)",
+    "openai:MODEL_NAME (an OpenAI-compatible API; OPENAI_BASE_URL, OPENAI_API_KEY)",
+    "local:PATH[#GGUF_FILE] (a local Hugging Face model folder, or a .gguf file in it)",
+)
+
+
+def resolve_model(spec: str = "embedded") -> ChatModel:
+    """The model named by `spec`; heavy backends are imported only when asked for."""
+    kind, _, rest = spec.strip().partition(":")
+    if kind == "embedded" and not rest:
+        from counterfact.agents._embedded import load_embedded
+
+        return load_embedded()
+    if kind == "openai" and rest:
+        from counterfact.agents._openai import OpenAIChatModel
+
+        return OpenAIChatModel(rest)
+    if kind == "local" and rest:
+        from counterfact.agents._local import LocalModel
+
+        folder, _, gguf_file = rest.partition("#")
+        return LocalModel(Path(folder) / gguf_file if gguf_file else Path(folder))
+    raise ModelError(f"unknown model spec {spec!r}; use one of: {'; '.join(MODEL_SPEC_FORMS)}")
