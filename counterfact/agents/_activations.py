@@ -176,10 +176,8 @@ def resolve_edits(edits: list[Any], geometry: Geometry) -> list[ResolvedEdit]:
 def _check_vector(vector: torch.Tensor, width: int, edit: ActivationEdit) -> None:
     what = "head dim" if edit.component == "head" else "hidden size"
     if vector.ndim == 0 or vector.shape[-1] != width:
-        raise ModelError(
-            f"activation vector has size {tuple(vector.shape)[-1:] or 0}; "
-            f"the model's {what} is {width}"
-        )
+        size = vector.shape[-1] if vector.ndim else 1
+        raise ModelError(f"activation vector has size {size}; the model's {what} is {width}")
     if vector.ndim == 2:
         if edit.operation != "set" or not isinstance(edit.positions, list):
             raise ModelError("a 2-D vector needs operation 'set' and a list of positions")
