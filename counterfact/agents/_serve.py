@@ -4,8 +4,10 @@ Other tools and agents can then talk to a local white-box model as if it were a 
 the usual fields (seed, temperature, top_p, max_tokens or max_completion_tokens, stop, tools) a
 request may carry the extension field `counterfact_activation_edits`: a list of `ActivationEdit`
 objects as JSON, applied to that request only. Requests go through `model.acomplete`, so
-concurrent requests reach a batching local backend concurrently. Only non-streaming responses are
-implemented: `stream=true` is refused with a 400. Errors use OpenAI's error JSON shape.
+concurrent requests reach a batching local backend concurrently. `stream=true` is answered as
+server-sent events, but only once the completion is done (one content chunk, then the finish chunk
+and, with `stream_options.include_usage`, a usage chunk): clients that insist on streaming work,
+without token-by-token latency. Errors use OpenAI's error JSON shape.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Literal
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from counterfact.agents._openai import parse_tool_arguments
@@ -83,6 +85,10 @@ class _RequestMessage(BaseModel):
         )
 
 
+class _StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     """The supported subset of an OpenAI Chat Completions request, plus counterfact's extension."""
 
@@ -96,6 +102,7 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
     stream: bool = False
+    stream_options: _StreamOptions | None = None
     tools: list[dict[str, Any]] | None = None
     counterfact_activation_edits: list[dict[str, Any]] | None = None
 
@@ -187,9 +194,7 @@ def create_app(model: ChatModel) -> FastAPI:
         }
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> dict[str, Any]:
-        if body.stream:
-            raise _ApiError(400, "stream=true is not supported by this server", "stream")
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
         if body.n != 1:
             raise _ApiError(400, "only n=1 is supported", "n")
         messages = [m.to_chat_message() for m in body.messages]
@@ -210,30 +215,49 @@ def create_app(model: ChatModel) -> FastAPI:
                 }
                 for call in completion.tool_calls
             ]
-        usage = completion.usage
-        return {
+        finish_reason = "stop" if completion.finish_reason == "error" else completion.finish_reason
+        usage = {
+            "prompt_tokens": completion.usage.prompt_tokens,
+            "completion_tokens": completion.usage.completion_tokens,
+            "total_tokens": completion.usage.prompt_tokens + completion.usage.completion_tokens,
+        }
+        head = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
             "created": int(time.time()),
             "model": model.name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": "stop"
-                    if completion.finish_reason == "error"
-                    else completion.finish_reason,
-                    "logprobs": None,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            },
         }
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            return StreamingResponse(
+                _events(head, message, finish_reason, usage if include_usage else None),
+                media_type="text/event-stream",
+            )
+        choice = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+        return {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
 
     return app
+
+
+def _events(
+    head: dict[str, Any],
+    message: dict[str, Any],
+    finish_reason: str,
+    usage: dict[str, int] | None,
+) -> Iterator[str]:
+    """A finished completion as Chat Completions stream chunks, ending with `[DONE]`."""
+    delta = dict(message)
+    if "tool_calls" in delta:
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
+    chunks: list[dict[str, Any]] = [
+        {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None},
+        {"index": 0, "delta": {}, "finish_reason": finish_reason, "logprobs": None},
+    ]
+    head = {**head, "object": "chat.completion.chunk"}
+    for choice in chunks:
+        yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
+    if usage is not None:
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def serve(model_spec: str = "embedded", host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -194,3 +194,26 @@ def test_gives_up_after_max_retries_with_one_line_error() -> None:
     assert len(seen) == 2
     assert "HTTP 503" in str(info.value) and url in str(info.value)
     assert "\n" not in str(info.value)
+
+
+async def test_async_errors_are_model_errors_too() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    model = OpenAIChatModel("m", base_url=url, api_key=KEY, max_retries=0)
+    with pytest.raises(ModelError, match=f"cannot reach .*{url}"):
+        await model.acomplete([ChatMessage(role="user", content="x")])
+
+
+def test_timeout_is_reported() -> None:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(1.0)
+        return {}
+
+    with running_server(app) as url:
+        model = OpenAIChatModel("m", base_url=url, api_key=KEY, timeout=0.2, max_retries=0)
+        start = time.monotonic()
+        with pytest.raises(ModelError, match=f"request to {url} timed out"):
+            model.complete([ChatMessage(role="user", content="x")])
+        assert time.monotonic() - start < 0.9

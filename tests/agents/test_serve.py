@@ -124,9 +124,6 @@ async def test_tool_calls_in_the_response() -> None:
 
 
 async def test_request_errors_have_openai_shape(client: httpx.AsyncClient) -> None:
-    _assert_error(
-        await client.post("/v1/chat/completions", json=_body(stream=True)), 400, "stream", "stream"
-    )
     _assert_error(await client.post("/v1/chat/completions", json=_body(n=2)), 400, "n", "n=1")
     _assert_error(
         await client.post("/v1/chat/completions", json=_body(temperature=-1)),
@@ -148,6 +145,43 @@ async def test_request_errors_have_openai_shape(client: httpx.AsyncClient) -> No
         "JSON",
     )
     _assert_error(await client.get("/v1/nothing"), 404, None, "/v1/nothing")
+
+
+def test_streaming_with_the_openai_client() -> None:
+    import openai
+
+    call = ToolCall(id="c9", name="calculator", arguments={"expression": "1+1"})
+    model = ScriptedChatModel(
+        [
+            Completion(text="streamed", usage=Usage(prompt_tokens=4, completion_tokens=1)),
+            Completion(text="", tool_calls=[call]),
+        ]
+    )
+    with running_server(create_app(model)) as url:
+        client = openai.OpenAI(base_url=url, api_key="test-key", max_retries=0)
+        chunks = list(
+            client.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "streamed"
+        assert [c.choices[0].finish_reason for c in chunks if c.choices] == [None, "stop"]
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 5
+        tool_chunks = list(
+            client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+    [streamed_call] = tool_chunks[0].choices[0].delta.tool_calls or []
+    assert (streamed_call.index, streamed_call.id) == (0, "c9")
+    assert streamed_call.function is not None
+    assert streamed_call.function.arguments == '{"expression": "1+1"}'
+    assert tool_chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert all(c.usage is None for c in tool_chunks)
 
 
 async def test_model_error_is_a_500_with_its_message() -> None:
