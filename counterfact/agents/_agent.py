@@ -110,9 +110,7 @@ class _Turn:
     def step(self, completion: Completion) -> AgentReply | None:
         """Take in one completion: run its tool calls and return None, or return the reply."""
         native_calls = completion.tool_calls
-        calls: list[ToolCall] = native_calls or parse_text_calls(
-            completion.text, self.agent.tools
-        )
+        calls: list[ToolCall] = native_calls or parse_text_calls(completion.text, self.agent.tools)
         if not calls or self.rounds >= self.agent.max_tool_rounds:
             # Calls left unexecuted at the limit are dropped: an unanswered call would make the
             # conversation invalid for the next request.

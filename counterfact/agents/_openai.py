@@ -212,7 +212,9 @@ class OpenAIChatModel(ChatModel):
         usage = response.usage
         completion = Completion(
             text=choice.message.content or "",
-            finish_reason=choice.finish_reason if choice.finish_reason in _FINISH_REASONS else "stop",
+            finish_reason=choice.finish_reason
+            if choice.finish_reason in _FINISH_REASONS
+            else "stop",
             usage=Usage(
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 completion_tokens=usage.completion_tokens if usage else 0,

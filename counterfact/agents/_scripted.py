@@ -124,4 +124,3 @@ class ScriptedChatModel(ChatModel):
         reply = self._script[self._position]
         self._position += 1
         return reply
-

@@ -130,7 +130,9 @@ class _ApiError(Exception):
         self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
+        body = {
+            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}
+        }
         return JSONResponse(body, status_code=self.status)
 
 
@@ -162,7 +164,7 @@ def _describe(exc: ValidationError | RequestValidationError) -> str:
 
 
 def create_app(model: ChatModel) -> FastAPI:
-    """An OpenAI-compatible API serving `model` under its own name (the request's name is ignored)."""
+    """An OpenAI-compatible API serving `model` under its own name, whatever a request names."""
     app = FastAPI(title="counterfact model server")
 
     @app.exception_handler(_ApiError)
@@ -190,7 +192,9 @@ def create_app(model: ChatModel) -> FastAPI:
     async def list_models() -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": model.backend}],
+            "data": [
+                {"id": model.name, "object": "model", "created": 0, "owned_by": model.backend}
+            ],
         }
 
     @app.post("/v1/chat/completions")

@@ -62,7 +62,7 @@ class Tool(BaseModel):
         }
 
     def run(self, arguments: dict[str, Any]) -> ToolCallRecord:
-        """Validate `arguments`, call the tool and report the call; errors become the record's error."""
+        """Validate `arguments`, call the tool, report the call; a failure becomes its `error`."""
         start = time.perf_counter()
         result: Any = None
         error: str | None = None
@@ -187,7 +187,10 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.UAdd: operator.pos,
+    ast.USub: operator.neg,
+}
 
 
 def calculate(expression: str) -> int | float:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from counterfact._errors import CounterfactError
+
 
 class ToolCall(BaseModel):
     """A tool call requested by the model."""
@@ -52,7 +54,7 @@ class Completion(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
-class ModelError(Exception):
+class ModelError(CounterfactError):
     """A model could not be used (bad configuration, unreachable endpoint, ...); one line."""
 
 

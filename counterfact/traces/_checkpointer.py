@@ -28,7 +28,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
 
 from counterfact.traces._models import StepRecord
 from counterfact.traces._payloads import delta_from_writes, step_output, to_jsonable
@@ -178,6 +178,7 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
                 row,
             )
             if writer is not None:
+                self._lock_thread(conn, thread_id)
                 for step in self._take_staged(thread_id, None):
                     writer.write(conn, step)
                 if parent_id is not None:
@@ -237,12 +238,40 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
                 else:
                     stmt = stmt.on_conflict_do_nothing(index_elements=keys)
                 conn.execute(stmt, rows)
-            if writer is not None:
-                for step in self._take_staged(thread_id, task_id):
+            staged = self._take_staged(thread_id, task_id) if writer is not None else []
+            if writer is not None and staged:
+                self._lock_thread(conn, thread_id)
+                for step in staged:
                     if step.error is None:
                         delta = delta_from_writes(writes)
                         step = step.model_copy(update={"delta": delta, "output": step_output(delta)})
                     writer.write(conn, step)
+                # LangGraph may store the next checkpoint before these writes: link it now
+                after = (
+                    select(_CP.c.checkpoint_id)
+                    .where(
+                        _CP.c.thread_id == thread_id,
+                        _CP.c.checkpoint_ns == "",
+                        _CP.c.parent_checkpoint_id == str(conf["checkpoint_id"]),
+                    )
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                conn.execute(
+                    update(Step.__table__)
+                    .where(
+                        Step.run_id == writer.run_id,
+                        Step.checkpoint_before == str(conf["checkpoint_id"]),
+                        Step.checkpoint_after.is_(None),
+                    )
+                    .values(checkpoint_after=after)
+                )
+
+    def _lock_thread(self, conn: Connection, thread_id: str) -> None:
+        """Serialise step writes of one run across connections (SQLite's BEGIN IMMEDIATE
+        already does), so `put` and `put_writes` never both miss each other's rows."""
+        if self.store.dialect == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(thread_id))))
 
     def delete_thread(self, thread_id: str) -> None:
         with self.store.begin() as conn:

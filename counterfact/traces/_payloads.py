@@ -26,10 +26,10 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         items = [to_jsonable(v) for v in value]
         return sorted(items, key=canonical_json) if isinstance(value, (set, frozenset)) else items
-    if isinstance(value, BaseModel):
-        return to_jsonable(value.model_dump(mode="json", exclude_none=True))
     if _is_langchain_message(value):
         return _message_to_dict(value)
+    if isinstance(value, BaseModel):
+        return to_jsonable(value.model_dump(mode="json", exclude_none=True))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_jsonable(dataclasses.asdict(value))
     if isinstance(value, datetime):

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from counterfact._errors import CounterfactError
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepRecord, utcnow
 from counterfact.traces._payloads import canonical_json, digest_of, sha256_hex, to_jsonable
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
@@ -42,9 +43,18 @@ DEFAULT_DB = "counterfact.db"
 MESSAGES_MEDIA_TYPE = "application/vnd.counterfact.messages+json"
 JSON_MEDIA_TYPE = "application/json"
 GENESIS = "0" * 64  # the link before a run's first step
+MANIFEST_CHUNK = 16
 
 
-class StoreError(Exception):
+def manifest_children(data: bytes) -> list[str]:
+    """The digests a message manifest points at: its messages and its prefix manifest."""
+    import json
+
+    value = json.loads(data)
+    return [*value["messages"], *([value["prefix"]] if value["prefix"] else [])]
+
+
+class StoreError(CounterfactError):
     """A store could not be used as asked; the message is one line meant for a person."""
 
 
@@ -185,13 +195,20 @@ class TraceStore:
         return sha256_hex(data), data, JSON_MEDIA_TYPE
 
     def encode_messages(self, messages: Sequence[Any]) -> list[tuple[str, bytes, str]]:
-        """Each message as its own blob plus a manifest listing them; the manifest comes last.
+        """Each message as its own blob, plus manifests listing them; the head manifest last.
 
-        A history resent at every step then costs one digest per message, not a copy.
+        Manifests form a chain of fixed chunks ({"prefix": previous manifest, "messages": up to
+        MANIFEST_CHUNK digests}), so a history resent at every step shares all its full chunks
+        with the previous step: the store grows linearly with the run, not quadratically.
         """
         rows = [self.encode_value(m) for m in messages]
-        manifest = canonical_json({"messages": [d for d, _, _ in rows]})
-        return [*rows, (sha256_hex(manifest), manifest, MESSAGES_MEDIA_TYPE)]
+        digests = [d for d, _, _ in rows]
+        prefix: str | None = None
+        for start in range(0, max(len(digests), 1), MANIFEST_CHUNK):
+            body = canonical_json({"prefix": prefix, "messages": digests[start : start + MANIFEST_CHUNK]})
+            prefix = sha256_hex(body)
+            rows.append((prefix, body, MESSAGES_MEDIA_TYPE))
+        return rows
 
     def get_value(self, digest: str | None) -> Any:
         """A stored payload, with message manifests resolved; redacted blobs read as a marker."""
@@ -212,8 +229,20 @@ class TraceStore:
             return {"redacted": digest}
         value = json.loads(row.data)
         if row.media_type == MESSAGES_MEDIA_TYPE:
-            return [self._load(conn, d) for d in value["messages"]]
+            chunks = [value["messages"]]
+            while value["prefix"] is not None:
+                value = self._load_manifest(conn, value["prefix"])
+                chunks.append(value["messages"])
+            return [self._load(conn, d) for chunk in reversed(chunks) for d in chunk]
         return value
+
+    def _load_manifest(self, conn: Connection, digest: str) -> dict[str, Any]:
+        import json
+
+        data = conn.execute(select(Blob.data).where(Blob.digest == digest)).scalar_one_or_none()
+        if data is None:
+            raise StoreError(f"message manifest {digest[:12]} is missing or redacted")
+        return json.loads(data)
 
     # -- runs -------------------------------------------------------------------------------
 

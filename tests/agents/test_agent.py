@@ -13,13 +13,16 @@ QUESTION = [ChatMessage(role="user", content="What is 6*7?")]
 
 def _call(expression: str, call_id: str = "c1") -> Completion:
     return Completion(
-        text="", tool_calls=[ToolCall(id=call_id, name="calculator", arguments={"expression": expression})]
+        text="",
+        tool_calls=[ToolCall(id=call_id, name="calculator", arguments={"expression": expression})],
     )
 
 
 def test_native_tool_loop() -> None:
     model = ScriptedChatModel([_call("6*7"), "The answer is 42."])
-    agent = Agent(name="solver", role="You solve arithmetic.", model=model, tools=[calculator_tool()])
+    agent = Agent(
+        name="solver", role="You solve arithmetic.", model=model, tools=[calculator_tool()]
+    )
     with collect_calls() as calls:
         reply = agent.respond(QUESTION)
     assert reply.text == "The answer is 42."
@@ -42,7 +45,10 @@ def test_text_protocol_for_white_box_models() -> None:
         white_box=True,
     )
     agent = Agent(
-        name="geo", role="Answer questions.", model=model, tools=[lookup_tool({"Capital of France": "Paris"})]
+        name="geo",
+        role="Answer questions.",
+        model=model,
+        tools=[lookup_tool({"Capital of France": "Paris"})],
     )
     reply = agent.respond([ChatMessage(role="user", content="Capital of France?")])
     assert reply.text == "Paris."
@@ -99,7 +105,5 @@ def test_serialisation_excludes_the_model() -> None:
     agent = Agent(name="a", role="r", model=ScriptedChatModel(["x"]), tools=[calculator_tool()])
     data = agent.model_dump()
     assert "model" not in data
-    assert data["tools"] == [
-        {"name": "calculator", "description": calculator_tool().description}
-    ]
+    assert data["tools"] == [{"name": "calculator", "description": calculator_tool().description}]
     assert data["settings"]["max_tokens"] == 256

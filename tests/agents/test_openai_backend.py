@@ -103,7 +103,7 @@ async def test_acomplete_runs_concurrently(base_url: str) -> None:
 
 def test_check_lists_the_model(base_url: str) -> None:
     OpenAIChatModel("echo-model", base_url=base_url, api_key=KEY).check()
-    with pytest.raises(ModelError, match="'other' is not served at .*it lists: echo-model"):
+    with pytest.raises(ModelError, match=r"'other' is not served at .*it lists: echo-model"):
         OpenAIChatModel("other", base_url=base_url, api_key=KEY).check()
 
 

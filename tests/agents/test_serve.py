@@ -1,4 +1,4 @@
-"""The OpenAI-compatible server, the model registry, and (slow) the embedded model served over HTTP."""
+"""The OpenAI-compatible server, the model registry, and (slow) the embedded model over HTTP."""
 
 from __future__ import annotations
 
@@ -93,7 +93,11 @@ async def test_messages_are_converted(
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"x": 1}'}}
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "calc", "arguments": '{"x": 1}'},
+                }
             ],
         },
         {"role": "tool", "content": "2", "tool_call_id": "c1"},
@@ -103,7 +107,9 @@ async def test_messages_are_converted(
     assert scripted.requests[-1].messages == [
         ChatMessage(role="system", content="be brief"),
         ChatMessage(role="user", content="ab"),
-        ChatMessage(role="assistant", tool_calls=[ToolCall(id="c1", name="calc", arguments={"x": 1})]),
+        ChatMessage(
+            role="assistant", tool_calls=[ToolCall(id="c1", name="calc", arguments={"x": 1})]
+        ),
         ChatMessage(role="tool", content="2", tool_call_id="c1"),
     ]
 
@@ -132,7 +138,10 @@ async def test_request_errors_have_openai_shape(client: httpx.AsyncClient) -> No
         "greater than or equal to 0",
     )
     _assert_error(
-        await client.post("/v1/chat/completions", json={"model": "m"}), 400, "messages", "Field required"
+        await client.post("/v1/chat/completions", json={"model": "m"}),
+        400,
+        "messages",
+        "Field required",
     )
     _assert_error(
         await client.post(
@@ -261,7 +270,10 @@ def test_serve_resolves_the_spec_and_binds_loopback(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     _serve.serve("openai:some-model")
     assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8000
-    assert {route.path for route in calls[0]["app"].routes} >= {"/v1/chat/completions", "/v1/models"}
+    assert {route.path for route in calls[0]["app"].routes} >= {
+        "/v1/chat/completions",
+        "/v1/models",
+    }
 
 
 def test_registry_forms(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -133,5 +133,5 @@ def test_text_protocol_parses_leniently() -> None:
 def test_text_protocol_prompt_names_every_tool_and_the_format() -> None:
     prompt = text_protocol_prompt([calculator_tool(), lookup_tool({})])
     assert "CALL <tool name>" in prompt and "RESULT <tool name>" in prompt
-    assert '- calculator: ' in prompt and '"expression": <str>' in prompt
-    assert '- lookup: ' in prompt and '"key": <str>' in prompt
+    assert "- calculator: " in prompt and '"expression": <str>' in prompt
+    assert "- lookup: " in prompt and '"key": <str>' in prompt

