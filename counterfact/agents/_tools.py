@@ -219,7 +219,7 @@ def _evaluate(node: ast.expr) -> int | float:
             return _checked(node.value)
         raise ToolError(f"only numbers are allowed, not {node.value!r}")
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_evaluate(node.operand))
+        return _checked(_UNARY[type(node.op)](_evaluate(node.operand)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _evaluate(node.left), _evaluate(node.right)
         if isinstance(node.op, ast.Pow):
@@ -241,8 +241,9 @@ def _check_power(base: int | float, exponent: int | float) -> None:
         raise ToolError("division by zero")
 
 
-def _checked(value: Any) -> int | float:
-    if isinstance(value, complex):
+def _checked(value: object) -> int | float:
+    """The value if it is a finite real number within the magnitude limit."""
+    if not isinstance(value, int | float):
         raise ToolError("result is not a real number")
     if isinstance(value, float) and not math.isfinite(value):
         raise ToolError("result is not finite")
