@@ -17,7 +17,6 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.prebuilt import ToolNode
 from langgraph.utils.runnable import RunnableCallable
 from pydantic import BaseModel
 
@@ -162,7 +161,9 @@ class RecordedGraph:
     def _wrap(self, node: str, inner: Runnable, metadata: Mapping[str, Any]) -> Runnable:
         info = dict(metadata.get(NODE_METADATA_KEY, {}))
         agent: str | None = info.get("agent", node)
-        kind: StepKind = info.get("kind", "tool" if isinstance(inner, ToolNode) else "agent")
+        # by name: importing langgraph.prebuilt just for isinstance costs half a second
+        is_tool_node = type(inner).__name__ == "ToolNode"
+        kind: StepKind = info.get("kind", "tool" if is_tool_node else "agent")
         saver = self.saver
 
         def begin(config: RunnableConfig) -> tuple[Any, StepRecord] | None:

@@ -366,7 +366,10 @@ class TraceStore:
     # -- steps ------------------------------------------------------------------------------
 
     def steps(self, run_ref: str, *, payloads: bool = True) -> list[StepRecord]:
-        """A run's steps in order, with their calls and (by default) their payloads."""
+        """A run's steps in order, with their calls and (by default) their payloads.
+
+        With `payloads=False` the payload fields are left empty: a cheap structural read.
+        """
         run_id = self.resolve_run_id(run_ref)
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -388,7 +391,7 @@ class TraceStore:
                     .order_by(ToolCall.step_id, ToolCall.seq)
                 ).mappings():
                     tcalls[t["step_id"]].append(t)
-            load = (lambda d: self._load(conn, d) if d else None) if payloads else (lambda d: d)
+            load = (lambda d: self._load(conn, d) if d else None) if payloads else (lambda d: None)
             return [
                 StepRecord(
                     index=r["index"],
@@ -411,8 +414,8 @@ class TraceStore:
                             backend=m["backend"],
                             model=m["model"],
                             params=m["params"],
-                            request=load(m["request_digest"]) if payloads else [],
-                            response=load(m["response_digest"]) if payloads else {},
+                            request=load(m["request_digest"]) or [],
+                            response=load(m["response_digest"]) or {},
                             finish_reason=m["finish_reason"],
                             prompt_tokens=m["prompt_tokens"],
                             completion_tokens=m["completion_tokens"],
@@ -423,8 +426,8 @@ class TraceStore:
                     tool_calls=[
                         ToolCallRecord(
                             name=t["name"],
-                            arguments=load(t["arguments_digest"]) if payloads else {},
-                            result=load(t["result_digest"]) if payloads else None,
+                            arguments=load(t["arguments_digest"]) or {},
+                            result=load(t["result_digest"]),
                             error=t["error"],
                             latency_ms=t["latency_ms"],
                         )

@@ -320,9 +320,11 @@ def _thought(content: str, where: str, unmapped: list[Unmapped]) -> tuple[StepKi
                     Unmapped(where=where, reason=f"plan lacks section(s) {', '.join(missing)}")
                 )
             return "plan", {"plan": plan}
-    if match := _NEXT_SPEAKER.match(text):
-        return "router", {"route": {"to": match["to"]}}
     first = _first_line(text)
+    if match := _NEXT_SPEAKER.match(first):
+        # A few announcements carry the runtime's traceback after the first line.
+        rest = text[len(first) :].strip()
+        return "router", {"route": {"to": match["to"]}, **({"log": rest} if rest else {})}
     if first in _EVENTS:
         return "router", {"event": _EVENTS[first]}
     unmapped.append(
@@ -422,6 +424,14 @@ def _labels(
             step = None
     else:
         unmapped.append(Unmapped(where="mistake_step", reason=f"{raw_step!r} is not a step index"))
+    if step is not None and agent is not None and steps[step].agent != agent:
+        unmapped.append(
+            Unmapped(
+                where="mistake_step",
+                reason=f"step {step} is by {steps[step].agent!r}, not the annotated "
+                f"mistake_agent {agent!r}; both labels kept as given",
+            )
+        )
     labels: dict[str, Any] = {
         "ground_truth": data.get("ground_truth"),
         "mistake_agent": agent if agent is not None else raw_agent,
