@@ -30,11 +30,10 @@ from langgraph.checkpoint.base import (
 )
 from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
 
-from counterfact.traces._models import StepRecord
 from counterfact.traces._payloads import delta_from_writes, step_output, to_jsonable
 from counterfact.traces._schema import Checkpoint as CheckpointRow
 from counterfact.traces._schema import CheckpointWrite, Step
-from counterfact.traces._store import RunWriter, TraceStore
+from counterfact.traces._store import PreparedStep, RunWriter, TraceStore
 
 _CP = CheckpointRow.__table__
 _WR = CheckpointWrite.__table__
@@ -47,7 +46,7 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         super().__init__(**kwargs)
         self.store = store
         self._writers: dict[str, RunWriter] = {}
-        self._staged: dict[str, dict[str, StepRecord]] = defaultdict(dict)
+        self._staged: dict[str, dict[str, PreparedStep]] = defaultdict(dict)
         self._lock = threading.Lock()
 
     # -- the recorder's side ------------------------------------------------------------------
@@ -71,12 +70,12 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         """The writer recording `thread_id`, if it is being recorded."""
         return self._writers.get(thread_id)
 
-    def stage_step(self, thread_id: str, task_id: str, step: StepRecord) -> None:
+    def stage_step(self, thread_id: str, task_id: str, step: PreparedStep) -> None:
         """Hold a finished node's step until its writes or next checkpoint are stored."""
         with self._lock:
             self._staged[thread_id][task_id] = step
 
-    def _take_staged(self, thread_id: str, task_id: str | None) -> list[StepRecord]:
+    def _take_staged(self, thread_id: str, task_id: str | None) -> list[PreparedStep]:
         with self._lock:
             staged = self._staged.get(thread_id)
             if not staged:
@@ -242,9 +241,9 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             if writer is not None and staged:
                 self._lock_thread(conn, thread_id)
                 for step in staged:
-                    if step.error is None:
+                    if step.step.error is None:
                         delta = delta_from_writes(writes)
-                        step = step.model_copy(update={"delta": delta, "output": step_output(delta)})
+                        step = step.with_delta(self.store, delta, step_output(delta))
                     writer.write(conn, step)
                 # LangGraph may store the next checkpoint before these writes: link it now
                 after = (

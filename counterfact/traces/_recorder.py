@@ -24,7 +24,7 @@ from counterfact.traces._checkpointer import SQLAlchemySaver
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord, utcnow
 from counterfact.traces._payloads import digest_of, step_output, to_jsonable
 from counterfact.traces._records import collect_calls
-from counterfact.traces._store import StoreError, TraceStore
+from counterfact.traces._store import StoreError, TraceStore, prepare_step
 
 NODE_METADATA_KEY = "counterfact"  # node metadata: {"counterfact": {"agent": ..., "kind": ...}}
 
@@ -191,7 +191,6 @@ class RecordedGraph:
             delta = to_jsonable(result)
             step = step.model_copy(
                 update={
-                    "input": _messages_seen(state),
                     "output": step_output(delta),
                     "delta": delta,
                     "ended_at": utcnow(),
@@ -200,7 +199,11 @@ class RecordedGraph:
                     "tool_calls": calls.tool_calls,
                 }
             )
-            saver.stage_step(thread_id, step.task_id or "", step)
+            messages = state.get("messages") if isinstance(state, Mapping) else None
+            prepared = prepare_step(
+                saver.store, step, list(messages) if messages is not None else None
+            )
+            saver.stage_step(thread_id, step.task_id or "", prepared)
 
         def run(state: Any, config: RunnableConfig) -> Any:
             started = begin(config)
@@ -283,12 +286,4 @@ def _graph_digest(graph: CompiledStateGraph) -> str:
 def _as_task_input(graph_input: Any) -> dict[str, Any]:
     value = to_jsonable(graph_input)
     return value if isinstance(value, dict) else {"input": value}
-
-
-def _messages_seen(state: Any) -> list[dict[str, Any]] | None:
-    messages = state.get("messages") if isinstance(state, Mapping) else None
-    if messages is None:
-        return None
-    rendered = to_jsonable(list(messages))
-    return [m if isinstance(m, dict) else {"content": m} for m in rendered]
 

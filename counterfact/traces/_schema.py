@@ -92,6 +92,7 @@ class Step(Base):
         UniqueConstraint("run_id", "index", name="uq_steps_run_index"),
         Index("ix_steps_agent_run", "agent", "run_id"),
         Index("ix_steps_run_node", "run_id", "node", "invocation"),
+        Index("ix_steps_run_checkpoint", "run_id", "checkpoint_before"),
     )
 
 
@@ -150,6 +151,10 @@ class Checkpoint(Base):
     type: Mapped[str | None] = mapped_column(String(32), default=None)
     checkpoint: Mapped[bytes] = mapped_column(LargeBinary)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JsonType, default=dict)
+
+    __table_args__ = (
+        Index("ix_checkpoints_parent", "thread_id", "checkpoint_ns", "parent_checkpoint_id"),
+    )
 
 
 class CheckpointWrite(Base):

@@ -8,11 +8,15 @@ cost low on the recording hot path).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import weakref
+from collections import OrderedDict
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,10 @@ def manifest_children(data: bytes) -> list[str]:
 
 class StoreError(CounterfactError):
     """A store could not be used as asked; the message is one line meant for a person."""
+
+
+def _is_message_object(value: Any) -> bool:
+    return hasattr(value, "content") and hasattr(value, "type") and hasattr(value, "id")
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -118,6 +126,7 @@ class TraceStore:
         self.engine = _make_engine(url)
         self.redact = redactor or Redactor()
         self._known_blobs: set[str] = set()
+        self._message_cache: OrderedDict[Any, tuple[Any, tuple[str, bytes, str]]] = OrderedDict()
         self._known_lock = threading.Lock()
         try:
             with self.engine.connect():
@@ -194,6 +203,33 @@ class TraceStore:
         data = canonical_json(self.redact(to_jsonable(value)))
         return sha256_hex(data), data, JSON_MEDIA_TYPE
 
+    def _encode_message(self, message: Any) -> tuple[str, bytes, str]:
+        """`encode_value` for one message, remembered: histories repeat at every step.
+
+        A LangChain message object is remembered by identity (checked through a weak
+        reference, so a recycled id() never matches); a plain role/content dict by its values.
+        """
+        if _is_message_object(message):
+            key: Any = ("obj", id(message))
+        elif isinstance(message, dict) and all(
+            isinstance(v, (str, type(None))) for v in message.values()
+        ):
+            key = ("dict", tuple(sorted(message.items())))
+        else:
+            return self.encode_value(message)
+        with self._known_lock:
+            hit = self._message_cache.get(key)
+            if hit is not None and (hit[0] is None or hit[0]() is message):
+                self._message_cache.move_to_end(key)
+                return hit[1]
+        row = self.encode_value(message)
+        ref = weakref.ref(message) if key[0] == "obj" else None
+        with self._known_lock:
+            self._message_cache[key] = (ref, row)
+            if len(self._message_cache) > 20_000:
+                self._message_cache.popitem(last=False)
+        return row
+
     def encode_messages(self, messages: Sequence[Any]) -> list[tuple[str, bytes, str]]:
         """Each message as its own blob, plus manifests listing them; the head manifest last.
 
@@ -201,7 +237,7 @@ class TraceStore:
         MANIFEST_CHUNK digests}), so a history resent at every step shares all its full chunks
         with the previous step: the store grows linearly with the run, not quadratically.
         """
-        rows = [self.encode_value(m) for m in messages]
+        rows = [self._encode_message(m) for m in messages]
         digests = [d for d, _, _ in rows]
         prefix: str | None = None
         for start in range(0, max(len(digests), 1), MANIFEST_CHUNK):
@@ -493,6 +529,102 @@ def chain_link(previous: str, content_digest: str) -> str:
     return sha256_hex(f"{previous}:{content_digest}".encode())
 
 
+@dataclass
+class PreparedStep:
+    """A step encoded for writing: payload digests and blob rows computed outside any
+    transaction, so that the write lock is held only for the inserts."""
+
+    step: StepRecord
+    fields: dict[str, Any]
+    model_rows: list[dict[str, Any]]
+    tool_rows: list[dict[str, Any]]
+    blobs: list[tuple[str, bytes, str]]
+
+    def with_delta(self, store: TraceStore, delta: Any, output: Any) -> PreparedStep:
+        """The same step with its delta and output replaced (by what LangGraph saved)."""
+        rows = [store.encode_value(v) for v in (delta, output) if v is not None]
+        fields = {
+            **self.fields,
+            "delta_digest": rows[0][0] if delta is not None else None,
+            "output_digest": rows[-1][0] if output is not None else None,
+        }
+        return dataclasses.replace(
+            self,
+            step=self.step.model_copy(update={"delta": delta, "output": output}),
+            fields=fields,
+            blobs=[*self.blobs, *rows],
+        )
+
+
+def prepare_step(
+    store: TraceStore, step: StepRecord, input_messages: Sequence[Any] | None = None
+) -> PreparedStep:
+    """Encode `step`'s payloads; `input_messages` (raw state messages) replaces `step.input`."""
+    blobs: list[tuple[str, bytes, str]] = []
+
+    def put(value: Any) -> str | None:
+        if value is None:
+            return None
+        row = store.encode_value(value)
+        blobs.append(row)
+        return row[0]
+
+    def put_messages(messages: Sequence[Any] | None) -> str | None:
+        if messages is None:
+            return None
+        rows = store.encode_messages(messages)
+        blobs.extend(rows)
+        return rows[-1][0]
+
+    fields: dict[str, Any] = {
+        "node": step.node,
+        "agent": step.agent,
+        "invocation": step.invocation,
+        "kind": step.kind,
+        "input_digest": put_messages(input_messages if input_messages is not None else step.input),
+        "output_digest": put(step.output),
+        "delta_digest": put(step.delta),
+        "checkpoint_before": step.checkpoint_before,
+        "task_id": step.task_id,
+        "started_at": step.started_at.isoformat(),
+        "ended_at": step.ended_at.isoformat(),
+        "error": store.redact.text(step.error) if step.error else None,
+    }
+    model_rows = []
+    for seq, call in enumerate(step.model_calls):
+        activations = None
+        if call.activations is not None:
+            activations = sha256_hex(call.activations)
+            blobs.append((activations, call.activations, "application/safetensors"))
+        model_rows.append(
+            {
+                "seq": seq,
+                "backend": call.backend,
+                "model": call.model,
+                "params": store.redact(to_jsonable(call.params)),
+                "request_digest": put_messages(call.request),
+                "response_digest": put(call.response),
+                "activations_digest": activations,
+                "finish_reason": call.finish_reason,
+                "prompt_tokens": call.prompt_tokens,
+                "completion_tokens": call.completion_tokens,
+                "latency_ms": call.latency_ms,
+            }
+        )
+    tool_rows = [
+        {
+            "seq": seq,
+            "name": call.name,
+            "arguments_digest": put(call.arguments),
+            "result_digest": put(call.result),
+            "error": store.redact.text(call.error) if call.error else None,
+            "latency_ms": call.latency_ms,
+        }
+        for seq, call in enumerate(step.tool_calls)
+    ]
+    return PreparedStep(step, fields, model_rows, tool_rows, blobs)
+
+
 class RunWriter:
     """Appends steps to one run: dense indices, invocation counts, and the hash chain."""
 
@@ -518,95 +650,37 @@ class RunWriter:
             self._invocations[node] = n + 1
             return n
 
-    def write(self, conn: Connection, step: StepRecord) -> StepRecord:
+    def write(self, conn: Connection, step: StepRecord | PreparedStep) -> StepRecord:
         """Write `step` (and its calls and payloads) in the caller's transaction."""
+        prepared = step if isinstance(step, PreparedStep) else prepare_step(self.store, step)
+        record = prepared.step
         with self._lock:
-            store = self.store
-            blobs: list[tuple[str, bytes, str]] = []
-
-            def put(value: Any) -> str | None:
-                if value is None:
-                    return None
-                row = store.encode_value(value)
-                blobs.append(row)
-                return row[0]
-
-            def put_messages(messages: Sequence[Any] | None) -> str | None:
-                if messages is None:
-                    return None
-                rows = store.encode_messages(messages)
-                blobs.extend(rows)
-                return rows[-1][0]
-
-            index = self.next_index if step.index is None else step.index
-            fields: dict[str, Any] = {
-                "index": index,
-                "node": step.node,
-                "agent": step.agent,
-                "invocation": step.invocation,
-                "kind": step.kind,
-                "input_digest": put_messages(step.input),
-                "output_digest": put(step.output),
-                "delta_digest": put(step.delta),
-                "checkpoint_before": step.checkpoint_before,
-                "task_id": step.task_id,
-                "started_at": step.started_at.isoformat(),
-                "ended_at": step.ended_at.isoformat(),
-                "error": store.redact.text(step.error) if step.error else None,
-            }
-            model_rows = []
-            for seq, call in enumerate(step.model_calls):
-                activations = None
-                if call.activations is not None:
-                    activations = sha256_hex(call.activations)
-                    blobs.append((activations, call.activations, "application/safetensors"))
-                model_rows.append(
-                    {
-                        "seq": seq,
-                        "backend": call.backend,
-                        "model": call.model,
-                        "params": store.redact(to_jsonable(call.params)),
-                        "request_digest": put_messages(call.request),
-                        "response_digest": put(call.response),
-                        "activations_digest": activations,
-                        "finish_reason": call.finish_reason,
-                        "prompt_tokens": call.prompt_tokens,
-                        "completion_tokens": call.completion_tokens,
-                        "latency_ms": call.latency_ms,
-                    }
-                )
-            tool_rows = [
-                {
-                    "seq": seq,
-                    "name": call.name,
-                    "arguments_digest": put(call.arguments),
-                    "result_digest": put(call.result),
-                    "error": store.redact.text(call.error) if call.error else None,
-                    "latency_ms": call.latency_ms,
-                }
-                for seq, call in enumerate(step.tool_calls)
-            ]
+            index = self.next_index if record.index is None else record.index
+            fields = {"index": index, **prepared.fields}
             content = step_content_digest(
-                self.run_id, {**fields, "model_calls": model_rows, "tool_calls": tool_rows}
+                self.run_id,
+                {**fields, "model_calls": prepared.model_rows, "tool_calls": prepared.tool_rows},
             )
             link = chain_link(self.head, content)
-            store.put_blobs(conn, blobs)
+            self.store.put_blobs(conn, prepared.blobs)
             row = {
                 **fields,
                 "run_id": self.run_id,
-                "checkpoint_after": step.checkpoint_after,
-                "started_at": step.started_at,
-                "ended_at": step.ended_at,
+                "checkpoint_after": record.checkpoint_after,
+                "started_at": record.started_at,
+                "ended_at": record.ended_at,
                 "digest": link,
             }
             step_id = conn.execute(insert(Step.__table__).returning(Step.id), row).scalar_one()
-            if model_rows:
+            if prepared.model_rows:
                 conn.execute(
-                    insert(ModelCall.__table__), [{**m, "step_id": step_id} for m in model_rows]
+                    insert(ModelCall.__table__),
+                    [{**m, "step_id": step_id} for m in prepared.model_rows],
                 )
-            if tool_rows:
+            if prepared.tool_rows:
                 conn.execute(
-                    insert(ToolCall.__table__), [{**t, "step_id": step_id} for t in tool_rows]
+                    insert(ToolCall.__table__),
+                    [{**t, "step_id": step_id} for t in prepared.tool_rows],
                 )
             conn.execute(
                 update(Run.__table__)
@@ -615,7 +689,7 @@ class RunWriter:
             )
             self.next_index = index + 1
             self.head = link
-            return step.model_copy(update={"index": index, "digest": link})
+            return record.model_copy(update={"index": index, "digest": link})
 
 
 def retry_locked(fn: Any, attempts: int = 5) -> Any:

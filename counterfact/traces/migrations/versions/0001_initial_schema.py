@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 02:16:45.640264
+Create Date: 2026-11-26 02:27:08.978686
 """
 
 from alembic import op
@@ -49,6 +49,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('thread_id', 'checkpoint_ns', 'checkpoint_id')
     )
     with op.batch_alter_table('checkpoints', schema=None) as batch_op:
+        batch_op.create_index('ix_checkpoints_parent', ['thread_id', 'checkpoint_ns', 'parent_checkpoint_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_checkpoints_run_id'), ['run_id'], unique=False)
 
     op.create_table('runs',
@@ -103,6 +104,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('steps', schema=None) as batch_op:
         batch_op.create_index('ix_steps_agent_run', ['agent', 'run_id'], unique=False)
+        batch_op.create_index('ix_steps_run_checkpoint', ['run_id', 'checkpoint_before'], unique=False)
         batch_op.create_index('ix_steps_run_node', ['run_id', 'node', 'invocation'], unique=False)
 
     op.create_table('model_calls',
@@ -153,6 +155,7 @@ def downgrade() -> None:
     op.drop_table('model_calls')
     with op.batch_alter_table('steps', schema=None) as batch_op:
         batch_op.drop_index('ix_steps_run_node')
+        batch_op.drop_index('ix_steps_run_checkpoint')
         batch_op.drop_index('ix_steps_agent_run')
 
     op.drop_table('steps')
@@ -165,6 +168,7 @@ def downgrade() -> None:
     op.drop_table('runs')
     with op.batch_alter_table('checkpoints', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_checkpoints_run_id'))
+        batch_op.drop_index('ix_checkpoints_parent')
 
     op.drop_table('checkpoints')
     op.drop_table('checkpoint_writes')
