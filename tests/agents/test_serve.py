@@ -294,11 +294,14 @@ def test_registry_local_path_must_exist(tmp_path: Any) -> None:
 @pytest.mark.slow
 def test_embedded_model_over_http_with_the_openai_client() -> None:
     import openai
+    from openai.types.chat import ChatCompletionMessageParam
 
     from counterfact.agents._embedded import load_embedded
 
     model = load_embedded()
-    question = [{"role": "user", "content": "Name three colours."}]
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Name three colours."}
+    ]
     with running_server(create_app(model)) as url:
         client = openai.OpenAI(base_url=url, api_key="test-key", max_retries=0)
         listed = [m.id for m in client.models.list()]
