@@ -1,0 +1,86 @@
+"""The CLI over the trace store: listing, showing, verifying, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from counterfact.cli import app
+from counterfact.traces import Outcome, TraceStore, record
+
+from .traces.graphs import loop_graph, loop_input
+
+runner = CliRunner()
+
+
+def _db_with_runs(path: str) -> tuple[str, str]:
+    store = TraceStore.open(path)
+    rg = record(loop_graph(), store, workflow="loop")
+    ok = rg.invoke(loop_input(2), labels={"split": "dev"}).run_id
+    bad = rg.invoke(loop_input(1)).run_id
+    rg.finish(bad, Outcome(success=False, score=0.0))
+    store.close()
+    return ok, bad
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "counterfact.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_runs_list_json_and_filters(sqlite_path: str) -> None:
+    ok, bad = _db_with_runs(sqlite_path)
+    result = runner.invoke(app, ["runs", "list", "--db", sqlite_path, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.output)
+    assert {r["id"] for r in runs} == {ok, bad}
+    assert all({"id", "status", "workflow", "outcome", "labels"} <= r.keys() for r in runs)
+    failed = json.loads(
+        runner.invoke(app, ["runs", "list", "--db", sqlite_path, "--status", "failed", "--format", "json"]).output
+    )
+    assert [r["id"] for r in failed] == [bad]
+    dev = json.loads(
+        runner.invoke(app, ["runs", "list", "--db", sqlite_path, "--label", "split=dev", "--format", "json"]).output
+    )
+    assert [r["id"] for r in dev] == [ok]
+
+
+def test_runs_show_tree_and_json(sqlite_path: str) -> None:
+    ok, _ = _db_with_runs(sqlite_path)
+    text = runner.invoke(app, ["runs", "show", ok[:8], "--db", sqlite_path])
+    assert text.exit_code == 0, text.output
+    assert "worker" in text.output and "turn 0" in text.output and "test-model" in text.output
+    data = json.loads(runner.invoke(app, ["runs", "show", ok, "--db", sqlite_path, "--format", "json"]).output)
+    assert [s["node"] for s in data["steps"]] == ["worker", "critic", "worker"]
+
+
+def test_verify_reports_ok_and_broken(sqlite_path: str) -> None:
+    ok, bad = _db_with_runs(sqlite_path)
+    result = runner.invoke(app, ["verify", ok, bad, "--db", sqlite_path])
+    assert result.exit_code == 0 and result.output.count("ok") >= 2
+    store = TraceStore.open(sqlite_path)
+    with store.begin() as conn:
+        conn.exec_driver_sql("UPDATE steps SET node = 'x' WHERE run_id = ? AND \"index\" = 1", (ok,))
+    result = runner.invoke(app, ["verify", ok, "--db", sqlite_path])
+    assert result.exit_code == 1 and "at step 1" in result.output
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path, sqlite_path: str) -> None:
+    _db_with_runs(sqlite_path)
+    cases = [
+        (["runs", "show", "nosuchrun", "--db", sqlite_path], "no run with id 'nosuchrun'"),
+        (["runs", "list", "--db", "postgresql://nobody@127.0.0.1:9/none"], "cannot open database"),
+        (["runs", "list", "--db", sqlite_path, "--label", "oops"], "--label takes KEY=VALUE"),
+        (["runs", "list", "--db", sqlite_path, "--status", "weird"], "--status must be"),
+    ]
+    for args, expected in cases:
+        result = cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert expected in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
