@@ -1,0 +1,295 @@
+"""Per-step cost of recording a LangGraph run into the trace store, against LangGraph's savers.
+
+One trivial graph (a loop of NODES nodes over a `messages` channel with `add_messages`, plus a
+counter) runs STEPS node executions per run, RUNS runs per repetition, durability "sync", under:
+
+  none             no checkpointer (the graph's own cost)
+  sqlite-lg        LangGraph SqliteSaver (its setup turns WAL on; synchronous left at FULL)
+  sqlite-lg-norm   the same with synchronous=NORMAL (the durability our store uses)
+  sqlite-ours      record(graph, TraceStore(sqlite file))  -- whole trace + checkpoints
+  pg-lg            LangGraph PostgresSaver on loopback
+  pg-ours          record(graph, TraceStore(postgresql://...))
+
+Configurations are interleaved inside each repetition so that machine noise hits all of them
+alike; one warm-up repetition is discarded; the median over repetitions is reported. After
+every recorded repetition the store is checked: each run must be `succeeded` with exactly
+STEPS step rows (dense indices), `step_count` = STEPS, and one checkpoint per super-step, so
+a fast number cannot come from a recorder that dropped work.
+
+    .venv/bin/python benchmarks/bench_recording.py [--steps 300 --runs 3 --reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import operator
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import psycopg
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from counterfact.traces import TraceStore, record
+from counterfact.traces._schema import Checkpoint, Run, Step
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+    count: Annotated[int, operator.add]
+
+
+def build_graph(nodes: int, steps: int) -> StateGraph:
+    names = [f"agent_{i}" for i in range(nodes)]
+    graph = StateGraph(State)
+
+    def make(name: str) -> Callable[[State], dict[str, Any]]:
+        def node(state: State) -> dict[str, Any]:
+            return {"messages": [AIMessage(f"{name} says {state['count']}")], "count": 1}
+
+        return node
+
+    for name in names:
+        graph.add_node(name, make(name))
+    graph.add_edge(START, names[0])
+    for a, b in zip(names, names[1:], strict=False):
+        graph.add_edge(a, b)
+    graph.add_conditional_edges(
+        names[-1], lambda s: END if s["count"] >= steps else names[0], [names[0], END]
+    )
+    return graph
+
+
+# -- configurations: each yields a function that performs one run and returns nothing ---------
+
+
+def _input() -> dict[str, Any]:
+    return {"messages": [HumanMessage("start the loop")], "count": 0}
+
+
+@contextlib.contextmanager
+def pg_database(name: str) -> Iterator[str]:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_BASE + name
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Config:
+    """One way of running the graph; `run()` executes one full run."""
+
+    name: str
+    store: TraceStore | None = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.run_ids: list[str] = []
+
+    def run(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class Plain(Config):
+    def __init__(self, name: str, graph: StateGraph, steps: int, checkpointer: Any) -> None:
+        super().__init__(name)
+        self.compiled = graph.compile(checkpointer=checkpointer)
+        self.limit = steps + 10
+        # without a checkpointer LangGraph 1.2 warns about, then crashes on, `durability`
+        self.kwargs = {"durability": "sync"} if checkpointer is not None else {}
+
+    def run(self) -> None:
+        config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": self.limit}
+        self.compiled.invoke(_input(), config, **self.kwargs)
+
+
+class Ours(Config):
+    def __init__(self, name: str, graph: StateGraph, steps: int, store: TraceStore) -> None:
+        super().__init__(name)
+        self.store = store
+        self.recorded = record(graph, store, workflow="bench")
+        self.limit = steps + 10
+
+    def run(self) -> None:
+        result = self.recorded.invoke(_input(), config={"recursion_limit": self.limit})
+        self.run_ids.append(result.run_id)
+
+
+def verify(cfg: Config, steps: int) -> str:
+    """Check that every run of `cfg` since the last check is fully recorded; forget them."""
+    assert cfg.store is not None
+    unlinked = 0
+    with cfg.store.engine.connect() as conn:
+        for run_id in cfg.run_ids:
+            status, step_count = conn.execute(
+                select(Run.status, Run.step_count).where(Run.id == run_id)
+            ).one()
+            n, lo, hi, nodes = conn.execute(
+                select(
+                    func.count(), func.min(Step.index), func.max(Step.index),
+                    func.count(func.distinct(Step.node)),
+                ).where(Step.run_id == run_id)
+            ).one()
+            missing_after = conn.execute(
+                select(func.count()).where(Step.run_id == run_id, Step.checkpoint_after.is_(None))
+            ).scalar_one()
+            cps = conn.execute(
+                select(func.count()).where(Checkpoint.thread_id == run_id)
+            ).scalar_one()
+            problems = []
+            if status != "succeeded":
+                problems.append(f"status {status}")
+            if (n, lo, hi, step_count) != (steps, 0, steps - 1, steps):
+                problems.append(f"{n} step rows (index {lo}..{hi}, step_count {step_count})")
+            if missing_after:  # a step the next checkpoint failed to link: reported, not fatal
+                unlinked += missing_after
+            if cps < steps + 1:  # input checkpoint + one per node step (sequential loop)
+                problems.append(f"only {cps} checkpoints")
+            if problems:
+                raise SystemExit(f"{cfg.name}: run {run_id} badly recorded: {', '.join(problems)}")
+    checked = len(cfg.run_ids)
+    cfg.run_ids.clear()
+    if unlinked:
+        return f"{checked}x{steps} rows; {unlinked}/{checked * steps} lack checkpoint_after"
+    return f"OK {checked}x{steps} rows"
+
+
+def summarize(notes: list[str]) -> str:
+    """One line for a configuration's checks over all repetitions."""
+    if not notes:
+        return "-"
+    lacking = [int(n.split("; ")[1].split("/")[0]) for n in notes if "lack" in n]
+    head = f"{notes[0].removeprefix('OK ').split(';')[0]} x{len(notes)} reps"
+    if not lacking:
+        return "OK " + head
+    total = notes[-1].split("/")[1].split()[0]
+    return f"{head}; {min(lacking)}..{max(lacking)}/{total} lack checkpoint_after"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--steps", type=int, default=300, help="node executions per run")
+    ap.add_argument("--runs", type=int, default=3, help="runs per repetition")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions (after 1 warm-up)")
+    ap.add_argument("--nodes", type=int, default=3, help="nodes in the loop")
+    ap.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL configurations")
+    args = ap.parse_args()
+    # the loop only exits after its last node: a run executes a whole number of rounds
+    args.steps = -(-args.steps // args.nodes) * args.nodes
+    console = Console(width=160)
+    graph = build_graph(args.nodes, args.steps)
+    tmp = Path(tempfile.mkdtemp(prefix="cf_bench_rec_"))
+    configs: list[Config] = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, True)
+        configs.append(Plain("none", graph, args.steps, None))
+
+        lg_conn = sqlite3.connect(tmp / "lg.db", check_same_thread=False)
+        stack.callback(lg_conn.close)
+        lg = SqliteSaver(lg_conn)
+        lg.setup()  # executes PRAGMA journal_mode=WAL
+        configs.append(Plain("sqlite-lg", graph, args.steps, lg))
+
+        lgn_conn = sqlite3.connect(tmp / "lg_normal.db", check_same_thread=False)
+        stack.callback(lgn_conn.close)
+        lgn = SqliteSaver(lgn_conn)
+        lgn.setup()
+        lgn_conn.execute("PRAGMA synchronous=NORMAL")
+        configs.append(Plain("sqlite-lg-norm", graph, args.steps, lgn))
+
+        ours_sqlite = TraceStore.open(str(tmp / "ours.db"))
+        stack.callback(ours_sqlite.close)
+        configs.append(Ours("sqlite-ours", graph, args.steps, ours_sqlite))
+
+        if not args.no_pg:
+            lg_url = stack.enter_context(pg_database("cf_bench_rec_lg"))
+            pg_lg = stack.enter_context(PostgresSaver.from_conn_string(lg_url))
+            pg_lg.setup()
+            configs.append(Plain("pg-lg", graph, args.steps, pg_lg))
+            ours_url = stack.enter_context(pg_database("cf_bench_rec_ours"))
+            ours_pg = TraceStore.open(ours_url)
+            stack.callback(ours_pg.close)
+            configs.append(Ours("pg-ours", graph, args.steps, ours_pg))
+
+        journal = lg_conn.execute("PRAGMA journal_mode").fetchone()[0]
+        with ours_sqlite.engine.connect() as c:
+            ours_journal = c.exec_driver_sql("PRAGMA journal_mode").scalar()
+        console.print(
+            f"graph: {args.nodes}-node loop, {args.steps} steps/run, {args.runs} runs/rep, "
+            f"{args.reps} reps + 1 warm-up; journal: SqliteSaver={journal}, ours={ours_journal}"
+        )
+
+        times: dict[str, list[float]] = {c.name: [] for c in configs}
+        checks: dict[str, list[str]] = {}
+        for rep in range(args.reps + 1):
+            for cfg in configs:
+                gc.collect()
+                start = time.perf_counter()
+                for _ in range(args.runs):
+                    cfg.run()
+                elapsed = time.perf_counter() - start
+                if cfg.store is not None:
+                    checks.setdefault(cfg.name, []).append(verify(cfg, args.steps))
+                if rep > 0:
+                    times[cfg.name].append(elapsed / (args.runs * args.steps))
+            console.print(f"  rep {rep}{' (warm-up)' if rep == 0 else ''} done")
+
+    per_step = {name: statistics.median(v) for name, v in times.items()}
+    table = Table(title=f"Recording cost per step (median of {args.reps} reps, durability=sync)")
+    for col, just in [
+        ("configuration", "left"), ("steps/s", "right"), ("µs/step", "right"),
+        ("min..max µs/step", "right"), ("vs none", "right"), ("ratio", "right"),
+        ("rows checked", "left"),
+    ]:
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    baseline_of = {"sqlite-ours": "sqlite-lg", "pg-ours": "pg-lg"}
+    for name, t in per_step.items():
+        ratio = ""
+        if name == "sqlite-ours":
+            ratio = (
+                f"{t / per_step['sqlite-lg']:.2f}x sqlite-lg, "
+                f"{t / per_step['sqlite-lg-norm']:.2f}x sqlite-lg-norm"
+            )
+        elif name in baseline_of:
+            ratio = f"{t / per_step[baseline_of[name]]:.2f}x pg-lg"
+        table.add_row(
+            name,
+            f"{1 / t:,.0f}",
+            f"{t * 1e6:,.0f}",
+            f"{min(times[name]) * 1e6:,.0f}..{max(times[name]) * 1e6:,.0f}",
+            f"+{(t - per_step['none']) * 1e6:,.0f} µs",
+            ratio,
+            summarize(checks.get(name, [])),
+        )
+    console.print(table)
+    target = 1.5
+    for ours, theirs in [("sqlite-ours", "sqlite-lg"), ("pg-ours", "pg-lg")]:
+        if ours in per_step:
+            r = per_step[ours] / per_step[theirs]
+            verdict = "[green]PASS[/]" if r <= target else "[red]FAIL[/]"
+            console.print(f"{ours} / {theirs}: {r:.2f}x (target <= {target}x) {verdict}")
+
+
+if __name__ == "__main__":
+    main()
