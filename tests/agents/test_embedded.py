@@ -58,44 +58,41 @@ def test_conversion_from_scratch_in_a_fresh_process(tmp_path: Path) -> None:
     """First use converts the GGUF; the cache is complete and loads as a LocalModel."""
     code = (
         "from counterfact.agents._embedded import load_embedded\n"
-        "from counterfact.agents._types import ChatMessage, GenerationSettings\n"
-        "m = load_embedded()\n"
-        "print(m.complete([ChatMessage(role='user', content='Say hi')],"
-        " GenerationSettings(max_tokens=4)).usage.completion_tokens)\n"
+        "print(load_embedded().geometry.num_layers)\n"
     )
     env = {**os.environ, "COUNTERFACT_CACHE": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert int(done.stdout.split()[-1]) >= 1
+    assert done.stdout.split()[-1] == "30"
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["smollm2-135m-instruct"]
 
 
 @pytest.mark.slow
 def test_real_model_answers_and_batches_token_exact(embedded: LocalModel) -> None:
     question = [ChatMessage(role="user", content="What is the capital of France?")]
-    answer = embedded.complete(question, GenerationSettings(max_tokens=20))
+    answer = embedded.complete(question, GenerationSettings(max_tokens=10))
     assert "Paris" in answer.text
-    prompts = ["What is 2+2?", "Name a colour.", "Write a haiku about the sea.", "Hi"]
+    prompts = ["What is 2+2?", "Write a haiku about the sea.", "Hi"]
     ids = [embedded.prompt_ids([ChatMessage(role="user", content=p)]) for p in prompts]
-    alone = [embedded.generate_ids(i, 12, ignore_eos=True) for i in ids]
-    futures = [embedded.engine.submit(Request(i, 12, ignore_eos=True)) for i in ids]
+    alone = [embedded.generate_ids(i, 8, ignore_eos=True) for i in ids]
+    futures = [embedded.engine.submit(Request(i, 8, ignore_eos=True)) for i in ids]
     assert [f.result().token_ids for f in futures] == alone
 
 
 @pytest.mark.slow
 def test_real_model_sampling_reproducible_under_concurrency(embedded: LocalModel) -> None:
-    settings = GenerationSettings(max_tokens=12, temperature=0.9, top_p=0.95, seed=11)
+    settings = GenerationSettings(max_tokens=8, temperature=0.9, top_p=0.95, seed=11)
     question = [ChatMessage(role="user", content="Tell me a fun fact.")]
     alone = embedded.complete(question, settings).text
     texts: list[str] = []
     threads = [
         threading.Thread(target=lambda: texts.append(embedded.complete(question, settings).text))
-        for _ in range(3)
+        for _ in range(2)
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert texts == [alone] * 3
+    assert texts == [alone] * 2
