@@ -250,15 +250,12 @@ class HookSet:
         self.geometry = geometry
         self._rows: list[RowPass] = []
         self._work: dict[tuple[int, Component], list[int]] = {}
-        self._handles = []
         for i, layer in enumerate(layers):
             attn: Any = layer.self_attn
-            self._handles += [
-                layer.register_forward_hook(self._output_hook(i, "residual")),
-                attn.register_forward_hook(self._output_hook(i, "attn")),
-                layer.mlp.register_forward_hook(self._output_hook(i, "mlp")),
-                attn.o_proj.register_forward_pre_hook(self._heads_hook(i)),
-            ]
+            layer.register_forward_hook(self._output_hook(i, "residual"))
+            attn.register_forward_hook(self._output_hook(i, "attn"))
+            layer.mlp.register_forward_hook(self._output_hook(i, "mlp"))
+            attn.o_proj.register_forward_pre_hook(self._heads_hook(i))
 
     def begin_pass(self, rows: list[RowPass]) -> None:
         self._rows = rows

@@ -136,7 +136,10 @@ class Engine:
                     if req is None:
                         self._drain()
                         return
-                    self._guarded(req, self._admit)
+                    try:
+                        self._admit(req)
+                    except Exception as exc:  # noqa: BLE001 - the caller gets it, the loop goes on
+                        req.future.set_exception(exc)
                 if self._rows:
                     try:
                         self._step()
@@ -148,12 +151,6 @@ class Engine:
     def _drain(self) -> None:
         while self._rows:
             self._step()
-
-    def _guarded(self, req: Request, action: Any) -> None:
-        try:
-            action(req)
-        except Exception as exc:  # noqa: BLE001 - the caller gets the error, the loop goes on
-            req.future.set_exception(exc)
 
     def _admit(self, req: Request) -> None:
         """Run the prompt pass of one request, then add it to the batch."""

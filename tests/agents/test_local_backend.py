@@ -167,3 +167,10 @@ def test_generation_is_capped_by_the_context_window(tiny: LocalModel) -> None:
     done = tiny.complete(prompt, GenerationSettings(max_tokens=10_000))
     assert done.usage.completion_tokens <= room
     assert done.finish_reason == "stop" or done.usage.completion_tokens == room
+
+
+def test_a_failing_request_does_not_stop_the_engine(tiny: LocalModel) -> None:
+    bad = tiny.engine.submit(Request([10**7], 4))  # no such token id
+    with pytest.raises(IndexError):
+        bad.result()
+    assert len(tiny.generate_ids(tiny.prompt_ids(msgs("Hi")), 3, ignore_eos=True)) == 3
