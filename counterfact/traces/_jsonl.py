@@ -28,6 +28,7 @@ FORMAT = "counterfact-run/1"
 
 
 def _b64decode(value: Any) -> bytes:
+    """Strict base64, so a damaged export fails validation instead of importing garbage."""
     if isinstance(value, bytes):
         return value
     if not isinstance(value, str):

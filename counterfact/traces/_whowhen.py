@@ -236,7 +236,8 @@ def _optional(data: dict[str, Any], file: str, key: str, kind: type | tuple[type
     value = data.get(key)
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int to isinstance, but a flag is never a valid level or step.
-    if value is None or (isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))):
+    flag_as_number = isinstance(value, bool) and bool not in kinds
+    if value is None or (isinstance(value, kinds) and not flag_as_number):
         return
     expected = " or ".join(k.__name__ for k in kinds)
     raise _fail(file, f"field {key!r}", f"is a {type(value).__name__}, expected {expected}")
@@ -270,7 +271,9 @@ def _build_steps(
     return steps
 
 
-def _hand_crafted_steps(history: list[dict[str, Any]], unmapped: list[Unmapped]) -> list[StepRecord]:
+def _hand_crafted_steps(
+    history: list[dict[str, Any]], unmapped: list[Unmapped]
+) -> list[StepRecord]:
     """Magentic-One: the role names the speaker and, for the orchestrator, what it did."""
     entries: list[tuple[str, str, StepKind, dict[str, Any], Any]] = []
     for i, entry in enumerate(history):
