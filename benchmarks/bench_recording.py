@@ -47,6 +47,7 @@ from sqlalchemy import func, select
 
 from counterfact.traces import TraceStore, record
 from counterfact.traces._schema import Checkpoint, Run, Step
+from counterfact.traces._store import checkpoint_after
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
@@ -151,8 +152,10 @@ def verify(cfg: Config, steps: int) -> str:
                     func.count(func.distinct(Step.node)),
                 ).where(Step.run_id == run_id)
             ).one()
-            missing_after = conn.execute(
-                select(func.count()).where(Step.run_id == run_id, Step.checkpoint_after.is_(None))
+            missing_after = conn.execute(  # a step's after-checkpoint is derived on read
+                select(func.count()).where(
+                    Step.run_id == run_id, checkpoint_after(Step).is_(None)
+                )
             ).scalar_one()
             cps = conn.execute(
                 select(func.count()).where(Checkpoint.thread_id == run_id)

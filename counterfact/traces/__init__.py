@@ -4,9 +4,11 @@ from counterfact.traces._checkpointer import SQLAlchemySaver
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord
 from counterfact.traces._records import (
     ModelCallRecord,
+    StepAddress,
     StepCalls,
     ToolCallRecord,
     collect_calls,
+    current_step,
     report_model_call,
     report_tool_call,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "RunStatus",
     "RunWriter",
     "SQLAlchemySaver",
+    "StepAddress",
     "StepCalls",
     "StepKind",
     "StepRecord",
@@ -31,6 +34,7 @@ __all__ = [
     "ToolCallRecord",
     "TraceStore",
     "collect_calls",
+    "current_step",
     "record",
     "report_model_call",
     "report_tool_call",

@@ -30,7 +30,7 @@ from langgraph.checkpoint.base import (
 )
 from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
 
-from counterfact.traces._payloads import delta_from_writes, step_output, to_jsonable
+from counterfact.traces._payloads import to_jsonable
 from counterfact.traces._schema import Checkpoint as CheckpointRow
 from counterfact.traces._schema import CheckpointWrite, Step
 from counterfact.traces._store import PreparedStep, RunWriter, TraceStore
@@ -168,28 +168,10 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         }
         writer = self._writers.get(thread_id) if ns == "" else None
         with self.store.begin() as conn:
-            stmt = self.store.insert_ignore(_CP)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["thread_id", "checkpoint_ns", "checkpoint_id"],
-                    set_={k: stmt.excluded[k] for k in row if k not in _CP.primary_key.columns},
-                ),
-                row,
-            )
+            conn.execute(self.store.sql.upsert_checkpoint, row)
             if writer is not None:
-                self._lock_thread(conn, thread_id)
                 for step in self._take_staged(thread_id, None):
                     writer.write(conn, step)
-                if parent_id is not None:
-                    conn.execute(
-                        update(Step.__table__)
-                        .where(
-                            Step.run_id == writer.run_id,
-                            Step.checkpoint_before == parent_id,
-                            Step.checkpoint_after.is_(None),
-                        )
-                        .values(checkpoint_after=checkpoint["id"])
-                    )
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -226,51 +208,12 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         writer = self._writers.get(thread_id) if ns == "" else None
         with self.store.begin() as conn:
             if rows:
-                stmt = self.store.insert_ignore(_WR)
-                keys = ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"]
-                if all(w[0] in WRITES_IDX_MAP for w in writes):
-                    # special channels (errors, interrupts) are replaced, as LangGraph expects
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=keys,
-                        set_={k: stmt.excluded[k] for k in ("channel", "type", "value", "task_path")},
-                    )
-                else:
-                    stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-                conn.execute(stmt, rows)
-            staged = self._take_staged(thread_id, task_id) if writer is not None else []
-            if writer is not None and staged:
-                self._lock_thread(conn, thread_id)
-                for step in staged:
-                    if step.step.error is None:
-                        delta = delta_from_writes(writes)
-                        step = step.with_delta(self.store, delta, step_output(delta))
+                special = all(w[0] in WRITES_IDX_MAP for w in writes)
+                sql = self.store.sql
+                conn.execute(sql.replace_writes if special else sql.insert_writes, rows)
+            if writer is not None:
+                for step in self._take_staged(thread_id, task_id):
                     writer.write(conn, step)
-                # LangGraph may store the next checkpoint before these writes: link it now
-                after = (
-                    select(_CP.c.checkpoint_id)
-                    .where(
-                        _CP.c.thread_id == thread_id,
-                        _CP.c.checkpoint_ns == "",
-                        _CP.c.parent_checkpoint_id == str(conf["checkpoint_id"]),
-                    )
-                    .limit(1)
-                    .scalar_subquery()
-                )
-                conn.execute(
-                    update(Step.__table__)
-                    .where(
-                        Step.run_id == writer.run_id,
-                        Step.checkpoint_before == str(conf["checkpoint_id"]),
-                        Step.checkpoint_after.is_(None),
-                    )
-                    .values(checkpoint_after=after)
-                )
-
-    def _lock_thread(self, conn: Connection, thread_id: str) -> None:
-        """Serialise step writes of one run across connections (SQLite's BEGIN IMMEDIATE
-        already does), so `put` and `put_writes` never both miss each other's rows."""
-        if self.store.dialect == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(thread_id))))
 
     def delete_thread(self, thread_id: str) -> None:
         with self.store.begin() as conn:

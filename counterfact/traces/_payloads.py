@@ -80,15 +80,3 @@ def step_output(delta: Any) -> Any:
         return delta["messages"][-1]
     return delta
 
-
-def delta_from_writes(writes: Any) -> dict[str, Any]:
-    """The state update a task wrote, as LangGraph saved it (message ids assigned).
-
-    Control channels (`branch:to:x`, `__pregel_*`) are routing plumbing, not state.
-    """
-    delta: dict[str, Any] = {}
-    for channel, value in writes:
-        if ":" in channel or channel.startswith("__"):
-            continue
-        delta[channel] = to_jsonable(value)
-    return delta

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from counterfact.traces._checkpointer import SQLAlchemySaver
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord, utcnow
 from counterfact.traces._payloads import digest_of, step_output, to_jsonable
-from counterfact.traces._records import collect_calls
+from counterfact.traces._records import StepAddress, at_step, collect_calls
 from counterfact.traces._store import StoreError, TraceStore, prepare_step
 
 NODE_METADATA_KEY = "counterfact"  # node metadata: {"counterfact": {"agent": ..., "kind": ...}}
@@ -188,6 +188,7 @@ class RecordedGraph:
             started: tuple[Any, StepRecord], state: Any, calls: Any, result: Any, error: str | None
         ) -> None:
             thread_id, step = started
+            _give_message_ids(result)
             delta = to_jsonable(result)
             step = step.model_copy(
                 update={
@@ -209,7 +210,7 @@ class RecordedGraph:
             started = begin(config)
             if started is None:
                 return inner.invoke(state, config)
-            with collect_calls() as calls:
+            with collect_calls() as calls, at_step(_address(started)):
                 try:
                     result = inner.invoke(state, config)
                 except GraphBubbleUp:
@@ -224,7 +225,7 @@ class RecordedGraph:
             started = begin(config)
             if started is None:
                 return await inner.ainvoke(state, config)
-            with collect_calls() as calls:
+            with collect_calls() as calls, at_step(_address(started)):
                 try:
                     result = await inner.ainvoke(state, config)
                 except GraphBubbleUp:
@@ -281,6 +282,20 @@ def _graph_digest(graph: CompiledStateGraph) -> str:
             ),
         }
     )
+
+
+def _give_message_ids(update: Any) -> None:
+    """Give new messages their ids now, as `add_messages` would, so the recorded delta names
+    the same message ids as the state (a replay replaces a message by its id)."""
+    messages = update.get("messages") if isinstance(update, Mapping) else None
+    for message in messages if isinstance(messages, list) else []:
+        if getattr(message, "id", "") is None and hasattr(message, "content"):
+            message.id = str(uuid.uuid4())
+
+
+def _address(started: tuple[str, StepRecord]) -> StepAddress:
+    thread_id, step = started
+    return StepAddress(run_id=thread_id, node=step.node, invocation=step.invocation)
 
 
 def _as_task_input(graph_input: Any) -> dict[str, Any]:

@@ -74,3 +74,33 @@ def report_tool_call(record: ToolCallRecord) -> None:
     """Attach a tool call to the step being recorded (a no-op outside a recorded step)."""
     if (calls := _current.get()) is not None:
         calls.tool_calls.append(record)
+
+
+class StepAddress(BaseModel):
+    """Which step is executing: a run, a node, and the nth invocation of that node in the run.
+
+    Node code reads it (`current_step()`) to find the replay directives aimed at this step.
+    """
+
+    run_id: str
+    node: str
+    invocation: int
+
+
+_address: contextvars.ContextVar[StepAddress | None] = contextvars.ContextVar(
+    "counterfact_step_address", default=None
+)
+
+
+@contextmanager
+def at_step(address: StepAddress) -> Iterator[StepAddress]:
+    token = _address.set(address)
+    try:
+        yield address
+    finally:
+        _address.reset(token)
+
+
+def current_step() -> StepAddress | None:
+    """The step being recorded in this context, if any."""
+    return _address.get()

@@ -81,6 +81,8 @@ class Step(Base):
     output_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     delta_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     checkpoint_before: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Set only where a step's next checkpoint is not derivable (imports); recorded steps leave
+    # it empty and readers take the child of checkpoint_before (see _store.checkpoint_after).
     checkpoint_after: Mapped[str | None] = mapped_column(String(64), default=None)
     task_id: Mapped[str | None] = mapped_column(String(64), default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime)
@@ -91,8 +93,6 @@ class Step(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "index", name="uq_steps_run_index"),
         Index("ix_steps_agent_run", "agent", "run_id"),
-        Index("ix_steps_run_node", "run_id", "node", "invocation"),
-        Index("ix_steps_run_checkpoint", "run_id", "checkpoint_before"),
     )
 
 

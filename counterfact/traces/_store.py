@@ -8,7 +8,6 @@ cost low on the recording hot path).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import weakref
@@ -32,8 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from counterfact._errors import CounterfactError
@@ -41,12 +38,14 @@ from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepRecord
 from counterfact.traces._payloads import canonical_json, digest_of, sha256_hex, to_jsonable
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 from counterfact.traces._redact import Redactor
-from counterfact.traces._schema import Blob, ModelCall, Run, Step, ToolCall
+from counterfact.traces._schema import Blob, Checkpoint, ModelCall, Run, Step, ToolCall
+from counterfact.traces._statements import Statements
 
 DEFAULT_DB = "counterfact.db"
 MESSAGES_MEDIA_TYPE = "application/vnd.counterfact.messages+json"
 JSON_MEDIA_TYPE = "application/json"
 GENESIS = "0" * 64  # the link before a run's first step
+_NEW_BLOBS = "cf_new_blobs"  # connection info: blobs inserted by the open transaction
 MANIFEST_CHUNK = 16
 
 
@@ -77,8 +76,6 @@ def resolve_url(db: str | None = None) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # SQLAlchemy, not pysqlite, decides where transactions begin (see _sqlite_begin).
-    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -87,22 +84,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(conn: Connection) -> None:
-    # A write transaction takes the write lock at BEGIN, so concurrent writers queue on
-    # busy_timeout instead of failing when a read lock cannot be upgraded. Reads stay deferred.
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITE_FLAG) else "BEGIN")
-
-
-_WRITE_FLAG = "cf_write"
-_NEW_BLOBS = "cf_new_blobs"
-
-
 def _make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin)
             return engine
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     except (ArgumentError, ImportError) as exc:
@@ -128,12 +114,15 @@ class TraceStore:
         self._known_blobs: set[str] = set()
         self._message_cache: OrderedDict[Any, tuple[Any, tuple[str, bytes, str]]] = OrderedDict()
         self._known_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._write_conn: Connection | None = None
         try:
             with self.engine.connect():
                 pass
         except SQLAlchemyError as exc:
             reason = str(exc.orig if hasattr(exc, "orig") and exc.orig else exc).splitlines()[0]
             raise StoreError(f"cannot open database {_safe_url(url)}: {reason}") from None
+        self.sql = Statements(self.dialect)
         event.listen(self.engine, "commit", self._blobs_committed)
         event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_NEW_BLOBS, None))
         if migrate:
@@ -150,6 +139,10 @@ class TraceStore:
         return self.engine.dialect.name
 
     def close(self) -> None:
+        with self._write_lock:
+            if self._write_conn is not None:
+                self._write_conn.close()
+                self._write_conn = None
         self.engine.dispose()
 
     def __enter__(self) -> TraceStore:
@@ -160,18 +153,33 @@ class TraceStore:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """One write transaction."""
-        with self.engine.connect() as conn:
-            conn.info[_WRITE_FLAG] = True
+        """One write transaction, on this store's one write connection.
+
+        Writers of this process queue on a Python lock (on SQLite, its busy handler sleeps in
+        coarse steps, which made LangGraph's concurrent put/put_writes wait milliseconds for
+        each other); other processes queue on the database's own locking. Keeping one
+        connection also saves a pool checkout per transaction on the recording hot path.
+        """
+        with self._write_lock:
+            if self._write_conn is None or self._write_conn.closed or self._write_conn.invalidated:
+                self._write_conn = self.engine.connect()
+                if self.dialect == "sqlite":
+                    # Take the write lock at BEGIN, so that writers of several processes queue
+                    # on busy_timeout instead of failing when a read lock cannot be upgraded.
+                    self._write_conn.connection.dbapi_connection.isolation_level = "IMMEDIATE"
+                else:
+                    # Commits do not wait for the WAL flush: a killed client loses nothing
+                    # committed, a server crash may lose the last few transactions whole (never
+                    # half of one): the guarantee SQLite's WAL with synchronous=NORMAL gives.
+                    self._write_conn.exec_driver_sql("SET synchronous_commit = off")
+                    self._write_conn.commit()
+            conn = self._write_conn
             try:
                 with conn.begin():
                     yield conn
-            finally:
-                conn.info.pop(_WRITE_FLAG, None)
-
-    def insert_ignore(self, table: Any) -> Any:
-        """An INSERT that skips rows whose primary key exists, on either backend."""
-        return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+            except SQLAlchemyError:
+                conn.invalidate()  # a broken connection is replaced on the next write
+                raise
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -181,9 +189,8 @@ class TraceStore:
             fresh = {d: (d, b, m) for d, b, m in blobs if d not in self._known_blobs}
         if not fresh:
             return
-        stmt = self.insert_ignore(Blob.__table__).on_conflict_do_nothing(index_elements=["digest"])
         conn.execute(
-            stmt,
+            self.sql.insert_blobs,
             [
                 {"digest": d, "media_type": m, "size": len(b), "data": b, "redacted": False}
                 for d, b, m in fresh.values()
@@ -285,10 +292,10 @@ class TraceStore:
     def create_run(self, record: RunRecord, conn: Connection | None = None) -> RunRecord:
         values = self._run_values(record)
         if conn is not None:
-            conn.execute(insert(Run.__table__), values)
+            conn.execute(self.sql.insert_run, values)
         else:
             with self.begin() as c:
-                c.execute(insert(Run.__table__), values)
+                c.execute(self.sql.insert_run, values)
         return record
 
     def _run_values(self, record: RunRecord) -> dict[str, Any]:
@@ -409,7 +416,9 @@ class TraceStore:
         run_id = self.resolve_run_id(run_ref)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Step.__table__).where(Step.run_id == run_id).order_by(Step.index)
+                select(Step.__table__, checkpoint_after(Step).label("derived_after"))
+                .where(Step.run_id == run_id)
+                .order_by(Step.index)
             ).mappings().all()
             step_ids = [r["id"] for r in rows]
             mcalls: dict[int, list[Any]] = {i: [] for i in step_ids}
@@ -439,7 +448,7 @@ class TraceStore:
                     output=load(r["output_digest"]),
                     delta=load(r["delta_digest"]),
                     checkpoint_before=r["checkpoint_before"],
-                    checkpoint_after=r["checkpoint_after"],
+                    checkpoint_after=r["checkpoint_after"] or r["derived_after"],
                     task_id=r["task_id"],
                     started_at=r["started_at"],
                     ended_at=r["ended_at"],
@@ -509,6 +518,25 @@ class TraceStore:
         return RunWriter(self, run_id, count, head or GENESIS, invocations)
 
 
+def checkpoint_after(step: Any) -> Any:
+    """The checkpoint a step produced: the child of its checkpoint in the run's own thread.
+
+    Derived rather than written, so that recording a step needs no second statement once
+    LangGraph has stored the next checkpoint (the two are written concurrently).
+    """
+    return (
+        select(Checkpoint.checkpoint_id)
+        .where(
+            Checkpoint.thread_id == step.run_id,
+            Checkpoint.checkpoint_ns == "",
+            Checkpoint.parent_checkpoint_id == step.checkpoint_before,
+        )
+        .order_by(Checkpoint.checkpoint_id)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 def _run_record(row: Any) -> RunRecord:
     data = dict(row)
     data.pop("step_count", None)
@@ -539,21 +567,6 @@ class PreparedStep:
     model_rows: list[dict[str, Any]]
     tool_rows: list[dict[str, Any]]
     blobs: list[tuple[str, bytes, str]]
-
-    def with_delta(self, store: TraceStore, delta: Any, output: Any) -> PreparedStep:
-        """The same step with its delta and output replaced (by what LangGraph saved)."""
-        rows = [store.encode_value(v) for v in (delta, output) if v is not None]
-        fields = {
-            **self.fields,
-            "delta_digest": rows[0][0] if delta is not None else None,
-            "output_digest": rows[-1][0] if output is not None else None,
-        }
-        return dataclasses.replace(
-            self,
-            step=self.step.model_copy(update={"delta": delta, "output": output}),
-            fields=fields,
-            blobs=[*self.blobs, *rows],
-        )
 
 
 def prepare_step(
@@ -671,22 +684,21 @@ class RunWriter:
                 "ended_at": record.ended_at,
                 "digest": link,
             }
-            step_id = conn.execute(insert(Step.__table__).returning(Step.id), row).scalar_one()
+            sql = self.store.sql
+            if not (prepared.model_rows or prepared.tool_rows):
+                conn.execute(sql.insert_step_only, row)
+            else:
+                step_id = conn.execute(sql.insert_step, row).scalar_one()
             if prepared.model_rows:
                 conn.execute(
-                    insert(ModelCall.__table__),
+                    sql.insert_model_calls,
                     [{**m, "step_id": step_id} for m in prepared.model_rows],
                 )
             if prepared.tool_rows:
                 conn.execute(
-                    insert(ToolCall.__table__),
-                    [{**t, "step_id": step_id} for t in prepared.tool_rows],
+                    sql.insert_tool_calls, [{**t, "step_id": step_id} for t in prepared.tool_rows]
                 )
-            conn.execute(
-                update(Run.__table__)
-                .where(Run.id == self.run_id)
-                .values(step_count=index + 1, head_digest=link)
-            )
+            conn.execute(sql.advance_run, {"b_run": self.run_id, "b_count": index + 1, "b_head": link})
             self.next_index = index + 1
             self.head = link
             return record.model_copy(update={"index": index, "digest": link})

@@ -104,8 +104,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('steps', schema=None) as batch_op:
         batch_op.create_index('ix_steps_agent_run', ['agent', 'run_id'], unique=False)
-        batch_op.create_index('ix_steps_run_checkpoint', ['run_id', 'checkpoint_before'], unique=False)
-        batch_op.create_index('ix_steps_run_node', ['run_id', 'node', 'invocation'], unique=False)
 
     op.create_table('model_calls',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -154,8 +152,6 @@ def downgrade() -> None:
 
     op.drop_table('model_calls')
     with op.batch_alter_table('steps', schema=None) as batch_op:
-        batch_op.drop_index('ix_steps_run_node')
-        batch_op.drop_index('ix_steps_run_checkpoint')
         batch_op.drop_index('ix_steps_agent_run')
 
     op.drop_table('steps')

@@ -1,0 +1,51 @@
+"""The recording hot path's SQL, built once per dialect.
+
+Statements built per call cost SQLAlchemy a fresh cache key each time; these are built when a
+store opens and reused for every step, with values passed as bind parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from counterfact.traces._schema import Blob, Checkpoint, CheckpointWrite, ModelCall, Run, Step, ToolCall
+
+_CP = Checkpoint.__table__
+_WR = CheckpointWrite.__table__
+_WRITE_KEYS = ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"]
+
+
+class Statements:
+    """Prebuilt statements for one SQL dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        upsert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+        cp = upsert(_CP)
+        self.upsert_checkpoint = cp.on_conflict_do_update(
+            index_elements=["thread_id", "checkpoint_ns", "checkpoint_id"],
+            set_={
+                c.name: cp.excluded[c.name] for c in _CP.columns if not c.primary_key
+            },
+        )
+        wr = upsert(_WR)
+        self.insert_writes = wr.on_conflict_do_nothing(index_elements=_WRITE_KEYS)
+        # special channels (errors, interrupts) are replaced, as LangGraph expects
+        self.replace_writes = wr.on_conflict_do_update(
+            index_elements=_WRITE_KEYS,
+            set_={k: wr.excluded[k] for k in ("channel", "type", "value", "task_path")},
+        )
+        self.insert_blobs = upsert(Blob.__table__).on_conflict_do_nothing(index_elements=["digest"])
+        self.insert_step = insert(Step.__table__).returning(Step.id)
+        self.insert_step_only = insert(Step.__table__)
+        self.insert_model_calls = insert(ModelCall.__table__)
+        self.insert_tool_calls = insert(ToolCall.__table__)
+        self.insert_run = insert(Run.__table__)
+        self.advance_run = (
+            update(Run.__table__)
+            .where(Run.id == bindparam("b_run"))
+            .values(step_count=bindparam("b_count"), head_digest=bindparam("b_head"))
+        )
