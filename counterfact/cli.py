@@ -109,19 +109,21 @@ def runs_list(
         _print_json([r.model_dump(mode="json") for r in runs])
         return
     table = Table(title=f"{len(runs)} runs")
-    for column in ("id", "workflow", "status", "outcome", "tokens", "created", "parent"):
-        table.add_column(column)
+    replays = any(r.parent_run_id for r in runs)
+    columns = ["id", "workflow", "status", "outcome", "tokens", "created"] + (["parent"] if replays else [])
+    for column in columns:
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=9 if column == "status" else None)
     for r in runs:
         outcome = "" if r.outcome is None else f"{'ok' if r.outcome.success else 'miss'} {r.outcome.score:.2f}"
-        table.add_row(
+        row = [
             r.id[:12],
             r.workflow,
             _status_style(r.status),
             outcome,
             str(r.total_tokens),
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            (r.parent_run_id or "")[:12],
-        )
+            r.created_at.strftime("%m-%d %H:%M"),
+        ]
+        table.add_row(*row, *([(r.parent_run_id or "")[:12]] if replays else []))
     console.print(table)
 
 
@@ -190,6 +192,72 @@ def redact(
 
     count = redact_run_text(_open(db), run, text, note)
     console.print(f"redacted {count} payloads")
+
+
+# -- import / export ------------------------------------------------------------------------
+
+
+@import_app.command("whowhen")
+def import_whowhen_command(
+    paths: Annotated[list[Path], typer.Argument(help="Who&When log files or folders of them")],
+    db: DbOption = None,
+) -> None:
+    """Import Who&When failure logs (Hand-Crafted and Algorithm-Generated) as runs."""
+    from counterfact.traces import import_whowhen
+
+    report = import_whowhen(_open(db), paths)
+    console.print(f"imported {report.runs} runs with {report.steps} steps")
+    for skipped in report.skipped:
+        console.print(f"[yellow]skipped[/yellow] {skipped.file}: {skipped.reason}")
+    unmapped = sum(len(items) for items in report.unmapped.values())
+    if unmapped:
+        console.print(f"[yellow]{unmapped} items could not be fully mapped:[/yellow]")
+        for file, items in report.unmapped.items():
+            for item in items:
+                console.print(f"  {file} {item.where}: {item.reason}", highlight=False)
+
+
+@import_app.command("jsonl")
+def import_jsonl_command(
+    file: Annotated[Path, typer.Argument(help="a file written by `counterfact export`")],
+    skip_existing: Annotated[bool, typer.Option(help="skip runs already in the store")] = False,
+    db: DbOption = None,
+) -> None:
+    """Import runs exported as JSON lines (one transaction: all or nothing)."""
+    from counterfact.traces import import_jsonl
+
+    ids = import_jsonl(_open(db), file, skip_existing=skip_existing)
+    console.print(f"imported {len(ids)} runs")
+    for run_id in ids:
+        console.print(f"  {run_id}")
+
+
+@app.command("export")
+def export_command(
+    runs: Annotated[list[str], typer.Argument(help="run ids (or unique prefixes)")],
+    jsonl: Annotated[Path, typer.Option("--jsonl", help="the file to write")],
+    db: DbOption = None,
+) -> None:
+    """Export runs (steps, payloads, checkpoints) as JSON lines, to import elsewhere."""
+    from counterfact.traces import export_jsonl
+
+    ids = export_jsonl(_open(db), runs, jsonl)
+    console.print(f"exported {len(ids)} runs to {jsonl}")
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_command(
+    model: Annotated[str, typer.Option(help="embedded | openai:NAME | local:PATH[#GGUF_FILE]")] = "embedded",
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    from counterfact.agents._serve import serve
+
+    serve(model, host=host, port=port)
 
 
 def main() -> None:
