@@ -69,7 +69,7 @@ class Agent(BaseModel):
         while True:
             completion = self.model.complete(
                 turn.conversation,
-                self.settings,
+                turn.settings,
                 tools=turn.tool_specs,
                 activation_edits=activation_edits,
             )
@@ -84,7 +84,7 @@ class Agent(BaseModel):
         while True:
             completion = await self.model.acomplete(
                 turn.conversation,
-                self.settings,
+                turn.settings,
                 tools=turn.tool_specs,
                 activation_edits=activation_edits,
             )
@@ -103,6 +103,12 @@ class _Turn:
             system = f"{system}\n\n{text_protocol_prompt(agent.tools)}"
         self.conversation = [ChatMessage(role="system", content=system), *messages]
         self.tool_specs = [t.spec() for t in agent.tools] if agent.tools and self.native else None
+        self.settings = agent.settings
+        if agent.tools and not self.native:
+            # A model writing its own "RESULT" line is inventing a tool's answer: stop it there.
+            marks = [f"RESULT {t.name}" for t in agent.tools]
+            stop = [*agent.settings.stop, *(m for m in marks if m not in agent.settings.stop)]
+            self.settings = agent.settings.model_copy(update={"stop": stop})
         self.added: list[ChatMessage] = []
         self.records: list[ToolCallRecord] = []
         self.rounds = 0

@@ -1,0 +1,63 @@
+"""Workflows as LangGraph graphs: builders, shared state, YAML specs, task suites, the runner."""
+
+from pathlib import Path
+
+from counterfact.graphs._builders import group_chat, orchestrator, parse_plan, parse_route, pipeline
+from counterfact.graphs._directives import Directives, StepDirectives, ToolChange, step_key, with_directives
+from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent
+from counterfact.graphs._runner import (
+    ModelPool,
+    RunSummary,
+    WorkflowRunner,
+    rebuild,
+    resume_run,
+    run_suite,
+)
+from counterfact.graphs._spec import AgentSpec, WorkflowError, WorkflowSpec, build_graph, load_workflow
+from counterfact.graphs._state import Plan, PlanStep, Route, WorkflowState, agent_message, initial_state
+from counterfact.graphs._tasks import Checker, Milestone, Suite, SuiteError, Task, load_suite
+
+DATA = Path(__file__).parent / "data"
+DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
+DEMO_SUITE = DATA / "demo_suite.yaml"
+
+__all__ = [
+    "DEMO_SUITE",
+    "DEMO_WORKFLOW",
+    "AgentSpec",
+    "Checker",
+    "Directives",
+    "Milestone",
+    "ModelPool",
+    "Plan",
+    "PlanStep",
+    "Route",
+    "RunSummary",
+    "StepDirectives",
+    "Suite",
+    "SuiteError",
+    "Task",
+    "ToolChange",
+    "WorkflowError",
+    "WorkflowRunner",
+    "WorkflowSpec",
+    "WorkflowState",
+    "agent_message",
+    "agent_node",
+    "build_graph",
+    "final_answer_in",
+    "group_chat",
+    "initial_state",
+    "load_suite",
+    "load_workflow",
+    "orchestrator",
+    "parse_plan",
+    "parse_route",
+    "pipeline",
+    "rebuild",
+    "resume_run",
+    "run_agent",
+    "run_suite",
+    "step_key",
+    "with_directives",
+]

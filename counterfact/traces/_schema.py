@@ -122,7 +122,7 @@ class ToolCall(Base):
     seq: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
     arguments_digest: Mapped[str] = mapped_column(String(64))
-    result_digest: Mapped[str] = mapped_column(String(64))
+    result_digest: Mapped[str | None] = mapped_column(String(64), default=None)  # None: it raised
     error: Mapped[str | None] = mapped_column(Text, default=None)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
 

@@ -190,3 +190,22 @@ def test_resume_continues_from_last_checkpoint(store: TraceStore) -> None:
                 CheckpointWrite.thread_id == run_id
             )
         ).scalar_one() > 0
+
+
+def test_a_tool_that_raised_is_recorded_as_an_error_and_the_run_goes_on(store: TraceStore) -> None:
+    from counterfact.traces import ToolCallRecord, report_tool_call
+
+    def clumsy(state: LoopState) -> dict:
+        report_tool_call(ToolCallRecord(name="calculator", arguments={"expression": "x"}, error="bad"))
+        return {"n": 1}
+
+    graph = StateGraph(LoopState)
+    graph.add_node("clumsy", clumsy)
+    graph.add_node("after", lambda s: {"n": 2})
+    graph.add_edge(START, "clumsy")
+    graph.add_edge("clumsy", "after")
+    result = record(graph, store).invoke(loop_input(1))
+    assert result.status == "succeeded"
+    first, second = store.steps(result.run_id)
+    assert first.tool_calls[0].error == "bad" and first.tool_calls[0].result is None
+    assert second.node == "after"

@@ -131,7 +131,7 @@ def upgrade() -> None:
     sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('arguments_digest', sa.String(length=64), nullable=False),
-    sa.Column('result_digest', sa.String(length=64), nullable=False),
+    sa.Column('result_digest', sa.String(length=64), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('latency_ms', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['step_id'], ['steps.id'], ondelete='CASCADE'),

@@ -1,0 +1,151 @@
+"""Graph nodes that run agents: what an agent sees of the shared state, and what it writes back.
+
+An agent node renders the state into one compact prompt (the task, the transcript so far, the
+instruction routed to it), runs the agent (with its tools), and appends its reply as a message
+with a stable id. It honours the replay directives aimed at its step: a seed, a forced response
+prefix, activation edits, forced or reused tool results, and tools added or taken away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import AnyMessage
+from langchain_core.runnables import RunnableConfig
+
+from counterfact.agents import Agent, ChatMessage, Tool
+from counterfact.graphs._tools import TOOLS, task_tools
+from counterfact.graphs._directives import current_directives
+from counterfact.graphs._state import Route, WorkflowState, agent_message
+from counterfact.traces import current_step
+
+FINAL_ANSWER = re.compile(r"FINAL ANSWER\s*[:：]\s*(.+)", re.IGNORECASE)
+NodeFunction = Callable[[WorkflowState, RunnableConfig], dict[str, Any]]
+
+
+def final_answer_in(text: str) -> str | None:
+    """The answer after `FINAL ANSWER:` on its line, if the text gives one."""
+    match = FINAL_ANSWER.search(text)
+    return match.group(1).strip().splitlines()[0].strip() if match else None
+
+
+def transcript(messages: list[AnyMessage], *, skip_first: bool = True) -> str:
+    """The conversation as `[speaker] text` lines (the task question, first, is shown apart)."""
+    shown = messages[1:] if skip_first else messages
+    return "\n".join(f"[{m.name or m.type}] {m.content}" for m in shown)
+
+
+def default_view(state: WorkflowState, agent: Agent, instruction: str | None) -> list[ChatMessage]:
+    """One user message: the task, what was said so far, and this agent's instruction."""
+    task = state.get("task", {})
+    parts = [f"Task: {task.get('question', '')}"]
+    if said := transcript(state.get("messages", [])):
+        parts.append(f"Conversation so far:\n{said}")
+    if instruction:
+        parts.append(f"Instruction for you: {instruction}")
+    return [ChatMessage(role="user", content="\n\n".join(parts))]
+
+
+def derive_seed(base: int, node: str, invocation: int) -> int:
+    """A per-step seed: replays with the same base seed draw the same samples at each step."""
+    digest = hashlib.sha256(f"{base}:{node}:{invocation}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def run_agent(
+    agent: Agent,
+    messages: list[ChatMessage],
+    config: RunnableConfig,
+    *,
+    state: WorkflowState | None = None,
+    tool_names: Sequence[str] = (),
+) -> str:
+    """Run `agent` on `messages` under the directives aimed at the current step.
+
+    `tool_names` are tools made for the task in `state` (see `_tools.TOOLS`), on top of the
+    agent's own; a replay may add or remove tools from a step on, and force a tool's result.
+    """
+    directives, here = current_directives(config)
+    address = current_step()
+    task = (state or {}).get("task", {})
+    settings = agent.settings.model_copy()
+    if directives.seed is not None and address is not None:
+        settings.seed = derive_seed(directives.seed, address.node, address.invocation)
+    if directives.temperature is not None:
+        settings.temperature = directives.temperature
+    tools = {t.name: t for t in [*agent.tools, *task_tools(list(tool_names), task)]}
+    for change in directives.tool_changes:
+        if change.agent == agent.name and address is not None and _at_or_after(address, change.from_step):
+            if change.action == "remove":
+                tools.pop(change.tool, None)
+            elif change.tool in TOOLS:
+                tools[change.tool] = TOOLS[change.tool](task)
+    forced = here.tool_results if here is not None else {}
+    step_tools = [
+        _with_results(tool, forced.get(name), directives.reuse_tool_results)
+        for name, tool in tools.items()
+    ]
+    runner = agent.model_copy(update={"settings": settings, "tools": step_tools})
+    if here is not None and here.prefix:
+        messages = [*messages, ChatMessage(role="assistant", content=here.prefix)]
+    edits = here.activation_edits if here is not None and here.activation_edits else None
+    reply = runner.respond(messages, activation_edits=edits)
+    return reply.text
+
+
+def _at_or_after(address: Any, step: str) -> bool:
+    node, _, invocation = step.partition("#")
+    return address.node == node and address.invocation >= int(invocation or 0)
+
+
+def tool_call_key(name: str, arguments: dict[str, Any]) -> str:
+    """How a tool call is matched with a recorded one: its name and canonical arguments."""
+    from counterfact.traces._payloads import canonical_json
+
+    return f"{name}:{canonical_json(arguments).decode()}"
+
+
+def _with_results(tool: Tool, forced: Any, recorded: dict[str, Any]) -> Tool:
+    """`tool`, answering from a forced result, else from a recorded identical call, else live."""
+    if forced is None and not recorded:
+        return tool
+
+    def answer(arguments: Any) -> Any:
+        args = arguments.model_dump()
+        if forced is not None:
+            return forced
+        key = tool_call_key(tool.name, args)
+        if key in recorded:
+            return recorded[key]
+        return tool.function(arguments)
+
+    return tool.model_copy(update={"function": answer})
+
+
+def agent_node(
+    agent: Agent,
+    *,
+    tool_names: Sequence[str] = (),
+    examples: Sequence[ChatMessage] = (),
+    view: Callable[..., list[ChatMessage]] = default_view,
+) -> NodeFunction:
+    """A node where `agent` takes its turn; the route's instruction reaches it if addressed.
+
+    `examples` are few-shot turns shown before the task: small models imitate a worked
+    exchange far more reliably than they follow an instruction.
+    """
+
+    def node(state: WorkflowState, config: RunnableConfig) -> dict[str, Any]:
+        route = Route.model_validate(state["route"]) if state.get("route") else None
+        instruction = route.instruction if route and route.next == agent.name else None
+        messages = [*examples, *view(state, agent, instruction)]
+        text = run_agent(agent, messages, config, state=state, tool_names=tool_names)
+        update: dict[str, Any] = {"messages": [agent_message(agent.name, text)]}
+        if (answer := final_answer_in(text)) is not None:
+            update["final_answer"] = answer
+        return update
+
+    return node

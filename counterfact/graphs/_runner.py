@@ -1,0 +1,206 @@
+"""Running workflows on tasks: recorded runs, scored by the task's checker, with progress.
+
+A run keeps in its labels what is needed to rebuild it (the workflow spec, the model spec, the
+task with its checker), so that `resume` and replays need nothing but the run id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from pydantic import BaseModel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from counterfact._errors import CounterfactError
+from counterfact.agents import ChatModel, resolve_model
+from counterfact.graphs._spec import WorkflowSpec, build_graph, parse_workflow
+from counterfact.graphs._state import initial_state
+from counterfact.graphs._tasks import Suite, Task
+from counterfact.traces import RecordedGraph, RunRecord, StoreError, TraceStore, record
+
+
+class RunSummary(BaseModel):
+    """One run of one task, as the summary table shows it."""
+
+    run_id: str
+    task_id: str
+    trial: int = 0
+    status: str
+    success: bool
+    score: float
+    answer: str | None
+    expected: str | None
+    steps: int
+    tokens: int
+    seconds: float
+    error: str | None = None
+
+
+class ModelPool:
+    """Resolves model specs once per process: agents sharing a local model share its engine."""
+
+    def __init__(self, override: str | None = None) -> None:
+        self.override = override
+        self._models: dict[str, ChatModel] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, spec: str) -> ChatModel:
+        spec = self.override or spec
+        with self._lock:
+            if spec not in self._models:
+                self._models[spec] = resolve_model(spec)
+            return self._models[spec]
+
+
+class WorkflowRunner:
+    """A workflow compiled once and recorded into a store; runs tasks on it."""
+
+    def __init__(self, spec: WorkflowSpec, store: TraceStore, models: ModelPool) -> None:
+        self.spec = spec
+        self.store = store
+        self.models = models
+        self.model_spec = models.override or spec.model
+        self.recorded: RecordedGraph = record(build_graph(spec, models), store, workflow=spec.name)
+
+    def labels(self, task: Task, suite: str, trial: int) -> dict[str, Any]:
+        return {
+            "suite": suite,
+            "task_id": task.id,
+            "trial": trial,
+            "task": task.model_dump(mode="json"),
+            "workflow_spec": self.spec.model_dump(mode="json"),
+            "model": self.model_spec,
+        }
+
+    def run(self, task: Task, *, suite: str = "adhoc", trial: int = 0, seed: int | None = None) -> RunSummary:
+        """One recorded run of `task`, scored and closed."""
+        from counterfact.graphs._directives import Directives, with_directives
+
+        started = time.perf_counter()
+        run_id = self.recorded.start_run(task.input(), labels=self.labels(task, suite, trial))
+        config = with_directives({"recursion_limit": 100}, Directives(seed=seed))
+        result = self.recorded.continue_run(run_id, initial_state(task.input()), config=config)
+        return self.close(run_id, task, trial, result.state, result.error, started)
+
+    def close(
+        self,
+        run_id: str,
+        task: Task,
+        trial: int,
+        state: dict[str, Any] | None,
+        error: str | None,
+        started: float,
+    ) -> RunSummary:
+        """Score a finished run with its task's checker and store the outcome."""
+        outcome = task.score(state) if error is None else None
+        if outcome is not None:
+            self.recorded.finish(run_id, outcome)
+        run = self.store.get_run(run_id)
+        return RunSummary(
+            run_id=run_id,
+            task_id=task.id,
+            trial=trial,
+            status=run.status,
+            success=bool(outcome and outcome.success),
+            score=outcome.score if outcome else 0.0,
+            answer=(state or {}).get("final_answer"),
+            expected=task.answer,
+            steps=len(self.store.steps(run_id, payloads=False)),
+            tokens=run.total_tokens,
+            seconds=time.perf_counter() - started,
+            error=error,
+        )
+
+
+def run_suite(
+    spec: WorkflowSpec,
+    suite: Suite,
+    store: TraceStore,
+    *,
+    model: str | None = None,
+    trials: int = 1,
+    limit: int | None = None,
+    concurrency: int = 8,
+    seed: int | None = None,
+    show_progress: bool = True,
+    on_result: Callable[[RunSummary], None] | None = None,
+) -> list[RunSummary]:
+    """Run every task (`trials` times each) concurrently, so a local model batches them."""
+    if trials < 1:
+        raise CounterfactError(f"--trials must be at least 1, got {trials}")
+    runner = WorkflowRunner(spec, store, ModelPool(model))
+    for agent in spec.agents:  # fail before any run on a model that cannot be used
+        check = getattr(runner.models(agent.model or spec.model), "check", None)
+        if callable(check):
+            check()
+    jobs = [(task, trial) for task in suite.tasks[:limit] for trial in range(trials)]
+    results: list[RunSummary] = []
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[ok]} ok"),
+        TimeElapsedColumn(),
+        disable=not show_progress,
+    )
+    with progress, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        bar = progress.add_task(f"{spec.name} on {suite.name}", total=len(jobs), ok=0)
+        futures = [
+            pool.submit(
+                runner.run,
+                task,
+                suite=suite.name,
+                trial=trial,
+                seed=None if seed is None else seed + trial,
+            )
+            for task, trial in jobs
+        ]
+        for future in as_completed(futures):
+            summary = future.result()
+            results.append(summary)
+            if on_result:
+                on_result(summary)
+            progress.update(bar, advance=1, ok=sum(r.success for r in results))
+    order = {(t.id, k): i for i, (t, k) in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[(r.task_id, r.trial)])
+
+
+def rebuild(store: TraceStore, run: RunRecord, *, model: str | None = None) -> tuple[WorkflowRunner, Task]:
+    """The runner and task a recorded run was made with (from its labels)."""
+    labels = run.labels
+    if "workflow_spec" not in labels or "task" not in labels:
+        raise StoreError(
+            f"run {run.id} was not made by `counterfact run` (no workflow spec in its labels)"
+        )
+    spec = parse_workflow(labels["workflow_spec"], source=f"run {run.id}")
+    runner = WorkflowRunner(spec, store, ModelPool(model or labels.get("model")))
+    return runner, Task.model_validate(labels["task"])
+
+
+def resume_run(store: TraceStore, run_ref: str, *, model: str | None = None) -> RunSummary:
+    """Continue an interrupted run from its last checkpoint, then score it."""
+    run = store.get_run(run_ref)
+    runner, task = rebuild(store, run, model=model)
+    started = time.perf_counter()
+    result = runner.recorded.resume(run.id)
+    return runner.close(run.id, task, int(run.labels.get("trial", 0)), result.state, result.error, started)
+
+
+def summary_rows(results: Sequence[RunSummary]) -> list[list[str]]:
+    return [
+        [
+            r.run_id[:12],
+            r.task_id,
+            "[green]yes[/green]" if r.success else ("[magenta]error[/magenta]" if r.error else "[red]no[/red]"),
+            f"{r.answer!s:.30}" if r.answer is not None else "-",
+            r.expected or "-",
+            str(r.steps),
+            str(r.tokens),
+            f"{r.seconds:.1f}",
+        ]
+        for r in results
+    ]

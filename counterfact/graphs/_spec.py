@@ -1,0 +1,141 @@
+"""Workflows written as YAML: agents, their models and tools, and a topology.
+
+A spec is validated by pydantic; a bad file gets one line naming the file, the field and what
+was expected. A run stores the spec it ran (in its labels), so that resuming or replaying it
+rebuilds exactly the same graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from langgraph.graph import StateGraph
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from counterfact._errors import CounterfactError
+from counterfact.agents import Agent, ChatMessage, ChatModel, GenerationSettings
+from counterfact.graphs import _builders
+from counterfact.graphs._tools import TOOLS
+
+Topology = Literal["pipeline", "orchestrator", "groupchat"]
+
+
+class WorkflowError(CounterfactError):
+    """A workflow file that cannot be used; names the file and the field."""
+
+
+class AgentSpec(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    role: str
+    model: str | None = None  # a model spec; the workflow's `model` when absent
+    tools: list[str] = Field(default_factory=list)
+    settings: GenerationSettings = Field(default_factory=GenerationSettings)
+    max_tool_rounds: int = Field(default=3, ge=0)
+    examples: list[ChatMessage] = Field(default_factory=list)  # few-shot turns before the task
+
+    @model_validator(mode="after")
+    def _known_tools(self) -> AgentSpec:
+        for tool in self.tools:
+            if tool not in TOOLS:
+                raise ValueError(f"unknown tool {tool!r}; known tools: {', '.join(sorted(TOOLS))}")
+        return self
+
+
+class WorkflowSpec(BaseModel):
+    name: str
+    description: str = ""
+    topology: Topology
+    model: str = "embedded"
+    agents: list[AgentSpec] = Field(min_length=1)
+    order: list[str] | None = None  # pipeline / groupchat: who, in which order (default: all)
+    lead: str | None = None  # orchestrator: the agent that plans and routes
+    selector: str | None = None  # groupchat: an agent that picks the next speaker
+    max_rounds: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkflowSpec:
+        names = [a.name for a in self.agents]
+        if len(set(names)) != len(names):
+            raise ValueError(f"agent names must be unique: {names}")
+        for field in ("lead", "selector"):
+            if (value := getattr(self, field)) is not None and value not in names:
+                raise ValueError(f"{field} {value!r} is not one of the agents {names}")
+        for name in self.order or []:
+            if name not in names:
+                raise ValueError(f"order names {name!r}, which is not one of the agents {names}")
+        if self.topology == "orchestrator" and self.lead is None:
+            raise ValueError("an orchestrator workflow needs `lead: <agent name>`")
+        return self
+
+    def agent(self, name: str) -> AgentSpec:
+        return next(a for a in self.agents if a.name == name)
+
+
+def load_workflow(path: str | Path) -> WorkflowSpec:
+    """Read and validate a workflow YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowError(f"workflow file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"{path}: not YAML ({' '.join(str(exc).split())})") from None
+    return parse_workflow(data, source=str(path))
+
+
+def parse_workflow(data: Any, *, source: str = "workflow") -> WorkflowSpec:
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = list(error["loc"])
+        if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
+            agents = data.get("agents") if isinstance(data, dict) else None
+            agent = agents[loc[1]] if isinstance(agents, list) and loc[1] < len(agents) else None
+            name = agent.get("name") if isinstance(agent, dict) else None
+            where = f"agents[{loc[1]}]" + (f" ({name})" if name else "")
+            where += "." + ".".join(str(p) for p in loc[2:]) if loc[2:] else ""
+        else:
+            where = ".".join(str(p) for p in loc) or "(top level)"
+        raise WorkflowError(f"{source}: {where}: {error['msg']}") from None
+
+
+def build_graph(
+    spec: WorkflowSpec, models: Callable[[str], ChatModel]
+) -> StateGraph:
+    """The StateGraph of `spec`, its agents on models resolved by `models(model_spec)`."""
+    agents = {
+        a.name: _bound_agent(a, models(a.model or spec.model)) for a in spec.agents
+    }
+    tool_names = {a.name: a.tools for a in spec.agents}
+    examples = {a.name: a.examples for a in spec.agents}
+    if spec.topology == "pipeline":
+        order = spec.order or [a.name for a in spec.agents]
+        return _builders.pipeline([agents[n] for n in order], tools=tool_names, examples=examples)
+    if spec.topology == "groupchat":
+        speakers = [n for n in (spec.order or [a.name for a in spec.agents]) if n != spec.selector]
+        return _builders.group_chat(
+            [agents[n] for n in speakers],
+            max_rounds=spec.max_rounds,
+            selector=agents[spec.selector] if spec.selector else None,
+            tools=tool_names,
+            examples=examples,
+        )
+    assert spec.lead is not None
+    workers = [agents[a.name] for a in spec.agents if a.name != spec.lead]
+    return _builders.orchestrator(
+        agents[spec.lead], workers, max_rounds=spec.max_rounds, tools=tool_names, examples=examples
+    )
+
+
+def _bound_agent(spec: AgentSpec, model: ChatModel) -> Agent:
+    return Agent(
+        name=spec.name,
+        role=spec.role.strip(),
+        model=model,
+        settings=spec.settings,
+        max_tool_rounds=spec.max_tool_rounds,
+    )
