@@ -245,6 +245,98 @@ def export_command(
     console.print(f"exported {len(ids)} runs to {jsonl}")
 
 
+# -- running workflows ----------------------------------------------------------------------
+
+
+def _workflow(ref: str) -> Any:
+    from counterfact.graphs import DEMO_WORKFLOW, load_workflow
+
+    return load_workflow(DEMO_WORKFLOW if ref == "demo" else Path(ref))
+
+
+def _print_summary(results: list[Any], title: str) -> None:
+    from counterfact.graphs._runner import summary_rows
+
+    table = Table(title=title)
+    for column in ("run", "task", "success", "answer", "expected", "steps", "tokens", "seconds"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for row in summary_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    scored = [r for r in results if r.expected is not None]
+    if scored:
+        ok = sum(r.success for r in scored)
+        console.print(f"success: {ok}/{len(scored)} ({100 * ok / len(scored):.0f}%)")
+
+
+@app.command("run")
+def run_command(
+    workflow: Annotated[str, typer.Argument(help="a workflow YAML file, or `demo`")],
+    task: Annotated[str | None, typer.Option(help="one question to run the workflow on")] = None,
+    suite: Annotated[Path | None, typer.Option(help="a suite of tasks (YAML or JSONL)")] = None,
+    model: Annotated[str | None, typer.Option(help="run every agent on this model spec")] = None,
+    trials: Annotated[int, typer.Option(help="runs per task")] = 1,
+    limit: Annotated[int | None, typer.Option(help="only the first N tasks")] = None,
+    concurrency: Annotated[int, typer.Option(help="runs at once (a local model batches them)")] = 8,
+    seed: Annotated[int | None, typer.Option(help="base seed for sampling agents")] = None,
+    db: DbOption = None,
+) -> None:
+    """Run a workflow on a task or a suite; every run is recorded."""
+    from counterfact.graphs import Suite, Task, load_suite, run_suite
+
+    if (task is None) == (suite is None):
+        raise CounterfactError("give exactly one of --task TEXT or --suite FILE")
+    spec = _workflow(workflow)
+    tasks = load_suite(suite) if suite else Suite(name="adhoc", tasks=[Task(id="task", question=task or "")])
+    results = run_suite(
+        spec, tasks, _open(db), model=model, trials=trials, limit=limit, concurrency=concurrency, seed=seed
+    )
+    _print_summary(results, f"{spec.name} on {tasks.name}")
+
+
+@app.command("resume")
+def resume_command(
+    run: Annotated[str, typer.Argument(help="run id (or unique prefix) of an interrupted run")],
+    model: Annotated[str | None, typer.Option(help="model spec, if not the run's own")] = None,
+    db: DbOption = None,
+) -> None:
+    """Continue an interrupted run (crash, Ctrl-C) from its last checkpoint."""
+    from counterfact.graphs import resume_run
+
+    _print_summary([resume_run(_open(db), run, model=model)], "resumed")
+
+
+@app.command("demo")
+def demo_command(
+    limit: Annotated[int | None, typer.Option(help="only the first N tasks of the suite")] = None,
+    concurrency: Annotated[int, typer.Option(help="runs at once")] = 8,
+    db: DbOption = None,
+) -> None:
+    """Run the built-in workflow on the built-in suite with the embedded model."""
+    import time
+
+    from counterfact.graphs import DEMO_SUITE, load_suite, run_suite
+
+    started = time.perf_counter()
+    store = _open(db)
+    spec = _workflow("demo")
+    console.print(
+        f"[bold]counterfact demo[/bold]: workflow {spec.name!r} ({spec.topology}, "
+        f"{len(spec.agents)} agents) on the built-in suite, embedded model, store {store.url}"
+    )
+    results = run_suite(spec, load_suite(DEMO_SUITE), store, model="embedded", limit=limit, concurrency=concurrency)
+    _print_summary(results, "demo")
+    console.print(f"took {time.perf_counter() - started:.0f} s")
+    failed = next((r for r in results if not r.success), None)
+    if failed is not None:
+        flag = f" --db {db}" if db else ""
+        console.print("\nLook at a failed run, and debug it:")
+        console.print(f"  counterfact runs list --status failed{flag}")
+        console.print(f"  counterfact runs show {failed.run_id[:12]}{flag}")
+        console.print(f"  counterfact replay {failed.run_id[:12]} --at STEP --edit EDIT.yaml{flag}")
+        console.print(f"  counterfact debug {failed.run_id[:12]}{flag}")
+
+
 # -- models ---------------------------------------------------------------------------------
 
 

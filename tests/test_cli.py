@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from counterfact.cli import app
@@ -77,6 +78,10 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path, sqlite_path:
         (["runs", "list", "--db", "postgresql://nobody@127.0.0.1:9/none"], "cannot open database"),
         (["runs", "list", "--db", sqlite_path, "--label", "oops"], "--label takes KEY=VALUE"),
         (["runs", "list", "--db", sqlite_path, "--status", "weird"], "--status must be"),
+        (["run", str(tmp_path / "nope.yaml"), "--task", "hi", "--db", sqlite_path], "nope.yaml does not exist"),
+        (["run", "demo", "--db", sqlite_path], "give exactly one of --task TEXT or --suite FILE"),
+        (["run", "demo", "--suite", str(tmp_path / "s.yaml"), "--db", sqlite_path], "s.yaml does not exist"),
+        (["resume", "nosuchrun", "--db", sqlite_path], "no run with id 'nosuchrun'"),
     ]
     for args, expected in cases:
         result = cli(*args)
@@ -84,3 +89,13 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path, sqlite_path:
         assert expected in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_the_builtin_suite_on_the_embedded_model(sqlite_path: str) -> None:
+    result = cli("demo", "--limit", "3", "--db", sqlite_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "success:" in result.stdout and "/3 (" in result.stdout
+    runs = TraceStore.open(sqlite_path).list_runs()
+    assert len(runs) == 3 and all(r.status in ("succeeded", "failed") for r in runs)
+    assert all(r.labels["model"] == "embedded" for r in runs)

@@ -56,6 +56,9 @@ class LocalModel(ChatModel):
 
     def __init__(self, path: str | Path, *, name: str | None = None, max_batch: int = 16) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a load bar on every CLI command is noise
 
         path = Path(path)
         if not path.exists():

@@ -13,7 +13,14 @@ from counterfact.graphs._runner import (
     resume_run,
     run_suite,
 )
-from counterfact.graphs._spec import AgentSpec, WorkflowError, WorkflowSpec, build_graph, load_workflow
+from counterfact.graphs._spec import (
+    AgentSpec,
+    WorkflowError,
+    WorkflowSpec,
+    build_graph,
+    load_workflow,
+    parse_workflow,
+)
 from counterfact.graphs._state import Plan, PlanStep, Route, WorkflowState, agent_message, initial_state
 from counterfact.graphs._tasks import Checker, Milestone, Suite, SuiteError, Task, load_suite
 
@@ -51,6 +58,7 @@ __all__ = [
     "load_suite",
     "load_workflow",
     "orchestrator",
+    "parse_workflow",
     "parse_plan",
     "parse_route",
     "pipeline",

@@ -43,9 +43,9 @@ class RunSummary(BaseModel):
 class ModelPool:
     """Resolves model specs once per process: agents sharing a local model share its engine."""
 
-    def __init__(self, override: str | None = None) -> None:
+    def __init__(self, override: str | None = None, models: dict[str, ChatModel] | None = None) -> None:
         self.override = override
-        self._models: dict[str, ChatModel] = {}
+        self._models: dict[str, ChatModel] = dict(models or {})  # preset specs (tests, embedding apps)
         self._lock = threading.Lock()
 
     def __call__(self, spec: str) -> ChatModel:
@@ -128,11 +128,12 @@ def run_suite(
     seed: int | None = None,
     show_progress: bool = True,
     on_result: Callable[[RunSummary], None] | None = None,
+    pool: ModelPool | None = None,
 ) -> list[RunSummary]:
     """Run every task (`trials` times each) concurrently, so a local model batches them."""
     if trials < 1:
         raise CounterfactError(f"--trials must be at least 1, got {trials}")
-    runner = WorkflowRunner(spec, store, ModelPool(model))
+    runner = WorkflowRunner(spec, store, pool or ModelPool(model))
     for agent in spec.agents:  # fail before any run on a model that cannot be used
         check = getattr(runner.models(agent.model or spec.model), "check", None)
         if callable(check):
@@ -169,7 +170,9 @@ def run_suite(
     return sorted(results, key=lambda r: order[(r.task_id, r.trial)])
 
 
-def rebuild(store: TraceStore, run: RunRecord, *, model: str | None = None) -> tuple[WorkflowRunner, Task]:
+def rebuild(
+    store: TraceStore, run: RunRecord, *, model: str | None = None, pool: ModelPool | None = None
+) -> tuple[WorkflowRunner, Task]:
     """The runner and task a recorded run was made with (from its labels)."""
     labels = run.labels
     if "workflow_spec" not in labels or "task" not in labels:
@@ -177,14 +180,16 @@ def rebuild(store: TraceStore, run: RunRecord, *, model: str | None = None) -> t
             f"run {run.id} was not made by `counterfact run` (no workflow spec in its labels)"
         )
     spec = parse_workflow(labels["workflow_spec"], source=f"run {run.id}")
-    runner = WorkflowRunner(spec, store, ModelPool(model or labels.get("model")))
+    runner = WorkflowRunner(spec, store, pool or ModelPool(model or labels.get("model")))
     return runner, Task.model_validate(labels["task"])
 
 
-def resume_run(store: TraceStore, run_ref: str, *, model: str | None = None) -> RunSummary:
+def resume_run(
+    store: TraceStore, run_ref: str, *, model: str | None = None, pool: ModelPool | None = None
+) -> RunSummary:
     """Continue an interrupted run from its last checkpoint, then score it."""
     run = store.get_run(run_ref)
-    runner, task = rebuild(store, run, model=model)
+    runner, task = rebuild(store, run, model=model, pool=pool)
     started = time.perf_counter()
     result = runner.recorded.resume(run.id)
     return runner.close(run.id, task, int(run.labels.get("trial", 0)), result.state, result.error, started)
