@@ -337,6 +337,101 @@ def demo_command(
         console.print(f"  counterfact debug {failed.run_id[:12]}{flag}")
 
 
+# -- replay and verification ----------------------------------------------------------------
+
+
+@app.command("replay")
+def replay_command(
+    run: Annotated[str, typer.Argument(help="run id (or unique prefix) of a recorded run")],
+    at: Annotated[str | None, typer.Option("--at", help="step: index, NODE#N or agent:NAME#N")] = None,
+    edit: Annotated[Path | None, typer.Option("--edit", help="edit file (YAML or JSON)")] = None,
+    trials: Annotated[int, typer.Option(help="replays per arm (treatment and control)")] = 3,
+    seed: Annotated[int, typer.Option(help="first seed; pair i uses seed+i in both arms")] = 0,
+    temperature: Annotated[float | None, typer.Option(help="sample every agent at this temperature")] = None,
+    live_tools: Annotated[bool, typer.Option(help="re-run tools instead of reusing recorded results")] = False,
+    model: Annotated[str | None, typer.Option(help="model spec, if not the run's own")] = None,
+    fmt: FormatOption = "text",
+    db: DbOption = None,
+) -> None:
+    """Replay a run from a step with an edit, against a control arm, and give a verdict.
+
+    Without --edit, replays the run from the step once, unchanged (a fidelity check).
+    """
+    from counterfact.interventions import Replayer, load_intervention, verify
+
+    _check_format(fmt)
+    intervention = load_intervention(edit) if edit else None  # parse errors before anything runs
+    replayer = Replayer(_open(db), run, model=model)
+    plan = replayer.compile(intervention, at)
+    if intervention is None:
+        result = replayer.replay(plan, arm="control", seed=seed, temperature=temperature, live_tools=live_tools)
+        if fmt == "json":
+            _print_json(result.model_dump(mode="json"))
+        else:
+            console.print(
+                f"replay {result.run_id} from step {plan.step}: {result.status}, answer {result.answer!r}"
+            )
+        return
+    report = verify(
+        replayer, plan, trials=trials, seed=seed, temperature=temperature, live_tools=live_tools
+    )
+    if fmt == "json":
+        _print_json(report.model_dump(mode="json"))
+        return
+    _print_verdict(report)
+
+
+def _print_verdict(report: Any) -> None:
+    c = report.comparison
+    colour = {"validated": "green", "refuted": "red"}.get(report.verdict, "yellow")
+    console.print(f"[bold {colour}]{report.verdict}[/bold {colour}]: {report.reason}")
+    table = Table(show_header=True)
+    for column in ("", "with edit", "control"):
+        table.add_column(column)
+    table.add_row("success", f"{c.treatment_successes}/{c.n} ({c.treatment_rate:.0%})", f"{c.control_successes}/{c.n} ({c.control_rate:.0%})")
+    table.add_row("answers", ", ".join(str(r.answer) for r in report.treatment), ", ".join(str(r.answer) for r in report.control))
+    table.add_row("runs", " ".join(r.run_id[:8] for r in report.treatment), " ".join(r.run_id[:8] for r in report.control))
+    console.print(table)
+    console.print(
+        f"difference {c.difference:+.2f} (95% CI {c.ci_low:+.2f}..{c.ci_high:+.2f}), "
+        f"one-sided exact p = {c.p_value:.3g}"
+        + (", deterministic (greedy) replays" if report.deterministic else "")
+    )
+    console.print(f"applied: {'yes' if report.applied else 'no'} ({report.applied_detail})")
+    console.print(f"verdict {report.id[:12]} for intervention {report.intervention_id[:12]}")
+
+
+@runs_app.command("tree")
+def runs_tree(
+    run: Annotated[str, typer.Argument(help="run id (or unique prefix)")],
+    db: DbOption = None,
+) -> None:
+    """A run and its replays as a tree, with the verdicts of their verifications."""
+    from counterfact.interventions import run_tree
+
+    console.print(run_tree(_open(db), run))
+
+
+@app.command("diff")
+def diff_command(
+    run_a: Annotated[str, typer.Argument(help="a run id (or prefix)")],
+    run_b: Annotated[str, typer.Argument(help="another run id (or prefix)")],
+    fmt: FormatOption = "text",
+    db: DbOption = None,
+) -> None:
+    """Two runs' steps aligned by index, with what changed (bold) and what did not (dim)."""
+    from counterfact.interventions import diff_runs, diff_table
+
+    _check_format(fmt)
+    store = _open(db)
+    a, b = store.resolve_run_id(run_a), store.resolve_run_id(run_b)
+    rows = diff_runs(store, a, b)
+    if fmt == "json":
+        _print_json([r.model_dump() for r in rows])
+        return
+    console.print(diff_table(rows, a, b))
+
+
 # -- models ---------------------------------------------------------------------------------
 
 

@@ -198,6 +198,7 @@ class RowPass:
     prompt_len: int
     edits: list[ResolvedEdit]
     captures: dict[HookPoint, list[torch.Tensor]] = field(default_factory=dict)
+    hits: list[int] = field(default_factory=lambda: [0])  # edits that changed positions (shared)
 
 
 def _selected(spec: PositionSpec, positions: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -219,6 +220,7 @@ def _apply(edit: ResolvedEdit, x: torch.Tensor, row: RowPass) -> None:
     chosen = _selected(edit.positions, positions, row.prompt_len)
     if not bool(chosen.any()):
         return
+    row.hits[0] += 1  # the verifier checks that hooks really fired
     vector = edit.vector.to(x.dtype) if edit.vector is not None else None
     if edit.operation == "scale":
         x[chosen] *= edit.strength

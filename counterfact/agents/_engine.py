@@ -47,6 +47,7 @@ class Result:
     finish_reason: Literal["stop", "length"]
     first_logits: torch.Tensor | None = None
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    edit_hits: int = 0  # hook applications of this request's edits that changed something
 
 
 @dataclass
@@ -55,13 +56,14 @@ class _Row:
     generator: torch.Generator | None
     generated: list[int] = field(default_factory=list)
     captures: dict[HookPoint, list[torch.Tensor]] = field(default_factory=dict)
+    hits: list[int] = field(default_factory=lambda: [0])
 
     @property
     def prompt_len(self) -> int:
         return len(self.req.prompt_ids)
 
     def pass_for(self, start: int) -> RowPass:
-        return RowPass(start, self.prompt_len, self.req.edits, self.captures)
+        return RowPass(start, self.prompt_len, self.req.edits, self.captures, self.hits)
 
 
 def _choose(logits: torch.Tensor, row: _Row) -> int:
@@ -274,6 +276,7 @@ class Engine:
             finish_reason=reason,
             first_logits=first_logits,
             activations=activations,
+            edit_hits=row.hits[0],
         )
         row.req.future.set_result(result)
 

@@ -99,10 +99,18 @@ class LocalModel(ChatModel):
     def prompt_ids(
         self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None
     ) -> list[int]:
-        """Token ids of `messages` through the chat template, with the generation prompt."""
+        """Token ids of `messages` through the chat template, with the generation prompt.
+
+        A final assistant message is a prefix the model continues (a prefix edit), not a turn.
+        """
         chat = [m.model_dump(include={"role", "content"}) for m in messages]
+        prefilled = bool(messages) and messages[-1].role == "assistant"
         text = self.tokenizer.apply_chat_template(
-            chat, tools=tools, add_generation_prompt=True, tokenize=False
+            chat,
+            tools=tools,
+            add_generation_prompt=not prefilled,
+            continue_final_message=prefilled,
+            tokenize=False,
         )
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) >= self.context_window:
@@ -169,6 +177,7 @@ class LocalModel(ChatModel):
             params["activation_edits"] = [
                 e if isinstance(e, dict) else e.model_dump() for e in activation_edits
             ]
+            params["activation_edit_hits"] = result.edit_hits
         if capture:
             params["capture"] = list(capture)
         report_model_call(

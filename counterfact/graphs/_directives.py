@@ -20,6 +20,7 @@ CONFIG_KEY = "counterfact_directives"
 class StepDirectives(BaseModel):
     """Edits that apply while one step executes."""
 
+    reply: str | None = None  # the agent says exactly this (its model is not called)
     prefix: str | None = None  # the response must begin with this text
     activation_edits: list[dict[str, Any]] = Field(default_factory=list)  # ActivationEdit dicts
     tool_results: dict[str, Any] = Field(default_factory=dict)  # tool name -> forced result

@@ -88,12 +88,17 @@ def run_agent(
         _with_results(tool, forced.get(name), directives.reuse_tool_results)
         for name, tool in tools.items()
     ]
+    if here is not None and here.reply is not None:
+        return here.reply  # an edited message stands in for the agent's whole turn
     runner = agent.model_copy(update={"settings": settings, "tools": step_tools})
-    if here is not None and here.prefix:
-        messages = [*messages, ChatMessage(role="assistant", content=here.prefix)]
+    prefix = here.prefix if here is not None and here.prefix else None
+    if prefix:
+        messages = [*messages, ChatMessage(role="assistant", content=prefix)]
     edits = here.activation_edits if here is not None and here.activation_edits else None
-    reply = runner.respond(messages, activation_edits=edits)
-    return reply.text
+    text = runner.respond(messages, activation_edits=edits).text
+    if prefix and not text.startswith(prefix):
+        text = prefix + text  # the model continued the prefix; the reply is both
+    return text
 
 
 def _at_or_after(address: Any, step: str) -> bool:

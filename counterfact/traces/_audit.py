@@ -75,7 +75,7 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
                 "model_calls": model_rows,
                 "tool_calls": tool_rows,
             }
-            link = chain_link(previous, step_content_digest(run_id, fields))
+            link = chain_link(previous, step_content_digest(fields))
             if link != row["digest"]:
                 return bad("step content does not match its chain link (edited, or moved)")
             digests = [row["input_digest"], row["output_digest"], row["delta_digest"]]

@@ -169,3 +169,31 @@ class CheckpointWrite(Base):
     type: Mapped[str | None] = mapped_column(String(32), default=None)
     value: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     task_path: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Intervention(Base):
+    """An edit of a recorded run at one step (its spec as JSON), which replays were made of."""
+
+    __tablename__ = "interventions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    fork_step: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Verdict(Base):
+    """What replays against a control arm said of an intervention, with the numbers."""
+
+    __tablename__ = "verdicts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    intervention_id: Mapped[str] = mapped_column(
+        ForeignKey("interventions.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))  # validated | refuted | inconclusive
+    reason: Mapped[str] = mapped_column(Text, default="")
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

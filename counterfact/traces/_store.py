@@ -544,13 +544,16 @@ def _run_record(row: Any) -> RunRecord:
     return RunRecord.model_validate(data)
 
 
-def step_content_digest(run_id: str, fields: dict[str, Any]) -> str:
+def step_content_digest(fields: dict[str, Any]) -> str:
     """The digest of a step's content, as the hash chain covers it.
 
-    Payloads enter by their digests, so redacting a blob later leaves the chain intact, and
-    `checkpoint_after` is left out because it is only known once the next checkpoint exists.
+    Payloads enter by their digests, so redacting a blob later leaves the chain intact.
+    `checkpoint_after` is left out (it is known only once the next checkpoint exists), and so
+    is the run id: a replay copies its parent's steps before the fork, and its chain then
+    starts with exactly its parent's links, which shows the shared prefix is untouched. The
+    run's `head_digest` anchors the chain to the run.
     """
-    return digest_of({"run_id": run_id, **fields})
+    return digest_of(fields)
 
 
 def chain_link(previous: str, content_digest: str) -> str:
@@ -671,8 +674,7 @@ class RunWriter:
             index = self.next_index if record.index is None else record.index
             fields = {"index": index, **prepared.fields}
             content = step_content_digest(
-                self.run_id,
-                {**fields, "model_calls": prepared.model_rows, "tool_calls": prepared.tool_rows},
+                {**fields, "model_calls": prepared.model_rows, "tool_calls": prepared.tool_rows}
             )
             link = chain_link(self.head, content)
             self.store.put_blobs(conn, prepared.blobs)

@@ -1,0 +1,91 @@
+"""Looking at replays: a run and its replays as a tree, and two runs' steps side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from rich.table import Table
+from rich.tree import Tree
+from sqlalchemy import select
+
+from counterfact.traces import RunRecord, StepRecord, TraceStore
+from counterfact.traces._schema import Verdict as VerdictRow
+from counterfact.traces._show import excerpt
+
+
+def run_tree(store: TraceStore, run_ref: str) -> Tree:
+    """The run, its replays (and theirs), grouped by verification, with verdicts."""
+    root = store.get_run(run_ref)
+    with store.engine.connect() as conn:
+        verdicts = {
+            row.id: row
+            for row in conn.execute(select(VerdictRow.__table__).where(VerdictRow.run_id == root.id))
+        }
+    tree = Tree(_label(root))
+    _grow(store, tree, root, verdicts)
+    return tree
+
+
+def _grow(store: TraceStore, node: Tree, run: RunRecord, verdicts: dict[str, Any]) -> None:
+    children = sorted(store.list_runs(parent=run.id, limit=None), key=lambda r: r.created_at)
+    groups: dict[str | None, list[RunRecord]] = {}
+    for child in children:
+        groups.setdefault(child.labels.get("verification_id"), []).append(child)
+    for verification, runs in groups.items():
+        verdict = verdicts.get(verification) if verification else None
+        if verdict is not None:
+            colour = {"validated": "green", "refuted": "red"}.get(verdict.verdict, "yellow")
+            branch = node.add(
+                f"[{colour}]{verdict.verdict}[/{colour}] at step {runs[0].fork_step}: {verdict.reason}"
+            )
+        else:
+            branch = node
+        for child in runs:
+            sub = branch.add(_label(child))
+            _grow(store, sub, child, verdicts)
+
+
+def _label(run: RunRecord) -> str:
+    outcome = "" if run.outcome is None else ("[green]success[/green]" if run.outcome.success else "[red]fail[/red]")
+    arm = run.labels.get("arm")
+    fork = f" from step {run.fork_step}" if run.fork_step is not None else ""
+    return f"{run.id[:12]} {arm or run.workflow}{fork} {run.status} {outcome}".rstrip()
+
+
+class StepDiff(BaseModel):
+    index: int
+    node_a: str | None
+    node_b: str | None
+    same: bool
+    a: str
+    b: str
+
+
+def diff_runs(store: TraceStore, a_ref: str, b_ref: str) -> list[StepDiff]:
+    """Steps aligned by index (a replay shares its parent's indices), with what changed."""
+    a, b = store.steps(a_ref), store.steps(b_ref)
+    rows = []
+    for i in range(max(len(a), len(b))):
+        sa, sb = (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
+        ta, tb = _summary(sa), _summary(sb)
+        same = sa is not None and sb is not None and sa.digest == sb.digest
+        rows.append(StepDiff(index=i, node_a=sa and sa.node, node_b=sb and sb.node, same=same or ta == tb, a=ta, b=tb))
+    return rows
+
+
+def _summary(step: StepRecord | None) -> str:
+    if step is None:
+        return ""
+    return excerpt(step.output, 100) if step.output is not None else (step.error or "")
+
+
+def diff_table(rows: list[StepDiff], a: str, b: str) -> Table:
+    table = Table(title=f"{a[:12]} vs {b[:12]}")
+    for column in ("step", "node", a[:12], b[:12]):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        node = row.node_a if row.node_a == row.node_b else f"{row.node_a or '-'} / {row.node_b or '-'}"
+        style = "dim" if row.same else "bold"
+        table.add_row(str(row.index), node or "", row.a, row.b, style=style)
+    return table

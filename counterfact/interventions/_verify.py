@@ -1,0 +1,219 @@
+"""Verifying an intervention: N treatment replays against N control replays from the same
+fork point, paired by seed, scored by the task's checker, and a stored verdict.
+
+validated     the edit raised success (or, failing that, milestone progress) over the control,
+              by a one-sided exact test at the 5% level;
+refuted       the edit reached the agents and success did not rise, and the trials are enough
+              to exclude a rise of `min_effect` (the upper end of the 95% interval is below it);
+inconclusive  otherwise, with the reason: not applied, the failure does not reproduce in the
+              control arm, too few trials.
+
+When every agent decodes greedily the replays are deterministic: each arm's outcome is then
+exact, and the verdict rests on it rather than on a p-value (which is still reported).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from scipy.stats import binomtest
+
+from counterfact._errors import CounterfactError
+from counterfact.agents import ActivationEdit, ChatMessage
+from counterfact.interventions._replay import ReplayPlan, Replayer, ReplayResult
+from counterfact.interventions._stats import ArmComparison, compare
+from counterfact.traces._models import utcnow
+from counterfact.traces._schema import Intervention as InterventionRow
+from counterfact.traces._schema import Verdict as VerdictRow
+
+VerdictKind = Literal["validated", "refuted", "inconclusive"]
+ALPHA = 0.05
+
+
+class VerdictReport(BaseModel):
+    """A verdict with everything it rests on."""
+
+    id: str
+    intervention_id: str
+    run_id: str
+    step: int
+    verdict: VerdictKind
+    reason: str
+    comparison: ArmComparison
+    deterministic: bool
+    applied: bool | None
+    applied_detail: str = ""
+    kl_divergence: float | None = None  # activation edits: first-token KL, treatment || control
+    edit_hits: int | None = None  # activation edits: hook applications that changed something
+    milestone_p_value: float | None = None
+    treatment: list[ReplayResult] = Field(default_factory=list)
+    control: list[ReplayResult] = Field(default_factory=list)
+
+
+def verify(
+    replayer: Replayer,
+    plan: ReplayPlan,
+    *,
+    trials: int = 3,
+    seed: int = 0,
+    temperature: float | None = None,
+    live_tools: bool = False,
+    min_effect: float = 0.5,
+    concurrency: int = 4,
+    show_progress: bool = True,
+    labels: dict[str, Any] | None = None,
+) -> VerdictReport:
+    """Run the arms, compare them, store the intervention, its replays and the verdict."""
+    if plan.intervention is None:
+        raise CounterfactError("nothing to verify: give an edit")
+    if trials < 1:
+        raise CounterfactError(f"--trials must be at least 1, got {trials}")
+    store = replayer.store
+    intervention_id = uuid.uuid4().hex
+    verdict_id = uuid.uuid4().hex
+    with store.begin() as conn:
+        conn.execute(
+            InterventionRow.__table__.insert(),
+            {
+                "id": intervention_id,
+                "run_id": replayer.parent.id,
+                "fork_step": plan.step,
+                "spec": plan.intervention.dump(),
+                "created_at": utcnow(),
+            },
+        )
+    tags = {**(labels or {}), "verification_id": verdict_id}
+    jobs = [(arm, seed + i) for i in range(trials) for arm in ("treatment", "control")]
+    progress = Progress(
+        TextColumn("[bold]replays"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        disable=not show_progress,
+    )
+
+    def one(job: tuple[str, int]) -> ReplayResult:
+        arm, s = job
+        return replayer.replay(
+            plan, arm=arm, seed=s, temperature=temperature, live_tools=live_tools,
+            intervention_id=intervention_id, labels=tags,
+        )
+
+    results: list[ReplayResult] = []
+    with progress, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        bar = progress.add_task("replays", total=len(jobs))
+        for result in pool.map(one, jobs):
+            results.append(result)
+            progress.advance(bar)
+    treatment = [r for r in results if r.arm == "treatment"]
+    control = [r for r in results if r.arm == "control"]
+    comparison = compare([r.success for r in treatment], [r.success for r in control])
+    deterministic = _greedy(replayer, temperature)
+    applied = all(r.applied for r in treatment)
+    detail = "; ".join(sorted({r.applied_detail for r in treatment if r.applied_detail}))
+    kl, hits = (None, None)
+    if plan.activation:
+        kl, hits = _activation_effect(replayer, plan, treatment[0].run_id)
+        # edits of generated positions only cannot move the first token's distribution
+        first_token = any(e.get("positions") != "generated" for e in plan.directives.activation_edits)
+        moved = kl is not None and kl > 1e-6
+        applied = applied and bool(hits) and (moved or not first_token)
+        detail = f"hooks changed activations {hits} times; first-token KL {kl:.4g}" if kl is not None else detail
+    milestone_p = _milestone_p(treatment, control)
+    verdict, reason = decide(comparison, deterministic, applied, detail, milestone_p, min_effect)
+    report = VerdictReport(
+        id=verdict_id,
+        intervention_id=intervention_id,
+        run_id=replayer.parent.id,
+        step=plan.step,
+        verdict=verdict,
+        reason=reason,
+        comparison=comparison,
+        deterministic=deterministic,
+        applied=applied,
+        applied_detail=detail,
+        kl_divergence=kl,
+        edit_hits=hits,
+        milestone_p_value=milestone_p,
+        treatment=treatment,
+        control=control,
+    )
+    with store.begin() as conn:
+        conn.execute(
+            VerdictRow.__table__.insert(),
+            {
+                "id": verdict_id,
+                "intervention_id": intervention_id,
+                "run_id": replayer.parent.id,
+                "verdict": verdict,
+                "reason": reason,
+                "stats": report.model_dump(mode="json", exclude={"treatment", "control"})
+                | {"treatment_runs": [r.run_id for r in treatment], "control_runs": [r.run_id for r in control]},
+                "created_at": utcnow(),
+            },
+        )
+    return report
+
+
+def decide(
+    c: ArmComparison,
+    deterministic: bool,
+    applied: bool,
+    detail: str,
+    milestone_p: float | None,
+    min_effect: float,
+) -> tuple[VerdictKind, str]:
+    """The verdict rules (see the module docstring), with a one-line reason."""
+    rates = f"success {c.treatment_successes}/{c.n} with the edit vs {c.control_successes}/{c.n} without"
+    if not applied:
+        return "inconclusive", f"the edit was not applied ({detail or 'no evidence it reached the agents'})"
+    if deterministic:
+        if c.control_rate == 1.0:
+            return "inconclusive", f"the failure does not reproduce: the control succeeds ({rates})"
+        if c.treatment_rate == 1.0:
+            return "validated", f"deterministic replays: the edit repairs the run ({rates})"
+        return "refuted", f"deterministic replays: with the edit the run still fails ({rates})"
+    if c.control_rate >= 0.5:
+        return "inconclusive", f"the failure does not reproduce in the control arm ({rates})"
+    if c.difference > 0 and c.p_value < ALPHA:
+        return "validated", f"{rates}, one-sided exact p = {c.p_value:.3g}"
+    if milestone_p is not None and milestone_p < ALPHA:
+        return "validated", f"milestones improve (p = {milestone_p:.3g}) though {rates}"
+    if c.ci_high < min_effect:
+        return "refuted", f"{rates}; a rise of {min_effect:.0%} is excluded (95% CI up to {c.ci_high:+.2f})"
+    return "inconclusive", f"too few trials to decide ({rates}, 95% CI {c.ci_low:+.2f}..{c.ci_high:+.2f})"
+
+
+def _greedy(replayer: Replayer, temperature: float | None) -> bool:
+    if temperature is not None:
+        return temperature == 0.0
+    return all(a.settings.temperature == 0.0 for a in replayer.runner.spec.agents)
+
+
+def _milestone_p(treatment: list[ReplayResult], control: list[ReplayResult]) -> float | None:
+    """One-sided sign test on paired milestone scores, when there are differing pairs."""
+    better = sum(t.score > c.score for t, c in zip(treatment, control, strict=True))
+    worse = sum(t.score < c.score for t, c in zip(treatment, control, strict=True))
+    if better + worse == 0:
+        return None
+    return float(binomtest(better, better + worse, 0.5, alternative="greater").pvalue)
+
+
+def _activation_effect(replayer: Replayer, plan: ReplayPlan, treatment_run: str) -> tuple[float | None, int]:
+    """Hook hits at the edited step, and the KL divergence of its first-token distribution
+    with the edit against without, on the prompt the step actually saw."""
+    step = replayer.store.steps(treatment_run)[plan.step]
+    if not step.model_calls:
+        return None, 0
+    call = step.model_calls[0]
+    hits = int(call.params.get("activation_edit_hits", 0))
+    model = replayer._model_of(step)
+    messages = [ChatMessage.model_validate(m) for m in call.request]
+    edits = [ActivationEdit.model_validate(e) for e in plan.directives.activation_edits]
+    edited = torch.log_softmax(model.next_token_logits(messages, edits).double(), -1)
+    plain = torch.log_softmax(model.next_token_logits(messages).double(), -1)
+    kl = float(torch.sum(edited.exp() * (edited - plain)))
+    return (kl if math.isfinite(kl) else None), hits
