@@ -401,6 +401,52 @@ def _print_verdict(report: Any) -> None:
     console.print(f"verdict {report.id[:12]} for intervention {report.intervention_id[:12]}")
 
 
+@app.command("debug")
+def debug_command(
+    run: Annotated[str, typer.Argument(help="run id (or unique prefix) of a failed run")],
+    strategy: Annotated[str, typer.Option(help="llm, resample, patch, or all (comma-separated)")] = "all",
+    budget: Annotated[int, typer.Option("--budget", help="most replays to spend")] = 40,
+    budget_tokens: Annotated[int | None, typer.Option(help="most tokens to spend on replays")] = None,
+    trials: Annotated[int, typer.Option(help="replays per arm for each hypothesis")] = 1,
+    temperature: Annotated[float, typer.Option(help="sampling temperature of resampling")] = 0.8,
+    hypothesis_model: Annotated[str | None, typer.Option(help="model spec for the llm strategy")] = None,
+    reference: Annotated[str | None, typer.Option(help="a successful run of the same task, to patch from")] = None,
+    html: Annotated[Path | None, typer.Option(help="also write the report as an HTML page")] = None,
+    model: Annotated[str | None, typer.Option(help="model spec for replays, if not the run's own")] = None,
+    fmt: FormatOption = "text",
+    db: DbOption = None,
+) -> None:
+    """Find why a run failed: hypotheses from the chosen strategies, each verified by replay."""
+    from counterfact.interventions import Budget, Debugger, Replayer, report_table, write_html
+
+    _check_format(fmt)
+    chosen = ["llm", "resample", "patch"] if strategy == "all" else [s.strip() for s in strategy.split(",")]
+    unknown = [s for s in chosen if s not in ("llm", "resample", "patch")]
+    if unknown:
+        raise CounterfactError(f"--strategy takes llm, resample, patch or all, not {', '.join(unknown)}")
+    if budget < 1:
+        raise CounterfactError("--budget must be at least 1 replay: a debug session with no replays proves nothing")
+    debugger = Debugger(
+        Replayer(_open(db), run, model=model),
+        strategies=chosen,  # type: ignore[arg-type]
+        budget=Budget(replays=budget, tokens=budget_tokens),
+        trials=trials,
+        temperature=temperature,
+        hypothesis_model=hypothesis_model,
+        reference=reference,
+        on_event=lambda message: console.print(f"[dim]{message}[/dim]") if fmt == "text" else None,
+    )
+    report = debugger.run()
+    if html is not None:
+        write_html(report, html)
+    if fmt == "json":
+        _print_json(report.model_dump(mode="json"))
+        return
+    console.print(report_table(report))
+    if html is not None:
+        console.print(f"HTML report: {html}")
+
+
 @runs_app.command("tree")
 def runs_tree(
     run: Annotated[str, typer.Argument(help="run id (or unique prefix)")],

@@ -1,5 +1,15 @@
 """Interventions: edit a recorded run at one step, replay it, and verify against a control arm."""
 
+from counterfact.interventions._debug import (
+    Budget,
+    Debugger,
+    DebugReport,
+    HypothesisView,
+    Trial,
+    parse_hypotheses,
+    split_trials,
+)
+from counterfact.interventions._report import report_table, write_html
 from counterfact.interventions._compare import StepDiff, diff_runs, diff_table, run_tree
 from counterfact.interventions._replay import ReplayPlan, Replayer, ReplayResult, parse_step
 from counterfact.interventions._specs import (
@@ -23,6 +33,15 @@ from counterfact.interventions._stats import ArmComparison, compare, newcombe, w
 from counterfact.interventions._verify import VerdictReport, decide, verify
 
 __all__ = [
+    "Budget",
+    "DebugReport",
+    "Debugger",
+    "HypothesisView",
+    "Trial",
+    "parse_hypotheses",
+    "report_table",
+    "split_trials",
+    "write_html",
     "ActivationIntervention",
     "ArmComparison",
     "CapturedVector",

@@ -197,3 +197,40 @@ class Verdict(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DebugSession(Base):
+    """One `counterfact debug` of a failed run: its strategies and budget, and how far it got."""
+
+    __tablename__ = "debug_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    strategies: Mapped[list[Any]] = mapped_column(default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # budget, trials, models
+    status: Mapped[str] = mapped_column(String(16))  # running | done
+    spent: Mapped[dict[str, Any]] = mapped_column(default=dict)  # replays, tokens, seconds
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Hypothesis(Base):
+    """A suspected cause of a failure (agent, step, reason) and the edit that tests it."""
+
+    __tablename__ = "hypotheses"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("debug_sessions.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(16))  # llm | resample | patch
+    trial: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int | None] = mapped_column(Integer, default=None)
+    agent: Mapped[str | None] = mapped_column(String(200), default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    intervention: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    status: Mapped[str] = mapped_column(String(16))  # proposed | verified | skipped
+    verdict_id: Mapped[str | None] = mapped_column(
+        ForeignKey("verdicts.id", ondelete="SET NULL"), default=None
+    )
+    note: Mapped[str] = mapped_column(Text, default="")  # why skipped, or what it cost
