@@ -99,3 +99,35 @@ def test_demo_runs_the_builtin_suite_on_the_embedded_model(sqlite_path: str) -> 
     runs = TraceStore.open(sqlite_path).list_runs()
     assert len(runs) == 3 and all(r.status in ("succeeded", "failed") for r in runs)
     assert all(r.labels["model"] == "embedded" for r in runs)
+    failed = [r for r in runs if r.status == "failed"]
+    if not failed:
+        pytest.skip("the embedded model answered all three tasks; nothing to repair")
+    run = failed[0]
+    edit = Path(sqlite_path).with_name("fix.yaml")
+    edit.write_text(f"kind: message\ntext: 'FINAL ANSWER: {run.labels['task']['answer']}'\n")
+    result = cli("replay", run.id, "--at", "reporter#0", "--edit", str(edit), "--trials", "2",
+                 "--format", "json", "--db", sqlite_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "validated" and verdict["applied"] is True
+    assert verdict["comparison"]["treatment_successes"] == 2 and verdict["comparison"]["control_successes"] == 0
+
+
+def test_replay_and_debug_errors_are_one_line(tmp_path: Path, sqlite_path: str) -> None:
+    ok, bad = _db_with_runs(sqlite_path)  # recorded without `counterfact run`: no workflow spec
+    edit = tmp_path / "edit.yaml"
+    edit.write_text("kind: message\ntext: hello\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: [\n")
+    cases = [
+        (["replay", bad, "--at", "0", "--edit", str(broken), "--db", sqlite_path], "broken.yaml: does not parse"),
+        (["replay", bad, "--at", "0", "--edit", str(tmp_path / "none.yaml"), "--db", sqlite_path], "none.yaml does not exist"),
+        (["replay", bad, "--at", "0", "--edit", str(edit), "--db", sqlite_path], "was not made by `counterfact run`"),
+        (["debug", bad, "--budget", "0", "--db", sqlite_path], "--budget must be at least 1"),
+        (["debug", bad, "--strategy", "magic", "--db", sqlite_path], "--strategy takes llm, resample, patch or all"),
+    ]
+    for args, expected in cases:
+        result = cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert expected in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
