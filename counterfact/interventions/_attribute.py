@@ -1,0 +1,510 @@
+"""Log-only failure attribution: which agent, at which step, caused a failed run.
+
+The three methods of Who&When (Zhang et al., ICML 2025) ask a model about a stored run's log,
+never replaying it:
+
+- all_at_once: the whole log in one prompt; the answer names a step and an agent.
+- step_by_step: steps in order; at each one the model sees the log up to that step and says
+  whether it is the decisive mistake; the first "yes" is the prediction (none: no prediction).
+- binary_search: the model sees a range of steps and says which half holds the mistake; the
+  range is halved until one step is left (at most ceil(log2 n) questions).
+
+Each prediction is also stored in the run's labels, as labels["attribution"][method], so that
+`score_attributions` can score it later against the imported ground truth.
+
+Steps are shown as `[Step i] agent:` followed by their text, with the run's own step indices,
+so an answer is an index into the run and scores against the label exactly. Nothing from the
+run's labels is ever shown. A predicted agent is matched against the run's agents ignoring case
+and punctuation; an all-at-once answer that names a step but no known agent is attributed to
+that step's author. An answer that cannot be read is asked again once, with a reminder of the
+format; a second failure, or a model error, is recorded in `Attribution.errors`.
+
+Fitting the context. The prompt budget is the model's `context_window` minus room for the
+answer and for one retry (or `max_prompt_tokens` if smaller), counted with the model's own
+`prompt_ids` when it has one and estimated as characters / 4 otherwise (no budget at all for
+a model with neither). A prompt that is over budget is shrunk in two stages until it fits:
+1. every shown step's text is cut to at most 4000, 2000, 1000, 500, then 250 characters,
+   keeping its head and tail around a `[... N characters cut ...]` marker;
+2. then whole steps are left out, least relevant first, and each gap is shown as
+   `[steps a to b left out to fit the context]`. Least relevant means: for all_at_once the
+   middle of the log (its start and its end are kept), for step_by_step the oldest steps (the
+   step asked about is always kept: a window of recent steps), for binary_search the centres
+   of the two halves (their boundaries are kept).
+`Attribution.truncated` says whether any of this happened for any of the run's prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from string import Template
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, Field, computed_field
+
+from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError
+from counterfact.traces import StepRecord, TraceStore
+
+Method = Literal["all_at_once", "step_by_step", "binary_search"]
+METHODS: tuple[Method, ...] = ("all_at_once", "step_by_step", "binary_search")
+LABEL_KEY = "attribution"  # predictions live in labels["attribution"][method]
+
+# Answer lengths per method: a step, an agent and a few words; or one word or letter.
+DEFAULT_MAX_TOKENS: dict[Method, int] = {"all_at_once": 32, "step_by_step": 6, "binary_search": 6}
+_CAPS = (4000, 2000, 1000, 500, 250)  # per-step character caps, tried in order
+_CHARS_PER_TOKEN = 4  # the estimate for models that cannot count their tokens
+_RETRY_TOKENS = 64  # a format reminder, with the chat template's markup
+_FORMAT_HINTS: dict[Method, str] = {
+    "all_at_once": "Step: <step number>\nAgent: <agent name>\nReason: <a few words>",
+    "step_by_step": "Yes or No",
+    "binary_search": "A or B",
+}
+_labels_lock = threading.Lock()  # read-modify-write of a run's labels from worker threads
+T = TypeVar("T")
+
+
+class Attribution(BaseModel):
+    """One method's answer for one run, with what it cost and what went wrong."""
+
+    run_id: str
+    method: Method
+    model: str
+    agent: str | None = None
+    step: int | None = None
+    reason: str | None = None
+    raw_outputs: list[str] = Field(default_factory=list)  # every answer, in order
+    questions: int = 0  # model calls, retries included
+    prompt_tokens: int = 0  # over all calls
+    truncated: bool = False  # some prompt had step text cut or steps left out
+    errors: list[str] = Field(default_factory=list)
+
+
+class AttributionScore(BaseModel):
+    """Accuracy of one method's stored predictions against the runs' ground-truth labels."""
+
+    method: Method
+    runs: int = 0  # runs with a ground-truth agent
+    agent_correct: int = 0
+    step_runs: int = 0  # runs with a ground-truth step (a few Who&When labels have none)
+    step_correct: int = 0
+    unpredicted: list[str] = Field(default_factory=list)  # no prediction stored: counted wrong
+    unlabelled: list[str] = Field(default_factory=list)  # no ground truth: left out
+    truncated: int = 0
+    errors: int = 0  # runs whose attribution recorded an error
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def agent_accuracy(self) -> float:
+        return self.agent_correct / self.runs if self.runs else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def step_accuracy(self) -> float:
+        return self.step_correct / self.step_runs if self.step_runs else 0.0
+
+
+@runtime_checkable
+class _CountsTokens(Protocol):
+    """A model that knows its context and can tokenize a prompt (the local backend)."""
+
+    context_window: int
+
+    def prompt_ids(self, messages: list[ChatMessage]) -> list[int]: ...
+
+
+class _Malformed(Exception):
+    """The model's answer could not be read; the message says what was missing."""
+
+
+class _Line(BaseModel):
+    """One step as the prompts show it."""
+
+    index: int
+    agent: str
+    text: str
+
+
+class _Log(BaseModel):
+    """What the prompts may show of a run: the task and the steps, never the labels."""
+
+    question: str
+    lines: list[_Line]
+
+    @property
+    def agents(self) -> list[str]:
+        return list(dict.fromkeys(line.agent for line in self.lines))
+
+
+class _Prompt(BaseModel):
+    messages: list[ChatMessage]
+    truncated: bool  # some step text was cut or some steps left out
+
+
+def attribute(
+    store: TraceStore,
+    run_ids: Sequence[str],
+    model: ChatModel,
+    method: Method,
+    *,
+    max_prompt_tokens: int | None = None,
+    max_tokens: int | None = None,
+    concurrency: int = 8,
+    on_done: Callable[[Attribution], None] | None = None,
+) -> list[Attribution]:
+    """Attribute each run's failure with `method`, store it in the run's labels, return all.
+
+    Runs are worked on `concurrency` at a time, so a local model batches their requests;
+    `on_done` is called as each run finishes (for progress bars). Results follow `run_ids`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
+    settings = GenerationSettings(max_tokens=max_tokens or DEFAULT_MAX_TOKENS[method])
+    asker = _Asker(model, method, settings, _prompt_limit(model, settings, max_prompt_tokens))
+
+    def one(run_ref: str) -> Attribution:
+        run_id, log = _load_log(store, run_ref)
+        result = asker.run(log, run_id)
+        _store_prediction(store, result)
+        if on_done is not None:
+            on_done(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(one, run_ids))
+
+
+def score_attributions(
+    store: TraceStore, run_ids: Iterable[str], method: Method
+) -> AttributionScore:
+    """Agent and exact-step accuracy of `method`'s stored predictions on labelled runs.
+
+    A step is right only when it equals the labelled index as an integer (the benchmark's own
+    scorer matches substrings, so "12" would pass for 2). Agents compare ignoring case and
+    punctuation. A labelled run without a prediction counts as wrong and is listed.
+    """
+    score = AttributionScore(method=method)
+    for ref in run_ids:
+        run = store.get_run(ref)
+        run_id, labels = run.id, run.labels
+        truth_agent = labels.get("mistake_agent")
+        if not isinstance(truth_agent, str):
+            score.unlabelled.append(run_id)
+            continue
+        truth_step = labels.get("mistake_step")
+        has_step = isinstance(truth_step, int) and not isinstance(truth_step, bool)
+        score.runs += 1
+        score.step_runs += has_step
+        stored = labels.get(LABEL_KEY, {}).get(method)
+        prediction = (
+            Attribution.model_validate({**stored, "run_id": run_id, "method": method})
+            if stored
+            else None
+        )
+        if prediction is None or (prediction.agent is None and prediction.step is None):
+            score.unpredicted.append(run_id)
+            score.errors += bool(prediction and prediction.errors)
+            continue
+        score.truncated += prediction.truncated
+        score.errors += bool(prediction.errors)
+        if prediction.agent is not None and _key(prediction.agent) == _key(truth_agent):
+            score.agent_correct += 1
+        if has_step and prediction.step == truth_step:
+            score.step_correct += 1
+    return score
+
+
+# -- reading a run --------------------------------------------------------------------------
+
+
+def _load_log(store: TraceStore, run_ref: str) -> tuple[str, _Log]:
+    """The run's full id and what the prompts may show of it."""
+    run = store.get_run(run_ref)
+    question = run.task_input.get("question")
+    if not isinstance(question, str):
+        question = _as_text(run.task_input)
+    steps = store.steps(run.id)
+    return run.id, _Log(
+        question=question,
+        lines=[
+            _Line(index=s.index if s.index is not None else n, agent=_author(s), text=_text(s))
+            for n, s in enumerate(steps)
+        ],
+    )
+
+
+def _author(step: StepRecord) -> str:
+    return step.agent or step.node
+
+
+def _text(step: StepRecord) -> str:
+    """A step's output as text: a message's content, or the output as JSON."""
+    output = step.output
+    if isinstance(output, dict) and isinstance(output.get("content"), str):
+        return output["content"]
+    return _as_text(output)
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _store_prediction(store: TraceStore, result: Attribution) -> None:
+    with _labels_lock:
+        labels = dict(store.get_run(result.run_id).labels)
+        predictions = dict(labels.get(LABEL_KEY) or {})
+        predictions[result.method] = result.model_dump(mode="json", exclude={"run_id", "method"})
+        labels[LABEL_KEY] = predictions
+        store.set_labels(result.run_id, labels)
+
+
+# -- asking ---------------------------------------------------------------------------------
+
+
+def _prompt_limit(model: ChatModel, settings: GenerationSettings, cap: int | None) -> int | None:
+    """How many prompt tokens fit: the context less room for an answer and one retry (the
+    first answer and a format reminder), or `cap` if smaller."""
+    if isinstance(model, _CountsTokens):
+        window = model.context_window - 2 * settings.max_tokens - _RETRY_TOKENS
+        return min(window, cap) if cap else window
+    return cap
+
+
+class _Asker:
+    """Builds the prompts of one method, asks the model and reads its answers."""
+
+    def __init__(
+        self, model: ChatModel, method: Method, settings: GenerationSettings, limit: int | None
+    ) -> None:
+        self.model = model
+        self.method = method
+        self.settings = settings
+        self.limit = limit
+        self.template = Template(
+            resources.files("counterfact.interventions")
+            .joinpath(f"prompts/attribution_{method}.txt")
+            .read_text(encoding="utf-8")
+        )
+
+    def run(self, log: _Log, run_id: str) -> Attribution:
+        result = Attribution(run_id=run_id, method=self.method, model=self.model.name)
+        if not log.lines:
+            result.errors.append("the run has no steps")
+            return result
+        try:
+            if self.method == "all_at_once":
+                self._all_at_once(log, result)
+            elif self.method == "step_by_step":
+                self._step_by_step(log, result)
+            else:
+                self._binary_search(log, result)
+        except _Malformed as exc:
+            result.errors.append(f"unreadable answer after a retry: {exc}")
+        except ModelError as exc:
+            result.errors.append(f"model error: {exc}")
+        return result
+
+    def _all_at_once(self, log: _Log, result: Attribution) -> None:
+        positions = list(range(len(log.lines)))
+        last = len(log.lines) - 1
+        prompt = self._fit(
+            log,
+            positions,
+            lambda p: min(p, last - p),  # the middle goes first
+            question=log.question,
+            agents=", ".join(log.agents),
+            last=str(log.lines[-1].index),
+        )
+        by_index = {line.index: line for line in log.lines}
+        agent, step, reason = self._ask(prompt, result, lambda text: _read_blame(text, log, by_index))
+        result.agent, result.step, result.reason = agent, step, reason
+
+    def _step_by_step(self, log: _Log, result: Attribution) -> None:
+        for position, line in enumerate(log.lines):
+            prompt = self._fit(
+                log,
+                list(range(position + 1)),
+                lambda p, now=position: now - p,  # the oldest go first
+                question=log.question,
+                step=str(line.index),
+                agent=line.agent,
+            )
+            if self._ask(prompt, result, _read_yes_no):
+                result.agent, result.step = line.agent, line.index
+                return
+        result.reason = "no step was judged the decisive mistake"
+
+    def _binary_search(self, log: _Log, result: Attribution) -> None:
+        lo, hi = 0, len(log.lines) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            anchors = (lo, mid, mid + 1, hi)
+            prompt = self._fit(
+                log,
+                list(range(lo, hi + 1)),
+                lambda p, ends=anchors: min(abs(p - a) for a in ends),  # half centres go first
+                question=log.question,
+                lo=str(log.lines[lo].index),
+                mid=str(log.lines[mid].index),
+                next=str(log.lines[mid + 1].index),
+                hi=str(log.lines[hi].index),
+            )
+            if self._ask(prompt, result, _read_half) == "A":
+                hi = mid
+            else:
+                lo = mid + 1
+        result.agent, result.step = log.lines[lo].agent, log.lines[lo].index
+
+    # -- prompts ----------------------------------------------------------------------------
+
+    def _render(
+        self, log: _Log, span: list[int], shown: set[int], cap: int | None, fields: dict[str, str]
+    ) -> tuple[list[ChatMessage], bool]:
+        """The prompt showing `shown` of `span` (positions), each step's text cut to `cap`."""
+        parts: list[str] = []
+        cut = False
+        gap: list[int] = []
+
+        def close_gap() -> None:
+            if gap:
+                first, last = log.lines[gap[0]].index, log.lines[gap[-1]].index
+                parts.append(f"[steps {first} to {last} left out to fit the context]")
+                gap.clear()
+
+        for position in span:
+            if position not in shown:
+                gap.append(position)
+                continue
+            close_gap()
+            line = log.lines[position]
+            text, was_cut = _cut(line.text, cap)
+            cut |= was_cut
+            parts.append(f"[Step {line.index}] {line.agent}:\n{text}")
+        close_gap()
+        content = self.template.substitute(fields, steps="\n\n".join(parts))
+        return [ChatMessage(role="user", content=content)], cut or len(shown) < len(span)
+
+    def _fit(
+        self, log: _Log, span: list[int], drop_first: Callable[[int], float], **fields: str
+    ) -> _Prompt:
+        """The fullest prompt over `span` within the budget (see the module docstring)."""
+        limit = self.limit
+        every = set(span)
+        for cap in (None, *_CAPS):
+            messages, cut = self._render(log, span, every, cap, fields)
+            if limit is None or self._count(messages) <= limit:
+                return _Prompt(messages=messages, truncated=cut)
+        # Leave out the fewest steps that make it fit: binary search over how many.
+        order = sorted(span, key=drop_first, reverse=True)
+        best: _Prompt | None = None
+        low, high = 1, len(span) - 1
+        while low <= high:
+            dropped = (low + high) // 2
+            messages, _ = self._render(log, span, set(order[dropped:]), _CAPS[-1], fields)
+            if self._count(messages) <= limit:
+                best = _Prompt(messages=messages, truncated=True)
+                high = dropped - 1
+            else:
+                low = dropped + 1
+        if best is None:  # even one step is too long: send it, the model reports the error
+            messages, _ = self._render(log, span, {order[-1]}, _CAPS[-1], fields)
+            best = _Prompt(messages=messages, truncated=True)
+        return best
+
+    def _count(self, messages: list[ChatMessage]) -> int:
+        if isinstance(self.model, _CountsTokens):
+            try:
+                return len(self.model.prompt_ids(messages))
+            except ModelError:  # longer than the whole context window
+                return self.model.context_window
+        return math.ceil(sum(len(m.content) for m in messages) / _CHARS_PER_TOKEN)
+
+    def _ask(self, prompt: _Prompt, result: Attribution, read: Callable[[str], T]) -> T:
+        """Ask once; if the answer cannot be read, ask again with a format reminder."""
+        result.truncated |= prompt.truncated
+        messages = list(prompt.messages)
+        for attempt in range(2):
+            completion = self.model.complete(messages, self.settings)
+            result.questions += 1
+            result.prompt_tokens += completion.usage.prompt_tokens or self._count(messages)
+            result.raw_outputs.append(completion.text)
+            try:
+                return read(completion.text)
+            except _Malformed:
+                if attempt == 1:
+                    raise
+                messages += [
+                    ChatMessage(role="assistant", content=completion.text),
+                    ChatMessage(
+                        role="user",
+                        content="I could not read that answer. Reply in exactly this format:\n"
+                        + _FORMAT_HINTS[self.method],
+                    ),
+                ]
+        raise AssertionError("unreachable")
+
+
+def _cut(text: str, cap: int | None) -> tuple[str, bool]:
+    """`text` cut to about `cap` characters: its head and tail around a marker."""
+    if cap is None or len(text) <= cap:
+        return text, False
+    head, tail = cap * 2 // 3, cap // 3
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}", True
+
+
+# -- reading answers ------------------------------------------------------------------------
+
+_STEP = re.compile(r"\bstep\b\D{0,12}?(\d+)", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
+_AGENT = re.compile(r"^\W*agent\W*[:=-]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+_REASON = re.compile(r"^\W*reason\W*[:=-]\s*(.+)", re.IGNORECASE | re.MULTILINE | re.DOTALL)
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_HALF = re.compile(r"^\W*(?:[Aa]nswer\W*)?([AB])\b")  # case-sensitive: "a" is an article
+
+
+def _key(name: str) -> str:
+    """Agents compare without case, spaces or punctuation (`Web Surfer` is `WebSurfer`)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _match_agent(text: str, agents: list[str]) -> str | None:
+    """The run's agent that `text` names: the earliest mentioned, the longest on a tie."""
+    flat = _key(text)
+    found = [(flat.find(_key(a)), -len(_key(a)), a) for a in agents if _key(a)]
+    hits = [hit for hit in found if hit[0] >= 0]
+    return min(hits)[2] if hits else None
+
+
+def _read_blame(
+    text: str, log: _Log, by_index: dict[int, _Line]
+) -> tuple[str | None, int | None, str | None]:
+    """(agent, step, reason) from an all-at-once answer; the step must be one of the run's."""
+    match = _STEP.search(text)
+    numbers = _NUMBER.findall(text)
+    raw = match.group(1) if match else numbers[0] if len(numbers) == 1 else None
+    if raw is None or int(raw) not in by_index:
+        raise _Malformed(f"no step number of this run (0 to {log.lines[-1].index})")
+    step = int(raw)
+    named = _AGENT.search(text)
+    agent = _match_agent(named.group(1), log.agents) if named else None
+    agent = agent or _match_agent(_STEP.sub(" ", text), log.agents) or by_index[step].agent
+    reason = _REASON.search(text)
+    return agent, step, reason.group(1).strip() if reason else None
+
+
+def _read_yes_no(text: str) -> bool:
+    match = _YES_NO.search(text)
+    if match is None:
+        raise _Malformed("neither yes nor no")
+    return match.group(1).lower() == "yes"
+
+
+def _read_half(text: str) -> str:
+    match = _HALF.search(text.strip())
+    if match is None:
+        raise _Malformed("neither A nor B")
+    return match.group(1)
