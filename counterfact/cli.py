@@ -373,7 +373,8 @@ def replay_command(
             )
         return
     report = verify(
-        replayer, plan, trials=trials, seed=seed, temperature=temperature, live_tools=live_tools
+        replayer, plan, trials=trials, seed=seed, temperature=temperature, live_tools=live_tools,
+        show_progress=fmt == "text",  # JSON goes to stdout alone
     )
     if fmt == "json":
         _print_json(report.model_dump(mode="json"))
@@ -435,6 +436,7 @@ def debug_command(
         hypothesis_model=hypothesis_model,
         reference=reference,
         on_event=lambda message: console.print(f"[dim]{message}[/dim]") if fmt == "text" else None,
+        show_progress=fmt == "text",
     )
     report = debugger.run()
     if html is not None:

@@ -28,9 +28,9 @@ def _db_with_runs(path: str) -> tuple[str, str]:
     return ok, bad
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "counterfact.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "counterfact.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -93,7 +93,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path, sqlite_path:
 
 @pytest.mark.slow
 def test_demo_runs_the_builtin_suite_on_the_embedded_model(sqlite_path: str) -> None:
-    result = cli("demo", "--limit", "3", "--db", sqlite_path)
+    result = cli("demo", "--limit", "3", "--db", sqlite_path, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "success:" in result.stdout and "/3 (" in result.stdout
     runs = TraceStore.open(sqlite_path).list_runs()
@@ -106,7 +106,7 @@ def test_demo_runs_the_builtin_suite_on_the_embedded_model(sqlite_path: str) -> 
     edit = Path(sqlite_path).with_name("fix.yaml")
     edit.write_text(f"kind: message\ntext: 'FINAL ANSWER: {run.labels['task']['answer']}'\n")
     result = cli("replay", run.id, "--at", "reporter#0", "--edit", str(edit), "--trials", "2",
-                 "--format", "json", "--db", sqlite_path)
+                 "--format", "json", "--db", sqlite_path, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     verdict = json.loads(result.stdout)
     assert verdict["verdict"] == "validated" and verdict["applied"] is True

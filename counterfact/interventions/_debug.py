@@ -461,6 +461,11 @@ class Debugger:
                     stats=dict(verdict["stats"]) if verdict else {},
                 )
             )
+        with self.store.engine.connect() as conn:
+            stored = conn.execute(
+                select(DebugSession.spent).where(DebugSession.id == self.session_id)
+            ).scalar_one_or_none()
+        spent = {**self.spent, **(stored or {})} if stored and not self.spent["replays"] else self.spent
         run = self.replayer.parent
         answer = run.outcome.detail if run.outcome else None
         return DebugReport(
@@ -472,7 +477,7 @@ class Debugger:
             strategies=list(self.strategies),
             trials=split_trials(self.steps),
             hypotheses=sorted(views, key=rank),
-            spent=self.spent,
+            spent=spent,
             status="done",
         )
 

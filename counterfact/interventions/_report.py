@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.console import Group
@@ -52,10 +53,31 @@ def report_table(report: DebugReport) -> Group:
     return Group(table, footer)
 
 
+def describe_edit(edit: dict[str, Any]) -> str:
+    """One line for an edit, as a person would say it."""
+    kind = edit["kind"]
+    where = f"step {edit['at']['step']}" if edit.get("at", {}).get("step") is not None else "the step"
+    if kind == "message":
+        return f"{edit.get('mode', 'replace')} the message at {where} with {edit.get('text', '')!r}"
+    if kind == "activation":
+        return (
+            f"{edit.get('operation', 'add')} {edit.get('component', 'residual')} activations at layers "
+            f"{edit['layers']}, positions {edit.get('positions', 'all')}, at {where}"
+        )
+    if kind == "route":
+        return f"route to {edit['next']} at {where}: {edit.get('instruction', '')!r}"
+    if kind == "tool":
+        return f"tool {edit['tool']}: {edit.get('action', 'result')} {edit.get('result', '')!r} at {where}"
+    if kind == "prefix":
+        return f"the answer at {where} begins {edit['text']!r}"
+    return f"plan edit at {where}"
+
+
 def write_html(report: DebugReport, path: Path) -> Path:
     env = Environment(
         loader=PackageLoader("counterfact.interventions", "templates"),
         autoescape=select_autoescape(["html"]),
     )
+    env.filters["describe_edit"] = describe_edit
     path.write_text(env.get_template("debug_report.html").render(r=report), encoding="utf-8")
     return path
