@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -44,8 +44,3 @@ class Statements:
         self.insert_model_calls = insert(ModelCall.__table__)
         self.insert_tool_calls = insert(ToolCall.__table__)
         self.insert_run = insert(Run.__table__)
-        self.advance_run = (
-            update(Run.__table__)
-            .where(Run.id == bindparam("b_run"))
-            .values(step_count=bindparam("b_count"), head_digest=bindparam("b_head"))
-        )

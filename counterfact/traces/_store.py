@@ -335,6 +335,18 @@ class TraceStore:
             if outcome is not None:
                 values["outcome"] = outcome.model_dump()
             conn.execute(update(Run.__table__).where(Run.id == run_id).values(**values))
+            self.seal_run(conn, run_id)
+
+    def seal_run(self, conn: Connection, run_id: str) -> None:
+        """Anchor the run's chain: its step count and last link, so a deleted tail shows.
+
+        Done when a run finishes rather than at every step, which keeps one statement off the
+        recording hot path; a run still running (or crashed) is verified up to its last step.
+        """
+        count, head = _chain_end(conn, run_id)
+        conn.execute(
+            update(Run.__table__).where(Run.id == run_id).values(step_count=count, head_digest=head)
+        )
 
     def set_outcome(self, run_id: str, outcome: Outcome, status: RunStatus) -> None:
         with self.begin() as conn:
@@ -500,14 +512,14 @@ class TraceStore:
                 return self.write_run(run, steps, c)
         self.create_run(run, conn)
         writer = RunWriter(self, run.id, 0, GENESIS, {})
-        return [writer.write(conn, step) for step in steps]
+        written = [writer.write(conn, step) for step in steps]
+        self.seal_run(conn, run.id)
+        return written
 
     def run_writer(self, run_id: str) -> RunWriter:
         """A writer that appends steps to `run_id`, continuing its chain (also on resume)."""
         with self.engine.connect() as conn:
-            count, head = conn.execute(
-                select(Run.step_count, Run.head_digest).where(Run.id == run_id)
-            ).one()
+            count, head = _chain_end(conn, run_id)
             invocations = dict(
                 conn.execute(
                     select(Step.node, func.max(Step.invocation) + 1)
@@ -535,6 +547,14 @@ def checkpoint_after(step: Any) -> Any:
         .limit(1)
         .scalar_subquery()
     )
+
+
+def _chain_end(conn: Connection, run_id: str) -> tuple[int, str]:
+    """How many steps a run has, and the last link of its chain."""
+    last = conn.execute(
+        select(Step.index, Step.digest).where(Step.run_id == run_id).order_by(Step.index.desc()).limit(1)
+    ).first()
+    return (last.index + 1, last.digest) if last else (0, GENESIS)
 
 
 def _run_record(row: Any) -> RunRecord:
@@ -700,7 +720,6 @@ class RunWriter:
                 conn.execute(
                     sql.insert_tool_calls, [{**t, "step_id": step_id} for t in prepared.tool_rows]
                 )
-            conn.execute(sql.advance_run, {"b_run": self.run_id, "b_count": index + 1, "b_head": link})
             self.next_index = index + 1
             self.head = link
             return record.model_copy(update={"index": index, "digest": link})
