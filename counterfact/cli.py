@@ -449,6 +449,54 @@ def debug_command(
         console.print(f"HTML report: {html}")
 
 
+@app.command("attribute")
+def attribute_command(
+    runs: Annotated[list[str] | None, typer.Argument(help="run ids (default: every imported run of --workflow)")] = None,
+    workflow: Annotated[str, typer.Option(help="which runs, when none are named")] = "whowhen/algorithm-generated",
+    method: Annotated[str, typer.Option(help="all_at_once, step_by_step or binary_search")] = "all_at_once",
+    model: Annotated[str, typer.Option(help="model spec of the judge")] = "embedded",
+    score: Annotated[bool, typer.Option("--score", help="score stored predictions instead of making them")] = False,
+    limit: Annotated[int | None, typer.Option(help="only the first N runs")] = None,
+    fmt: FormatOption = "text",
+    db: DbOption = None,
+) -> None:
+    """Log-only failure attribution (which agent, which step) on runs that cannot be replayed."""
+    from rich.progress import Progress
+
+    from counterfact.agents import resolve_model
+    from counterfact.interventions import METHODS, attribute, score_attributions
+
+    _check_format(fmt)
+    if method not in METHODS:
+        raise CounterfactError(f"--method takes {', '.join(METHODS)}, not {method!r}")
+    store = _open(db)
+    ids = [store.resolve_run_id(r) for r in runs] if runs else [
+        r.id for r in store.list_runs(workflow=workflow, limit=None)
+    ]
+    ids = ids[:limit] if limit else ids
+    if not ids:
+        raise CounterfactError(f"no runs to attribute (none named, none of workflow {workflow!r})")
+    if not score:
+        judge = resolve_model(model)
+        with Progress(disable=fmt != "text") as progress:
+            bar = progress.add_task(f"attributing ({method})", total=len(ids))
+            attribute(store, ids, judge, method, on_done=lambda _: progress.advance(bar))  # type: ignore[arg-type]
+    result = score_attributions(store, ids, method)  # type: ignore[arg-type]
+    if fmt == "json":
+        _print_json(result.model_dump(mode="json"))
+        return
+    table = Table(title=f"attribution ({method}) against the labels")
+    for column in ("runs", "agent accuracy", "exact-step accuracy", "truncated prompts", "errors", "unpredicted"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(result.runs),
+        f"{result.agent_correct}/{result.runs} ({result.agent_accuracy:.0%})",
+        f"{result.step_correct}/{result.step_runs} ({result.step_accuracy:.0%})",
+        str(result.truncated), str(result.errors), str(len(result.unpredicted)),
+    )
+    console.print(table)
+
+
 @runs_app.command("tree")
 def runs_tree(
     run: Annotated[str, typer.Argument(help="run id (or unique prefix)")],

@@ -10,6 +10,13 @@ from counterfact.interventions._debug import (
     split_trials,
 )
 from counterfact.interventions._report import report_table, write_html
+from counterfact.interventions._attribute import (
+    METHODS,
+    Attribution,
+    AttributionScore,
+    attribute,
+    score_attributions,
+)
 from counterfact.interventions._compare import StepDiff, diff_runs, diff_table, run_tree
 from counterfact.interventions._replay import ReplayPlan, Replayer, ReplayResult, parse_step
 from counterfact.interventions._specs import (
@@ -33,6 +40,11 @@ from counterfact.interventions._stats import ArmComparison, compare, newcombe, w
 from counterfact.interventions._verify import VerdictReport, decide, verify
 
 __all__ = [
+    "METHODS",
+    "Attribution",
+    "AttributionScore",
+    "attribute",
+    "score_attributions",
     "Budget",
     "DebugReport",
     "Debugger",
