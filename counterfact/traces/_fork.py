@@ -82,32 +82,21 @@ def fork_run(store: TraceStore, parent_id: str, step: int, child: RunRecord) -> 
         conn.execute(
             update(Run.__table__).where(Run.id == child.id).values(step_count=step, head_digest=head)
         )
-        cp, wr = Checkpoint.__table__, CheckpointWrite.__table__
-        conn.execute(
-            insert(cp).from_select(
-                [col.name for col in cp.columns],
-                select(
-                    *[literal(child.id).label("thread_id") if col.name == "thread_id" else col for col in cp.columns]
-                ).where(
-                    cp.c.thread_id == parent_id,
-                    cp.c.checkpoint_ns == "",
-                    cp.c.checkpoint_id == target.checkpoint_before,
-                ),
+        for table in (Checkpoint.__table__, CheckpointWrite.__table__):
+            where = [
+                table.c.thread_id == parent_id,
+                table.c.checkpoint_ns == "",
+                table.c.checkpoint_id == target.checkpoint_before,
+            ]
+            if table is CheckpointWrite.__table__:  # the target runs again: not its own writes
+                where.append(table.c.task_id != (target.task_id or ""))
+            columns = [
+                literal(child.id).label("thread_id") if col.name == "thread_id" else col
+                for col in table.columns
+            ]
+            conn.execute(
+                insert(table).from_select([col.name for col in table.columns], select(*columns).where(*where))
             )
-        )
-        conn.execute(
-            insert(wr).from_select(
-                [col.name for col in wr.columns],
-                select(
-                    *[literal(child.id).label("thread_id") if col.name == "thread_id" else col for col in wr.columns]
-                ).where(
-                    wr.c.thread_id == parent_id,
-                    wr.c.checkpoint_ns == "",
-                    wr.c.checkpoint_id == target.checkpoint_before,
-                    wr.c.task_id != (target.task_id or ""),
-                ),
-            )
-        )
     return ForkPoint(
         child_run_id=child.id,
         parent_run_id=parent_id,
