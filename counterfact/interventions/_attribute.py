@@ -94,7 +94,7 @@ class AttributionScore(BaseModel):
     step_correct: int = 0
     unpredicted: list[str] = Field(default_factory=list)  # no prediction stored: counted wrong
     unlabelled: list[str] = Field(default_factory=list)  # no ground truth: left out
-    truncated: int = 0
+    truncated: int = 0  # runs with a stored attribution whose prompts were cut to fit
     errors: int = 0  # runs whose attribution recorded an error
 
     @computed_field  # type: ignore[prop-decorator]
@@ -205,12 +205,12 @@ def score_attributions(
             if stored
             else None
         )
+        if prediction is not None:
+            score.truncated += prediction.truncated
+            score.errors += bool(prediction.errors)
         if prediction is None or (prediction.agent is None and prediction.step is None):
             score.unpredicted.append(run_id)
-            score.errors += bool(prediction and prediction.errors)
             continue
-        score.truncated += prediction.truncated
-        score.errors += bool(prediction.errors)
         if prediction.agent is not None and _key(prediction.agent) == _key(truth_agent):
             score.agent_correct += 1
         if has_step and prediction.step == truth_step:

@@ -182,6 +182,10 @@ def test_over_long_log_leaves_out_steps_by_method(store: TraceStore, tmp_path: P
     assert walk.step == 50 and walk.truncated
     assert "[Step 50]" in last and "[Step 49]" in last and "[Step 0]" not in last
     assert "[steps 0 to " in last  # a window of the most recent steps
+    model = ScriptedChatModel([], default="No")
+    [never] = attribute(store, [run_id], model, "step_by_step", max_prompt_tokens=800)
+    assert never.step is None and never.truncated
+    assert score_attributions(store, [run_id], "step_by_step").truncated == 1  # unpredicted too
 
 
 def test_local_model_prompts_fit_its_context_window(
