@@ -457,6 +457,7 @@ def attribute_command(
     model: Annotated[str, typer.Option(help="model spec of the judge")] = "embedded",
     score: Annotated[bool, typer.Option("--score", help="score stored predictions instead of making them")] = False,
     limit: Annotated[int | None, typer.Option(help="only the first N runs")] = None,
+    max_prompt_tokens: Annotated[int | None, typer.Option(help="cut longer logs to fit (see docs)")] = None,
     fmt: FormatOption = "text",
     db: DbOption = None,
 ) -> None:
@@ -480,13 +481,16 @@ def attribute_command(
         judge = resolve_model(model)
         with Progress(disable=fmt != "text") as progress:
             bar = progress.add_task(f"attributing ({method})", total=len(ids))
-            attribute(store, ids, judge, method, on_done=lambda _: progress.advance(bar))  # type: ignore[arg-type]
+            attribute(
+                store, ids, judge, method, max_prompt_tokens=max_prompt_tokens,  # type: ignore[arg-type]
+                on_done=lambda _: progress.advance(bar),
+            )
     result = score_attributions(store, ids, method)  # type: ignore[arg-type]
     if fmt == "json":
         _print_json(result.model_dump(mode="json"))
         return
     table = Table(title=f"attribution ({method}) against the labels")
-    for column in ("runs", "agent accuracy", "exact-step accuracy", "truncated prompts", "errors", "unpredicted"):
+    for column in ("runs", "agent accuracy", "exact-step accuracy", "runs cut to fit", "errors", "unpredicted"):
         table.add_column(column, justify="right")
     table.add_row(
         str(result.runs),
