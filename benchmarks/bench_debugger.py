@@ -79,7 +79,7 @@ def main() -> None:
             str(sum(h.verdict == "refuted" for h in hypotheses)),
             per(replays), per(seconds),
         )
-        console.print(table)
+    console.print(table)
 
 
 if __name__ == "__main__":
