@@ -7,7 +7,7 @@ hypotheses decided (validated or refuted) rather than inconclusive or skipped, a
 wall time per decided hypothesis. For reference, DoVer repaired 17.6 to 27.5 percent of failed
 trials with GPT-4o and left 29 to 67 percent of its hypotheses inconclusive.
 
-    .venv/bin/python benchmarks/bench_debugger.py --db demo.db [--runs 6 --budget 12]
+    .venv/bin/python benchmarks/bench_debugger.py --db demo.db [--runs 6 --budget 20 --samples 4]
 
 With no --db, the demo suite is run first into a temporary store.
 """
@@ -31,11 +31,13 @@ from counterfact.interventions import Budget, Debugger, DebugReport, Replayer  #
 from counterfact.traces import TraceStore  # noqa: E402
 
 
-def session(store: TraceStore, pool: ModelPool, run_id: str, strategy: str, budget: int) -> tuple[DebugReport, float]:
+def session(
+    store: TraceStore, pool: ModelPool, run_id: str, strategy: str, budget: int, samples: int
+) -> tuple[DebugReport, float]:
     started = time.perf_counter()
     debugger = Debugger(
         Replayer(store, run_id, pool=pool), strategies=[strategy], budget=Budget(replays=budget),  # type: ignore[list-item]
-        trials=1, show_progress=False,
+        trials=1, samples=samples, show_progress=False,
     )
     return debugger.run(), time.perf_counter() - started
 
@@ -44,7 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", help="a store with demo runs (else the demo is run first)")
     parser.add_argument("--runs", type=int, default=6, help="failed runs to debug")
-    parser.add_argument("--budget", type=int, default=12, help="replays per debug session")
+    parser.add_argument("--budget", type=int, default=20, help="replays per debug session")
+    parser.add_argument("--samples", type=int, default=4, help="fresh samples per resampled step")
     parser.add_argument("--concurrency", type=int, default=3, help="sessions at once (the engine batches)")
     args = parser.parse_args()
     console = Console()
@@ -64,7 +67,9 @@ def main() -> None:
         table.add_column(column, justify="right")
     for strategy in ("resample", "patch", "llm"):
         with ThreadPoolExecutor(max_workers=args.concurrency) as executor:
-            outcomes = list(executor.map(lambda r: session(store, pool, r, strategy, args.budget), failed))
+            outcomes = list(
+                executor.map(lambda r: session(store, pool, r, strategy, args.budget, args.samples), failed)
+            )
         hypotheses = [h for report, _ in outcomes for h in report.hypotheses]
         decided = [h for h in hypotheses if h.verdict in ("validated", "refuted")]
         repaired = sum(any(h.verdict == "validated" for h in report.hypotheses) for report, _ in outcomes)

@@ -409,6 +409,7 @@ def debug_command(
     budget: Annotated[int, typer.Option("--budget", help="most replays to spend")] = 40,
     budget_tokens: Annotated[int | None, typer.Option(help="most tokens to spend on replays")] = None,
     trials: Annotated[int, typer.Option(help="replays per arm for each hypothesis")] = 1,
+    samples: Annotated[int, typer.Option(help="fresh samples per step when resampling")] = 4,
     temperature: Annotated[float, typer.Option(help="sampling temperature of resampling")] = 0.8,
     hypothesis_model: Annotated[str | None, typer.Option(help="model spec for the llm strategy")] = None,
     reference: Annotated[str | None, typer.Option(help="a successful run of the same task, to patch from")] = None,
@@ -432,6 +433,7 @@ def debug_command(
         strategies=chosen,  # type: ignore[arg-type]
         budget=Budget(replays=budget, tokens=budget_tokens),
         trials=trials,
+        samples=samples,
         temperature=temperature,
         hypothesis_model=hypothesis_model,
         reference=reference,

@@ -108,6 +108,7 @@ class Debugger:
         strategies: list[Strategy],
         budget: Budget,
         trials: int = 1,
+        samples: int = 4,
         temperature: float = 0.8,
         hypothesis_model: str | ChatModel | None = None,
         reference: str | None = None,
@@ -129,6 +130,7 @@ class Debugger:
         self.strategies = strategies
         self.budget = budget
         self.trials = trials
+        self.samples = samples  # fresh replays per resampled step (and to find a reference)
         self.temperature = temperature
         self.reference = reference
         self.max_hypotheses = max_hypotheses
@@ -163,7 +165,7 @@ class Debugger:
                     "run_id": self.replayer.parent.id,
                     "strategies": list(self.strategies),
                     "settings": {"budget": self.budget.model_dump(), "trials": self.trials,
-                                 "temperature": self.temperature},
+                                 "samples": self.samples, "temperature": self.temperature},
                     "status": "running",
                     "spent": self.spent,
                     "created_at": utcnow(),
@@ -352,7 +354,7 @@ class Debugger:
 
     def _resample(self) -> None:
         n = len(self.steps)
-        count = max(1, self.trials)
+        count = max(1, self.samples)
         probes: dict[int, list[tuple[str, bool]]] = {}
 
         def rate(step: int) -> float:
@@ -391,9 +393,10 @@ class Debugger:
                     and run.workflow == self.replayer.parent.workflow and run.status == "succeeded"
                     and run.labels.get("arm") != "treatment"):
                 return run.id
-        if not self._afford(max(1, self.trials)):
+        count = max(1, self.samples)
+        if not self._afford(count):
             return None
-        return next((r for r, ok in self._sample_from(0, max(1, self.trials)) if ok), None)
+        return next((r for r, ok in self._sample_from(0, count) if ok), None)
 
     def _patch(self) -> None:
         reference = self._reference()
