@@ -26,7 +26,14 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from counterfact.graphs import DEMO_SUITE, DEMO_WORKFLOW, ModelPool, load_suite, load_workflow, run_suite  # noqa: E402
+from counterfact.graphs import (  # noqa: E402
+    DEMO_SUITE,
+    DEMO_WORKFLOW,
+    ModelPool,
+    load_suite,
+    load_workflow,
+    run_suite,
+)
 from counterfact.interventions import Budget, Debugger, DebugReport, Replayer  # noqa: E402
 from counterfact.traces import TraceStore  # noqa: E402
 

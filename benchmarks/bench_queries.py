@@ -18,7 +18,6 @@ every query again, so the table shows before/after.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import statistics
@@ -32,7 +31,7 @@ from typing import Any
 import psycopg
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import event, func, insert, select
 
 from counterfact.traces import TraceStore
 from counterfact.traces._schema import Run, Step

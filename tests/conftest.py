@@ -14,7 +14,6 @@ import torch
 from sqlalchemy import create_engine, text
 
 from counterfact.agents._local import LocalModel
-
 from counterfact.traces import TraceStore
 
 PG_ADMIN_URL = os.environ.get(

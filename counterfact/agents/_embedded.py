@@ -6,11 +6,11 @@ checkpoint in the user cache; later processes load that in about a second.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
 import threading
-import importlib.util
 from pathlib import Path
 
 from counterfact.agents._local import LocalModel

@@ -3,7 +3,13 @@
 from pathlib import Path
 
 from counterfact.graphs._builders import group_chat, orchestrator, parse_plan, parse_route, pipeline
-from counterfact.graphs._directives import Directives, StepDirectives, ToolChange, step_key, with_directives
+from counterfact.graphs._directives import (
+    Directives,
+    StepDirectives,
+    ToolChange,
+    step_key,
+    with_directives,
+)
 from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent
 from counterfact.graphs._runner import (
     ModelPool,
@@ -21,7 +27,14 @@ from counterfact.graphs._spec import (
     load_workflow,
     parse_workflow,
 )
-from counterfact.graphs._state import Plan, PlanStep, Route, WorkflowState, agent_message, initial_state
+from counterfact.graphs._state import (
+    Plan,
+    PlanStep,
+    Route,
+    WorkflowState,
+    agent_message,
+    initial_state,
+)
 from counterfact.graphs._tasks import Checker, Milestone, Suite, SuiteError, Task, load_suite
 
 DATA = Path(__file__).parent / "data"

@@ -17,9 +17,9 @@ from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig
 
 from counterfact.agents import Agent, ChatMessage, Tool
-from counterfact.graphs._tools import TOOLS, task_tools
 from counterfact.graphs._directives import current_directives
 from counterfact.graphs._state import Route, WorkflowState, agent_message
+from counterfact.graphs._tools import TOOLS, task_tools
 from counterfact.traces import current_step
 
 FINAL_ANSWER = re.compile(r"FINAL ANSWER\s*[:：]\s*(.+)", re.IGNORECASE)

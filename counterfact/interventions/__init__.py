@@ -1,5 +1,13 @@
 """Interventions: edit a recorded run at one step, replay it, and verify against a control arm."""
 
+from counterfact.interventions._attribute import (
+    METHODS,
+    Attribution,
+    AttributionScore,
+    attribute,
+    score_attributions,
+)
+from counterfact.interventions._compare import StepDiff, diff_runs, diff_table, run_tree
 from counterfact.interventions._debug import (
     Budget,
     Debugger,
@@ -9,16 +17,8 @@ from counterfact.interventions._debug import (
     parse_hypotheses,
     split_trials,
 )
+from counterfact.interventions._replay import Replayer, ReplayPlan, ReplayResult, parse_step
 from counterfact.interventions._report import report_table, write_html
-from counterfact.interventions._attribute import (
-    METHODS,
-    Attribution,
-    AttributionScore,
-    attribute,
-    score_attributions,
-)
-from counterfact.interventions._compare import StepDiff, diff_runs, diff_table, run_tree
-from counterfact.interventions._replay import ReplayPlan, Replayer, ReplayResult, parse_step
 from counterfact.interventions._specs import (
     ActivationIntervention,
     CapturedVector,

@@ -422,7 +422,7 @@ class Debugger:
         for hypothesis in self.report().hypotheses:
             if hypothesis.strategy != "patch" or hypothesis.verdict != "validated" or hypothesis.step is None:
                 continue
-            model = self.replayer._model_of(self.steps[hypothesis.step])
+            model = self.replayer.model_of(self.steps[hypothesis.step])
             geometry = getattr(model, "geometry", None)
             if not model.white_box or geometry is None:
                 continue

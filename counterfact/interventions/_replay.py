@@ -19,7 +19,14 @@ import jsonpatch
 from pydantic import BaseModel, Field
 
 from counterfact.agents import ModelError
-from counterfact.graphs import Directives, ModelPool, StepDirectives, ToolChange, step_key, with_directives
+from counterfact.graphs import (
+    Directives,
+    ModelPool,
+    StepDirectives,
+    ToolChange,
+    step_key,
+    with_directives,
+)
 from counterfact.graphs._nodes import tool_call_key
 from counterfact.graphs._runner import WorkflowRunner, rebuild
 from counterfact.graphs._tasks import Task
@@ -182,7 +189,7 @@ class Replayer:
         """Resolve the vector and check the edit against the step's model, before any replay."""
         from counterfact.interventions._vectors import resolve_vector
 
-        model = self._model_of(target)
+        model = self.model_of(target)
         if not model.white_box:
             raise InterventionError(
                 f"step {target.index} runs on {model.name} ({model.backend}), a remote black-box "
@@ -198,7 +205,7 @@ class Replayer:
             raise InterventionError(f"activation edit at step {target.index}: {exc}") from None
         return [resolved.model_dump(mode="json", exclude_none=True)]
 
-    def _model_of(self, step: StepRecord) -> Any:
+    def model_of(self, step: StepRecord) -> Any:
         spec = self.runner.spec
         agent = next((a for a in spec.agents if a.name == step.agent), None)
         return self.runner.models(agent.model or spec.model if agent else spec.model)

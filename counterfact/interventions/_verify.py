@@ -26,7 +26,7 @@ from scipy.stats import binomtest
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ActivationEdit, ChatMessage
-from counterfact.interventions._replay import ReplayPlan, Replayer, ReplayResult
+from counterfact.interventions._replay import Replayer, ReplayPlan, ReplayResult
 from counterfact.interventions._stats import ArmComparison, compare
 from counterfact.traces._models import utcnow
 from counterfact.traces._schema import Intervention as InterventionRow
@@ -210,7 +210,7 @@ def _activation_effect(replayer: Replayer, plan: ReplayPlan, treatment_run: str)
         return None, 0
     call = step.model_calls[0]
     hits = int(call.params.get("activation_edit_hits", 0))
-    model = replayer._model_of(step)
+    model = replayer.model_of(step)
     messages = [ChatMessage.model_validate(m) for m in call.request]
     edits = [ActivationEdit.model_validate(e) for e in plan.directives.activation_edits]
     edited = torch.log_softmax(model.next_token_logits(messages, edits).double(), -1)

@@ -4,6 +4,7 @@ from counterfact.traces._audit import ChainReport, redact_run_text, verify_run
 from counterfact.traces._checkpointer import SQLAlchemySaver
 from counterfact.traces._jsonl import RunExport, export_jsonl, import_jsonl
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord
+from counterfact.traces._recorder import RecordedGraph, RunResult, record
 from counterfact.traces._records import (
     ModelCallRecord,
     StepAddress,
@@ -14,7 +15,6 @@ from counterfact.traces._records import (
     report_model_call,
     report_tool_call,
 )
-from counterfact.traces._recorder import RecordedGraph, RunResult, record
 from counterfact.traces._redact import Redactor
 from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve_url
 from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, import_whowhen

@@ -28,11 +28,11 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
-from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, insert, select, tuple_
 
 from counterfact.traces._payloads import to_jsonable
 from counterfact.traces._schema import Checkpoint as CheckpointRow
-from counterfact.traces._schema import CheckpointWrite, Step
+from counterfact.traces._schema import CheckpointWrite
 from counterfact.traces._store import PreparedStep, RunWriter, TraceStore
 
 _CP = CheckpointRow.__table__

@@ -12,7 +12,15 @@ from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from counterfact.traces._schema import Blob, Checkpoint, CheckpointWrite, ModelCall, Run, Step, ToolCall
+from counterfact.traces._schema import (
+    Blob,
+    Checkpoint,
+    CheckpointWrite,
+    ModelCall,
+    Run,
+    Step,
+    ToolCall,
+)
 
 _CP = Checkpoint.__table__
 _WR = CheckpointWrite.__table__

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections import OrderedDict
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +27,6 @@ from sqlalchemy import (
     event,
     exists,
     func,
-    insert,
     select,
     update,
 )

@@ -10,7 +10,6 @@ import sys
 from counterfact.graphs import WorkflowRunner, initial_state
 from counterfact.graphs._tasks import Task
 from counterfact.traces import TraceStore
-
 from tests.graphs.scripted import trio_pool, trio_spec
 
 TASK = Task(

@@ -6,10 +6,18 @@ import random
 from pathlib import Path
 
 import pytest
+
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatMessage, ChatModel, Completion, ScriptedChatModel
+from counterfact.agents import ChatModel, Completion, ScriptedChatModel
 from counterfact.graphs import ModelPool, WorkflowRunner, load_suite, parse_workflow
-from counterfact.interventions import Budget, Debugger, Replayer, parse_hypotheses, split_trials, write_html
+from counterfact.interventions import (
+    Budget,
+    Debugger,
+    Replayer,
+    parse_hypotheses,
+    split_trials,
+    write_html,
+)
 from counterfact.traces import StepRecord, TraceStore
 from counterfact.traces._schema import Hypothesis
 

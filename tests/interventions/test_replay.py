@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from counterfact.agents import ChatMessage, ScriptedChatModel
-from counterfact.graphs import ModelPool, WorkflowRunner, load_suite, parse_workflow
-from counterfact.graphs import _tools
+from counterfact.graphs import ModelPool, WorkflowRunner, _tools, load_suite, parse_workflow
 from counterfact.interventions import InterventionError, Replayer, parse_intervention
 from counterfact.traces import TraceStore, verify_run
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 
 from counterfact.traces import TraceStore, record
-
 from tests.traces.graphs import loop_graph, loop_input
 
 
