@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="fresh samples per resampled step")
     parser.add_argument("--concurrency", type=int, default=3, help="sessions at once (the engine batches)")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     tmp = tempfile.TemporaryDirectory()
     store = TraceStore.open(args.db or str(Path(tmp.name) / "demo.db"))
     pool = ModelPool("embedded")
