@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -30,7 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from counterfact._errors import CounterfactError
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepRecord, utcnow
@@ -722,15 +721,3 @@ class RunWriter:
             self.next_index = index + 1
             self.head = link
             return record.model_copy(update={"index": index, "digest": link})
-
-
-def retry_locked(fn: Any, attempts: int = 5) -> Any:
-    """Run `fn` again when SQLite reports a lock that outlived busy_timeout."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * 2**attempt)
-    return None
