@@ -388,10 +388,13 @@ class Debugger:
     def _reference(self) -> str | None:
         if self.reference:
             return self.store.resolve_run_id(self.reference)
-        for run in self.store.list_runs(limit=None):  # an unedited success: original or resampled
-            if (run.labels.get("task_id") == self.replayer.parent.labels.get("task_id")
-                    and run.workflow == self.replayer.parent.workflow and run.status == "succeeded"
-                    and run.labels.get("arm") != "treatment"):
+        parent = self.replayer.parent
+        successes = self.store.list_runs(
+            status="succeeded", workflow=parent.workflow,
+            labels={"task_id": str(parent.labels.get("task_id"))}, limit=None,
+        )
+        for run in successes:  # an unedited success: an original run or a resample
+            if run.labels.get("arm") != "treatment":
                 return run.id
         count = max(1, self.samples)
         if not self._afford(count):
@@ -468,7 +471,7 @@ class Debugger:
             stored = conn.execute(
                 select(DebugSession.spent).where(DebugSession.id == self.session_id)
             ).scalar_one_or_none()
-        spent = {**self.spent, **(stored or {})} if stored and not self.spent["replays"] else self.spent
+        spent = stored or self.spent  # the session's own record, also when resumed or reread
         run = self.replayer.parent
         answer = run.outcome.detail if run.outcome else None
         return DebugReport(

@@ -10,8 +10,10 @@ not decode them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
-from sqlalchemy import and_, insert, literal, select, update
+from sqlalchemy import and_, func, insert, literal, select, update
 
 from counterfact.traces._models import RunRecord
 from counterfact.traces._schema import Checkpoint, CheckpointWrite, ModelCall, Run, Step, ToolCall
@@ -110,8 +112,6 @@ def fork_run(store: TraceStore, parent_id: str, step: int, child: RunRecord) -> 
     )
 
 
-def _after(steps: object) -> object:
+def _after(steps: Any) -> Any:
     """A copied step keeps its own next checkpoint (in the parent's thread)."""
-    from sqlalchemy import func
-
-    return func.coalesce(steps.c.checkpoint_after, checkpoint_after(steps.c))  # type: ignore[attr-defined]
+    return func.coalesce(steps.c.checkpoint_after, checkpoint_after(steps.c))

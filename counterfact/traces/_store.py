@@ -8,6 +8,7 @@ cost low on the recording hot path).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import weakref
@@ -49,8 +50,6 @@ MANIFEST_CHUNK = 16
 
 def manifest_children(data: bytes) -> list[str]:
     """The digests a message manifest points at: its messages and its prefix manifest."""
-    import json
-
     value = json.loads(data)
     return [*value["messages"], *([value["prefix"]] if value["prefix"] else [])]
 
@@ -259,8 +258,6 @@ class TraceStore:
             return self._load(conn, digest)
 
     def _load(self, conn: Connection, digest: str) -> Any:
-        import json
-
         row = conn.execute(
             select(Blob.data, Blob.media_type, Blob.redacted).where(Blob.digest == digest)
         ).one_or_none()
@@ -278,8 +275,6 @@ class TraceStore:
         return value
 
     def _load_manifest(self, conn: Connection, digest: str) -> dict[str, Any]:
-        import json
-
         data = conn.execute(select(Blob.data).where(Blob.digest == digest)).scalar_one_or_none()
         if data is None:
             raise StoreError(f"message manifest {digest[:12]} is missing or redacted")
@@ -431,21 +426,8 @@ class TraceStore:
                 .order_by(Step.index)
             ).mappings().all()
             step_ids = [r["id"] for r in rows]
-            mcalls: dict[int, list[Any]] = {i: [] for i in step_ids}
-            tcalls: dict[int, list[Any]] = {i: [] for i in step_ids}
-            if step_ids:
-                for m in conn.execute(
-                    select(ModelCall.__table__)
-                    .where(ModelCall.step_id.in_(step_ids))
-                    .order_by(ModelCall.step_id, ModelCall.seq)
-                ).mappings():
-                    mcalls[m["step_id"]].append(m)
-                for t in conn.execute(
-                    select(ToolCall.__table__)
-                    .where(ToolCall.step_id.in_(step_ids))
-                    .order_by(ToolCall.step_id, ToolCall.seq)
-                ).mappings():
-                    tcalls[t["step_id"]].append(t)
+            mcalls = _calls_by_step(conn, ModelCall.__table__, step_ids)
+            tcalls = _calls_by_step(conn, ToolCall.__table__, step_ids)
             load = (lambda d: self._load(conn, d) if d else None) if payloads else (lambda d: None)
             return [
                 StepRecord(
@@ -545,6 +527,18 @@ def checkpoint_after(step: Any) -> Any:
         .limit(1)
         .scalar_subquery()
     )
+
+
+def _calls_by_step(conn: Connection, table: Any, step_ids: list[int]) -> dict[int, list[Any]]:
+    """A call table's rows for the given steps, grouped by step, in call order."""
+    grouped: dict[int, list[Any]] = {i: [] for i in step_ids}
+    if step_ids:
+        rows = conn.execute(
+            select(table).where(table.c.step_id.in_(step_ids)).order_by(table.c.step_id, table.c.seq)
+        ).mappings()
+        for row in rows:
+            grouped[row["step_id"]].append(row)
+    return grouped
 
 
 def _chain_end(conn: Connection, run_id: str) -> tuple[int, str]:
