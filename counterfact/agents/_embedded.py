@@ -82,5 +82,5 @@ def load_embedded() -> LocalModel:
             dest = embedded_cache_dir()
             if not (dest / "config.json").is_file():
                 convert_gguf(embedded_gguf(), dest)
-            _instance = LocalModel(dest, name=EMBEDDED_NAME)
+            _instance = LocalModel(dest, name=EMBEDDED_NAME, spec="embedded")
         return _instance

@@ -54,7 +54,9 @@ class LocalModel(ChatModel):
     backend = "local"
     white_box = True
 
-    def __init__(self, path: str | Path, *, name: str | None = None, max_batch: int = 16) -> None:
+    def __init__(
+        self, path: str | Path, *, name: str | None = None, max_batch: int = 16, spec: str | None = None
+    ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -81,6 +83,7 @@ class LocalModel(ChatModel):
         self.model = model
         self.tokenizer = tokenizer
         self._name = name or path.stem
+        self.spec = spec or f"local:{path}"  # how a replay in another process gets it back
         eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         configured = model.generation_config.eos_token_id
         eos |= set(configured if isinstance(configured, list) else [configured]) - {None}
@@ -161,6 +164,7 @@ class LocalModel(ChatModel):
         started: float,
         activation_edits: list[Any] | None,
         capture: list[str] | None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
         """Build the completion and report the call to the trace recorder."""
         latency = (time.perf_counter() - started) * 1000.0
@@ -172,7 +176,9 @@ class LocalModel(ChatModel):
             latency_ms=latency,
             model=self.name,
         )
-        params: dict[str, Any] = settings.model_dump()
+        params: dict[str, Any] = {**settings.model_dump(), "counterfact_model": self.spec}
+        if tools:
+            params["tools"] = [t.get("function", {}).get("name") for t in tools]
         if activation_edits:
             params["activation_edits"] = [
                 e if isinstance(e, dict) else e.model_dump() for e in activation_edits
@@ -228,7 +234,7 @@ class LocalModel(ChatModel):
         request = self._request(messages, settings, tools, activation_edits, capture)
         result = self.engine.submit(request).result()
         completion = self._completion(
-            messages, settings, request, result, started, activation_edits, capture
+            messages, settings, request, result, started, activation_edits, capture, tools
         )
         return completion, result.activations
 
@@ -247,7 +253,7 @@ class LocalModel(ChatModel):
         request = self._request(messages, settings, tools, activation_edits, capture)
         result = await asyncio.wrap_future(self.engine.submit(request))
         return self._completion(
-            messages, settings, request, result, started, activation_edits, capture
+            messages, settings, request, result, started, activation_edits, capture, tools
         )
 
     def next_token_logits(

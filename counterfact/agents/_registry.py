@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from counterfact.agents._types import ChatModel, ModelError
@@ -30,3 +31,21 @@ def resolve_model(spec: str = "embedded") -> ChatModel:
         folder, _, gguf_file = rest.partition("#")
         return LocalModel(Path(folder) / gguf_file if gguf_file else Path(folder))
     raise ModelError(f"unknown model spec {spec!r}; use one of: {'; '.join(MODEL_SPEC_FORMS)}")
+
+
+_shared: dict[str, ChatModel] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_model(spec: str = "embedded") -> ChatModel:
+    """The model named by `spec`, resolved once per process and then shared.
+
+    A local model loaded twice would hold its weights twice and split its batching engine, so
+    everything in a process that names the same spec gets the same `ChatModel`. Loading holds
+    the lock: a second caller waits for the first load instead of starting its own.
+    """
+    key = spec.strip()
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = resolve_model(key)
+        return _shared[key]

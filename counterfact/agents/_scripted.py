@@ -95,7 +95,7 @@ class ScriptedChatModel(ChatModel):
             ModelCallRecord(
                 backend=self.backend,
                 model=self._name,
-                params=settings.model_dump(),
+                params={**settings.model_dump(), **({"tools": [t.get("function", {}).get("name") for t in tools]} if tools else {})},
                 request=[m.model_dump(exclude_defaults=True) for m in messages],
                 response={
                     "content": completion.text,

@@ -3,13 +3,6 @@
 from pathlib import Path
 
 from counterfact.graphs._builders import group_chat, orchestrator, parse_plan, parse_route, pipeline
-from counterfact.graphs._directives import (
-    Directives,
-    StepDirectives,
-    ToolChange,
-    step_key,
-    with_directives,
-)
 from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent
 from counterfact.graphs._runner import (
     ModelPool,
@@ -35,6 +28,15 @@ from counterfact.graphs._state import (
     agent_message,
     initial_state,
 )
+from counterfact.graphs._target import (
+    ExpectCheck,
+    ReplayTarget,
+    TargetError,
+    graph_target,
+    load_target,
+    value_at,
+    workflow_target,
+)
 from counterfact.graphs._tasks import Checker, Milestone, Suite, SuiteError, Task, load_suite
 
 DATA = Path(__file__).parent / "data"
@@ -42,22 +44,26 @@ DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
 DEMO_SUITE = DATA / "demo_suite.yaml"
 
 __all__ = [
+    "ExpectCheck",
+    "ReplayTarget",
+    "TargetError",
+    "graph_target",
+    "load_target",
+    "value_at",
+    "workflow_target",
     "DEMO_SUITE",
     "DEMO_WORKFLOW",
     "AgentSpec",
     "Checker",
-    "Directives",
     "Milestone",
     "ModelPool",
     "Plan",
     "PlanStep",
     "Route",
     "RunSummary",
-    "StepDirectives",
     "Suite",
     "SuiteError",
     "Task",
-    "ToolChange",
     "WorkflowError",
     "WorkflowRunner",
     "WorkflowSpec",
@@ -79,6 +85,4 @@ __all__ = [
     "resume_run",
     "run_agent",
     "run_suite",
-    "step_key",
-    "with_directives",
 ]

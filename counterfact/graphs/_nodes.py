@@ -8,7 +8,6 @@ prefix, activation edits, forced or reused tool results, and tools added or take
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,10 +16,9 @@ from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig
 
 from counterfact.agents import Agent, ChatMessage, Tool
-from counterfact.graphs._directives import current_directives
 from counterfact.graphs._state import Route, WorkflowState, agent_message
 from counterfact.graphs._tools import TOOLS, task_tools
-from counterfact.traces import current_step
+from counterfact.traces import current_directives, step_seed, tool_changes_for, tool_result_for
 
 FINAL_ANSWER = re.compile(r"FINAL ANSWER\s*[:：]\s*(.+)", re.IGNORECASE)
 NodeFunction = Callable[[WorkflowState, RunnableConfig], dict[str, Any]]
@@ -49,12 +47,6 @@ def default_view(state: WorkflowState, agent: Agent, instruction: str | None) ->
     return [ChatMessage(role="user", content="\n\n".join(parts))]
 
 
-def derive_seed(base: int, node: str, invocation: int) -> int:
-    """A per-step seed: replays with the same base seed draw the same samples at each step."""
-    digest = hashlib.sha256(f"{base}:{node}:{invocation}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
 def run_agent(
     agent: Agent,
     messages: list[ChatMessage],
@@ -68,26 +60,20 @@ def run_agent(
     `tool_names` are tools made for the task in `state` (see `_tools.TOOLS`), on top of the
     agent's own; a replay may add or remove tools from a step on, and force a tool's result.
     """
-    directives, here = current_directives(config)
-    address = current_step()
+    directives, here = current_directives()
     task = (state or {}).get("task", {})
     settings = agent.settings.model_copy()
-    if directives.seed is not None and address is not None:
-        settings.seed = derive_seed(directives.seed, address.node, address.invocation)
+    if (seed := step_seed()) is not None:
+        settings.seed = seed
     if directives.temperature is not None:
         settings.temperature = directives.temperature
     tools = {t.name: t for t in [*agent.tools, *task_tools(list(tool_names), task)]}
-    for change in directives.tool_changes:
-        if change.agent == agent.name and address is not None and _at_or_after(address, change.from_step):
-            if change.action == "remove":
-                tools.pop(change.tool, None)
-            elif change.tool in TOOLS:
-                tools[change.tool] = TOOLS[change.tool](task)
-    forced = here.tool_results if here is not None else {}
-    step_tools = [
-        _with_results(tool, forced.get(name), directives.reuse_tool_results)
-        for name, tool in tools.items()
-    ]
+    for change in tool_changes_for(agent.name):
+        if change.action == "remove":
+            tools.pop(change.tool, None)
+        elif change.tool in TOOLS:
+            tools[change.tool] = TOOLS[change.tool](task)
+    step_tools = [_answering_from_replay(tool) for tool in tools.values()]
     if here is not None and here.reply is not None:
         return here.reply  # an edited message stands in for the agent's whole turn
     runner = agent.model_copy(update={"settings": settings, "tools": step_tools})
@@ -101,31 +87,12 @@ def run_agent(
     return text
 
 
-def _at_or_after(address: Any, step: str) -> bool:
-    node, _, invocation = step.partition("#")
-    return address.node == node and address.invocation >= int(invocation or 0)
-
-
-def tool_call_key(name: str, arguments: dict[str, Any]) -> str:
-    """How a tool call is matched with a recorded one: its name and canonical arguments."""
-    from counterfact.traces._payloads import canonical_json
-
-    return f"{name}:{canonical_json(arguments).decode()}"
-
-
-def _with_results(tool: Tool, forced: Any, recorded: dict[str, Any]) -> Tool:
-    """`tool`, answering from a forced result, else from a recorded identical call, else live."""
-    if forced is None and not recorded:
-        return tool
+def _answering_from_replay(tool: Tool) -> Tool:
+    """`tool`, answering from a result the replay forces or reuses, else live."""
 
     def answer(arguments: Any) -> Any:
-        args = arguments.model_dump()
-        if forced is not None:
-            return forced
-        key = tool_call_key(tool.name, args)
-        if key in recorded:
-            return recorded[key]
-        return tool.function(arguments)
+        given, result = tool_result_for(tool.name, arguments.model_dump())
+        return result if given else tool.function(arguments)
 
     return tool.model_copy(update={"function": answer})
 

@@ -78,7 +78,7 @@ class WorkflowRunner:
 
     def run(self, task: Task, *, suite: str = "adhoc", trial: int = 0, seed: int | None = None) -> RunSummary:
         """One recorded run of `task`, scored and closed."""
-        from counterfact.graphs._directives import Directives, with_directives
+        from counterfact.traces import Directives, with_directives
 
         started = time.perf_counter()
         run_id = self.recorded.start_run(task.input(), labels=self.labels(task, suite, trial))

@@ -119,9 +119,9 @@ class Debugger:
         run = replayer.parent
         if run.status == "succeeded":
             raise CounterfactError(f"run {run.id} succeeded: there is no failure to debug")
-        if replayer.task.answer is None:
+        if replayer.target.check is None:
             raise CounterfactError(
-                f"run {run.id} has no checker (its task has no answer), so replays cannot be scored"
+                f"run {run.id} has no check of its final state, so replays cannot be scored: give one"
             )
         if not strategies:
             raise CounterfactError("choose at least one strategy: llm, resample, patch or all")
@@ -314,7 +314,7 @@ class Debugger:
                 for s in self.steps[trial.first_step : trial.last_step + 1]
             )
             prompt = template.format(
-                question=self.replayer.task.question,
+                question=self.replayer.target.question,
                 steps=lines,
                 answer=final_answer(self.steps),
                 count=self.max_hypotheses,
@@ -389,10 +389,10 @@ class Debugger:
         if self.reference:
             return self.store.resolve_run_id(self.reference)
         parent = self.replayer.parent
+        same_input = self.replayer.target.same_input
         successes = self.store.list_runs(
-            status="succeeded", workflow=parent.workflow,
-            labels={"task_id": str(parent.labels.get("task_id"))}, limit=None,
-        )
+            status="succeeded", workflow=parent.workflow, labels=same_input, limit=None,
+        ) if same_input else []
         for run in successes:  # an unedited success: an original run or a resample
             if run.labels.get("arm") != "treatment":
                 return run.id
@@ -477,9 +477,9 @@ class Debugger:
         return DebugReport(
             session_id=self.session_id,
             run_id=run.id,
-            question=self.replayer.task.question,
+            question=self.replayer.target.question,
             answer=answer,
-            expected=self.replayer.task.answer,
+            expected=self.replayer.target.expected,
             strategies=list(self.strategies),
             trials=split_trials(self.steps),
             hypotheses=sorted(views, key=rank),

@@ -1,35 +1,30 @@
-"""Replaying a recorded run from one step, with or without an intervention.
+"""Replaying a recorded run from one step, with or without an intervention, on any graph.
 
 A replay forks the parent run just before the target step (`traces.fork_run`), applies the
-edits, and resumes the graph as a child run. Edits of what an agent says or does at the step
-(message, route, prefix, tool and activation edits) travel as directives that the step's node
-honours when it runs again; edits of the state (plan edits, and message edits on nodes that
-are not counterfact's) are written with LangGraph's `update_state` before resuming. Nothing
-before the fork point runs again, and a tool call identical to a recorded one gets the
+edits, and resumes the graph of the run's `ReplayTarget` as a child run. Edits of what happens
+inside the step travel as directives that the recorder (and the models and tools running in
+the step) honour when the step runs again: a replaced output, a forced route, a forced model
+response or tool result, a prefix, activation edits, tools added or taken away. Edits of the
+state (state and plan patches) are written with LangGraph's `update_state` before resuming.
+Nothing before the fork point runs again, and a tool call identical to a recorded one gets the
 recorded result unless `live_tools` is set.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import jsonpatch
+from langgraph.channels.binop import BinaryOperatorAggregate
+from langgraph.graph import END
+from langgraph.types import Command, Overwrite
 from pydantic import BaseModel, Field
 
 from counterfact.agents import ModelError
-from counterfact.graphs import (
-    Directives,
-    ModelPool,
-    StepDirectives,
-    ToolChange,
-    step_key,
-    with_directives,
-)
-from counterfact.graphs._nodes import tool_call_key
-from counterfact.graphs._runner import WorkflowRunner, rebuild
-from counterfact.graphs._tasks import Task
+from counterfact.graphs import ReplayTarget, load_target
 from counterfact.interventions._specs import (
     ActivationIntervention,
     Intervention,
@@ -37,34 +32,62 @@ from counterfact.interventions._specs import (
     MessageEdit,
     PlanEdit,
     PrefixEdit,
+    ResponseEdit,
+    ResumeEdit,
     RouteEdit,
+    StateEdit,
     StepRef,
     ToolEdit,
 )
-from counterfact.traces import RunRecord, StepRecord, TraceStore
+from counterfact.traces import (
+    NODE_METADATA_KEY,
+    Directives,
+    ModelResponse,
+    RunRecord,
+    StepDirectives,
+    StepRecord,
+    ToolChange,
+    TraceStore,
+    from_jsonable_update,
+    step_key,
+    to_jsonable,
+    tool_call_key,
+    with_directives,
+)
 from counterfact.traces._fork import ForkPoint, fork_run
-from counterfact.traces._models import utcnow
-from counterfact.traces._recorder import NODE_METADATA_KEY
 
 
 class StateUpdate(BaseModel):
     """A write into the state at the fork point, as if `as_node` had produced it."""
 
+    model_config = {"arbitrary_types_allowed": True}
+
     values: dict[str, Any]
     as_node: str | None
-    replaces_step: bool = False  # the target step's output is written, not re-executed
+
+
+class Evidence(BaseModel):
+    """Something a replay must show for its edit to count as applied."""
+
+    kind: Literal["seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response"]
+    value: str = ""
+    tool: str | None = None
 
 
 class ReplayPlan(BaseModel):
-    """An intervention compiled against one run: what to write, what to tell the nodes, and
+    """An intervention compiled against one run: what to write, what to tell the step, and
     what evidence shows that the edit reached the agents."""
+
+    model_config = {"arbitrary_types_allowed": True}
 
     step: int
     intervention: Intervention | None = None
     directives: StepDirectives = Field(default_factory=StepDirectives)
     tool_changes: list[ToolChange] = Field(default_factory=list)
     updates: list[StateUpdate] = Field(default_factory=list)
-    evidence: list[str] = Field(default_factory=list)  # texts a later agent must have seen
+    resume: Any = None
+    resumes: bool = False  # answer the step's interrupt() with `resume`
+    evidence: list[Evidence] = Field(default_factory=list)
     activation: bool = False
 
 
@@ -82,18 +105,31 @@ class ReplayResult(BaseModel):
 
 
 class Replayer:
-    """Replays of one recorded run (made by `counterfact run`), rebuilt from its labels."""
+    """Replays of one recorded run: a counterfact workflow's, or any recorded LangGraph app's.
+
+    `graph` (an object or "module:attribute") and `check` override what the run stored;
+    `force` replays a graph whose structure changed since the run was recorded.
+    """
 
     def __init__(
-        self, store: TraceStore, run_ref: str, *, model: str | None = None, pool: ModelPool | None = None
+        self,
+        store: TraceStore,
+        run_ref: str,
+        *,
+        target: ReplayTarget | None = None,
+        graph: Any = None,
+        check: Any = None,
+        model: str | None = None,
+        pool: Any = None,
+        force: bool = False,
     ) -> None:
         self.store = store
         self.parent: RunRecord = store.get_run(run_ref)
-        self.runner: WorkflowRunner
-        self.task: Task
-        self.runner, self.task = rebuild(store, self.parent, model=model, pool=pool)
+        self.target = target or load_target(
+            store, self.parent, graph=graph, check=check, model=model, pool=pool, force=force
+        )
         self.steps: list[StepRecord] = store.steps(self.parent.id)
-        self.graph = self.runner.recorded.graph
+        self.graph = self.target.recorded.graph
         self._nodes = self.graph.builder.nodes
 
     # -- addressing and compiling -------------------------------------------------------------
@@ -122,11 +158,11 @@ class Replayer:
         for edit in intervention.edits if intervention else []:
             ref = edit.at if edit.at.given else default_step
             if ref is None:
-                raise InterventionError("say where to edit: --at STEP, or `at:` in the edit file")
+                raise InterventionError("say where to edit: a step, or `at:` in the edit")
             steps.add(self.resolve_step(ref))
         if intervention is None:
             if default_step is None:
-                raise InterventionError("say where to replay from: --at STEP")
+                raise InterventionError("say where to replay from: a step")
             return ReplayPlan(step=self.resolve_step(default_step))
         if len(steps) != 1:
             raise InterventionError(f"all edits of one intervention must aim at the same step, got {sorted(steps)}")
@@ -135,61 +171,119 @@ class Replayer:
             self._compile_edit(edit, plan)
         return plan
 
+    def _ours(self, step: StepRecord) -> bool:
+        """Whether the step's node is one of counterfact's agent nodes (it takes replies)."""
+        return NODE_METADATA_KEY in (self._nodes[step.node].metadata or {})
+
     def _compile_edit(self, edit: Any, plan: ReplayPlan) -> None:
         target = self.steps[plan.step]
-        ours = NODE_METADATA_KEY in (self._nodes[target.node].metadata or {})
+        ours = self._ours(target)
         here = plan.directives
         if isinstance(edit, MessageEdit):
-            original = _text_of(target.output)
-            edited = _edited_text(edit, original)
+            edited = _edited_text(edit, _text_of(target.output))
             if ours:
                 here.reply = edited
             else:
-                plan.updates.append(self._replace_output(target, edited))
-            plan.evidence.append(edit.text if edit.mode != "replace" and edit.text else edited)
-        elif isinstance(edit, PlanEdit):
-            current = self._state_before(plan.step).get("plan") or {}
-            try:
-                new = edit.plan if edit.plan is not None else jsonpatch.apply_patch(current, edit.patch or [])
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-                raise InterventionError(f"plan patch does not apply at step {plan.step}: {exc}") from None
-            previous = self.steps[plan.step - 1].node if plan.step > 0 else None
-            plan.updates.append(StateUpdate(values={"plan": new}, as_node=previous))
-            plan.evidence.extend(_new_texts(new, current))
+                here.output = _with_last_message(target, edited, keep_tool_calls=edit.mode != "replace")
+            plan.evidence.append(Evidence(kind="seen", value=edit.text if edit.mode != "replace" and edit.text else edited))
+        elif isinstance(edit, (StateEdit, PlanEdit)):
+            self._compile_state_edit(edit, plan)
         elif isinstance(edit, RouteEdit):
-            if target.kind != "router" or not ours:
-                raise InterventionError(f"step {plan.step} ({target.node}) is not a routing step")
-            here.reply = f"NEXT: {edit.next}\nINSTRUCTION: {edit.instruction}".strip()
-            plan.evidence.append(edit.instruction or edit.next)
+            self._compile_route(edit, target, ours, plan)
+        elif isinstance(edit, ResponseEdit):
+            calls = [
+                {"name": c["name"], "args": c.get("args", c.get("arguments", {})), "id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}"}
+                for c in edit.tool_calls
+            ]
+            here.model_responses.append(ModelResponse(call=edit.call, content=edit.text, tool_calls=calls))
+            plan.evidence.append(Evidence(kind="response", value=edit.text, tool=str(edit.call)))
+        elif isinstance(edit, ResumeEdit):
+            plan.resume, plan.resumes = edit.value, True
         elif isinstance(edit, ToolEdit):
-            self._require_ours(ours, plan.step, "tool")
             if edit.action == "result":
                 here.tool_results[edit.tool] = edit.result
-                plan.evidence.append(str(edit.result))
+                plan.evidence.append(Evidence(kind="tool_result", value=str(edit.result), tool=edit.tool))
             else:
-                agent = target.agent or target.node
+                owner = target.agent if ours and target.agent else target.node
                 plan.tool_changes.append(
-                    ToolChange(agent=agent, tool=edit.tool, action=edit.action, from_step=step_key(target.node, target.invocation))
+                    ToolChange(agent=owner, tool=edit.tool, action=edit.action, from_step=step_key(target.node, target.invocation))
                 )
-                plan.evidence.append(f"{'+' if edit.action == 'add' else '-'}tool:{edit.tool}")
+                kind: Literal["tool_offered", "tool_withdrawn"] = "tool_offered" if edit.action == "add" else "tool_withdrawn"
+                plan.evidence.append(Evidence(kind=kind, tool=edit.tool))
         elif isinstance(edit, PrefixEdit):
-            self._require_ours(ours, plan.step, "prefix")
+            self._require_local(target, "prefix")
             here.prefix = edit.text
-            plan.evidence.append(f"prefix:{edit.text}")
+            plan.evidence.append(Evidence(kind="prefix", value=edit.text))
         elif isinstance(edit, ActivationIntervention):
-            self._require_ours(ours, plan.step, "activation")
             here.activation_edits.extend(self._activation_edits(edit, target))
             plan.activation = True
 
-    def _require_ours(self, ours: bool, step: int, what: str) -> None:
-        if not ours:
-            raise InterventionError(f"a {what} edit needs a counterfact agent at step {step}")
+    def _compile_route(self, edit: RouteEdit, target: StepRecord, ours: bool, plan: ReplayPlan) -> None:
+        if ours:
+            if target.kind != "router":
+                raise InterventionError(f"step {plan.step} ({target.node}) is not a routing step")
+            plan.directives.reply = f"NEXT: {edit.next}\nINSTRUCTION: {edit.instruction}".strip()
+            plan.evidence.append(Evidence(kind="seen", value=edit.instruction or edit.next))
+            return
+        builder = self.graph.builder
+        if target.node not in builder.branches and not self._nodes[target.node].ends:
+            raise InterventionError(
+                f"step {plan.step} ({target.node}) has no conditional edge or Command to route: its successors are fixed"
+            )
+        if edit.next not in self._nodes and edit.next != END:
+            raise InterventionError(f"route: no node {edit.next!r} in the graph; it has {', '.join(sorted(self._nodes))}")
+        plan.directives.route = edit.next
+        plan.evidence.append(Evidence(kind="route", value=edit.next))
+
+    def _compile_state_edit(self, edit: StateEdit | PlanEdit, plan: ReplayPlan) -> None:
+        before = self._state_before(plan.step)
+        current = to_jsonable(before)
+        if isinstance(edit, PlanEdit):
+            plan_now = current.get("plan") or {}
+            patch = [{"op": "add", "path": "/plan", "value": edit.plan}] if edit.plan is not None else [
+                {**op, "path": "/plan" + op.get("path", "")} for op in edit.patch or []
+            ]
+            current.setdefault("plan", plan_now)
+        else:
+            patch = edit.patch
+        channels = sorted(k for k in self.graph.channels if not k.startswith(("__", "branch:")))
+        for op in patch:
+            channel = str(op.get("path", "")).lstrip("/").split("/")[0]
+            if channel not in channels:
+                raise InterventionError(
+                    f"state patch at step {plan.step}: no channel {channel!r} in the graph's state (channels: {', '.join(channels)})"
+                )
+        try:
+            patched = jsonpatch.apply_patch(current, patch)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise InterventionError(f"state patch does not apply at step {plan.step}: {exc}") from None
+        values: dict[str, Any] = {}
+        for channel in channels:
+            if patched.get(channel) == current.get(channel):
+                continue
+            value = from_jsonable_update({channel: patched.get(channel)})[channel]
+            reducer = isinstance(self.graph.channels[channel], BinaryOperatorAggregate)
+            values[channel] = Overwrite(value) if reducer else value
+            plan.evidence.extend(Evidence(kind="seen", value=t) for t in _new_texts(patched.get(channel), current.get(channel)))
+        if not values:
+            raise InterventionError(f"state patch at step {plan.step} changes nothing")
+        previous = self.steps[plan.step - 1].node if plan.step > 0 else None
+        plan.updates.append(StateUpdate(values=values, as_node=previous))
+
+    def _require_local(self, target: StepRecord, what: str) -> Any:
+        model = self.target.models(target) if (self._ours(target) or target.model_calls) else None
+        if model is None:
+            raise InterventionError(
+                f"a {what} edit needs a counterfact model at step {target.index} ({target.node}): "
+                "a counterfact agent, or ChatCounterfact in your graph"
+            )
+        return model
 
     def _activation_edits(self, edit: ActivationIntervention, target: StepRecord) -> list[dict[str, Any]]:
         """Resolve the vector and check the edit against the step's model, before any replay."""
         from counterfact.interventions._vectors import resolve_vector
 
-        model = self.model_of(target)
+        model = self._require_local(target, "activation")
         if not model.white_box:
             raise InterventionError(
                 f"step {target.index} runs on {model.name} ({model.backend}), a remote black-box "
@@ -200,34 +294,21 @@ class Replayer:
         try:
             from counterfact.agents._activations import resolve_edits
 
-            resolve_edits([resolved], model.geometry)  # type: ignore[attr-defined]
+            resolve_edits([resolved], model.geometry)
         except ModelError as exc:
             raise InterventionError(f"activation edit at step {target.index}: {exc}") from None
         return [resolved.model_dump(mode="json", exclude_none=True)]
 
     def model_of(self, step: StepRecord) -> Any:
-        spec = self.runner.spec
-        agent = next((a for a in spec.agents if a.name == step.agent), None)
-        return self.runner.models(agent.model or spec.model if agent else spec.model)
+        """The counterfact model a step ran on (None for other models)."""
+        return self.target.models(step)
 
     def _state_before(self, step: int) -> dict[str, Any]:
-        checkpoint = self.runner.recorded.saver.get_tuple(
+        checkpoint = self.target.recorded.saver.get_tuple(
             {"configurable": {"thread_id": self.parent.id, "checkpoint_ns": "",
                               "checkpoint_id": self.steps[step].checkpoint_before}}
         )
         return dict(checkpoint.checkpoint["channel_values"]) if checkpoint else {}
-
-    def _replace_output(self, target: StepRecord, text: str) -> StateUpdate:
-        """The target's recorded update with its output message's text replaced (same id)."""
-        delta = dict(target.delta or {})
-        messages = list(delta.get("messages") or [])
-        if not messages:
-            raise InterventionError(f"step {target.index} wrote no message to edit")
-        from langchain_core.messages import AIMessage
-
-        last = messages[-1]
-        messages[-1] = AIMessage(content=text, name=last.get("name"), id=last.get("id"))
-        return StateUpdate(values={**delta, "messages": messages}, as_node=target.node, replaces_step=True)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -261,12 +342,13 @@ class Replayer:
         if edited:
             directives.steps[step_key(fork.node, fork.invocation)] = plan.directives
             directives.tool_changes = plan.tool_changes
+            self._write_updates(plan, fork)
         config = with_directives({"recursion_limit": 100}, directives)
-        recorded = self.runner.recorded
-        if edited:
-            self._write_updates(plan, fork, intervention_id)
-        result = recorded.continue_run(fork.child_run_id, None, config=config)
-        outcome = self.task.score(result.state) if result.error is None else None
+        recorded = self.target.recorded
+        graph_input = Command(resume=plan.resume) if edited and plan.resumes else None
+        result = recorded.continue_run(fork.child_run_id, graph_input, config=config)
+        finished = result.error is None and "__interrupt__" not in (result.state or {})
+        outcome = self.target.score(result.state) if finished else None
         if outcome is not None:
             recorded.finish(fork.child_run_id, outcome)
         applied, detail = (None, "")
@@ -279,37 +361,18 @@ class Replayer:
             status=self.store.get_run(fork.child_run_id).status,
             success=bool(outcome and outcome.success),
             score=outcome.score if outcome else 0.0,
-            answer=(result.state or {}).get("final_answer"),
+            answer=self.target.answer(result.state),
             milestones=outcome.milestones if outcome else [],
             applied=applied,
             applied_detail=detail,
         )
 
-    def _write_updates(self, plan: ReplayPlan, fork: ForkPoint, intervention_id: str | None) -> None:
-        recorded = self.runner.recorded
+    def _write_updates(self, plan: ReplayPlan, fork: ForkPoint) -> None:
+        recorded = self.target.recorded
         config: Any = recorded.config(fork.child_run_id)
         config["configurable"].update(checkpoint_ns="", checkpoint_id=fork.checkpoint_id)
         for update in plan.updates:
-            before = config["configurable"]["checkpoint_id"]
-            config = self.graph.update_state(config, update.values, as_node=update.as_node)
-            if update.replaces_step:  # the injected output stands as the target step
-                target = self.steps[plan.step]
-                step = StepRecord(
-                    node=target.node,
-                    agent=target.agent,
-                    invocation=target.invocation,
-                    kind=target.kind,
-                    input=target.input,
-                    output=_jsonable_message(update.values["messages"][-1]),
-                    delta={k: v for k, v in update.values.items() if k != "messages"},
-                    checkpoint_before=before,
-                    checkpoint_after=config["configurable"]["checkpoint_id"],
-                    task_id=f"edit:{intervention_id}",
-                    started_at=utcnow(),
-                    ended_at=utcnow(),
-                )
-                with self.store.begin() as conn:
-                    self.store.run_writer(fork.child_run_id).write(conn, step)
+            config = self.graph.update_state(config, copy.deepcopy(update.values), as_node=update.as_node)
 
     def _recorded_tool_results(self) -> dict[str, Any]:
         return {
@@ -322,38 +385,65 @@ class Replayer:
     # -- did the edit take effect? -------------------------------------------------------------
 
     def check_applied(self, plan: ReplayPlan, child_id: str) -> tuple[bool, str]:
-        """Whether the edited content reached the agents of the replay (activation edits are
-        checked by the verifier, which compares next-token distributions)."""
+        """Whether the edit reached the agents of the replay, by the evidence the plan expects
+        (activation edits are checked by the verifier, which compares next-token distributions)."""
         steps = self.store.steps(child_id)[plan.step :]
         if not steps:
             return False, "the replay recorded no step after the fork"
-        seen = "\n".join(
-            str(m.get("content", "")) for s in steps for call in s.model_calls for m in call.request
-        )
-        seen += "\n" + "\n".join(
-            str(m.get("content", "")) for s in steps[1:] for m in (s.input or []) if isinstance(m, dict)
-        )
         target = steps[0]
-        missing = []
-        for evidence in plan.evidence:
-            if evidence.startswith("prefix:"):
-                ok = _text_of(target.output).startswith(evidence.removeprefix("prefix:").strip())
-            elif evidence.startswith(("+tool:", "-tool:")):
-                name = evidence[6:]
-                system = "\n".join(
-                    str(m.get("content", "")) for c in target.model_calls for m in c.request if m.get("role") == "system"
-                )
-                present = f"- {name}:" in system or f'"{name}"' in system
-                ok = present if evidence[0] == "+" else not present
-            else:
-                ok = evidence in seen or evidence in _text_of(target.output)
-            if not ok:
-                missing.append(evidence)
-        if plan.activation and not any(s.model_calls for s in steps[:1]):
+        missing = [_describe(e) for e in plan.evidence if not _shown(e, target, steps)]
+        if plan.activation and not target.model_calls:
             missing.append("a model call at the edited step")
         if missing:
-            return False, "not seen by the agents after the fork: " + "; ".join(m[:60] for m in missing)
+            return False, "not seen in the replay: " + "; ".join(m[:80] for m in missing)
         return True, f"{len(plan.evidence) or 1} edit(s) reached the agents after the fork"
+
+
+def _shown(evidence: Evidence, target: StepRecord, steps: list[StepRecord]) -> bool:
+    """Whether the replay's steps (from the fork on) show one piece of evidence."""
+    if evidence.kind == "prefix":
+        return _text_of(target.output).startswith(evidence.value.strip())
+    if evidence.kind in ("tool_offered", "tool_withdrawn"):
+        if not target.model_calls:
+            return False  # no request at the step: nothing shows what the model was offered
+        offered = [evidence.tool in _offered_tools(call) for call in target.model_calls]
+        return all(offered) if evidence.kind == "tool_offered" else not any(offered)
+    if evidence.kind == "tool_result":
+        return any(c.name == evidence.tool and str(c.result) == evidence.value for c in target.tool_calls)
+    if evidence.kind == "response":
+        index = int(evidence.tool or 0)
+        calls = target.model_calls
+        return index < len(calls) and str(calls[index].response.get("content", "")) == evidence.value
+    if evidence.kind == "route":
+        return (len(steps) > 1 and steps[1].node == evidence.value) or (evidence.value == END and len(steps) == 1)
+    seen = "\n".join(str(m.get("content", "")) for s in steps for call in s.model_calls for m in call.request)
+    seen += "\n" + "\n".join(str(m.get("content", "")) for s in steps[1:] for m in (s.input or []) if isinstance(m, dict))
+    return evidence.value in seen or evidence.value in _text_of(target.output)
+
+
+_TEXT_TOOL = re.compile(r"^- ([A-Za-z_][A-Za-z0-9_-]*): ", re.MULTILINE)
+
+
+def _offered_tools(call: Any) -> set[str]:
+    """The tools a model call offered: native tool specs, and text-protocol tools listed in
+    its system message."""
+    names = {str(n) for n in call.params.get("tools") or []}
+    for message in call.request:
+        content = str(message.get("content", ""))
+        if message.get("role") == "system" and "CALL <tool name>" in content:
+            names |= set(_TEXT_TOOL.findall(content.split("Tools:", 1)[-1]))
+    return names
+
+
+def _describe(evidence: Evidence) -> str:
+    return {
+        "prefix": f"the reply starting with {evidence.value!r}",
+        "tool_offered": f"tool {evidence.tool} offered to the model",
+        "tool_withdrawn": f"tool {evidence.tool} withdrawn from the model",
+        "tool_result": f"a call of {evidence.tool} answered {evidence.value!r}",
+        "response": f"model call {evidence.tool} answering {evidence.value!r}",
+        "route": f"{evidence.value} running next",
+    }.get(evidence.kind, evidence.value)
 
 
 def parse_step(text: str) -> StepRef:
@@ -363,7 +453,7 @@ def parse_step(text: str) -> StepRef:
         return StepRef(step=int(text))
     match = re.fullmatch(r"(agent:)?([^#]+)(?:#(\d+))?", text)
     if not match:
-        raise InterventionError(f"--at takes a step index, NODE#N or agent:NAME#N, not {text!r}")
+        raise InterventionError(f"a step is an index, NODE#N or agent:NAME#N, not {text!r}")
     name, invocation = match.group(2), int(match.group(3) or 0)
     if match.group(1):
         return StepRef(agent=name, invocation=invocation)
@@ -387,8 +477,25 @@ def _edited_text(edit: MessageEdit, original: str) -> str:
     return edited
 
 
+def _with_last_message(target: StepRecord, text: str, *, keep_tool_calls: bool) -> Any:
+    """The step's recorded update with the text of its last message replaced (same id, so
+    `add_messages` replaces rather than appends), in whichever channel holds it."""
+    delta = copy.deepcopy(target.delta)
+    update = delta.get("update") if isinstance(delta, dict) and set(delta) == {"graph", "update", "resume", "goto"} else delta
+    if isinstance(update, dict):
+        for channel in sorted(update, key=lambda k: k != "messages"):
+            value = update[channel]
+            message = value[-1] if isinstance(value, list) and value else value
+            if isinstance(message, dict) and "content" in message and "role" in message:
+                message["content"] = text
+                if not keep_tool_calls:
+                    message.pop("tool_calls", None)
+                return delta
+    raise InterventionError(f"step {target.index} ({target.node}) wrote no message to edit; use a state edit")
+
+
 def _new_texts(new: Any, old: Any) -> list[str]:
-    """Strings in the new plan that the old one did not have (what an agent should now see)."""
+    """Strings in the new value that the old one did not have (what an agent should now see)."""
 
     def strings(value: Any) -> set[str]:
         if isinstance(value, str):
@@ -401,11 +508,3 @@ def _new_texts(new: Any, old: Any) -> list[str]:
 
     fresh = strings(new) - strings(old)
     return sorted(s for s in fresh if len(s) > 3 and s not in ("pending", "in_progress", "done"))
-
-
-def _jsonable_message(message: Any) -> dict[str, Any]:
-    from counterfact.traces._payloads import to_jsonable
-
-    value = to_jsonable(message)
-    return value if isinstance(value, dict) else {"content": str(value)}
-

@@ -71,8 +71,17 @@ class MessageEdit(_Edit):
         return self
 
 
+class StateEdit(_Edit):
+    """Patch the state as the step finds it (RFC 6902 JSON patch on the channels, by name:
+    `/plan/steps/0/text`, `/messages/2/content`); later steps see the patched state."""
+
+    kind: Literal["state"] = "state"
+    patch: list[dict[str, Any]] = Field(min_length=1)
+
+
 class PlanEdit(_Edit):
-    """Replace the plan/ledger in the state at the step, or patch it (RFC 6902 JSON patch)."""
+    """Replace the plan/ledger in the state at the step, or patch it (RFC 6902 JSON patch):
+    a state edit of the orchestrator's `plan` channel."""
 
     kind: Literal["plan"] = "plan"
     plan: dict[str, Any] | None = None
@@ -100,6 +109,23 @@ class ToolEdit(_Edit):
     tool: str
     action: Literal["result", "add", "remove"] = "result"
     result: Any = None
+
+
+class ResponseEdit(_Edit):
+    """The `call`-th model call inside the step returns this message instead of calling the
+    model (any model: counterfact's, a LangChain chat model, an instrumented openai client)."""
+
+    kind: Literal["response"] = "response"
+    call: int = Field(default=0, ge=0)
+    text: str = ""
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)  # {"name", "args"}
+
+
+class ResumeEdit(_Edit):
+    """Answer the step's `interrupt()` with this value instead of the recorded one."""
+
+    kind: Literal["resume"] = "resume"
+    value: Any
 
 
 class PrefixEdit(_Edit):
@@ -173,7 +199,15 @@ class ActivationIntervention(_Edit):
 
 
 Edit = Annotated[
-    MessageEdit | PlanEdit | RouteEdit | ToolEdit | PrefixEdit | ActivationIntervention,
+    MessageEdit
+    | StateEdit
+    | PlanEdit
+    | RouteEdit
+    | ResponseEdit
+    | ResumeEdit
+    | ToolEdit
+    | PrefixEdit
+    | ActivationIntervention,
     Field(discriminator="kind"),
 ]
 

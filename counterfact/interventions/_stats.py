@@ -1,17 +1,20 @@
 """The statistics of a verdict: two success rates, their difference, its interval, a p-value.
 
-Treatment and control replays are paired by seed (common random numbers), so the exact test
-is McNemar's on the discordant pairs: a one-sided binomial test of "treatment-only successes"
-against "control-only successes". The interval for the difference of the two rates is
-Newcombe's hybrid score interval (from Wilson intervals), which behaves at the small n and
-the 0/n and n/n outcomes replays produce, where the Wald interval does not. Both are a few
-lines of arithmetic on exact binomials; scipy supplies the binomial test.
+Treatment and control replays are paired by seed (common random numbers), so both the test and
+the interval are the paired ones. The exact test is McNemar's on the discordant pairs: a
+one-sided binomial test of "treatment-only successes" against "control-only successes". The
+interval for the difference of the two rates is Newcombe's paired score interval (from Wilson
+intervals of the two rates, less their correlation), which behaves at the small n and the 0/n
+and n/n outcomes replays produce, where the Wald interval does not; treating the arms as
+independent would ignore the shared seeds and give too wide an interval. Both are a few lines
+of arithmetic on exact binomials; scipy supplies the binomial test.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 from scipy.stats import binomtest
@@ -31,6 +34,8 @@ class ArmComparison(BaseModel):
     treatment_only: int  # pairs where only the treatment succeeded
     control_only: int
     p_value: float  # one-sided exact test that the treatment does better
+    # how ci_low..ci_high was computed; stored verdicts without it used the unpaired interval
+    interval: Literal["newcombe-paired"] = "newcombe-paired"
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -44,7 +49,10 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def newcombe(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for p1 - p2 (his method 10)."""
+    """Newcombe's hybrid score interval for p1 - p2 of independent samples (his method 10).
+
+    Not for the arms of a verdict, which are paired: see newcombe_paired.
+    """
     p1, p2 = s1 / n1, s2 / n2
     l1, u1 = wilson(s1, n1)
     l2, u2 = wilson(s2, n2)
@@ -54,16 +62,46 @@ def newcombe(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]:
     return max(-1.0, low), min(1.0, high)
 
 
+def newcombe_paired(
+    both: int, first_only: int, second_only: int, neither: int, z: float = Z95
+) -> tuple[float, float]:
+    """Newcombe's score interval for p1 - p2 from paired outcomes (method 10 of his paired paper).
+
+    The Wilson limits of the two rates are combined as for independent samples, less their
+    covariance: phi, the correlation of the pairs, pulled toward 0 by N/2 when positive as the
+    paper prescribes, and 0 when a margin is empty.
+    """
+    n = both + first_only + second_only + neither
+    s1, s2 = both + first_only, both + second_only
+    p1, p2 = s1 / n, s2 / n
+    l1, u1 = wilson(s1, n, z)
+    l2, u2 = wilson(s2, n, z)
+    cross = both * neither - first_only * second_only
+    if cross > 0:
+        cross = max(cross - n / 2, 0.0)
+    margins = s1 * (n - s1) * s2 * (n - s2)
+    phi = cross / math.sqrt(margins) if margins else 0.0
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    return max(-1.0, low), min(1.0, high)  # the limits can overshoot +-1 by a rounding error
+
+
 def compare(treatment: Sequence[bool], control: Sequence[bool]) -> ArmComparison:
-    """Compare paired arms (pair i shares seed i)."""
-    if len(treatment) != len(control) or not treatment:
-        raise ValueError("arms must be paired and non-empty")
+    """Compare paired arms: pair i is treatment[i] and control[i], replayed with seed i."""
+    if len(treatment) != len(control):
+        raise ValueError(
+            "treatment and control are paired by seed and must have equal lengths, "
+            f"got {len(treatment)} and {len(control)}"
+        )
+    if not treatment:
+        raise ValueError("no trials to compare")
     n = len(treatment)
     st, sc = sum(treatment), sum(control)
     b = sum(t and not c for t, c in zip(treatment, control, strict=True))
     c_only = sum(c and not t for t, c in zip(treatment, control, strict=True))
     p = binomtest(b, b + c_only, 0.5, alternative="greater").pvalue if b + c_only else 1.0
-    low, high = newcombe(st, n, sc, n)
+    low, high = newcombe_paired(st - b, b, c_only, n - st - c_only)
     return ArmComparison(
         n=n,
         treatment_successes=st,

@@ -111,7 +111,7 @@ def verify(
     treatment = [r for r in results if r.arm == "treatment"]
     control = [r for r in results if r.arm == "control"]
     comparison = compare([r.success for r in treatment], [r.success for r in control])
-    deterministic = _greedy(replayer, temperature)
+    deterministic = _greedy(replayer, plan, temperature)
     applied = all(r.applied for r in treatment)
     detail = "; ".join(sorted({r.applied_detail for r in treatment if r.applied_detail}))
     kl, hits = (None, None)
@@ -187,10 +187,14 @@ def decide(
     return "inconclusive", f"too few trials to decide ({rates}, 95% CI {c.ci_low:+.2f}..{c.ci_high:+.2f})"
 
 
-def _greedy(replayer: Replayer, temperature: float | None) -> bool:
-    if temperature is not None:
+def _greedy(replayer: Replayer, plan: ReplayPlan, temperature: float | None) -> bool:
+    """Whether the replays are deterministic: every model call the run made from the fork on
+    decoded greedily (a call that recorded no temperature counts as sampled; a graph that
+    calls no model is deterministic)."""
+    if temperature is not None and replayer.target.counterfact_agents:
         return temperature == 0.0
-    return all(a.settings.temperature == 0.0 for a in replayer.runner.spec.agents)
+    calls = [call for step in replayer.steps[plan.step :] for call in step.model_calls]
+    return all(call.params.get("temperature") == 0.0 for call in calls)
 
 
 def _milestone_p(treatment: list[ReplayResult], control: list[ReplayResult]) -> float | None:

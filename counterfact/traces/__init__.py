@@ -2,9 +2,37 @@
 
 from counterfact.traces._audit import ChainReport, redact_run_text, verify_run
 from counterfact.traces._checkpointer import SQLAlchemySaver
+from counterfact.traces._directives import (
+    Directives,
+    ModelResponse,
+    StepDirectives,
+    ToolChange,
+    current_directives,
+    derive_seed,
+    directing,
+    next_model_call,
+    step_key,
+    step_seed,
+    tool_call_key,
+    tool_changes_for,
+    tool_result_for,
+    with_directives,
+)
 from counterfact.traces._jsonl import RunExport, export_jsonl, import_jsonl
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord
-from counterfact.traces._recorder import RecordedGraph, RunResult, record
+from counterfact.traces._payloads import from_jsonable_update, to_jsonable
+from counterfact.traces._recorder import (
+    CHECK_LABEL,
+    GRAPH_LABEL,
+    NODE_METADATA_KEY,
+    GraphInfo,
+    RecordedGraph,
+    RunResult,
+    find_ref,
+    import_ref,
+    record,
+    score_state,
+)
 from counterfact.traces._records import (
     ModelCallRecord,
     StepAddress,
@@ -20,6 +48,29 @@ from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve
 from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, import_whowhen
 
 __all__ = [
+    "CHECK_LABEL",
+    "GRAPH_LABEL",
+    "NODE_METADATA_KEY",
+    "GraphInfo",
+    "find_ref",
+    "from_jsonable_update",
+    "import_ref",
+    "score_state",
+    "to_jsonable",
+    "Directives",
+    "ModelResponse",
+    "StepDirectives",
+    "ToolChange",
+    "current_directives",
+    "derive_seed",
+    "directing",
+    "next_model_call",
+    "step_key",
+    "step_seed",
+    "tool_call_key",
+    "tool_changes_for",
+    "tool_result_for",
+    "with_directives",
     "ChainReport",
     "RunExport",
     "SkippedFile",

@@ -1,7 +1,9 @@
-"""Pydantic views of stored runs and steps: what the store reads, writes, exports and imports."""
+"""Pydantic views of stored records: runs and steps (what the store reads, writes, exports and
+imports), and the interventions, verdicts, debug sessions and hypotheses made of them."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -66,3 +68,76 @@ class StepRecord(BaseModel):
     model_calls: list[ModelCallRecord] = Field(default_factory=list)
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     digest: str | None = None  # the hash-chain link, set when written
+
+
+# -- interventions, verdicts and debug sessions ---------------------------------------------
+
+VerdictKind = Literal["validated", "refuted", "inconclusive"]
+DebugStatus = Literal["running", "done"]
+HypothesisStatus = Literal["proposed", "verified", "skipped"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class InterventionRecord(BaseModel):
+    """An edit of a recorded run at one step (its spec as JSON), which replays were made of."""
+
+    id: str = Field(default_factory=new_id)
+    run_id: str
+    fork_step: int
+    spec: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class VerdictRecord(BaseModel):
+    """What replays against a control arm said of an intervention, with the numbers."""
+
+    id: str = Field(default_factory=new_id)
+    intervention_id: str
+    run_id: str  # the run the intervention edits
+    verdict: VerdictKind
+    reason: str = ""
+    stats: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DebugSpend(BaseModel):
+    """What a debug session has used of its budget so far."""
+
+    replays: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+class DebugSessionRecord(BaseModel):
+    """One debug session of a failed run: its strategies, settings, spend and progress."""
+
+    id: str = Field(default_factory=new_id)
+    run_id: str
+    strategies: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)  # budget, trials, models
+    status: DebugStatus = "running"
+    spent: DebugSpend = Field(default_factory=DebugSpend)
+    completed: list[str] = Field(default_factory=list)  # the stages finished, in order
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class HypothesisRecord(BaseModel):
+    """A suspected cause of a failure (agent, step, reason) and the edit that tests it."""
+
+    id: str = Field(default_factory=new_id)
+    session_id: str
+    seq: int  # 0-based, in the order the session proposed them
+    strategy: str  # llm | resample | patch
+    segment: int = 0  # the segment of the run (between planning steps) the step lies in
+    step: int | None = None
+    agent: str | None = None
+    reason: str = ""
+    intervention: dict[str, Any] | None = None
+    status: HypothesisStatus = "proposed"
+    verdict_id: str | None = None
+    note: str = ""  # why skipped, or what it cost
+    reference_run_id: str | None = None  # the successful run a patch hypothesis draws on
+    evidence: dict[str, Any] = Field(default_factory=dict)  # details for the report

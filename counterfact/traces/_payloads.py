@@ -80,3 +80,49 @@ def step_output(delta: Any) -> Any:
         return delta["messages"][-1]
     return delta
 
+
+
+_MESSAGE_CLASSES = {"user": "HumanMessage", "assistant": "AIMessage", "system": "SystemMessage", "tool": "ToolMessage"}
+
+
+def is_jsonable_message(value: Any) -> bool:
+    """Whether `value` is a message as `to_jsonable` renders one."""
+    return isinstance(value, dict) and value.get("role") in _MESSAGE_CLASSES and "content" in value
+
+
+def message_from_jsonable(value: dict[str, Any]) -> Any:
+    """The LangChain message `to_jsonable` rendered as `value` (same id, name, tool calls)."""
+    import langchain_core.messages as lc
+
+    cls = getattr(lc, _MESSAGE_CLASSES[value["role"]])
+    fields = {k: value[k] for k in ("content", "id", "name", "tool_call_id", "tool_calls") if value.get(k) is not None}
+    if cls is lc.ToolMessage:
+        fields.setdefault("tool_call_id", "")
+        fields.pop("tool_calls", None)
+    elif cls is not lc.AIMessage:
+        fields.pop("tool_calls", None)
+        fields.pop("tool_call_id", None)
+    return cls(**fields)
+
+
+def from_jsonable_update(update: Any) -> Any:
+    """A node's state update rebuilt from its recorded JSON form, for LangGraph to apply:
+    messages become LangChain messages again, and a recorded `Command` a Command."""
+    if isinstance(update, dict) and set(update) == {"graph", "update", "resume", "goto"}:
+        from langgraph.types import Command
+
+        return Command(
+            graph=update["graph"], update=from_jsonable_update(update["update"]),
+            resume=update["resume"], goto=update["goto"] if update["goto"] is not None else (),
+        )
+    if isinstance(update, dict):
+        return {key: _rebuild(value) for key, value in update.items()}
+    return update
+
+
+def _rebuild(value: Any) -> Any:
+    if is_jsonable_message(value):
+        return message_from_jsonable(value)
+    if isinstance(value, list) and value and all(is_jsonable_message(v) for v in value):
+        return [message_from_jsonable(v) for v in value]
+    return value

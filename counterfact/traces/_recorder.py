@@ -9,24 +9,44 @@ and forked by replays.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import inspect
+import sys
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 from langgraph.utils.runnable import RunnableCallable
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from counterfact.traces._checkpointer import SQLAlchemySaver
+from counterfact.traces._directives import StepDirectives, directing, directives_of
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord, utcnow
-from counterfact.traces._payloads import digest_of, step_output, to_jsonable
+from counterfact.traces._payloads import digest_of, from_jsonable_update, step_output, to_jsonable
 from counterfact.traces._records import StepAddress, at_step, collect_calls
 from counterfact.traces._store import StoreError, TraceStore, prepare_step
 
 NODE_METADATA_KEY = "counterfact"  # node metadata: {"counterfact": {"agent": ..., "kind": ...}}
+GRAPH_LABEL = "graph"  # run label: how to rebuild the graph (GraphInfo)
+CHECK_LABEL = "check"  # run label: how to score the final state (see `check_label`)
+
+Check = Callable[[Any], Any]  # final state -> bool, a score in [0, 1], or an Outcome
+
+
+class GraphInfo(BaseModel):
+    """What a run keeps of its graph: where to import it from, and its structure."""
+
+    ref: str | None = None  # "module:attribute" or "path/to/file.py:attribute"
+    digest: str
+    nodes: list[str] = Field(default_factory=list)
+    edges: list[list[Any]] = Field(default_factory=list)  # [source, target, conditional]
 
 
 class RunResult(BaseModel):
@@ -50,19 +70,32 @@ class RecordedGraph:
         *,
         workflow: str,
         compile_kwargs: Mapping[str, Any] | None = None,
+        ref: str | None = None,
+        check: Check | str | None = None,
     ) -> None:
         self.store = store
         self.saver = SQLAlchemySaver(store)
         self.workflow = workflow
+        self.builder = builder
+        self._invocations: dict[tuple[str, str], tuple[str, int]] = {}  # (run, task) -> step
+        self._invocations_lock = threading.Lock()
         wrapped = _copy_builder(builder)
         for name, spec in list(wrapped.nodes.items()):
             wrapped.nodes[name] = dataclasses.replace(
                 spec, runnable=self._wrap(name, spec.runnable, spec.metadata or {})
             )
+        for source, branches in list(wrapped.branches.items()):
+            wrapped.branches[source] = {
+                name: branch._replace(path=self._wrap_route(source, branch.path))
+                for name, branch in branches.items()
+            }
         self.graph: CompiledStateGraph = wrapped.compile(
             checkpointer=self.saver, **dict(compile_kwargs or {})
         )
-        self.workflow_hash = _graph_digest(self.graph)
+        self.info = graph_info(self.graph, ref)
+        self.workflow_hash = self.info.digest
+        self.check: Check | None = import_ref(check) if isinstance(check, str) else check
+        self.check_label = check_label(check)
 
     # -- running --------------------------------------------------------------------------
 
@@ -82,7 +115,12 @@ class RecordedGraph:
             workflow=self.workflow,
             workflow_hash=self.workflow_hash,
             task_input=dict(task_input or {}),
-            labels=dict(labels or {}),
+            labels={
+                GRAPH_LABEL: self.info.model_dump(mode="json"),
+                "input_digest": digest_of(to_jsonable(dict(task_input or {}))),
+                **({CHECK_LABEL: self.check_label} if self.check_label else {}),
+                **dict(labels or {}),
+            },
             parent_run_id=parent_run_id,
             fork_step=fork_step,
             intervention_id=intervention_id,
@@ -144,10 +182,17 @@ class RecordedGraph:
             error = exc
         finally:
             self.saver.detach(run_id)
-        status: RunStatus = "error" if error else "succeeded"
         message = f"{type(error).__name__}: {error}" if error else None
+        if error is None and state is not None and "__interrupt__" in state:
+            # waiting for a human: the run goes on when invoked with Command(resume=...)
+            return RunResult(run_id=run_id, status="running", state=state)
+        status: RunStatus = "error" if error else "succeeded"
         if finish:
             self.store.finish_run(run_id, status, error=message)
+            if error is None and self.check is not None:
+                outcome = score_state(self.check, state)
+                self.finish(run_id, outcome)
+                status = "succeeded" if outcome.success else "failed"
         if error is not None and raise_errors:
             raise error
         return RunResult(run_id=run_id, status=status, state=state, error=message)
@@ -170,8 +215,7 @@ class RecordedGraph:
             configurable = config.get("configurable", {})
             thread_id = configurable.get("thread_id")
             writer = saver.writer(str(thread_id)) if thread_id is not None else None
-            runtime = configurable.get("__pregel_runtime")
-            execution = getattr(runtime, "execution_info", None)
+            execution = _execution_info(config)
             if writer is None or execution is None or "|" in execution.checkpoint_ns:
                 return None  # not a recorded run, or inside a subgraph (the parent's step)
             step = StepRecord(
@@ -182,7 +226,15 @@ class RecordedGraph:
                 checkpoint_before=execution.checkpoint_id,
                 task_id=execution.task_id,
             )
+            with self._invocations_lock:
+                self._invocations[(str(thread_id), execution.task_id)] = (node, step.invocation)
             return (str(thread_id), step)
+
+        def directed(result: Any, here: StepDirectives | None) -> Any:
+            """The node's result with a forced route: a Command's goto is replaced."""
+            if here is None or here.route is None or not isinstance(result, Command):
+                return result
+            return dataclasses.replace(result, goto=here.route)
 
         def end(
             started: tuple[Any, StepRecord], state: Any, calls: Any, result: Any, error: str | None
@@ -210,9 +262,13 @@ class RecordedGraph:
             started = begin(config)
             if started is None:
                 return inner.invoke(state, config)
-            with collect_calls() as calls, at_step(_address(started)):
+            address = _address(started)
+            with collect_calls() as calls, at_step(address), directing(address, directives_of(config)) as scope:
                 try:
-                    result = inner.invoke(state, config)
+                    if scope.here is not None and scope.here.output is not None:
+                        result = from_jsonable_update(scope.here.output)
+                    else:
+                        result = directed(inner.invoke(state, config), scope.here)
                 except GraphBubbleUp:
                     raise
                 except Exception as exc:
@@ -225,9 +281,13 @@ class RecordedGraph:
             started = begin(config)
             if started is None:
                 return await inner.ainvoke(state, config)
-            with collect_calls() as calls, at_step(_address(started)):
+            address = _address(started)
+            with collect_calls() as calls, at_step(address), directing(address, directives_of(config)) as scope:
                 try:
-                    result = await inner.ainvoke(state, config)
+                    if scope.here is not None and scope.here.output is not None:
+                        result = from_jsonable_update(scope.here.output)
+                    else:
+                        result = directed(await inner.ainvoke(state, config), scope.here)
                 except GraphBubbleUp:
                     raise
                 except Exception as exc:
@@ -239,14 +299,45 @@ class RecordedGraph:
         # Not functools.wraps: LangGraph would read the inner signature and stop injecting config.
         return RunnableCallable(run, arun, name=node, trace=False)
 
+    def _wrap_route(self, source: str, path: Runnable) -> Runnable:
+        """A conditional edge that obeys a route forced at its source's step."""
+
+        def forced(config: RunnableConfig) -> str | None:
+            execution = _execution_info(config)
+            thread_id = config.get("configurable", {}).get("thread_id")
+            if execution is None or thread_id is None:
+                return None
+            with self._invocations_lock:
+                step = self._invocations.get((str(thread_id), execution.task_id))
+            if step is None:
+                return None
+            here = directives_of(config).for_step(*step)
+            return here.route if here is not None else None
+
+        def route(state: Any, config: RunnableConfig) -> Any:
+            return forced(config) or path.invoke(state, config)
+
+        async def aroute(state: Any, config: RunnableConfig) -> Any:
+            return forced(config) or await path.ainvoke(state, config)
+
+        return RunnableCallable(route, aroute, name=getattr(path, "name", None) or "route", trace=False)
+
 
 def record(
     graph: StateGraph | CompiledStateGraph,
     store: TraceStore,
     *,
     workflow: str | None = None,
+    ref: str | None = None,
+    check: Check | str | None = None,
 ) -> RecordedGraph:
-    """Record every run of `graph` (a user's StateGraph, compiled or not) into `store`."""
+    """Record every run of `graph` (a user's StateGraph, compiled or not) into `store`.
+
+    `ref` says where a replay imports the graph from ("module:attribute" of the builder, the
+    compiled graph or a factory of either); it is found by itself when the graph is a
+    module-level name. `check` scores a finished run's final state (bool, score or Outcome;
+    a "module:function" reference is stored with each run so replays reuse it).
+    """
     if isinstance(graph, CompiledStateGraph):
         builder = graph.builder
         compile_kwargs: dict[str, Any] = {
@@ -259,7 +350,10 @@ def record(
         builder, compile_kwargs, name = graph, {}, workflow or "graph"
     else:
         raise TypeError(f"record() takes a StateGraph or compiled graph, not {type(graph).__name__}")
-    return RecordedGraph(builder, store, workflow=name, compile_kwargs=compile_kwargs)
+    return RecordedGraph(
+        builder, store, workflow=name, compile_kwargs=compile_kwargs,
+        ref=ref or find_ref(graph), check=check,
+    )
 
 
 def _copy_builder(builder: StateGraph) -> StateGraph:
@@ -272,16 +366,91 @@ def _copy_builder(builder: StateGraph) -> StateGraph:
     return clone
 
 
-def _graph_digest(graph: CompiledStateGraph) -> str:
+def graph_info(graph: CompiledStateGraph, ref: str | None = None) -> GraphInfo:
+    """The graph's nodes and edges (as LangGraph draws them) and their digest."""
     drawable = graph.get_graph()
-    return digest_of(
-        {
-            "nodes": sorted(drawable.nodes),
-            "edges": sorted(
-                [e.source, e.target, bool(e.conditional), str(e.data or "")] for e in drawable.edges
-            ),
-        }
-    )
+    nodes = sorted(drawable.nodes)
+    edges = sorted([e.source, e.target, bool(e.conditional)] for e in drawable.edges)
+    return GraphInfo(ref=ref, digest=digest_of({"nodes": nodes, "edges": edges}), nodes=nodes, edges=edges)
+
+
+def find_ref(graph: Any) -> str | None:
+    """An import reference for `graph`: a module-level name bound to it in a loaded module
+    (its nodes' module first). `__main__` is named by its file path."""
+    candidates: list[Any] = []
+    nodes = getattr(graph, "nodes", None) or getattr(getattr(graph, "builder", None), "nodes", {})
+    for spec in dict(nodes).values():
+        func = getattr(getattr(spec, "runnable", None), "func", None)
+        if (module := inspect.getmodule(func)) is not None:
+            candidates.append(module)
+    candidates.extend(m for m in list(sys.modules.values()) if m is not None and m not in candidates)
+    for module in candidates:
+        for name, value in list(vars(module).items()):
+            if value is graph and not name.startswith("_"):
+                return f"{_module_ref(module)}:{name}"
+    return None
+
+
+def _module_ref(module: Any) -> str:
+    if module.__name__ == "__main__" and getattr(module, "__file__", None):
+        return str(Path(module.__file__).resolve())
+    return module.__name__
+
+
+def import_ref(ref: str) -> Any:
+    """The object at "module:attribute" or "path/to/file.py:attribute" (dots walk attributes)."""
+    module_name, sep, attribute = ref.rpartition(":")
+    if not sep or not module_name or not attribute:
+        raise ImportError(f"{ref!r} is not of the form module:attribute")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise ImportError(f"no file {path}")
+        spec = importlib.util.spec_from_file_location(f"_counterfact_ref_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    value: Any = module
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_label(check: Check | str | None) -> dict[str, Any] | None:
+    """How a check is stored with a run: an import reference, or a model's own description."""
+    if check is None:
+        return None
+    if isinstance(check, str):
+        return {"function": check}
+    if isinstance(check, BaseModel):
+        return check.model_dump(mode="json")
+    module, name = getattr(check, "__module__", None), getattr(check, "__qualname__", "")
+    if module and name and "<" not in name:
+        return {"function": f"{_module_ref(sys.modules[module]) if module == '__main__' else module}:{name}"}
+    return None  # a lambda or closure: usable in this process only
+
+
+def score_state(check: Check, state: Any) -> Outcome:
+    """A check's verdict on a final state; a check that raises is a failed check."""
+    try:
+        value = check(state)
+    except Exception as exc:
+        return Outcome(success=False, score=0.0, detail=f"the check raised {type(exc).__name__}: {exc}")
+    if isinstance(value, Outcome):
+        return value
+    if isinstance(value, bool) or value is None:
+        return Outcome(success=bool(value), score=float(bool(value)))
+    if isinstance(value, (int, float)):
+        return Outcome(success=float(value) >= 1.0, score=float(value))
+    return Outcome(success=False, detail=f"the check returned {type(value).__name__}, not a bool or a score")
+
+
+def _execution_info(config: RunnableConfig) -> Any:
+    runtime = config.get("configurable", {}).get("__pregel_runtime")
+    return getattr(runtime, "execution_info", None)
 
 
 def _give_message_ids(update: Any) -> None:

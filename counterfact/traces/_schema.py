@@ -210,6 +210,8 @@ class DebugSession(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # budget, trials, models
     status: Mapped[str] = mapped_column(String(16))  # running | done
     spent: Mapped[dict[str, Any]] = mapped_column(default=dict)  # replays, tokens, seconds
+    # the stages finished (strategies, then "patch-layers"), so a resumed session skips them
+    completed: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
@@ -224,7 +226,8 @@ class Hypothesis(Base):
     )
     seq: Mapped[int] = mapped_column(Integer)
     strategy: Mapped[str] = mapped_column(String(16))  # llm | resample | patch
-    trial: Mapped[int] = mapped_column(Integer, default=0)
+    # the segment of the run (split at planning steps) the step lies in; `trial` before 0004
+    segment: Mapped[int] = mapped_column(Integer, default=0)
     step: Mapped[int | None] = mapped_column(Integer, default=None)
     agent: Mapped[str | None] = mapped_column(String(200), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -234,3 +237,13 @@ class Hypothesis(Base):
         ForeignKey("verdicts.id", ondelete="SET NULL"), default=None
     )
     note: Mapped[str] = mapped_column(Text, default="")  # why skipped, or what it cost
+    # the successful run a patch hypothesis transplants from
+    reference_run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL", name="fk_hypotheses_reference_run_id_runs"),
+        default=None,
+        index=True,
+    )
+    # free-form details a strategy shows in the report (an unsupported claim, say)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_hypotheses_session_seq"),)

@@ -1,4 +1,5 @@
-"""The trace store: one SQLAlchemy database holding runs, steps, calls, blobs and checkpoints.
+"""The trace store: one SQLAlchemy database holding runs, steps, calls, blobs and checkpoints,
+and the interventions, verdicts, debug sessions and hypotheses made of runs.
 
 A store is opened from a file path or a SQLAlchemy URL (`COUNTERFACT_DB`, default
 ./counterfact.db). Opening applies pending alembic migrations. Writes go through short
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import (
     Connection,
@@ -27,17 +28,43 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    insert,
     select,
     update,
 )
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from counterfact._errors import CounterfactError
-from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepRecord, utcnow
+from counterfact.traces._models import (
+    DebugSessionRecord,
+    DebugSpend,
+    DebugStatus,
+    HypothesisRecord,
+    HypothesisStatus,
+    InterventionRecord,
+    Outcome,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    VerdictKind,
+    VerdictRecord,
+    utcnow,
+)
 from counterfact.traces._payloads import canonical_json, digest_of, sha256_hex, to_jsonable
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 from counterfact.traces._redact import Redactor
-from counterfact.traces._schema import Blob, Checkpoint, ModelCall, Run, Step, ToolCall
+from counterfact.traces._schema import (
+    Blob,
+    Checkpoint,
+    DebugSession,
+    Hypothesis,
+    Intervention,
+    ModelCall,
+    Run,
+    Step,
+    ToolCall,
+    Verdict,
+)
 from counterfact.traces._statements import Statements
 
 DEFAULT_DB = "counterfact.db"
@@ -509,6 +536,229 @@ class TraceStore:
             )
         return RunWriter(self, run_id, count, head or GENESIS, invocations)
 
+    # -- interventions and verdicts ---------------------------------------------------------
+
+    def _require(self, conn: Connection, table: Any, record_id: str, what: str) -> None:
+        """Raise StoreError unless `table` has a row with id `record_id`."""
+        if conn.execute(select(table.id).where(table.id == record_id)).first() is None:
+            raise StoreError(f"no {what} with id {record_id!r} in {_safe_url(self.url)}")
+
+    def add_intervention(
+        self, run_id: str, fork_step: int, spec: dict[str, Any]
+    ) -> InterventionRecord:
+        """Store an edit of `run_id` at step `fork_step`; replays name it by the record's id."""
+        record = InterventionRecord(run_id=run_id, fork_step=fork_step, spec=spec)
+        with self.begin() as conn:
+            self._require(conn, Run, run_id, "run")
+            conn.execute(insert(Intervention.__table__), record.model_dump())
+        return record
+
+    def get_intervention(self, intervention_id: str) -> InterventionRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(Intervention.__table__).where(Intervention.id == intervention_id)
+            ).mappings().one_or_none()
+        if row is None:
+            raise StoreError(
+                f"no intervention with id {intervention_id!r} in {_safe_url(self.url)}"
+            )
+        return InterventionRecord.model_validate(dict(row))
+
+    def add_verdict(
+        self,
+        intervention_id: str,
+        run_id: str,
+        verdict: VerdictKind,
+        reason: str,
+        stats: dict[str, Any],
+    ) -> VerdictRecord:
+        """Store what the replays of an intervention of `run_id` said of it."""
+        record = VerdictRecord(
+            intervention_id=intervention_id, run_id=run_id, verdict=verdict, reason=reason, stats=stats
+        )
+        with self.begin() as conn:
+            self._require(conn, Intervention, intervention_id, "intervention")
+            self._require(conn, Run, run_id, "run")
+            conn.execute(insert(Verdict.__table__), record.model_dump())
+        return record
+
+    def verdicts(
+        self, *, run_id: str | None = None, intervention_id: str | None = None
+    ) -> list[VerdictRecord]:
+        """Verdicts on `run_id`'s interventions and/or of one intervention, oldest first."""
+        query = select(Verdict.__table__).order_by(Verdict.created_at, Verdict.id)
+        if run_id is not None:
+            query = query.where(Verdict.run_id == run_id)
+        if intervention_id is not None:
+            query = query.where(Verdict.intervention_id == intervention_id)
+        with self.engine.connect() as conn:
+            return [VerdictRecord.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+    def get_verdict(self, verdict_id: str) -> VerdictRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(Verdict.__table__).where(Verdict.id == verdict_id)
+            ).mappings().one_or_none()
+        if row is None:
+            raise StoreError(f"no verdict with id {verdict_id!r} in {_safe_url(self.url)}")
+        return VerdictRecord.model_validate(dict(row))
+
+    # -- debug sessions and hypotheses ------------------------------------------------------
+
+    def create_debug_session(
+        self, run_id: str, strategies: Sequence[str], settings: dict[str, Any]
+    ) -> DebugSessionRecord:
+        """Start a running debug session of `run_id`, with nothing spent or completed."""
+        record = DebugSessionRecord(run_id=run_id, strategies=list(strategies), settings=settings)
+        with self.begin() as conn:
+            self._require(conn, Run, run_id, "run")
+            conn.execute(insert(DebugSession.__table__), record.model_dump())
+        return record
+
+    def unfinished_debug_session(
+        self, run_id: str, strategies: Sequence[str]
+    ) -> DebugSessionRecord | None:
+        """The newest running session of `run_id` with the same set of strategies (in any
+        order), to resume; None when there is none."""
+        wanted = set(strategies)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(DebugSession.__table__)
+                .where(DebugSession.run_id == run_id, DebugSession.status == "running")
+                .order_by(DebugSession.created_at.desc(), DebugSession.id.desc())
+            ).mappings()
+            for row in rows:
+                if set(row["strategies"]) == wanted:
+                    return DebugSessionRecord.model_validate(dict(row))
+        return None
+
+    def get_debug_session(self, session_id: str) -> DebugSessionRecord:
+        with self.engine.connect() as conn:
+            return self._debug_session(conn, session_id)
+
+    def _debug_session(self, conn: Connection, session_id: str) -> DebugSessionRecord:
+        row = conn.execute(
+            select(DebugSession.__table__).where(DebugSession.id == session_id)
+        ).mappings().one_or_none()
+        if row is None:
+            raise StoreError(f"no debug session with id {session_id!r} in {_safe_url(self.url)}")
+        return DebugSessionRecord.model_validate(dict(row))
+
+    def update_debug_session(
+        self,
+        session_id: str,
+        *,
+        spent: DebugSpend | None = None,
+        completed: Sequence[str] | None = None,
+        status: DebugStatus | None = None,
+    ) -> DebugSessionRecord:
+        """Replace the fields given (`completed` as a whole list); returns the session as stored."""
+        values: dict[str, Any] = {}
+        if spent is not None:
+            values["spent"] = DebugSpend.model_validate(spent).model_dump()
+        if completed is not None:
+            values["completed"] = [str(stage) for stage in completed]
+        if status is not None:
+            values["status"] = _one_of(status, DebugStatus, "debug session status")
+        with self.begin() as conn:
+            if values:
+                conn.execute(
+                    update(DebugSession.__table__)
+                    .where(DebugSession.id == session_id)
+                    .values(**values)
+                )
+            return self._debug_session(conn, session_id)
+
+    def add_hypothesis(
+        self,
+        session_id: str,
+        *,
+        strategy: str,
+        segment: int,
+        step: int | None,
+        agent: str | None,
+        reason: str,
+        intervention: dict[str, Any] | None,
+        status: HypothesisStatus = "proposed",
+        note: str = "",
+        reference_run_id: str | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> HypothesisRecord:
+        """Add a hypothesis to a session, numbered (`seq`) after the session's others.
+
+        Concurrent writers get distinct, dense numbers: on PostgreSQL the session's row is
+        locked first (SELECT ... FOR UPDATE), so writers to one session queue; the number is
+        counted by the INSERT itself, which on SQLite runs under the database's write lock
+        (Python's sqlite3 begins the transaction at the first write, not at the first read,
+        so a count read before the insert could be stale). A unique (session_id, seq)
+        constraint backs this up.
+        """
+        record = HypothesisRecord(
+            session_id=session_id, seq=0, strategy=strategy, segment=segment, step=step,
+            agent=agent, reason=reason, intervention=intervention, status=status, note=note,
+            reference_run_id=reference_run_id, evidence=evidence or {},
+        )
+        count = (
+            select(func.count())
+            .select_from(Hypothesis)
+            .where(Hypothesis.session_id == session_id)
+            .scalar_subquery()
+        )
+        with self.begin() as conn:
+            locked = conn.execute(
+                select(DebugSession.id).where(DebugSession.id == session_id).with_for_update()
+            ).first()
+            if locked is None:
+                raise StoreError(f"no debug session with id {session_id!r} in {_safe_url(self.url)}")
+            if reference_run_id is not None:
+                self._require(conn, Run, reference_run_id, "run")
+            seq = conn.execute(
+                insert(Hypothesis.__table__)
+                .values(**record.model_dump(exclude={"seq"}), seq=count)
+                .returning(Hypothesis.seq)
+            ).scalar_one()
+        return record.model_copy(update={"seq": seq})
+
+    def hypotheses(self, session_id: str) -> list[HypothesisRecord]:
+        """A session's hypotheses in the order they were proposed."""
+        with self.engine.connect() as conn:
+            self._require(conn, DebugSession, session_id, "debug session")
+            rows = conn.execute(
+                select(Hypothesis.__table__)
+                .where(Hypothesis.session_id == session_id)
+                .order_by(Hypothesis.seq)
+            ).mappings()
+            return [HypothesisRecord.model_validate(dict(r)) for r in rows]
+
+    def update_hypothesis(
+        self,
+        hypothesis_id: str,
+        *,
+        status: HypothesisStatus | None = None,
+        verdict_id: str | None = None,
+        note: str | None = None,
+    ) -> HypothesisRecord:
+        """Set the fields given; returns the hypothesis as stored."""
+        values: dict[str, Any] = {}
+        if status is not None:
+            values["status"] = _one_of(status, HypothesisStatus, "hypothesis status")
+        if verdict_id is not None:
+            values["verdict_id"] = verdict_id
+        if note is not None:
+            values["note"] = note
+        with self.begin() as conn:
+            self._require(conn, Hypothesis, hypothesis_id, "hypothesis")
+            if verdict_id is not None:
+                self._require(conn, Verdict, verdict_id, "verdict")
+            if values:
+                conn.execute(
+                    update(Hypothesis.__table__).where(Hypothesis.id == hypothesis_id).values(**values)
+                )
+            row = conn.execute(
+                select(Hypothesis.__table__).where(Hypothesis.id == hypothesis_id)
+            ).mappings().one()
+            return HypothesisRecord.model_validate(dict(row))
+
 
 def checkpoint_after(step: Any) -> Any:
     """The checkpoint a step produced: the child of its checkpoint in the run's own thread.
@@ -548,6 +798,13 @@ def _chain_end(conn: Connection, run_id: str) -> tuple[int, str]:
     ).first()
     return (last.index + 1, last.digest) if last else (0, GENESIS)
 
+
+def _one_of(value: str, kind: Any, what: str) -> str:
+    """`value` if it is one of the Literal `kind`'s values, else a StoreError naming them."""
+    allowed = get_args(kind)
+    if value not in allowed:
+        raise StoreError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+    return value
 
 def _run_record(row: Any) -> RunRecord:
     data = dict(row)

@@ -155,7 +155,7 @@ def test_bad_input(sqlite_path: str, tmp_path: Path) -> None:
         from counterfact.traces._schema import Run
 
         conn.execute(Run.__table__.update().where(Run.id == run_id).values(status="error"))
-    with pytest.raises(CounterfactError, match="has no checker"):
+    with pytest.raises(CounterfactError, match="has no check of its final state"):
         _debugger(store, run_id, pool, strategies=["llm"], budget=Budget())
     failed, _, pool2 = _recorded_trio(store, "wrong")
     unreachable = "openai:gpt-test"

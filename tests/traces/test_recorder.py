@@ -92,7 +92,7 @@ def test_secrets_never_reach_the_store(store: TraceStore, monkeypatch: pytest.Mo
     for secret in (key, "abcdefghijklmnop", "tok-very-secret-value-123", "acct-123456"):
         assert secret.encode() not in blobs
     assert b"[REDACTED]" in blobs
-    assert store.get_run(result.run_id).labels == {"api_key": "[REDACTED]"}
+    assert store.get_run(result.run_id).labels["api_key"] == "[REDACTED]"
 
 
 def test_node_error_is_recorded_and_run_marked_error(store: TraceStore) -> None:

@@ -1,0 +1,194 @@
+"""Replay, edits and verification on users' own LangGraph apps (tests/interventions/apps.py):
+every edit kind where it applies, forks at a Send worker, at a subgraph and across an
+interrupt, nothing before the fork re-run, a changed graph refused, and bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from counterfact.graphs import TargetError
+from counterfact.interventions import InterventionError, Replayer, parse_intervention, verify
+from counterfact.traces import TraceStore, record
+from tests.interventions import apps
+
+PIPELINE = "tests.interventions.apps:pipeline"
+
+
+@pytest.fixture
+def local_store(tmp_path: Any) -> TraceStore:
+    store = TraceStore.open(str(tmp_path / "apps.db"))
+    yield store
+    store.close()
+
+
+def _run(store: TraceStore, graph: Any, graph_input: dict[str, Any], **kwargs: Any) -> str:
+    result = record(graph, store, **kwargs).invoke(graph_input)
+    assert result.error is None, result.error
+    return result.run_id
+
+
+def _replay(store: TraceStore, run_id: str, edit: Any, at: str, **kwargs: Any) -> tuple[Any, Any]:
+    replayer = Replayer(store, run_id, **kwargs)
+    plan = replayer.compile(parse_intervention(edit) if edit is not None else None, at)
+    return replayer, replayer.replay(plan, arm="treatment")
+
+
+def _without_id(output: Any) -> Any:
+    return {k: v for k, v in output.items() if k != "id"} if isinstance(output, dict) else output
+
+
+def test_the_reference_is_found_and_stored(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    labels = local_store.get_run(run_id).labels
+    assert labels["graph"]["ref"] == PIPELINE
+    assert labels["check"] == {"function": "tests.interventions.apps:answer_is_5"}
+    assert local_store.get_run(run_id).status == "failed"  # 2+2 is not 5
+
+
+def test_a_no_edit_replay_reproduces_and_runs_nothing_before_the_fork(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    before = dict(apps.CALLS)
+    replayer, result = _replay(local_store, run_id, None, "worker#0")
+    assert apps.CALLS["planner"] == before["planner"]  # the step before the fork did not run
+    assert apps.CALLS["worker"] == before["worker"] + 1
+    parent = [(s.node, _without_id(s.output)) for s in local_store.steps(run_id)]
+    child = [(s.node, _without_id(s.output)) for s in local_store.steps(result.run_id)]
+    assert child == parent and result.answer is None and result.success is False
+
+
+def test_message_edit_on_a_user_node_replaces_its_message(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    _, result = _replay(local_store, run_id, {"kind": "message", "text": "compute 2+3"}, "planner#0")
+    assert result.success and result.applied, result.applied_detail
+    steps = local_store.steps(result.run_id)
+    assert [s.node for s in steps] == ["planner", "worker", "reviewer"]
+    contents = [m["content"] for m in steps[1].input or []] if steps[1].input else None
+    final = local_store.steps(result.run_id)[-1]
+    assert final.node == "reviewer"
+    # the edit replaced the planner's message (same id), it did not add a second one
+    worker_in = [c for c in (contents or [])]
+    assert "compute 2+2" not in " ".join(worker_in)
+
+
+def test_state_edit_patches_a_channel(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    edit = {"kind": "state", "patch": [{"op": "replace", "path": "/messages/1/content", "value": "compute 1+4"}]}
+    _, result = _replay(local_store, run_id, edit, "worker#0")
+    assert result.success, result
+    with pytest.raises(InterventionError, match="no channel 'ledger'"):
+        _replay(local_store, run_id, {"kind": "state", "patch": [{"op": "add", "path": "/ledger", "value": 1}]}, "worker#0")
+
+
+def test_route_edit_forces_the_next_node(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    assert [s.node for s in local_store.steps(run_id)] == ["planner", "worker"]
+    _, result = _replay(local_store, run_id, {"kind": "route", "next": "reviewer"}, "worker#0")
+    assert [s.node for s in local_store.steps(result.run_id)] == ["planner", "worker", "reviewer"]
+    assert result.applied
+    with pytest.raises(InterventionError, match="successors are fixed"):
+        _replay(local_store, run_id, {"kind": "route", "next": "reviewer"}, "planner#0")
+
+
+def test_response_and_tool_edits_on_a_langchain_model_and_tool_node(local_store: TraceStore) -> None:
+    graph = apps.tool_agent()
+    run_id = _run(local_store, graph, {"messages": [("user", "add 2 and 2")]}, ref="tests.interventions.apps:tool_agent",
+                  check="tests.interventions.apps:answer_is_5")
+    assert [s.node for s in local_store.steps(run_id)] == ["agent", "tools", "agent"]
+    # the recorded tool result is reused: the tool does not run again
+    tools_before = apps.CALLS["tool:add"]
+    _, replayed = _replay(local_store, run_id, None, "tools#0")
+    assert apps.CALLS["tool:add"] == tools_before and replayed.answer is None
+    # a forced tool result
+    _, result = _replay(local_store, run_id, {"kind": "tool", "tool": "add", "result": 5}, "tools#0")
+    assert result.success and result.applied, result.applied_detail
+    assert apps.CALLS["tool:add"] == tools_before
+    # a forced model response: the model is not called for it
+    model_before = apps.CALLS["model"]
+    _, result = _replay(local_store, run_id, {"kind": "response", "text": "the answer is 5"}, "agent#0")
+    assert result.success and result.applied, result.applied_detail
+    assert apps.CALLS["model"] == model_before
+    assert [s.node for s in local_store.steps(result.run_id)] == ["agent"]
+
+
+def test_fork_at_a_send_worker_keeps_its_siblings(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.fan, {"items": [1, 2, 3]})
+    steps = local_store.steps(run_id)
+    squares = [s for s in steps if s.node == "square"]
+    assert len(squares) == 3
+    target = squares[1]
+    before = dict(apps.CALLS)
+    edit = {"kind": "message", "text": "x"}
+    with pytest.raises(InterventionError, match="wrote no message"):
+        _replay(local_store, run_id, edit, f"square#{target.invocation}")
+    replayer = Replayer(local_store, run_id)
+    plan = replayer.compile(None, f"square#{target.invocation}")
+    plan_edit = replayer.compile(parse_intervention({"kind": "message", "text": "x"}), 0) if False else None
+    assert plan_edit is None
+    # replace the worker's output with a state update of its own
+    from counterfact.traces import StepDirectives
+
+    plan.directives = StepDirectives(output={"squares": [100]})
+    plan.intervention = parse_intervention({"kind": "message", "text": "unused"})
+    result = replayer.replay(plan, arm="treatment")
+    child = local_store.steps(result.run_id)
+    total = [s for s in child if s.node == "add_up"][-1]
+    recorded = {s.output["squares"][0] for s in steps if s.node == "square"}
+    assert total.output == {"total": sum(recorded) - target.output["squares"][0] + 100}
+    ran = {k: apps.CALLS[k] - before.get(k, 0) for k in apps.CALLS if k.startswith("square:")}
+    assert sum(ran.values()) == 0  # the edited worker's output was given; siblings kept
+
+
+def test_fork_at_a_subgraph_step(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.nested, {"messages": [("user", "go")]}, ref="tests.interventions.apps:nested",
+                  check=apps.answer_is_5)
+    assert [s.node for s in local_store.steps(run_id)] == ["sub", "worker"]
+    before = apps.CALLS["inner_draft"]
+    _, result = _replay(local_store, run_id, {"kind": "message", "text": "compute 3+2"}, "sub#0")
+    assert result.success and apps.CALLS["inner_draft"] == before
+
+
+def test_fork_across_an_interrupt_reuses_the_recorded_answer(local_store: TraceStore) -> None:
+    from langgraph.types import Command
+
+    recorded = record(apps.approval, local_store, check=apps.answer_is_5)
+    first = recorded.invoke({"messages": [("user", "go")]})
+    assert first.status == "running" and "__interrupt__" in (first.state or {})
+    done = recorded.continue_run(first.run_id, Command(resume="compute 2+2"))
+    assert done.status == "failed"
+    steps = local_store.steps(first.run_id)
+    assert [s.node for s in steps] == ["ask", "worker"]
+    _, same = _replay(local_store, first.run_id, None, "ask#0")
+    assert same.status == "failed" and local_store.steps(same.run_id)[0].output["content"] == "compute 2+2"
+    _, edited = _replay(local_store, first.run_id, {"kind": "resume", "value": "compute 4+1"}, "ask#0")
+    assert edited.success
+
+
+def test_verify_on_a_user_graph(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    replayer = Replayer(local_store, run_id)
+    plan = replayer.compile(parse_intervention({"kind": "message", "text": "compute 2+3"}), "planner#0")
+    report = verify(replayer, plan, trials=1)
+    assert report.deterministic and report.verdict == "validated", report.reason
+    assert report.applied and report.comparison.treatment_successes == 1
+
+
+def test_a_changed_graph_is_refused_with_the_nodes_named(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    with pytest.raises(TargetError, match="nodes removed: reviewer, worker; nodes added: solver"):
+        Replayer(local_store, run_id, graph="tests.interventions.apps:changed_pipeline")
+    forced = Replayer(local_store, run_id, graph="tests.interventions.apps:changed_pipeline", force=True)
+    assert forced.target.recorded.info.nodes != local_store.get_run(run_id).labels["graph"]["nodes"]
+
+
+def test_bad_graph_and_check_references(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    with pytest.raises(TargetError, match="graph 'tests.interventions.nowhere:graph' does not import"):
+        Replayer(local_store, run_id, graph="tests.interventions.nowhere:graph")
+    with pytest.raises(TargetError, match="check 'tests.interventions.apps:missing' does not import"):
+        Replayer(local_store, run_id, check="tests.interventions.apps:missing")
+    replayer = Replayer(local_store, run_id, check="tests.interventions.apps:broken_check")
+    result = replayer.replay(replayer.compile(None, "worker#0"), arm="control")
+    assert result.success is False
+    assert "raised KeyError" in (local_store.get_run(result.run_id).outcome.detail or "")
