@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from counterfact._errors import CounterfactError
+from counterfact.graphs import CheckerName
 from counterfact.traces import TraceStore
 
 app = typer.Typer(
@@ -33,10 +34,40 @@ DbOption = Annotated[
     typer.Option("--db", help="Database file or SQLAlchemy URL [env: COUNTERFACT_DB; default ./counterfact.db]"),
 ]
 FormatOption = Annotated[str, typer.Option("--format", help="text or json")]
+GraphOption = Annotated[
+    str | None,
+    typer.Option("--graph", help="module:attribute (or file.py:attribute) of the run's graph, builder or factory, if not the recorded one"),
+]
+CheckOption = Annotated[
+    str | None, typer.Option("--check", help="module:function scoring the final state (bool or score); stored with the run")
+]
+ExpectOption = Annotated[
+    str | None, typer.Option("--expect", help="expected answer at --answer in the final state; stored with the run")
+]
+CheckerOption = Annotated[
+    CheckerName, typer.Option("--checker", help="how --expect is compared")
+]
+AnswerOption = Annotated[
+    str, typer.Option("--answer", help="dotted path to the answer in the final state (indices may be negative)")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="replay even if the graph changed since the run")]
 
 
 def _open(db: str | None) -> TraceStore:
     return TraceStore.open(db)
+
+
+def _replayer(
+    db: str | None, run: str, *, model: str | None, graph: str | None, check: str | None,
+    expect: str | None, checker: CheckerName, answer: str, force: bool,
+) -> Any:
+    from counterfact.graphs import ExpectCheck
+    from counterfact.interventions import Replayer
+
+    if check is not None and expect is not None:
+        raise CounterfactError("give --check or --expect, not both")
+    given = ExpectCheck(expect=expect, checker=checker.value, answer=answer) if expect is not None else check
+    return Replayer(_open(db), run, model=model, graph=graph, check=given, force=force)
 
 
 def _check_format(fmt: str) -> None:
@@ -350,6 +381,12 @@ def replay_command(
     temperature: Annotated[float | None, typer.Option(help="sample every agent at this temperature")] = None,
     live_tools: Annotated[bool, typer.Option(help="re-run tools instead of reusing recorded results")] = False,
     model: Annotated[str | None, typer.Option(help="model spec, if not the run's own")] = None,
+    graph: GraphOption = None,
+    check: CheckOption = None,
+    expect: ExpectOption = None,
+    checker: CheckerOption = CheckerName.normalized,
+    answer: AnswerOption = "messages.-1.content",
+    force: ForceOption = False,
     fmt: FormatOption = "text",
     db: DbOption = None,
 ) -> None:
@@ -357,11 +394,12 @@ def replay_command(
 
     Without --edit, replays the run from the step once, unchanged (a fidelity check).
     """
-    from counterfact.interventions import Replayer, load_intervention, verify
+    from counterfact.interventions import load_intervention, verify
 
     _check_format(fmt)
     intervention = load_intervention(edit) if edit else None  # parse errors before anything runs
-    replayer = Replayer(_open(db), run, model=model)
+    replayer = _replayer(db, run, model=model, graph=graph, check=check, expect=expect,
+                         checker=checker, answer=answer, force=force)
     plan = replayer.compile(intervention, at)
     if intervention is None:
         result = replayer.replay(plan, arm="control", seed=seed, temperature=temperature, live_tools=live_tools)
@@ -415,11 +453,17 @@ def debug_command(
     reference: Annotated[str | None, typer.Option(help="a successful run of the same task, to patch from")] = None,
     html: Annotated[Path | None, typer.Option(help="also write the report as an HTML page")] = None,
     model: Annotated[str | None, typer.Option(help="model spec for replays, if not the run's own")] = None,
+    graph: GraphOption = None,
+    check: CheckOption = None,
+    expect: ExpectOption = None,
+    checker: CheckerOption = CheckerName.normalized,
+    answer: AnswerOption = "messages.-1.content",
+    force: ForceOption = False,
     fmt: FormatOption = "text",
     db: DbOption = None,
 ) -> None:
     """Find why a run failed: hypotheses from the chosen strategies, each verified by replay."""
-    from counterfact.interventions import Budget, Debugger, Replayer, report_table, write_html
+    from counterfact.interventions import Budget, Debugger, report_table, write_html
 
     _check_format(fmt)
     chosen = ["llm", "resample", "patch"] if strategy == "all" else [s.strip() for s in strategy.split(",")]
@@ -429,7 +473,8 @@ def debug_command(
     if budget < 1:
         raise CounterfactError("--budget must be at least 1 replay: a debug session with no replays proves nothing")
     debugger = Debugger(
-        Replayer(_open(db), run, model=model),
+        _replayer(db, run, model=model, graph=graph, check=check, expect=expect,
+                  checker=checker, answer=answer, force=force),
         strategies=chosen,  # type: ignore[arg-type]
         budget=Budget(replays=budget, tokens=budget_tokens),
         trials=trials,

@@ -12,10 +12,13 @@ answer become the AI message's `tool_calls` (the lines themselves are taken out 
 and the tool messages of the next request go back as one user message of `RESULT` lines.
 
 Inside a recorded step a replay's directives apply as in counterfact's agent nodes: its
-temperature, the step's seed, a response prefix and activation edits. Recording: the backend
-reports each call to the trace recorder itself, so the LangChain model carries the metadata
-`{"counterfact_recorded": True}`, which tells the recorder's LangChain callback handler to skip
-the run (otherwise every call would be stored twice).
+temperature, the step's seed, a response prefix and activation edits; and, as the recorder's
+LangChain hooks do for other chat models, a response forced for the step's nth model call
+(returned without calling the model) and tools taken away from the node. Recording: the backend
+reports each call to the trace recorder itself (a forced response is reported here), so the
+LangChain model carries the metadata `{"counterfact_recorded": True}`, which tells the
+recorder's LangChain callback handler and hooks to leave it alone (otherwise every call would be
+stored twice).
 
 Streaming: the backends return whole completions, so `stream`/`astream` yield the answer (with
 its tool calls, usage and metadata) as one chunk.
@@ -63,7 +66,16 @@ from counterfact.agents._types import (
     ModelError,
     ToolCall,
 )
-from counterfact.traces import ToolCallRecord, current_directives, step_seed
+from counterfact.traces import (
+    ModelCallRecord,
+    ModelResponse,
+    ToolCallRecord,
+    current_directives,
+    next_model_call,
+    report_model_call,
+    step_seed,
+)
+from counterfact.traces._intercept import forced_tool_calls, without_removed_tools
 
 RECORDED_KEY = "counterfact_recorded"  # metadata: the backend records this model's calls itself
 
@@ -189,6 +201,7 @@ class ChatCounterfact(BaseChatModel):
         )
         if settings.temperature > 0 and settings.seed is None:
             settings.seed = secrets.randbits(31)
+        tools = without_removed_tools({"tools": tools}).get("tools")
         conversation = to_chat_messages(messages, text_protocol=model.white_box)
         protocol = [_descriptor(spec) for spec in tools or []] if model.white_box else []
         if protocol:
@@ -212,6 +225,7 @@ class ChatCounterfact(BaseChatModel):
             protocol=protocol,
             edits=edits,
             prefix=prefix,
+            forced=None,
         )
 
 
@@ -226,21 +240,48 @@ class _Request:
     protocol: list[Tool]  # the tools as taught by the text protocol (white-box models)
     edits: list[dict[str, Any]] | None
     prefix: str | None
+    forced: ModelResponse | None  # the replay's response for this call: the model is not called
 
     def send(self) -> Completion:
+        if self.forced is not None:
+            return self._forced_completion(self.forced)
         return self.model.complete(
             self.messages, self.settings, tools=self.tools, activation_edits=self.edits
         )
 
     async def asend(self) -> Completion:
+        if self.forced is not None:
+            return self._forced_completion(self.forced)
         return await self.model.acomplete(
             self.messages, self.settings, tools=self.tools, activation_edits=self.edits
         )
 
+    def _forced_completion(self, forced: ModelResponse) -> Completion:
+        """The forced response as a completion, reported as the call (no backend reports it)."""
+        calls = [
+            ToolCall(id=call["id"], name=call["name"], arguments=call["args"])
+            for call in forced_tool_calls(forced)
+        ]
+        finish = "tool_calls" if calls else "stop"
+        report_model_call(
+            ModelCallRecord(
+                backend=self.model.backend,
+                model=self.model.name,
+                params={**self.settings.model_dump(), "forced": True},
+                request=[m.model_dump(exclude_none=True) for m in self.messages],
+                response={
+                    "content": forced.content,
+                    "tool_calls": [call.model_dump() for call in calls],
+                },
+                finish_reason=finish,
+            )
+        )
+        return Completion(text=forced.content, finish_reason=finish, tool_calls=calls)
+
     def reply(self, completion: Completion) -> dict[str, Any]:
         """The AI message's fields for `completion`."""
         text = completion.text
-        if self.prefix and not text.startswith(self.prefix):
+        if self.prefix and self.forced is None and not text.startswith(self.prefix):
             text = self.prefix + text  # the model continued the prefix; the reply is both
         calls = completion.tool_calls
         if not calls and self.protocol:

@@ -29,7 +29,8 @@ def resolve_model(spec: str = "embedded") -> ChatModel:
         from counterfact.agents._local import LocalModel
 
         folder, _, gguf_file = rest.partition("#")
-        return LocalModel(Path(folder) / gguf_file if gguf_file else Path(folder))
+        path = Path(folder) / gguf_file if gguf_file else Path(folder)
+        return LocalModel(path, spec=spec.strip())  # recorded as given: `shared_model`'s key
     raise ModelError(f"unknown model spec {spec!r}; use one of: {'; '.join(MODEL_SPEC_FORMS)}")
 
 
@@ -41,10 +42,13 @@ def shared_model(spec: str = "embedded") -> ChatModel:
     """The model named by `spec`, resolved once per process and then shared.
 
     A local model loaded twice would hold its weights twice and split its batching engine, so
-    everything in a process that names the same spec gets the same `ChatModel`. Loading holds
-    the lock: a second caller waits for the first load instead of starting its own.
+    everything in a process that names the same spec gets the same `ChatModel`. A load holds
+    the lock, so a second caller waits for it instead of loading again; models already loaded
+    are returned without the lock, so their requests never wait for another model's load.
     """
     key = spec.strip()
+    if (model := _shared.get(key)) is not None:
+        return model
     with _shared_lock:
         if key not in _shared:
             _shared[key] = resolve_model(key)

@@ -37,7 +37,7 @@ from counterfact.graphs._target import (
     value_at,
     workflow_target,
 )
-from counterfact.graphs._tasks import Checker, Milestone, Suite, SuiteError, Task, load_suite
+from counterfact.graphs._tasks import Checker, CheckerName, Milestone, Suite, SuiteError, Task, load_suite
 
 DATA = Path(__file__).parent / "data"
 DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
@@ -55,6 +55,7 @@ __all__ = [
     "DEMO_WORKFLOW",
     "AgentSpec",
     "Checker",
+    "CheckerName",
     "Milestone",
     "ModelPool",
     "Plan",

@@ -27,6 +27,7 @@ from counterfact.traces import (
     RunRecord,
     StepRecord,
     TraceStore,
+    check_label,
     import_ref,
     record,
     score_state,
@@ -82,6 +83,7 @@ class ReplayTarget:
     kind: Literal["workflow", "graph"] = "graph"
     expected: str | None = None  # for reports only: never shown to a hypothesis model
     counterfact_agents: bool = False  # every agent is counterfact's: temperature and seeds apply
+    greedy: bool | None = None  # every agent decodes greedily (None: judge by the recorded calls)
 
     def score(self, state: Any) -> Outcome | None:
         return None if self.check is None else self.check(state)
@@ -109,6 +111,11 @@ def graph_target(
     if stored is not None and stored.digest != recorded.info.digest and not force:
         raise TargetError(f"the graph changed since run {run.id[:12]} was recorded: {_differences(stored, recorded.info)}")
     scorer = _check(check if check is not None else run.labels.get(CHECK_LABEL))
+    if check is not None and (label := check_label(check)) is not None:
+        store.set_labels(run.id, {**run.labels, CHECK_LABEL: label})  # later replays reuse it
+    if scorer is not None and run.outcome is None and run.status == "succeeded":
+        final = recorded.graph.get_state(recorded.config(run.id)).values  # scored now, once
+        recorded.finish(run.id, score_state(scorer, final))
     return ReplayTarget(
         recorded=recorded,
         check=(lambda state: score_state(scorer, state)) if scorer is not None else None,
@@ -214,6 +221,7 @@ def workflow_target(
         kind="workflow",
         expected=task.answer,
         counterfact_agents=True,
+        greedy=all(a.settings.temperature == 0.0 for a in spec.agents),
     )
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,15 @@ from counterfact.graphs._state import WorkflowState
 from counterfact.traces import Outcome
 
 CheckerKind = Literal["exact", "normalized", "regex", "number", "callable"]
+
+
+class CheckerName(StrEnum):
+    """The checkers that compare an answer with an expected text (the CLI's choices)."""
+
+    exact = "exact"
+    normalized = "normalized"
+    regex = "regex"
+    number = "number"
 
 
 class SuiteError(CounterfactError):

@@ -124,10 +124,11 @@ class Replayer:
         force: bool = False,
     ) -> None:
         self.store = store
-        self.parent: RunRecord = store.get_run(run_ref)
+        run = store.get_run(run_ref)
         self.target = target or load_target(
-            store, self.parent, graph=graph, check=check, model=model, pool=pool, force=force
+            store, run, graph=graph, check=check, model=model, pool=pool, force=force
         )
+        self.parent: RunRecord = store.get_run(run.id)  # as the target may have scored it
         self.steps: list[StepRecord] = store.steps(self.parent.id)
         self.graph = self.target.recorded.graph
         self._nodes = self.graph.builder.nodes

@@ -193,6 +193,8 @@ def _greedy(replayer: Replayer, plan: ReplayPlan, temperature: float | None) -> 
     calls no model is deterministic)."""
     if temperature is not None and replayer.target.counterfact_agents:
         return temperature == 0.0
+    if replayer.target.greedy is not None:
+        return replayer.target.greedy
     calls = [call for step in replayer.steps[plan.step :] for call in step.model_calls]
     return all(call.params.get("temperature") == 0.0 for call in calls)
 

@@ -78,7 +78,7 @@ def _hook_async(create: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
             return await create(**kwargs)
         kwargs, call = _begin(kwargs)
         stream = bool(kwargs.get("stream"))
-        if (forced := None) is not None:
+        if (forced := next_model_call()[1]) is not None:
             call.forced = True
             if stream:
                 return RecordedAsyncStream(_aiter(_forced_chunks(forced, kwargs)), _nothing, call)

@@ -402,6 +402,8 @@ def import_ref(ref: str) -> Any:
     module_name, sep, attribute = ref.rpartition(":")
     if not sep or not module_name or not attribute:
         raise ImportError(f"{ref!r} is not of the form module:attribute")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: the user's own modules
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():

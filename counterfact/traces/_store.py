@@ -527,13 +527,11 @@ class TraceStore:
         """A writer that appends steps to `run_id`, continuing its chain (also on resume)."""
         with self.engine.connect() as conn:
             count, head = _chain_end(conn, run_id)
-            invocations = dict(
-                conn.execute(
-                    select(Step.node, func.max(Step.invocation) + 1)
-                    .where(Step.run_id == run_id)
-                    .group_by(Step.node)
-                ).all()
-            )
+            invocations: dict[str, set[int]] = {}
+            for node, invocation in conn.execute(
+                select(Step.node, Step.invocation).where(Step.run_id == run_id)
+            ):
+                invocations.setdefault(node, set()).add(invocation)
         return RunWriter(self, run_id, count, head or GENESIS, invocations)
 
     # -- interventions and verdicts ---------------------------------------------------------
@@ -571,10 +569,17 @@ class TraceStore:
         verdict: VerdictKind,
         reason: str,
         stats: dict[str, Any],
+        *,
+        verdict_id: str | None = None,
     ) -> VerdictRecord:
-        """Store what the replays of an intervention of `run_id` said of it."""
+        """Store what the replays of an intervention of `run_id` said of it.
+
+        `verdict_id` is for a caller that named the verdict before it existed (replays are
+        labelled with the id of the verification they belong to); by default a new one.
+        """
         record = VerdictRecord(
-            intervention_id=intervention_id, run_id=run_id, verdict=verdict, reason=reason, stats=stats
+            intervention_id=intervention_id, run_id=run_id, verdict=verdict, reason=reason, stats=stats,
+            **({"id": verdict_id} if verdict_id is not None else {}),
         )
         with self.begin() as conn:
             self._require(conn, Intervention, intervention_id, "intervention")
@@ -919,7 +924,7 @@ class RunWriter:
         run_id: str,
         next_index: int,
         head: str,
-        invocations: dict[str, int],
+        invocations: dict[str, set[int]],
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -929,10 +934,14 @@ class RunWriter:
         self._lock = threading.Lock()
 
     def next_invocation(self, node: str) -> int:
-        """The nth-invocation number for a new execution of `node` (0-based)."""
+        """The nth-invocation number for a new execution of `node`: the smallest not taken.
+
+        In a fork, the re-executed step gets its parent's number back even when a parallel
+        sibling of a higher number finished (and was copied) before it."""
         with self._lock:
-            n = self._invocations.get(node, 0)
-            self._invocations[node] = n + 1
+            used = self._invocations.setdefault(node, set())
+            n = next(i for i in range(len(used) + 1) if i not in used)
+            used.add(n)
             return n
 
     def write(self, conn: Connection, step: StepRecord | PreparedStep) -> StepRecord:

@@ -40,14 +40,20 @@ from counterfact.agents._tools import calculate
 from counterfact.agents._types import ChatMessage, Completion, ModelError, ToolCall, Usage
 from counterfact.traces import (
     Directives,
+    ModelResponse,
     StepAddress,
     StepDirectives,
+    ToolChange,
     TraceStore,
+    collect_calls,
     derive_seed,
     directing,
     record,
     with_directives,
 )
+from counterfact.traces._capture import CallCapture
+from counterfact.traces._intercept import install_langchain_hooks
+from counterfact.traces._records import at_step
 
 AT_AGENT = StepAddress(run_id="r", node="agent", invocation=0)
 
@@ -128,7 +134,8 @@ def test_messages_convert_natively_for_remote_models() -> None:
 
 def test_messages_convert_to_the_text_protocol_for_white_box_models() -> None:
     converted = to_chat_messages(HISTORY, text_protocol=True)
-    assert [m.role for m in converted] == ["system", "user", "assistant", "user", "assistant", "user"]
+    roles = [m.role for m in converted]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
     assert converted[2] == ChatMessage(
         role="assistant",
         content='Computing.\nCALL calculator {"expression": "6*7"}\n'
@@ -200,14 +207,20 @@ def test_metadata_marks_the_model_as_recorded_by_its_backend() -> None:
 
 
 def test_a_recorded_graph_stores_each_request_once(trace_store: TraceStore) -> None:
-    backend = ScriptedChatModel(['CALL calculator {"expression": "6*7"}', "It is 42."], white_box=True)
+    """With the recorder's LangChain hooks and call capture active: the capture records the
+    tool call, and leaves the model calls to the backend, which reports each once."""
+    install_langchain_hooks()
+    backend = ScriptedChatModel(
+        ['CALL calculator {"expression": "6*7"}', "It is 42."], white_box=True
+    )
     result = record(tool_graph(ChatCounterfact(model=backend)), trace_store).invoke(
-        {"messages": [HumanMessage("What is 6*7?")]}
+        {"messages": [HumanMessage("What is 6*7?")]}, config={"callbacks": [CallCapture()]}
     )
     assert result.status == "succeeded", result.error
     steps = trace_store.steps(result.run_id)
     assert [s.node for s in steps] == ["agent", "tools", "agent"]
     assert [len(s.model_calls) for s in steps] == [1, 0, 1]
+    assert [len(s.tool_calls) for s in steps] == [0, 1, 0]
     assert steps[0].model_calls[0].backend == "scripted"
     assert steps[2].model_calls[0].response["content"] == "It is 42."
 
@@ -339,9 +352,41 @@ def test_directives_for_another_step_change_nothing() -> None:
     assert request.settings.seed == 4 and request.messages[-1].role == "user"
 
 
+def test_a_forced_response_stands_for_its_call_and_is_recorded() -> None:
+    forced = ModelResponse(
+        call=1, content="forced", tool_calls=[{"name": "calculator", "args": {"expression": "1"}}]
+    )
+    backend = ScriptedChatModel(["live"], white_box=True)
+    model = ChatCounterfact(model=backend).bind_tools([calculator])
+    directives = Directives(steps={"agent#0": StepDirectives(model_responses=[forced])})
+    with collect_calls() as calls, directing(AT_AGENT, directives):
+        first = model.invoke("a")  # call 0: the model answers
+        (second,) = model.stream("b")  # call 1: forced, counted once though streamed
+    assert first.content == "live" and len(backend.requests) == 1
+    assert second.content == "forced"
+    assert [(c["name"], c["args"]) for c in second.tool_calls] == [
+        ("calculator", {"expression": "1"})
+    ]
+    assert second.tool_calls[0]["id"]
+    assert [c.response["content"] for c in calls.model_calls] == ["live", "forced"]
+    recorded = calls.model_calls[1]
+    assert recorded.params["forced"] is True and recorded.finish_reason == "tool_calls"
+    assert recorded.response["tool_calls"][0]["name"] == "calculator"
+
+
+def test_tools_a_replay_took_away_are_not_offered() -> None:
+    backend = ScriptedChatModel(lambda _: "x", white_box=True)
+    remove = ToolChange(agent="agent", tool="lookup", action="remove", from_step="agent#0")
+    with at_step(AT_AGENT), directing(AT_AGENT, Directives(tool_changes=[remove])):
+        ChatCounterfact(model=backend).bind_tools([calculator, lookup]).invoke("q")
+    system = backend.requests[0].messages[0].content
+    assert "- calculator:" in system and "- lookup:" not in system
+
+
 def test_activation_edits_are_refused_for_black_box_models() -> None:
     backend = ScriptedChatModel(["x"], name="remote-gpt")
-    with directing(AT_AGENT, Directives(steps={"agent#0": StepDirectives(activation_edits=[EDIT])})):
+    edited = Directives(steps={"agent#0": StepDirectives(activation_edits=[EDIT])})
+    with directing(AT_AGENT, edited):
         with pytest.raises(ModelError, match="'remote-gpt'.*black-box"):
             ChatCounterfact(model=backend).invoke("q")
     assert backend.requests == []
@@ -381,7 +426,9 @@ def test_a_spec_is_resolved_once_per_process(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(_registry, "_shared", {})
     monkeypatch.setattr(_registry, "resolve_model", resolve)
     got: list[Any] = []
-    threads = [threading.Thread(target=lambda: got.append(shared_model("local:m"))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: got.append(shared_model("local:m"))) for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -445,7 +492,8 @@ def test_an_activation_edit_changes_the_answer(embedded: LocalModel, greedy_answ
         "vector": vector,
         "strength": 8.0,
     }
-    with directing(AT_AGENT, Directives(steps={"agent#0": StepDirectives(activation_edits=[edit])})):
+    edited = Directives(steps={"agent#0": StepDirectives(activation_edits=[edit])})
+    with directing(AT_AGENT, edited):
         reply = ChatCounterfact(model="embedded", max_tokens=12).invoke(QUESTION)
     assert reply.content != greedy_answer
 

@@ -625,6 +625,30 @@ def test_instrumented_client_honours_directives(
     assert calls.model_calls[2].params["tools"] == []
 
 
+@shared_loop
+async def test_instrumented_async_client_honours_directives(
+    base_url: str, server: ScriptedChatModel
+) -> None:
+    client = instrument(openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0))
+    responses = [ModelResponse(call=i, content=f"forced {i}") for i in range(2)]
+    directives = Directives(steps={"agent#0": StepDirectives(model_responses=responses)})
+    messages = [{"role": "user", "content": "hi"}]
+    before = len(server.requests)
+    with replaying("agent", directives) as calls:
+        completion = await client.chat.completions.create(model=MODEL, messages=messages)
+        async with await client.chat.completions.create(
+            model=MODEL, messages=messages, stream=True
+        ) as stream:
+            chunks = [c async for c in stream]
+    assert len(server.requests) == before
+    assert completion.choices[0].message.content == "forced 0"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "forced 1"
+    assert [(c.response["content"], c.params["forced"]) for c in calls.model_calls] == [
+        ("forced 0", True),
+        ("forced 1", True),
+    ]
+
+
 # -- replay directives through a recorded graph ------------------------------------------------
 
 

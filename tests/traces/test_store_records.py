@@ -75,6 +75,11 @@ def test_intervention_and_verdict_round_trip(store: TraceStore) -> None:
     assert store.verdicts(run_id=run_id) == [verdict]
     assert store.verdicts(intervention_id=intervention.id) == [verdict]
 
+    named = uuid.uuid4().hex  # named before the replays, which carry it as a label
+    again = store.add_verdict(intervention.id, run_id, "refuted", "", {}, verdict_id=named)
+    assert again.id == named and store.get_verdict(named) == again
+    assert store.verdicts(intervention_id=intervention.id) == [verdict, again]
+
 
 def test_a_verdict_must_be_one_of_the_three(store: TraceStore) -> None:
     run_id = _run(store)
