@@ -225,7 +225,7 @@ class ChatCounterfact(BaseChatModel):
             protocol=protocol,
             edits=edits,
             prefix=prefix,
-            forced=None,
+            forced=next_model_call()[1],
         )
 
 

@@ -7,6 +7,7 @@ share decode steps; activation edits and captures are per request (see _activati
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from safetensors.torch import save as save_safetensors
 
 from counterfact.agents._activations import Geometry, HookSet, parse_point, resolve_edits
 from counterfact.agents._engine import Engine, Request, Result
+from counterfact.agents._tools import parse_spec_calls, spec_protocol_prompt
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
@@ -84,6 +86,7 @@ class LocalModel(ChatModel):
         self.tokenizer = tokenizer
         self._name = name or path.stem
         self.spec = spec or f"local:{path}"  # how a replay in another process gets it back
+        self._takes_tools: bool | None = None
         eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         configured = model.generation_config.eos_token_id
         eos |= set(configured if isinstance(configured, list) else [configured]) - {None}
@@ -147,6 +150,25 @@ class LocalModel(ChatModel):
             **extra,
         )
 
+    def _prepare(
+        self, messages: list[ChatMessage], settings: GenerationSettings | None, tools: list[dict[str, Any]] | None
+    ) -> tuple[list[ChatMessage], GenerationSettings, list[dict[str, Any]] | None]:
+        """Settle the seed; tools go through the chat template where it has a place for them,
+        else through the text protocol (a small model's template often ignores them)."""
+        settings = self._settled(settings)
+        if not tools or self._template_takes_tools():
+            return messages, settings, tools
+        stop = [*settings.stop, *(s for s in ("RESULT ",) if s not in settings.stop)]
+        return with_text_protocol(messages, tools), settings.model_copy(update={"stop": stop}), None
+
+    def _template_takes_tools(self) -> bool:
+        if self._takes_tools is None:
+            probe = [{"role": "user", "content": "hi"}]
+            spec = [{"type": "function", "function": {"name": "probe_tool_name", "parameters": {}}}]
+            rendered = self.tokenizer.apply_chat_template(probe, tools=spec, tokenize=False)
+            self._takes_tools = "probe_tool_name" in str(rendered)
+        return self._takes_tools
+
     @staticmethod
     def _settled(settings: GenerationSettings | None) -> GenerationSettings:
         """Fix a seed for sampled requests, so the trace can replay them exactly."""
@@ -169,12 +191,14 @@ class LocalModel(ChatModel):
         """Build the completion and report the call to the trace recorder."""
         latency = (time.perf_counter() - started) * 1000.0
         usage = Usage(prompt_tokens=len(request.prompt_ids), completion_tokens=len(result.token_ids))
+        calls = parse_spec_calls(result.text, tools) if tools else []
         completion = Completion(
             text=result.text,
-            finish_reason=result.finish_reason,
+            finish_reason="tool_calls" if calls else result.finish_reason,
             usage=usage,
             latency_ms=latency,
             model=self.name,
+            tool_calls=calls,
         )
         params: dict[str, Any] = {**settings.model_dump(), "counterfact_model": self.spec}
         if tools:
@@ -192,8 +216,11 @@ class LocalModel(ChatModel):
                 model=self.name,
                 params=params,
                 request=[m.model_dump(exclude_none=True) for m in messages],
-                response={"role": "assistant", "content": result.text},
-                finish_reason=result.finish_reason,
+                response={
+                    "role": "assistant", "content": result.text,
+                    **({"tool_calls": [c.model_dump() for c in calls]} if calls else {}),
+                },
+                finish_reason=completion.finish_reason,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 latency_ms=latency,
@@ -230,8 +257,8 @@ class LocalModel(ChatModel):
         Rows are absolute positions 0..P+n-2 (the last generated token is never run).
         """
         started = time.perf_counter()
-        settings = self._settled(settings)
-        request = self._request(messages, settings, tools, activation_edits, capture)
+        messages, settings, template_tools = self._prepare(messages, settings, tools)
+        request = self._request(messages, settings, template_tools, activation_edits, capture)
         result = self.engine.submit(request).result()
         completion = self._completion(
             messages, settings, request, result, started, activation_edits, capture, tools
@@ -249,8 +276,8 @@ class LocalModel(ChatModel):
     ) -> Completion:
         """Queue the request on the engine and await it without holding a thread."""
         started = time.perf_counter()
-        settings = self._settled(settings)
-        request = self._request(messages, settings, tools, activation_edits, capture)
+        messages, settings, template_tools = self._prepare(messages, settings, tools)
+        request = self._request(messages, settings, template_tools, activation_edits, capture)
         result = await asyncio.wrap_future(self.engine.submit(request))
         return self._completion(
             messages, settings, request, result, started, activation_edits, capture, tools
@@ -276,3 +303,28 @@ class LocalModel(ChatModel):
         return self.engine.submit(request).result().token_ids
 
 
+
+
+def with_text_protocol(messages: list[ChatMessage], tools: list[dict[str, Any]]) -> list[ChatMessage]:
+    """`messages` with `tools` taught in the system message, earlier tool calls written as
+    CALL lines and tool results as RESULT lines: the text protocol of `_tools`."""
+    protocol = spec_protocol_prompt(tools)
+    out: list[ChatMessage] = []
+    if messages and messages[0].role == "system":
+        out.append(ChatMessage(role="system", content=f"{messages[0].content}\n\n{protocol}"))
+        messages = messages[1:]
+    else:
+        out.append(ChatMessage(role="system", content=protocol))
+    for message in messages:
+        if message.role == "assistant" and message.tool_calls:
+            lines = [f"CALL {c.name} {json.dumps(c.arguments)}" for c in message.tool_calls]
+            out.append(ChatMessage(role="assistant", content="\n".join(filter(None, [message.content, *lines]))))
+        elif message.role == "tool":
+            result = f"RESULT {message.name or 'tool'}: {message.content}"
+            if out and out[-1].role == "user" and out[-1].content.startswith("RESULT "):
+                out[-1] = ChatMessage(role="user", content=f"{out[-1].content}\n{result}")
+            else:
+                out.append(ChatMessage(role="user", content=result))
+        else:
+            out.append(message)
+    return out

@@ -109,6 +109,31 @@ _CALL_LINE = re.compile(
 
 def text_protocol_prompt(tools: list[Tool]) -> str:
     """Instructions that teach a model the text protocol for `tools`."""
+    return _protocol_prompt(
+        [
+            (t.name, t.description, {n: _type_name(i.annotation) for n, i in t.arguments.model_fields.items()})
+            for t in tools
+        ]
+    )
+
+
+def spec_protocol_prompt(specs: list[dict[str, Any]]) -> str:
+    """The text protocol for OpenAI-format tool specs (for models whose chat template has no
+    place for tools)."""
+    functions = [spec.get("function", spec) for spec in specs]
+    return _protocol_prompt(
+        [
+            (
+                str(f.get("name")),
+                str(f.get("description", "")),
+                {n: str(p.get("type", "any")) for n, p in f.get("parameters", {}).get("properties", {}).items()},
+            )
+            for f in functions
+        ]
+    )
+
+
+def _protocol_prompt(tools: list[tuple[str, str, dict[str, str]]]) -> str:
     lines = [
         "You can use tools. To call a tool, write a line of the form:",
         'CALL <tool name> {"<argument>": <value>}',
@@ -116,14 +141,10 @@ def text_protocol_prompt(tools: list[Tool]) -> str:
         "When you have what you need, answer without a CALL line.",
         "Tools:",
     ]
-    for tool in tools:
-        fields = ", ".join(
-            f'"{name}": <{_type_name(info.annotation)}>'
-            for name, info in tool.arguments.model_fields.items()
-        )
-        lines.append(f"- {tool.name}: {tool.description} Arguments: {{{fields}}}")
-    first = tools[0] if tools else None
-    if first is not None and first.name == "calculator":
+    for name, description, fields in tools:
+        arguments = ", ".join(f'"{field}": <{kind}>' for field, kind in fields.items())
+        lines.append(f"- {name}: {description} Arguments: {{{arguments}}}")
+    if tools and tools[0][0] == "calculator":
         lines.append('Example: CALL calculator {"expression": "12*7"}')
     return "\n".join(lines)
 
@@ -134,23 +155,33 @@ def _type_name(annotation: Any) -> str:
 
 def parse_text_calls(text: str, tools: list[Tool]) -> list[ToolCall]:
     """The tool calls written in `text` with the text protocol; unknown tools are skipped."""
-    by_name = {tool.name.lower(): tool for tool in tools}
+    return _parse_calls(text, {t.name: list(t.arguments.model_fields) for t in tools})
+
+
+def parse_spec_calls(text: str, specs: list[dict[str, Any]]) -> list[ToolCall]:
+    """`parse_text_calls` for OpenAI-format tool specs."""
+    functions = [spec.get("function", spec) for spec in specs]
+    return _parse_calls(text, {str(f.get("name")): list(f.get("parameters", {}).get("properties", {})) for f in functions})
+
+
+def _parse_calls(text: str, fields: dict[str, list[str]]) -> list[ToolCall]:
+    by_name = {name.lower(): name for name in fields}
     calls: list[ToolCall] = []
     for line in text.splitlines():
         match = _CALL_LINE.match(line)
-        if match is None or (tool := by_name.get(match.group(1).lower())) is None:
+        if match is None or (name := by_name.get(match.group(1).lower())) is None:
             continue
         calls.append(
             ToolCall(
                 id=f"call_{uuid.uuid4().hex[:12]}",
-                name=tool.name,
-                arguments=_parse_text_arguments(match.group(2), tool),
+                name=name,
+                arguments=_parse_text_arguments(match.group(2), fields[name]),
             )
         )
     return calls
 
 
-def _parse_text_arguments(raw: str, tool: Tool) -> dict[str, Any]:
+def _parse_text_arguments(raw: str, fields: list[str]) -> dict[str, Any]:
     """Parse the arguments part of a CALL line as leniently as is still unambiguous."""
     raw = raw.strip()
     if raw.startswith("(") and raw.endswith(")"):
@@ -163,7 +194,6 @@ def _parse_text_arguments(raw: str, tool: Tool) -> dict[str, Any]:
         if isinstance(value, dict):
             return {str(k): v for k, v in value.items()}
         break
-    fields = list(tool.arguments.model_fields)
     if len(fields) == 1:
         return {fields[0]: raw.strip("\"'")}
     return {"_unparsed": raw}

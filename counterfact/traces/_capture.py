@@ -62,8 +62,11 @@ def chat_message(
     return out
 
 
-def langchain_message(message: BaseMessage) -> dict[str, Any]:
-    role = message.role if isinstance(message, ChatMessage) else _ROLES.get(message.type, message.type)
+def _langchain_message(message: BaseMessage) -> dict[str, Any]:
+    if isinstance(message, ChatMessage):
+        role = message.role
+    else:
+        role = _ROLES.get(message.type, message.type)
     return chat_message(
         role,
         message.content,
@@ -142,7 +145,7 @@ class CallCapture(BaseCallbackHandler):
         invocation_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        request = [langchain_message(m) for m in messages[0]]
+        request = [_langchain_message(m) for m in messages[0]]
         self._start_model(run_id, serialized, metadata or {}, invocation_params or {}, request)
 
     def on_llm_start(
@@ -164,8 +167,10 @@ class CallCapture(BaseCallbackHandler):
         generation = response.generations[0][0]
         message = generation.message if isinstance(generation, ChatGeneration) else None
         info = generation.generation_info or {}
+        params = started.record.params
         record = started.record.model_copy(
             update={
+                "params": {**params, "forced": True} if info.get(FORCED) else params,
                 "response": {
                     "content": message.content if message is not None else generation.text,
                     "tool_calls": [
@@ -177,7 +182,6 @@ class CallCapture(BaseCallbackHandler):
                 or (message.response_metadata.get("finish_reason") if message else None),
                 **_tokens(response, message),
                 "latency_ms": (time.perf_counter() - started.at) * 1000,
-                **({"params": {**started.record.params, "forced": True}} if info.get(FORCED) else {}),
             }
         )
         started.context.run(report_model_call, record)
@@ -204,7 +208,7 @@ class CallCapture(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         record = ToolCallRecord(
-            name=serialized.get("name") or kwargs.get("name") or "",
+            name=(serialized or {}).get("name") or "",
             arguments=tool_arguments(inputs, input_str),
         )
         self._start(run_id, record)
@@ -223,7 +227,8 @@ class CallCapture(BaseCallbackHandler):
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         if (started := self._pop(run_id)) is None:
             return
-        update = {"error": _describe(error), "latency_ms": (time.perf_counter() - started.at) * 1000}
+        latency = (time.perf_counter() - started.at) * 1000
+        update = {"error": _describe(error), "latency_ms": latency}
         started.context.run(report_tool_call, started.record.model_copy(update=update))
 
     def _start_model(
@@ -239,7 +244,7 @@ class CallCapture(BaseCallbackHandler):
         provider = metadata.get("ls_provider") or (serialized.get("id") or ["unknown"])[-1]
         record = ModelCallRecord(
             backend=f"langchain:{provider}",
-            model=metadata.get("ls_model_name") or params.get("model") or params.get("model_name") or "",
+            model=metadata.get("ls_model_name") or params.get("model") or "",
             params=model_settings(params),
             request=request,
             response={},

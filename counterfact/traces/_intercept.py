@@ -25,7 +25,7 @@ import functools
 import inspect
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
@@ -38,6 +38,7 @@ from langchain_core.tools.base import _format_output
 from counterfact.traces._capture import FORCED, SELF_RECORDING, tool_arguments, tool_name
 from counterfact.traces._directives import (
     ModelResponse,
+    current_directives,
     next_model_call,
     tool_changes_for,
     tool_result_for,
@@ -58,18 +59,8 @@ def install_langchain_hooks() -> None:
     with _install_lock:
         if _installed:
             return
-        BaseChatModel.generate = _hook_generate(BaseChatModel.generate)  # type: ignore[method-assign]
-        BaseChatModel.agenerate = _hook_agenerate(BaseChatModel.agenerate)  # type: ignore[method-assign]
-        BaseChatModel._generate_with_cache = _hook_generate_with_cache(  # type: ignore[method-assign]
-            BaseChatModel._generate_with_cache
-        )
-        BaseChatModel._agenerate_with_cache = _hook_agenerate_with_cache(  # type: ignore[method-assign]
-            BaseChatModel._agenerate_with_cache
-        )
-        BaseChatModel.stream = _hook_stream(BaseChatModel.stream)  # type: ignore[method-assign]
-        BaseChatModel.astream = _hook_astream(BaseChatModel.astream)  # type: ignore[method-assign]
-        BaseTool.run = _hook_run(BaseTool.run)  # type: ignore[method-assign]
-        BaseTool.arun = _hook_arun(BaseTool.arun)  # type: ignore[method-assign]
+        for cls, name, hook in _HOOKS:
+            setattr(cls, name, hook(getattr(cls, name)))
         _installed = True
 
 
@@ -243,29 +234,33 @@ def _hook_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
 # -- tools ---------------------------------------------------------------------------------
 
 
+def _answer(tool: BaseTool, tool_input: str | dict[str, Any]) -> tuple[bool, Any]:
+    """`tool_result_for` this call; cheap when the step has no tool results to give."""
+    directives, here = current_directives()
+    if not directives.reuse_tool_results and not (here is not None and here.tool_results):
+        return False, None
+    return tool_result_for(tool.name, tool_arguments(*_inputs(tool, tool_input)))
+
+
 def _inputs(tool: BaseTool, tool_input: str | dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """What `BaseTool.run` reports of an input: the dict without injected arguments, and text."""
     inputs = tool._filter_injected_args(tool_input) if isinstance(tool_input, dict) else None
     return inputs, tool_input if isinstance(tool_input, str) else str(inputs)
 
 
-def _tool_start(
-    tool: BaseTool, tool_input: str | dict[str, Any], call: Mapping[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The arguments `BaseTool.run` gives `on_tool_start`, for a call bound to its signature."""
-    inputs, text = _inputs(tool, tool_input)
-    kwargs = {
-        "name": call["run_name"],
-        "run_id": call["run_id"],
-        "inputs": inputs,
-        "tool_call_id": call["tool_call_id"],
-        **call["kwargs"],
-    }
-    return ({"name": tool.name, "description": tool.description}, text), kwargs
-
-
-def _configure(manager: type[Any], tool: BaseTool, call: Mapping[str, Any]) -> Any:
-    return manager.configure(
+def _answered(
+    signature: inspect.Signature,
+    manager: type[CallbackManager] | type[AsyncCallbackManager],
+    tool: BaseTool,
+    tool_input: str | dict[str, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Callable[[], Any], dict[str, Any]]:
+    """How `BaseTool.run` would start this call's callbacks, and its arguments by name."""
+    bound = signature.bind(tool, tool_input, *args, **kwargs)
+    bound.apply_defaults()
+    call = bound.arguments
+    callbacks = manager.configure(
         call["callbacks"],
         tool.callbacks,
         tool.verbose or bool(call["verbose"]),
@@ -274,6 +269,18 @@ def _configure(manager: type[Any], tool: BaseTool, call: Mapping[str, Any]) -> A
         call["metadata"],
         tool.metadata,
     )
+    inputs, text = _inputs(tool, tool_input)
+    start = functools.partial(
+        callbacks.on_tool_start,
+        {"name": tool.name, "description": tool.description},
+        text,
+        name=call["run_name"],
+        run_id=call["run_id"],
+        inputs=inputs,
+        tool_call_id=call["tool_call_id"],
+        **call["kwargs"],
+    )
+    return start, call
 
 
 def _hook_run(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -281,16 +288,11 @@ def _hook_run(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def run(self: BaseTool, tool_input: str | dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        given, result = tool_result_for(self.name, tool_arguments(*_inputs(self, tool_input)))
+        given, result = _answer(self, tool_input)
         if not given:
             return original(self, tool_input, *args, **kwargs)
-        bound = signature.bind(self, tool_input, *args, **kwargs)
-        bound.apply_defaults()
-        call = bound.arguments
-        start_args, start_kwargs = _tool_start(self, tool_input, call)
-        run_manager = _configure(CallbackManager, self, call).on_tool_start(
-            *start_args, **start_kwargs
-        )
+        start, call = _answered(signature, CallbackManager, self, tool_input, args, kwargs)
+        run_manager = start()
         output = _format_output(result, None, call["tool_call_id"], self.name, "success")
         run_manager.on_tool_end(output, name=self.name)
         return output
@@ -305,18 +307,26 @@ def _hook_arun(original: Callable[..., Any]) -> Callable[..., Any]:
     async def arun(
         self: BaseTool, tool_input: str | dict[str, Any], *args: Any, **kwargs: Any
     ) -> Any:
-        given, result = tool_result_for(self.name, tool_arguments(*_inputs(self, tool_input)))
+        given, result = _answer(self, tool_input)
         if not given:
             return await original(self, tool_input, *args, **kwargs)
-        bound = signature.bind(self, tool_input, *args, **kwargs)
-        bound.apply_defaults()
-        call = bound.arguments
-        start_args, start_kwargs = _tool_start(self, tool_input, call)
-        run_manager = await _configure(AsyncCallbackManager, self, call).on_tool_start(
-            *start_args, **start_kwargs
-        )
+        start, call = _answered(signature, AsyncCallbackManager, self, tool_input, args, kwargs)
+        run_manager = await start()
         output = _format_output(result, None, call["tool_call_id"], self.name, "success")
         await run_manager.on_tool_end(output, name=self.name)
         return output
 
     return arun
+
+
+# What `install_langchain_hooks` wraps: class, method, and the wrapper of the original.
+_HOOKS: list[tuple[type[Any], str, Callable[[Any], Any]]] = [
+    (BaseChatModel, "generate", _hook_generate),
+    (BaseChatModel, "agenerate", _hook_agenerate),
+    (BaseChatModel, "_generate_with_cache", _hook_generate_with_cache),
+    (BaseChatModel, "_agenerate_with_cache", _hook_agenerate_with_cache),
+    (BaseChatModel, "stream", _hook_stream),
+    (BaseChatModel, "astream", _hook_astream),
+    (BaseTool, "run", _hook_run),
+    (BaseTool, "arun", _hook_arun),
+]

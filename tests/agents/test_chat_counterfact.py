@@ -374,6 +374,13 @@ def test_a_forced_response_stands_for_its_call_and_is_recorded() -> None:
     assert recorded.response["tool_calls"][0]["name"] == "calculator"
 
 
+def test_a_forced_response_is_taken_verbatim_under_a_prefix() -> None:
+    here = StepDirectives(prefix="X", model_responses=[ModelResponse(content="Y")])
+    with directing(AT_AGENT, Directives(steps={"agent#0": here})):
+        reply = ChatCounterfact(model=ScriptedChatModel([])).invoke("q")
+    assert reply.content == "Y"
+
+
 def test_tools_a_replay_took_away_are_not_offered() -> None:
     backend = ScriptedChatModel(lambda _: "x", white_box=True)
     remove = ToolChange(agent="agent", tool="lookup", action="remove", from_step="agent#0")
