@@ -44,7 +44,7 @@ def session(
     started = time.perf_counter()
     debugger = Debugger(
         Replayer(store, run_id, pool=pool), strategies=[strategy], budget=Budget(replays=budget),  # type: ignore[list-item]
-        trials=1, samples=samples, show_progress=False,
+        trials=1, samples=samples,
     )
     return debugger.run(), time.perf_counter() - started
 

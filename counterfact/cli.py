@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,6 +70,33 @@ def _replayer(
         raise CounterfactError("give --check or --expect, not both")
     given = ExpectCheck(expect=expect, checker=checker.value, answer=answer) if expect is not None else check
     return Replayer(_open(db), run, model=model, graph=graph, check=given, force=force)
+
+
+@contextmanager
+def _bar(label: str, *, shown: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar the library drives through its (done, total) callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), disable=not shown,
+    ) as progress:
+        bar = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(bar, completed=done, total=total)
+
+
+@contextmanager
+def _suite_bar(label: str) -> Iterator[Callable[[Any, int], None]]:
+    """A suite's progress: runs done and how many succeeded."""
+    outcomes: list[bool] = []
+    with _bar(label) as update:
+
+        def on_result(summary: Any, total: int) -> None:
+            outcomes.append(bool(summary.success))
+            update(len(outcomes), total)
+
+        yield on_result
+    console.print(f"{sum(outcomes)} of {len(outcomes)} runs succeeded")
 
 
 def _check_format(fmt: str) -> None:
@@ -319,9 +348,11 @@ def run_command(
         raise CounterfactError("give exactly one of --task TEXT or --suite FILE")
     spec = _workflow(workflow)
     tasks = load_suite(suite) if suite else Suite(name="adhoc", tasks=[Task(id="task", question=task or "")])
-    results = run_suite(
-        spec, tasks, _open(db), model=model, trials=trials, limit=limit, concurrency=concurrency, seed=seed
-    )
+    with _suite_bar(f"{spec.name} on {tasks.name}") as on_result:
+        results = run_suite(
+            spec, tasks, _open(db), model=model, trials=trials, limit=limit, concurrency=concurrency,
+            seed=seed, on_result=on_result,
+        )
     _print_summary(results, f"{spec.name} on {tasks.name}")
 
 
@@ -355,7 +386,11 @@ def demo_command(
         f"[bold]counterfact demo[/bold]: workflow {spec.name!r} ({spec.topology}, "
         f"{len(spec.agents)} agents) on the built-in suite, embedded model, store {store.url}"
     )
-    results = run_suite(spec, load_suite(DEMO_SUITE), store, model="embedded", limit=limit, concurrency=concurrency)
+    with _suite_bar("demo") as on_result:
+        results = run_suite(
+            spec, load_suite(DEMO_SUITE), store, model="embedded", limit=limit, concurrency=concurrency,
+            on_result=on_result,
+        )
     _print_summary(results, "demo")
     console.print(f"took {time.perf_counter() - started:.0f} s")
     failed = next((r for r in results if not r.success), None)
@@ -410,10 +445,11 @@ def replay_command(
                 f"replay {result.run_id} from step {plan.step}: {result.status}, answer {result.answer!r}"
             )
         return
-    report = verify(
-        replayer, plan, trials=trials, seed=seed, temperature=temperature, live_tools=live_tools,
-        show_progress=fmt == "text",  # JSON goes to stdout alone
-    )
+    with _bar("replays", shown=fmt == "text") as on_progress:
+        report = verify(
+            replayer, plan, trials=trials, seed=seed, temperature=temperature, live_tools=live_tools,
+            on_progress=on_progress,
+        )
     if fmt == "json":
         _print_json(report.model_dump(mode="json"))
         return
@@ -483,9 +519,10 @@ def debug_command(
         hypothesis_model=hypothesis_model,
         reference=reference,
         on_event=lambda message: console.print(f"[dim]{message}[/dim]") if fmt == "text" else None,
-        show_progress=fmt == "text",
     )
-    report = debugger.run()
+    with _bar("replays", shown=fmt == "text") as on_progress:
+        debugger.on_progress = on_progress
+        report = debugger.run()
     if html is not None:
         write_html(report, html)
     if fmt == "json":

@@ -9,7 +9,8 @@ Tools (`bind_tools`) reach remote models as native OpenAI tool specs. White-box 
 are too small for those, so, as with counterfact's agents, they are taught the text protocol of
 `counterfact.agents._tools`: the tools are described in the system message, `CALL` lines in the
 answer become the AI message's `tool_calls` (the lines themselves are taken out of its text),
-and the tool messages of the next request go back as one user message of `RESULT` lines.
+and the tool messages of the next request go back as one user message of `RESULT` lines. The
+backend then gets no tool specs, so a local model does not teach them a second time.
 
 Inside a recorded step a replay's directives apply as in counterfact's agent nodes: its
 temperature, the step's seed, a response prefix and activation edits; and, as the recorder's
@@ -48,16 +49,10 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, create_model, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from counterfact.agents._registry import shared_model
-from counterfact.agents._tools import (
-    Tool,
-    ToolError,
-    format_text_results,
-    parse_text_calls,
-    text_protocol_prompt,
-)
+from counterfact.agents._tools import format_text_results, parse_spec_calls, spec_protocol_prompt
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
@@ -203,11 +198,12 @@ class ChatCounterfact(BaseChatModel):
             settings.seed = secrets.randbits(31)
         tools = without_removed_tools({"tools": tools}).get("tools")
         conversation = to_chat_messages(messages, text_protocol=model.white_box)
-        protocol = [_descriptor(spec) for spec in tools or []] if model.white_box else []
+        protocol = (tools or []) if model.white_box else []
         if protocol:
-            conversation = _with_instructions(conversation, text_protocol_prompt(protocol))
+            conversation = _with_instructions(conversation, spec_protocol_prompt(protocol))
             # A model writing its own "RESULT" line is inventing a tool's answer: stop it there.
-            settings.stop = _merged(settings.stop, [f"RESULT {t.name}" for t in protocol])
+            marks = [f"RESULT {spec['function']['name']}" for spec in protocol]
+            settings.stop = _merged(settings.stop, marks)
         edits = here.activation_edits if here is not None and here.activation_edits else None
         if edits and not model.white_box:
             raise ModelError(
@@ -237,7 +233,7 @@ class _Request:
     messages: list[ChatMessage]
     settings: GenerationSettings
     tools: list[dict[str, Any]] | None  # native tool specs (remote models)
-    protocol: list[Tool]  # the tools as taught by the text protocol (white-box models)
+    protocol: list[dict[str, Any]]  # tool specs taught by the text protocol (white-box models)
     edits: list[dict[str, Any]] | None
     prefix: str | None
     forced: ModelResponse | None  # the replay's response for this call: the model is not called
@@ -285,10 +281,10 @@ class _Request:
             text = self.prefix + text  # the model continued the prefix; the reply is both
         calls = completion.tool_calls
         if not calls and self.protocol:
-            calls = parse_text_calls(text, self.protocol)
+            calls = parse_spec_calls(text, self.protocol)
             if calls:
                 text = "\n".join(
-                    line for line in text.splitlines() if not parse_text_calls(line, self.protocol)
+                    line for line in text.splitlines() if not parse_spec_calls(line, self.protocol)
                 ).strip()
         finish = completion.finish_reason
         usage = completion.usage
@@ -407,43 +403,3 @@ def _with_instructions(messages: list[ChatMessage], instructions: str) -> list[C
         taught = first.model_copy(update={"content": f"{first.content}\n\n{instructions}"})
         return [taught, *messages[1:]]
     return [ChatMessage(role="system", content=instructions), *messages]
-
-
-# --- tool specs as text-protocol tools ----------------------------------------------------------
-
-_JSON_TYPES: dict[str, type] = {
-    "string": str,
-    "integer": int,
-    "number": float,
-    "boolean": bool,
-    "array": list,
-    "object": dict,
-}
-
-
-def _descriptor(spec: dict[str, Any]) -> Tool:
-    """A `Tool` that describes an OpenAI tool spec to the text protocol's prompt and parser."""
-    function = spec["function"]
-    schema = function.get("parameters") or {}
-    required = set(schema.get("required", []))
-    fields: dict[str, Any] = {
-        name: (_python_type(prop), ... if name in required else None)
-        for name, prop in schema.get("properties", {}).items()
-    }
-    return Tool(
-        name=function["name"],
-        description=function.get("description", ""),
-        arguments=create_model(f"{function['name']}_arguments", **fields),
-        function=_run_by_the_graph,
-    )
-
-
-def _python_type(schema: dict[str, Any]) -> Any:
-    """The Python type named in the prompt for a JSON schema (`Any` when it is not one type)."""
-    kinds = schema.get("type") or [s.get("type") for s in schema.get("anyOf", [])]
-    kinds = [kinds] if isinstance(kinds, str) else [k for k in kinds if k != "null"]
-    return _JSON_TYPES.get(kinds[0], Any) if len(kinds) == 1 else Any
-
-
-def _run_by_the_graph(arguments: Any) -> Any:
-    raise ToolError("this tool only describes a LangChain tool; the graph's tool node runs it")

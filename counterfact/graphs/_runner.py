@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from pydantic import BaseModel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, resolve_model
@@ -126,13 +125,14 @@ def run_suite(
     limit: int | None = None,
     concurrency: int = 8,
     seed: int | None = None,
-    show_progress: bool = True,
-    on_result: Callable[[RunSummary], None] | None = None,
+    on_result: Callable[[RunSummary, int], None] | None = None,
     pool: ModelPool | None = None,
 ) -> list[RunSummary]:
-    """Run every task (`trials` times each) concurrently, so a local model batches them."""
+    """Run every task (`trials` times each) concurrently, so a local model batches them.
+
+    `on_result(summary, total)` is called as each run ends (for a progress display)."""
     if trials < 1:
-        raise CounterfactError(f"--trials must be at least 1, got {trials}")
+        raise CounterfactError(f"trials must be at least 1, got {trials}")
     runner = WorkflowRunner(spec, store, pool or ModelPool(model))
     for agent in spec.agents:  # fail before any run on a model that cannot be used
         check = getattr(runner.models(agent.model or spec.model), "check", None)
@@ -140,16 +140,7 @@ def run_suite(
             check()
     jobs = [(task, trial) for task in suite.tasks[:limit] for trial in range(trials)]
     results: list[RunSummary] = []
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[ok]} ok"),
-        TimeElapsedColumn(),
-        disable=not show_progress,
-    )
-    with progress, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        bar = progress.add_task(f"{spec.name} on {suite.name}", total=len(jobs), ok=0)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [
             pool.submit(
                 runner.run,
@@ -164,8 +155,7 @@ def run_suite(
             summary = future.result()
             results.append(summary)
             if on_result:
-                on_result(summary)
-            progress.update(bar, advance=1, ok=sum(r.success for r in results))
+                on_result(summary, len(jobs))
     order = {(t.id, k): i for i, (t, k) in enumerate(jobs)}
     return sorted(results, key=lambda r: order[(r.task_id, r.trial)])
 

@@ -13,11 +13,11 @@ from counterfact.interventions._debug import (
     Debugger,
     DebugReport,
     HypothesisView,
-    Trial,
+    Segment,
     parse_hypotheses,
-    split_trials,
+    split_segments,
 )
-from counterfact.interventions._replay import Replayer, ReplayPlan, ReplayResult, parse_step
+from counterfact.interventions._replay import Evidence, Replayer, ReplayPlan, ReplayResult, parse_step
 from counterfact.interventions._report import report_table, write_html
 from counterfact.interventions._specs import (
     ActivationIntervention,
@@ -29,15 +29,18 @@ from counterfact.interventions._specs import (
     MessageEdit,
     PlanEdit,
     PrefixEdit,
+    ResponseEdit,
+    ResumeEdit,
     RouteEdit,
+    StateEdit,
     StepRef,
     ToolEdit,
     VectorSource,
     load_intervention,
     parse_intervention,
 )
-from counterfact.interventions._stats import ArmComparison, compare, newcombe, wilson
-from counterfact.interventions._verify import VerdictReport, decide, verify
+from counterfact.interventions._stats import ArmComparison, compare, newcombe, newcombe_paired, wilson
+from counterfact.interventions._verify import Progress, VerdictReport, decide, verify
 
 __all__ = [
     "METHODS",
@@ -49,10 +52,10 @@ __all__ = [
     "DebugReport",
     "Debugger",
     "HypothesisView",
-    "Trial",
+    "Segment",
     "parse_hypotheses",
     "report_table",
-    "split_trials",
+    "split_segments",
     "write_html",
     "ActivationIntervention",
     "ArmComparison",
@@ -64,14 +67,19 @@ __all__ = [
     "MessageEdit",
     "PlanEdit",
     "PrefixEdit",
+    "Evidence",
     "ReplayPlan",
     "ReplayResult",
     "Replayer",
+    "ResponseEdit",
+    "ResumeEdit",
     "RouteEdit",
+    "StateEdit",
     "StepDiff",
     "StepRef",
     "ToolEdit",
     "VectorSource",
+    "Progress",
     "VerdictReport",
     "compare",
     "decide",
@@ -79,6 +87,7 @@ __all__ = [
     "diff_table",
     "load_intervention",
     "newcombe",
+    "newcombe_paired",
     "parse_intervention",
     "parse_step",
     "run_tree",

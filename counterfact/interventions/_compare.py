@@ -7,21 +7,15 @@ from typing import Any
 from pydantic import BaseModel
 from rich.table import Table
 from rich.tree import Tree
-from sqlalchemy import select
 
 from counterfact.traces import RunRecord, StepRecord, TraceStore
-from counterfact.traces._schema import Verdict as VerdictRow
 from counterfact.traces._show import excerpt
 
 
 def run_tree(store: TraceStore, run_ref: str) -> Tree:
     """The run, its replays (and theirs), grouped by verification, with verdicts."""
     root = store.get_run(run_ref)
-    with store.engine.connect() as conn:
-        verdicts = {
-            row.id: row
-            for row in conn.execute(select(VerdictRow.__table__).where(VerdictRow.run_id == root.id))
-        }
+    verdicts = {verdict.id: verdict for verdict in store.verdicts(run_id=root.id)}
     tree = Tree(_label(root))
     _grow(store, tree, root, verdicts)
     return tree

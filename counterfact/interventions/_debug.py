@@ -1,8 +1,8 @@
 """The debugger: from a failed run to failure hypotheses, each proved or refuted by replay.
 
-1. Trials: the run splits at its planning steps (orchestrator workflows), else it is one trial.
+1. Segments: the run splits at its planning steps (orchestrator workflows), else it is one.
 2. Hypotheses come from the strategies asked for:
-   llm       a model reads the trial (steps with explicit indices, never the expected answer)
+   llm       a model reads a segment (steps with explicit indices, never the expected answer)
              and proposes (agent, step, reason, fix); the fix becomes a message edit;
    resample  the point of no return: replays from a step with fresh samples (bisection over
              steps, not one replay per step) find the last step from which the run can still
@@ -27,7 +27,6 @@ from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, resolve_model
@@ -40,10 +39,8 @@ from counterfact.interventions._specs import (
     StepRef,
     VectorSource,
 )
-from counterfact.interventions._verify import verify
-from counterfact.traces import StepRecord
-from counterfact.traces._models import utcnow
-from counterfact.traces._schema import DebugSession, Hypothesis, Verdict
+from counterfact.interventions._verify import Progress, verify
+from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord
 
 Strategy = Literal["llm", "resample", "patch"]
 STRATEGIES: tuple[Strategy, ...] = ("llm", "resample", "patch")
@@ -54,7 +51,9 @@ class Budget(BaseModel):
     tokens: int | None = Field(default=None, ge=1)
 
 
-class Trial(BaseModel):
+class Segment(BaseModel):
+    """A stretch of a run between planning steps: what one hypothesis prompt shows."""
+
     index: int
     first_step: int
     last_step: int
@@ -65,13 +64,15 @@ class HypothesisView(BaseModel):
 
     id: str
     strategy: str
-    trial: int
+    segment: int
     step: int | None
     agent: str | None
     reason: str
     intervention: dict[str, Any] | None
     status: str
     note: str = ""
+    reference_run_id: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
     verdict: str | None = None
     verdict_reason: str = ""
     stats: dict[str, Any] = Field(default_factory=dict)
@@ -84,18 +85,18 @@ class DebugReport(BaseModel):
     answer: str | None
     expected: str | None
     strategies: list[str]
-    trials: list[Trial]
+    segments: list[Segment]
     hypotheses: list[HypothesisView]
-    spent: dict[str, Any]
+    spent: DebugSpend
     status: str
 
 
-def split_trials(steps: list[StepRecord]) -> list[Trial]:
-    """Trials start at each planning step (the first one also takes what came before it)."""
+def split_segments(steps: list[StepRecord]) -> list[Segment]:
+    """Segments start at each planning step (the first one also takes what came before it)."""
     starts = [s.index or 0 for s in steps if s.kind == "plan"] or [0]
     starts[0] = 0
     ends = [*[s - 1 for s in starts[1:]], len(steps) - 1]
-    return [Trial(index=i, first_step=a, last_step=b) for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
+    return [Segment(index=i, first_step=a, last_step=b) for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
 
 
 class Debugger:
@@ -113,7 +114,7 @@ class Debugger:
         hypothesis_model: str | ChatModel | None = None,
         reference: str | None = None,
         max_hypotheses: int = 3,
-        show_progress: bool = True,
+        on_progress: Progress | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         run = replayer.parent
@@ -134,101 +135,63 @@ class Debugger:
         self.temperature = temperature
         self.reference = reference
         self.max_hypotheses = max_hypotheses
-        self.show_progress = show_progress
+        self.on_progress = on_progress
         self.say = on_event or (lambda message: None)
         self._hypothesis_model = hypothesis_model
         self.steps = replayer.steps
         self.session_id = ""
-        self.spent: dict[str, Any] = {"replays": 0, "tokens": 0, "seconds": 0.0, "done": []}
+        self.spent = DebugSpend()
+        self.completed: list[str] = []  # stages finished, so a resumed session skips them
 
     # -- session bookkeeping -----------------------------------------------------------------
 
     def open_session(self) -> str:
         """Resume the run's unfinished session with the same strategies, or start one."""
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(DebugSession.__table__)
-                .where(DebugSession.run_id == self.replayer.parent.id, DebugSession.status == "running")
-                .order_by(DebugSession.created_at.desc())
-            ).mappings().first()
-        if row is not None and sorted(row["strategies"]) == sorted(self.strategies):
-            self.session_id = row["id"]
-            self.spent = {**self.spent, **row["spent"]}
+        run_id = self.replayer.parent.id
+        session = self.store.unfinished_debug_session(run_id, list(self.strategies))
+        if session is not None:
+            self.session_id, self.spent, self.completed = session.id, session.spent, list(session.completed)
             self.say(f"resuming debug session {self.session_id[:12]}")
             return self.session_id
-        self.session_id = uuid.uuid4().hex
-        with self.store.begin() as conn:
-            conn.execute(
-                DebugSession.__table__.insert(),
-                {
-                    "id": self.session_id,
-                    "run_id": self.replayer.parent.id,
-                    "strategies": list(self.strategies),
-                    "settings": {"budget": self.budget.model_dump(), "trials": self.trials,
-                                 "samples": self.samples, "temperature": self.temperature},
-                    "status": "running",
-                    "spent": self.spent,
-                    "created_at": utcnow(),
-                },
-            )
+        settings = {"budget": self.budget.model_dump(), "trials": self.trials,
+                    "samples": self.samples, "temperature": self.temperature}
+        self.session_id = self.store.create_debug_session(run_id, list(self.strategies), settings).id
         return self.session_id
 
     def _save_spent(self, status: str = "running") -> None:
-        with self.store.begin() as conn:
-            conn.execute(
-                update(DebugSession.__table__)
-                .where(DebugSession.id == self.session_id)
-                .values(spent=self.spent, status=status)
-            )
+        self.store.update_debug_session(
+            self.session_id, spent=self.spent, completed=self.completed, status=status  # type: ignore[arg-type]
+        )
 
     def _add(self, strategy: str, step: int | None, reason: str, intervention: Intervention | None,
-             *, status: str = "proposed", note: str = "") -> None:
+             *, status: str = "proposed", note: str = "", reference: str | None = None,
+             evidence: dict[str, Any] | None = None) -> HypothesisRecord:
         target = self.steps[step] if step is not None else None
-        with self.store.begin() as conn:
-            seq = len(self.hypotheses())
-            conn.execute(
-                Hypothesis.__table__.insert(),
-                {
-                    "id": uuid.uuid4().hex,
-                    "session_id": self.session_id,
-                    "seq": seq,
-                    "strategy": strategy,
-                    "trial": self._trial_of(step),
-                    "step": step,
-                    "agent": target.agent if target else None,
-                    "reason": reason,
-                    "intervention": intervention.dump() if intervention else None,
-                    "status": status,
-                    "note": note,
-                },
-            )
+        return self.store.add_hypothesis(
+            self.session_id, strategy=strategy, segment=self._segment_of(step), step=step,
+            agent=target.agent if target else None, reason=reason,
+            intervention=intervention.dump() if intervention else None,
+            status=status, note=note, reference_run_id=reference, evidence=evidence,  # type: ignore[arg-type]
+        )
 
-    def hypotheses(self) -> list[dict[str, Any]]:
-        with self.store.engine.connect() as conn:
-            return [
-                dict(r)
-                for r in conn.execute(
-                    select(Hypothesis.__table__)
-                    .where(Hypothesis.session_id == self.session_id)
-                    .order_by(Hypothesis.seq)
-                ).mappings()
-            ]
+    def hypotheses(self) -> list[HypothesisRecord]:
+        return self.store.hypotheses(self.session_id)
 
-    def _trial_of(self, step: int | None) -> int:
+    def _segment_of(self, step: int | None) -> int:
         if step is None:
             return 0
-        return next((t.index for t in split_trials(self.steps) if t.first_step <= step <= t.last_step), 0)
+        return next((t.index for t in split_segments(self.steps) if t.first_step <= step <= t.last_step), 0)
 
     # -- budget ---------------------------------------------------------------------------------
 
     def _afford(self, replays: int) -> bool:
-        if self.spent["replays"] + replays > self.budget.replays:
+        if self.spent.replays + replays > self.budget.replays:
             return False
-        return self.budget.tokens is None or self.spent["tokens"] < self.budget.tokens
+        return self.budget.tokens is None or self.spent.tokens < self.budget.tokens
 
     def _charge(self, run_ids: list[str]) -> None:
-        self.spent["replays"] += len(run_ids)
-        self.spent["tokens"] += sum(self.store.get_run(r).total_tokens for r in run_ids)
+        self.spent.replays += len(run_ids)
+        self.spent.tokens += sum(self.store.get_run(r).total_tokens for r in run_ids)
 
     # -- the session ---------------------------------------------------------------------------
 
@@ -236,55 +199,44 @@ class Debugger:
         started = time.perf_counter()
         self.open_session()
         for strategy in self.strategies:
-            if strategy in self.spent["done"]:
+            if strategy in self.completed:
                 continue
             self.say(f"proposing hypotheses: {strategy}")
             {"llm": self._llm, "resample": self._resample, "patch": self._patch}[strategy]()
-            self.spent["done"].append(strategy)
+            self.completed.append(strategy)
             self._save_spent()
         for hypothesis in self.hypotheses():
-            if hypothesis["status"] != "proposed":
+            if hypothesis.status != "proposed":
                 continue
             self._verify(hypothesis)
-        if "patch" in self.strategies and "patch-layers" not in self.spent["done"]:
+        if "patch" in self.strategies and "patch-layers" not in self.completed:
             self._patch_layers()
-            self.spent["done"].append("patch-layers")
-        self.spent["seconds"] = self.spent.get("seconds", 0.0) + time.perf_counter() - started
+            self.completed.append("patch-layers")
+        self.spent.seconds += time.perf_counter() - started
         self._save_spent("done")
         return self.report()
 
-    def _verify(self, hypothesis: dict[str, Any]) -> None:
-        if hypothesis["intervention"] is None:
+    def _verify(self, hypothesis: HypothesisRecord) -> None:
+        if hypothesis.intervention is None:
             return
         replays = 2 * self.trials
         if not self._afford(replays):
-            self._mark(hypothesis["id"], "skipped", "budget exhausted before it was verified")
+            self.store.update_hypothesis(hypothesis.id, status="skipped", note="budget exhausted before it was verified")
             return
-        intervention = Intervention.model_validate(hypothesis["intervention"])
+        intervention = Intervention.model_validate(hypothesis.intervention)
         try:
-            plan = self.replayer.compile(intervention, hypothesis["step"])
+            plan = self.replayer.compile(intervention, hypothesis.step)
         except CounterfactError as exc:
-            self._mark(hypothesis["id"], "skipped", f"edit does not apply: {exc}")
+            self.store.update_hypothesis(hypothesis.id, status="skipped", note=f"edit does not apply: {exc}")
             return
-        self.say(f"verifying {hypothesis['strategy']} hypothesis at step {hypothesis['step']}")
+        self.say(f"verifying {hypothesis.strategy} hypothesis at step {hypothesis.step}")
         report = verify(
-            self.replayer, plan, trials=self.trials, show_progress=self.show_progress,
+            self.replayer, plan, trials=self.trials, on_progress=self.on_progress,
             labels={"debug_session": self.session_id},
         )
         self._charge([r.run_id for r in report.treatment + report.control])
-        with self.store.begin() as conn:
-            conn.execute(
-                update(Hypothesis.__table__)
-                .where(Hypothesis.id == hypothesis["id"])
-                .values(status="verified", verdict_id=report.id)
-            )
+        self.store.update_hypothesis(hypothesis.id, status="verified", verdict_id=report.id)
         self._save_spent()
-
-    def _mark(self, hypothesis_id: str, status: str, note: str) -> None:
-        with self.store.begin() as conn:
-            conn.execute(
-                update(Hypothesis.__table__).where(Hypothesis.id == hypothesis_id).values(status=status, note=note)
-            )
 
     # -- strategy: llm -------------------------------------------------------------------------
 
@@ -308,10 +260,10 @@ class Debugger:
     def _llm(self) -> None:
         model = self._model()
         template = resources.files("counterfact.interventions").joinpath("prompts/debug_hypotheses.txt").read_text()
-        for trial in split_trials(self.steps):
+        for segment in split_segments(self.steps):
             lines = "\n".join(
                 f"[{s.index}] {s.agent or s.node} ({s.kind}): {_one_line(s.output)}"
-                for s in self.steps[trial.first_step : trial.last_step + 1]
+                for s in self.steps[segment.first_step : segment.last_step + 1]
             )
             prompt = template.format(
                 question=self.replayer.target.question,
@@ -326,11 +278,11 @@ class Debugger:
                     [ChatMessage(role="user", content=prompt)],
                     GenerationSettings(max_tokens=160, temperature=0.0),
                 ).text
-                proposals, error = parse_hypotheses(text, self.steps, trial)
+                proposals, error = parse_hypotheses(text, self.steps, segment)
                 if proposals:
                     break
             if not proposals:
-                self._add("llm", None, f"trial {trial.index}: no usable hypothesis", None,
+                self._add("llm", None, f"segment {segment.index}: no usable hypothesis", None,
                           status="skipped", note=error)
                 continue
             for step, reason, fix in proposals[: self.max_hypotheses]:
@@ -417,7 +369,7 @@ class Debugger:
                 "patch", step.index,
                 f"transplanting step {step.index} ({step.node}) from successful run {reference[:12]}",
                 Intervention(edits=[edit], note=f"patch from {reference}"),
-                note=f"reference {reference}",
+                reference=reference,
             )
 
     def _patch_layers(self) -> None:
@@ -429,7 +381,9 @@ class Debugger:
             geometry = getattr(model, "geometry", None)
             if not model.white_box or geometry is None:
                 continue
-            reference = hypothesis.note.removeprefix("reference ")
+            reference = hypothesis.reference_run_id
+            if reference is None:
+                continue
             stride = max(1, geometry.num_layers // 6)
             for layer in range(0, geometry.num_layers, stride):
                 if not self._afford(2 * self.trials):
@@ -448,43 +402,33 @@ class Debugger:
     # -- report ----------------------------------------------------------------------------------
 
     def report(self) -> DebugReport:
-        with self.store.engine.connect() as conn:
-            verdicts = {
-                r["id"]: r
-                for r in conn.execute(
-                    select(Verdict.__table__).where(Verdict.run_id == self.replayer.parent.id)
-                ).mappings()
-            }
+        verdicts = {v.id: v for v in self.store.verdicts(run_id=self.replayer.parent.id)}
         views = []
         for h in self.hypotheses():
-            verdict = verdicts.get(h["verdict_id"]) if h["verdict_id"] else None
+            verdict = verdicts.get(h.verdict_id) if h.verdict_id else None
             views.append(
                 HypothesisView(
-                    id=h["id"], strategy=h["strategy"], trial=h["trial"], step=h["step"], agent=h["agent"],
-                    reason=h["reason"], intervention=h["intervention"], status=h["status"], note=h["note"],
-                    verdict=verdict["verdict"] if verdict else None,
-                    verdict_reason=verdict["reason"] if verdict else "",
-                    stats=dict(verdict["stats"]) if verdict else {},
+                    id=h.id, strategy=h.strategy, segment=h.segment, step=h.step, agent=h.agent,
+                    reason=h.reason, intervention=h.intervention, status=h.status, note=h.note,
+                    reference_run_id=h.reference_run_id, evidence=h.evidence,
+                    verdict=verdict.verdict if verdict else None,
+                    verdict_reason=verdict.reason if verdict else "",
+                    stats=dict(verdict.stats) if verdict else {},
                 )
             )
-        with self.store.engine.connect() as conn:
-            stored = conn.execute(
-                select(DebugSession.spent).where(DebugSession.id == self.session_id)
-            ).scalar_one_or_none()
-        spent = stored or self.spent  # the session's own record, also when resumed or reread
+        session = self.store.get_debug_session(self.session_id)  # its own record, also when resumed
         run = self.replayer.parent
-        answer = run.outcome.detail if run.outcome else None
         return DebugReport(
             session_id=self.session_id,
             run_id=run.id,
             question=self.replayer.target.question,
-            answer=answer,
+            answer=run.outcome.detail if run.outcome else None,
             expected=self.replayer.target.expected,
             strategies=list(self.strategies),
-            trials=split_trials(self.steps),
+            segments=split_segments(self.steps),
             hypotheses=sorted(views, key=rank),
-            spent=spent,
-            status="done",
+            spent=session.spent,
+            status=session.status,
         )
 
 
@@ -501,7 +445,7 @@ _HYPOTHESIS = re.compile(
 )
 
 
-def parse_hypotheses(text: str, steps: list[StepRecord], trial: Trial) -> tuple[list[tuple[int, str, str]], str]:
+def parse_hypotheses(text: str, steps: list[StepRecord], segment: Segment) -> tuple[list[tuple[int, str, str]], str]:
     """(step, reason, fix) triples from a model's answer, and why lines were rejected."""
     found: list[tuple[int, str, str]] = []
     problems: list[str] = []
@@ -510,8 +454,8 @@ def parse_hypotheses(text: str, steps: list[StepRecord], trial: Trial) -> tuple[
         if not match:
             continue
         step, agent, reason, fix = int(match.group(1)), match.group(2).strip(), match.group(3).strip(), match.group(4).strip()
-        if not trial.first_step <= step <= trial.last_step:
-            problems.append(f"step {step} is outside the trial")
+        if not segment.first_step <= step <= segment.last_step:
+            problems.append(f"step {step} is outside the segment")
             continue
         actual = steps[step].agent or steps[step].node
         if agent and agent.lower() != actual.lower():

@@ -47,8 +47,8 @@ def report_table(report: DebugReport) -> Group:
         )
     decided = sum(h.verdict in ("validated", "refuted") for h in report.hypotheses)
     footer = Text(
-        f"{len(report.hypotheses)} hypotheses, {decided} decided; spent {report.spent['replays']} replays, "
-        f"{report.spent['tokens']} tokens, {report.spent.get('seconds', 0):.0f} s"
+        f"{len(report.hypotheses)} hypotheses, {decided} decided; spent {report.spent.replays} replays, "
+        f"{report.spent.tokens} tokens, {report.spent.seconds:.0f} s"
     )
     return Group(table, footer)
 

@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scipy.stats import binomtest
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ActivationEdit, ChatMessage
 from counterfact.interventions._replay import Replayer, ReplayPlan, ReplayResult
 from counterfact.interventions._stats import ArmComparison, compare
-from counterfact.traces._models import utcnow
-from counterfact.traces._schema import Intervention as InterventionRow
-from counterfact.traces._schema import Verdict as VerdictRow
+from counterfact.traces import VerdictKind
 
-VerdictKind = Literal["validated", "refuted", "inconclusive"]
 ALPHA = 0.05
+Progress = Callable[[int, int], None]  # (replays done, replays in all), called as each ends
 
 
 class VerdictReport(BaseModel):
@@ -66,34 +64,19 @@ def verify(
     live_tools: bool = False,
     min_effect: float = 0.5,
     concurrency: int = 4,
-    show_progress: bool = True,
+    on_progress: Progress | None = None,
     labels: dict[str, Any] | None = None,
 ) -> VerdictReport:
     """Run the arms, compare them, store the intervention, its replays and the verdict."""
     if plan.intervention is None:
         raise CounterfactError("nothing to verify: give an edit")
     if trials < 1:
-        raise CounterfactError(f"--trials must be at least 1, got {trials}")
+        raise CounterfactError(f"trials must be at least 1, got {trials}")
     store = replayer.store
-    intervention_id = uuid.uuid4().hex
+    intervention_id = store.add_intervention(replayer.parent.id, plan.step, plan.intervention.dump()).id
     verdict_id = uuid.uuid4().hex
-    with store.begin() as conn:
-        conn.execute(
-            InterventionRow.__table__.insert(),
-            {
-                "id": intervention_id,
-                "run_id": replayer.parent.id,
-                "fork_step": plan.step,
-                "spec": plan.intervention.dump(),
-                "created_at": utcnow(),
-            },
-        )
     tags = {**(labels or {}), "verification_id": verdict_id}
     jobs = [(arm, seed + i) for i in range(trials) for arm in ("treatment", "control")]
-    progress = Progress(
-        TextColumn("[bold]replays"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not show_progress,
-    )
 
     def one(job: tuple[str, int]) -> ReplayResult:
         arm, s = job
@@ -103,11 +86,11 @@ def verify(
         )
 
     results: list[ReplayResult] = []
-    with progress, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        bar = progress.add_task("replays", total=len(jobs))
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for result in pool.map(one, jobs):
             results.append(result)
-            progress.advance(bar)
+            if on_progress is not None:
+                on_progress(len(results), len(jobs))
     treatment = [r for r in results if r.arm == "treatment"]
     control = [r for r in results if r.arm == "control"]
     comparison = compare([r.success for r in treatment], [r.success for r in control])
@@ -141,20 +124,10 @@ def verify(
         treatment=treatment,
         control=control,
     )
-    with store.begin() as conn:
-        conn.execute(
-            VerdictRow.__table__.insert(),
-            {
-                "id": verdict_id,
-                "intervention_id": intervention_id,
-                "run_id": replayer.parent.id,
-                "verdict": verdict,
-                "reason": reason,
-                "stats": report.model_dump(mode="json", exclude={"treatment", "control"})
-                | {"treatment_runs": [r.run_id for r in treatment], "control_runs": [r.run_id for r in control]},
-                "created_at": utcnow(),
-            },
-        )
+    stats = report.model_dump(mode="json", exclude={"treatment", "control"}) | {
+        "treatment_runs": [r.run_id for r in treatment], "control_runs": [r.run_id for r in control]
+    }
+    store.add_verdict(intervention_id, replayer.parent.id, verdict, reason, stats, verdict_id=verdict_id)
     return report
 
 

@@ -19,7 +19,19 @@ from counterfact.traces._directives import (
     with_directives,
 )
 from counterfact.traces._jsonl import RunExport, export_jsonl, import_jsonl
-from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord
+from counterfact.traces._models import (
+    DebugSessionRecord,
+    DebugSpend,
+    HypothesisRecord,
+    InterventionRecord,
+    Outcome,
+    RunRecord,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    VerdictKind,
+    VerdictRecord,
+)
 from counterfact.traces._payloads import from_jsonable_update, to_jsonable
 from counterfact.traces._recorder import (
     CHECK_LABEL,
@@ -49,6 +61,12 @@ from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve
 from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, import_whowhen
 
 __all__ = [
+    "DebugSessionRecord",
+    "DebugSpend",
+    "HypothesisRecord",
+    "InterventionRecord",
+    "VerdictKind",
+    "VerdictRecord",
     "CHECK_LABEL",
     "GRAPH_LABEL",
     "NODE_METADATA_KEY",

@@ -23,11 +23,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
-
 from counterfact.traces._capture import chat_message, model_settings
 from counterfact.traces._directives import ModelResponse, next_model_call
 from counterfact.traces._intercept import forced_tool_calls, without_removed_tools
+from counterfact.traces._payloads import to_jsonable
 from counterfact.traces._records import ModelCallRecord, report_model_call
 
 if TYPE_CHECKING:
@@ -108,21 +107,21 @@ class _Call:
     forced: bool = False
 
     def completed(self, completion: ChatCompletion) -> ChatCompletion:
-        choice = completion.choices[0] if completion.choices else None
-        message = choice.message if choice is not None else None
+        choice = next(iter(completion.choices), None)
+        message = getattr(choice, "message", None)
         usage = completion.usage
         self.report(
-            content=(message.content if message is not None else None) or "",
+            content=getattr(message, "content", None) or "",
             tool_calls=[
                 {
                     "id": tool_call.id,
                     "name": tool_call.function.name,
                     "arguments": _arguments(tool_call.function.arguments),
                 }
-                for tool_call in (message.tool_calls if message is not None else None) or []
-                if getattr(tool_call, "function", None) is not None
+                for tool_call in getattr(message, "tool_calls", None) or []
+                if getattr(tool_call, "function", None) is not None  # not a custom tool call
             ],
-            finish_reason=choice.finish_reason if choice is not None else None,
+            finish_reason=getattr(choice, "finish_reason", None),
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
@@ -170,7 +169,7 @@ def _begin(kwargs: dict[str, Any]) -> tuple[dict[str, Any], _Call]:
 
 
 def _request_message(message: Any) -> dict[str, Any]:
-    fields = message.model_dump(exclude_none=True) if isinstance(message, BaseModel) else message
+    fields = to_jsonable(message)  # a dict, or a response message sent back, as SDK objects
     return chat_message(
         fields.get("role", ""),
         fields.get("content"),

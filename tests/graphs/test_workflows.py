@@ -118,7 +118,7 @@ def test_group_chat_with_a_selector(sqlite_path: str) -> None:
 def test_runner_scores_runs_and_stores_outcomes(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     suite = load_suite(HERE / "suite.yaml")
-    results = run_suite(trio_spec(), suite, store, pool=trio_pool(), show_progress=False, concurrency=2)
+    results = run_suite(trio_spec(), suite, store, pool=trio_pool(), concurrency=2)
     by_task = {r.task_id: r for r in results}
     assert by_task["sum"].success and by_task["sum"].answer == "1500"
     assert not by_task["wrong"].success and by_task["wrong"].answer == "1000"
@@ -137,7 +137,7 @@ def test_runner_scores_runs_and_stores_outcomes(sqlite_path: str) -> None:
 def test_trials_run_each_task_several_times(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     suite = load_suite(HERE / "suite.yaml")
-    results = run_suite(trio_spec(), suite, store, pool=trio_pool(), trials=3, show_progress=False)
+    results = run_suite(trio_spec(), suite, store, pool=trio_pool(), trials=3)
     assert [(r.task_id, r.trial) for r in results] == [
         ("sum", 0), ("sum", 1), ("sum", 2), ("wrong", 0), ("wrong", 1), ("wrong", 2)
     ]
@@ -147,5 +147,5 @@ def test_trials_run_each_task_several_times(sqlite_path: str) -> None:
 def test_a_bad_trials_count_is_refused(sqlite_path: str) -> None:
     from counterfact._errors import CounterfactError
 
-    with pytest.raises(CounterfactError, match="--trials must be at least 1"):
+    with pytest.raises(CounterfactError, match="trials must be at least 1"):
         run_suite(trio_spec(), load_suite(HERE / "suite.yaml"), TraceStore.open(sqlite_path), trials=0)

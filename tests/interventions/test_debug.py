@@ -15,7 +15,7 @@ from counterfact.interventions import (
     Debugger,
     Replayer,
     parse_hypotheses,
-    split_trials,
+    split_segments,
     write_html,
 )
 from counterfact.traces import StepRecord, TraceStore
@@ -27,26 +27,26 @@ from .test_replay import SUITE, _recorded_orchestrator, _recorded_trio
 def test_trials_split_at_planning_steps() -> None:
     kinds = ["plan", "router", "agent", "router", "plan", "router", "agent"]
     steps = [StepRecord(index=i, node=k, kind=k) for i, k in enumerate(kinds)]  # type: ignore[arg-type]
-    assert [(t.first_step, t.last_step) for t in split_trials(steps)] == [(0, 3), (4, 6)]
-    assert [(t.first_step, t.last_step) for t in split_trials(steps[1:4])] == [(0, 2)]
+    assert [(t.first_step, t.last_step) for t in split_segments(steps)] == [(0, 3), (4, 6)]
+    assert [(t.first_step, t.last_step) for t in split_segments(steps[1:4])] == [(0, 2)]
 
 
 def test_hypothesis_lines_are_parsed_and_checked() -> None:
     steps = [StepRecord(index=i, node=n, agent=n) for i, n in enumerate(["researcher", "solver", "reporter"])]
-    trial = split_trials(steps)[0]
+    segment = split_segments(steps)[0]
     found, problems = parse_hypotheses(
         "STEP: 1 | AGENT: solver | REASON: wrong sum | FIX: RESULT: 999\n"
         "STEP: 2 | AGENT: researcher | REASON: x | FIX: y\n"
         "STEP: 9 | AGENT: solver | REASON: x | FIX: y",
         steps,
-        trial,
+        segment,
     )
     assert found == [(1, "wrong sum", "RESULT: 999")]
-    assert "taken by reporter" in problems and "outside the trial" in problems
+    assert "taken by reporter" in problems and "outside the segment" in problems
 
 
 def _debugger(store: TraceStore, run_id: str, pool: ModelPool, **kwargs: object) -> Debugger:
-    return Debugger(Replayer(store, run_id, pool=pool), show_progress=False, **kwargs)  # type: ignore[arg-type]
+    return Debugger(Replayer(store, run_id, pool=pool), **kwargs)  # type: ignore[arg-type]
 
 
 def test_llm_strategy_proposes_verifies_and_retries_malformed_output(sqlite_path: str) -> None:
@@ -61,7 +61,7 @@ def test_llm_strategy_proposes_verifies_and_retries_malformed_output(sqlite_path
     assert "[1] solver" in prompt and "999" not in prompt  # indices shown, the answer is not
     (h,) = report.hypotheses
     assert (h.step, h.agent, h.verdict) == (1, "solver", "validated")
-    assert report.spent["replays"] == 2
+    assert report.spent.replays == 2
 
 
 def test_llm_strategy_gives_up_with_the_reason_recorded(sqlite_path: str) -> None:
@@ -112,7 +112,7 @@ def test_resample_finds_the_point_of_no_return_and_patch_transplants(sqlite_path
     assert resample.verdict == "validated"
     patched = [h for h in report.hypotheses if h.strategy == "patch"]
     assert any(h.step == 1 and h.verdict == "validated" for h in patched)
-    assert report.spent["replays"] <= 30
+    assert report.spent.replays <= 30
 
 
 def test_budget_is_respected_and_sessions_resume(sqlite_path: str) -> None:
@@ -124,7 +124,7 @@ def test_budget_is_respected_and_sessions_resume(sqlite_path: str) -> None:
                       hypothesis_model=critic).run()
     statuses = sorted(h.status for h in first.hypotheses)
     assert statuses == ["skipped", "skipped", "verified"]
-    assert first.spent["replays"] == 2
+    assert first.spent.replays == 2
     # an interrupted session: mark one hypothesis as still proposed and run again
     with store.begin() as conn:
         conn.execute(Hypothesis.__table__.update().where(Hypothesis.seq == 2).values(status="proposed", note=""))

@@ -60,7 +60,7 @@ def test_verify_stores_intervention_replays_and_verdict(sqlite_path: str) -> Non
     run_id, _, pool = _recorded_trio(store, "wrong")
     replayer = Replayer(store, run_id, pool=pool)
     plan = replayer.compile(parse_intervention({"kind": "message", "text": "RESULT: 999"}), "solver#0")
-    report = verify(replayer, plan, trials=2, show_progress=False)
+    report = verify(replayer, plan, trials=2)
     assert report.verdict == "validated" and report.deterministic and report.applied
     assert [r.answer for r in report.treatment] == ["999", "999"]
     assert [r.answer for r in report.control] == ["1000", "1000"]
@@ -108,7 +108,7 @@ def test_sampled_arms_use_common_seeds(sqlite_path: str) -> None:
     run_id = WorkflowRunner(spec, store, pool).run(load_suite(SUITE).task("wrong"), seed=123).run_id
     replayer = Replayer(store, run_id, pool=pool)
     plan = replayer.compile(parse_intervention({"kind": "prefix", "text": "FINAL ANSWER: 999."}), 0)
-    report = verify(replayer, plan, trials=10, show_progress=False, seed=40)
+    report = verify(replayer, plan, trials=10, seed=40)
     assert not report.deterministic
     seeds = model.seeds[1:]
     assert len(seeds) == 20 and len(set(seeds)) == 10  # each seed used once in each arm
@@ -130,7 +130,7 @@ def test_activation_edit_on_a_local_model_is_checked_by_kl_and_hooks(sqlite_path
     vector = np.random.default_rng(0).normal(size=64).tolist()
     edit = {"kind": "activation", "layers": [1], "positions": "all", "operation": "add",
             "strength": 8.0, "vector": {"values": vector}}
-    report = verify(replayer, replayer.compile(parse_intervention(edit), "b#0"), trials=1, show_progress=False)
+    report = verify(replayer, replayer.compile(parse_intervention(edit), "b#0"), trials=1)
     assert report.applied and report.edit_hits and report.edit_hits > 0
     assert report.kl_divergence is not None and report.kl_divergence > 1e-3
     treated = store.steps(report.treatment[0].run_id)[1]

@@ -400,7 +400,11 @@ def test_instrumented_client_calls_and_streams_are_recorded(
     assert first.response["tool_calls"] == [
         {"id": "call_add", "name": "add", "arguments": {"a": 2, "b": 3}}
     ]
-    assert (first.finish_reason, first.prompt_tokens, first.completion_tokens) == ("tool_calls", 7, 3)
+    assert (first.finish_reason, first.prompt_tokens, first.completion_tokens) == (
+        "tool_calls",
+        7,
+        3,
+    )
     assert streamed.request[1] == {
         "role": "assistant",
         "content": "",
@@ -567,7 +571,8 @@ async def test_forced_tool_results_skip_the_tool() -> None:
         with pytest.raises(ValueError, match="no luck"):
             fail.invoke({"x": 2})  # not forced: it runs
     assert RAN == []
-    for answer, call_id in ((message, "call_9"), (amessage, "call_9"), (out["messages"][-1], "call_7")):
+    answers = [(message, "call_9"), (amessage, "call_9"), (out["messages"][-1], "call_7")]
+    for answer, call_id in answers:
         assert isinstance(answer, ToolMessage)
         assert (answer.content, answer.tool_call_id, answer.name) == ("42", call_id, "add")
     assert product.content == [{"type": "text", "text": "many"}]
