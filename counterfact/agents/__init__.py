@@ -2,7 +2,8 @@
 
 from counterfact.agents._activations import ActivationEdit
 from counterfact.agents._agent import Agent, AgentReply
-from counterfact.agents._registry import MODEL_SPEC_FORMS, resolve_model
+from counterfact.agents._langchain import ChatCounterfact
+from counterfact.agents._registry import MODEL_SPEC_FORMS, resolve_model, shared_model
 from counterfact.agents._scripted import ScriptedChatModel, ScriptedRequest
 from counterfact.agents._tools import (
     Tool,
@@ -29,6 +30,7 @@ __all__ = [
     "MODEL_SPEC_FORMS",
     "ActivationEdit",
     "Agent",
+    "ChatCounterfact",
     "AgentReply",
     "ChatMessage",
     "ChatModel",
@@ -47,6 +49,7 @@ __all__ = [
     "lookup_tool",
     "parse_text_calls",
     "resolve_model",
+    "shared_model",
     "result_text",
     "text_protocol_prompt",
 ]

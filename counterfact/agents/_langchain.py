@@ -70,9 +70,8 @@ from counterfact.traces import (
     report_model_call,
     step_seed,
 )
+from counterfact.traces._capture import SELF_RECORDING
 from counterfact.traces._intercept import forced_tool_calls, without_removed_tools
-
-RECORDED_KEY = "counterfact_recorded"  # metadata: the backend records this model's calls itself
 
 
 class ChatCounterfact(BaseChatModel):
@@ -96,7 +95,7 @@ class ChatCounterfact(BaseChatModel):
     @classmethod
     def _marked_recorded(cls, value: dict[str, Any] | None) -> dict[str, Any]:
         """Always carry the mark, also next to the user's own metadata."""
-        return {**(value or {}), RECORDED_KEY: True}
+        return {**(value or {}), SELF_RECORDING: True}
 
     @property
     def chat_model(self) -> ChatModel:

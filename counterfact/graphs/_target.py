@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatModel
+from counterfact.agents import ChatModel, shared_model
 from counterfact.graphs._tasks import Checker, CheckerKind
 from counterfact.traces import (
     CHECK_LABEL,
@@ -192,8 +192,6 @@ def _counterfact_model_of(step: StepRecord) -> ChatModel | None:
     for call in step.model_calls:
         spec = call.params.get("counterfact_model")
         if isinstance(spec, str):
-            from counterfact.agents._registry import shared_model
-
             return shared_model(spec)
     return None
 

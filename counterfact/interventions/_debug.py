@@ -307,6 +307,11 @@ class Debugger:
     def _resample(self) -> None:
         n = len(self.steps)
         count = max(1, self.samples)
+        if not any("temperature" in call.params for step in self.steps for call in step.model_calls):
+            self._add("resample", None, "no point of no return found", None, status="skipped",
+                      note="the run is deterministic: none of its model calls takes a sampling "
+                           "temperature, so fresh samples would only repeat it")
+            return
         probes: dict[int, list[tuple[str, bool]]] = {}
 
         def rate(step: int) -> float:

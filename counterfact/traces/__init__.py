@@ -1,7 +1,10 @@
 """The trace store: runs, steps, model and tool calls, blobs and LangGraph checkpoints."""
 
 from counterfact.traces._audit import ChainReport, redact_run_text, verify_run
+from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver
+from counterfact.traces._instrument import instrument
+from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._directives import (
     Directives,
     ModelResponse,
@@ -61,6 +64,9 @@ from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve
 from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, import_whowhen
 
 __all__ = [
+    "CallCapture",
+    "install_langchain_hooks",
+    "instrument",
     "DebugSessionRecord",
     "DebugSpend",
     "HypothesisRecord",

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -128,8 +128,9 @@ class CallCapture(BaseCallbackHandler):
     """
 
     run_inline = True
-    _started: dict[UUID, _Started] = {}  # shared: each run recorded once, however many captures
-    _lock = threading.Lock()
+    # shared by all captures, so each run is recorded once however many see it
+    _started: ClassVar[dict[UUID, _Started]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @property
     def ignore_chain(self) -> bool:

@@ -40,6 +40,7 @@ from counterfact.traces._directives import (
     ModelResponse,
     current_directives,
     next_model_call,
+    step_seed,
     tool_changes_for,
     tool_result_for,
 )
@@ -107,7 +108,23 @@ def _self_recording(model: BaseChatModel) -> bool:
 
 
 def _request_kwargs(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
-    return kwargs if _self_recording(model) else without_removed_tools(kwargs)
+    if _self_recording(model):
+        return kwargs
+    return with_sampling(model, without_removed_tools(kwargs))
+
+
+def with_sampling(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A replay's seed (per step) and temperature, for models that take them per request
+    (`seed` and `temperature` fields, as ChatOpenAI has): replays pair arms by seed and
+    resampling raises the temperature."""
+    directives, _ = current_directives()
+    fields = type(model).model_fields
+    extra: dict[str, Any] = {}
+    if (seed := step_seed()) is not None and "seed" in fields:
+        extra["seed"] = seed
+    if directives.temperature is not None and "temperature" in fields:
+        extra["temperature"] = directives.temperature
+    return {**kwargs, **extra}
 
 
 def _forced_response(model: BaseChatModel) -> ModelResponse | None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import StateGraph
@@ -26,7 +27,9 @@ from langgraph.types import Command
 from langgraph.utils.runnable import RunnableCallable
 from pydantic import BaseModel, Field
 
+from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver
+from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._directives import StepDirectives, directing, directives_of
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord, utcnow
 from counterfact.traces._payloads import digest_of, from_jsonable_update, step_output, to_jsonable
@@ -73,6 +76,7 @@ class RecordedGraph:
         ref: str | None = None,
         check: Check | str | None = None,
     ) -> None:
+        install_langchain_hooks()  # replays reach the LangChain models and tools inside nodes
         self.store = store
         self.saver = SQLAlchemySaver(store)
         self.workflow = workflow
@@ -129,9 +133,17 @@ class RecordedGraph:
         return record.id
 
     def config(self, run_id: str, extra: RunnableConfig | None = None) -> RunnableConfig:
+        """The run's config; its callbacks capture the LangChain model and tool calls that
+        nodes make (LangGraph hands them to everything a node runs)."""
         config: dict[str, Any] = dict(extra or {})
         configurable = {**config.get("configurable", {}), "thread_id": run_id}
-        return {**config, "configurable": configurable}
+        callbacks = config.get("callbacks")
+        if isinstance(callbacks, BaseCallbackManager):
+            callbacks = callbacks.copy()
+            callbacks.add_handler(CallCapture(), inherit=True)
+        else:
+            callbacks = [*(callbacks or []), CallCapture()]
+        return {**config, "configurable": configurable, "callbacks": callbacks}
 
     def invoke(
         self,

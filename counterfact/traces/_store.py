@@ -528,9 +528,9 @@ class TraceStore:
         with self.engine.connect() as conn:
             count, head = _chain_end(conn, run_id)
             invocations: dict[str, set[int]] = {}
-            for node, invocation in conn.execute(
+            for node, invocation in [*conn.execute(
                 select(Step.node, Step.invocation).where(Step.run_id == run_id)
-            ):
+            ), *_fork_siblings(conn, run_id)]:
                 invocations.setdefault(node, set()).add(invocation)
         return RunWriter(self, run_id, count, head or GENESIS, invocations)
 
@@ -794,6 +794,30 @@ def _calls_by_step(conn: Connection, table: Any, step_ids: list[int]) -> dict[in
         for row in rows:
             grouped[row["step_id"]].append(row)
     return grouped
+
+
+def _fork_siblings(conn: Connection, run_id: str) -> list[tuple[str, int]]:
+    """For a fork: the (node, invocation) of the parallel siblings of its fork step. Their
+    writes were copied, so they never run again in the child, and their numbers stay taken
+    even where they finished after the fork step and so were not copied as steps."""
+    fork = conn.execute(select(Run.parent_run_id, Run.fork_step).where(Run.id == run_id)).first()
+    if fork is None or fork.parent_run_id is None or fork.fork_step is None:
+        return []
+    target = conn.execute(
+        select(Step.checkpoint_before).where(Step.run_id == fork.parent_run_id, Step.index == fork.fork_step)
+    ).first()
+    if target is None or target.checkpoint_before is None:
+        return []
+    return [
+        (row.node, row.invocation)
+        for row in conn.execute(
+            select(Step.node, Step.invocation).where(
+                Step.run_id == fork.parent_run_id,
+                Step.checkpoint_before == target.checkpoint_before,
+                Step.index != fork.fork_step,
+            )
+        )
+    ]
 
 
 def _chain_end(conn: Connection, run_id: str) -> tuple[int, str]:

@@ -1,9 +1,10 @@
 """ChatCounterfact: counterfact's models in a user's own LangGraph graph.
 
 Message conversion, tools (native, and the text protocol for white-box models, through a
-ToolNode), replay directives, recording each call once, the shared model cache; and, marked
-slow, the same on the embedded model: determinism, seeds, prefix and activation edits, and
-streaming/async giving what invoke gives.
+ToolNode), replay directives (seed, temperature, prefix, activation edits, forced responses,
+tools taken away), recording each call once, the shared model cache; and, marked slow, the same
+on the embedded model: determinism, seeds, prefix and activation edits, and streaming/async
+giving what invoke gives.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from counterfact.agents import _registry
-from counterfact.agents._langchain import RECORDED_KEY, ChatCounterfact, to_chat_messages
+from counterfact.agents._langchain import ChatCounterfact, to_chat_messages
 from counterfact.agents._local import LocalModel
 from counterfact.agents._registry import shared_model
 from counterfact.agents._scripted import ScriptedChatModel
@@ -51,7 +52,7 @@ from counterfact.traces import (
     record,
     with_directives,
 )
-from counterfact.traces._capture import CallCapture
+from counterfact.traces._capture import SELF_RECORDING, CallCapture
 from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._records import at_step
 
@@ -190,9 +191,9 @@ def test_a_sampled_request_without_a_seed_gets_one_and_reports_it() -> None:
 
 def test_metadata_marks_the_model_as_recorded_by_its_backend() -> None:
     assert ChatCounterfact().metadata is not None
-    assert ChatCounterfact().metadata[RECORDED_KEY] is True
+    assert ChatCounterfact().metadata[SELF_RECORDING] is True
     own = ChatCounterfact(metadata={"team": "a"}).metadata
-    assert own is not None and own["team"] == "a" and own[RECORDED_KEY] is True
+    assert own is not None and own["team"] == "a" and own[SELF_RECORDING] is True
 
     class Seen(BaseCallbackHandler):
         metadata: dict[str, Any] = {}
@@ -203,7 +204,7 @@ def test_metadata_marks_the_model_as_recorded_by_its_backend() -> None:
             Seen.metadata = kwargs.get("metadata") or {}
 
     ChatCounterfact(model=ScriptedChatModel(["ok"])).invoke("q", config={"callbacks": [Seen()]})
-    assert Seen.metadata.get(RECORDED_KEY) is True
+    assert Seen.metadata.get(SELF_RECORDING) is True
 
 
 def test_a_recorded_graph_stores_each_request_once(trace_store: TraceStore) -> None:

@@ -200,3 +200,23 @@ def tool_agent() -> StateGraph:
     graph.add_conditional_edges("agent", route, ["tools", END])
     graph.add_edge("tools", "agent")
     return graph
+
+
+# -- a user's graph on counterfact's own model (white-box: prefix and activation edits) -------
+def local_model_app(chat_model: Any) -> StateGraph:
+    """One node answering with `chat_model` (a ChatCounterfact), then a check of its words."""
+
+    def answer(state: State) -> dict[str, Any]:
+        CALLS["local_answer"] += 1
+        reply = chat_model.invoke(state["messages"])
+        return {"messages": [reply], "answer": str(reply.content)}
+
+    graph = StateGraph(State)
+    graph.add_node("answer", answer)
+    graph.add_edge(START, "answer")
+    graph.add_edge("answer", END)
+    return graph
+
+
+def starts_with_yes(state: dict[str, Any]) -> bool:
+    return str(state.get("answer", "")).startswith("YES")

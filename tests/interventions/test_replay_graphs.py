@@ -192,3 +192,58 @@ def test_bad_graph_and_check_references(local_store: TraceStore) -> None:
     result = replayer.replay(replayer.compile(None, "worker#0"), arm="control")
     assert result.success is False
     assert "raised KeyError" in (local_store.get_run(result.run_id).outcome.detail or "")
+
+
+def test_a_user_graph_on_chat_counterfact_takes_prefix_and_activation_edits(local_store: TraceStore, tiny: Any) -> None:
+    import numpy as np
+
+    from counterfact.agents import ChatCounterfact
+
+    graph = apps.local_model_app(ChatCounterfact(model=tiny, max_tokens=6))
+    run_id = _run(local_store, graph, {"messages": [("user", "Say something.")]}, check=apps.starts_with_yes)
+    assert local_store.get_run(run_id).status == "failed"
+    step = local_store.steps(run_id)[0]
+    assert len(step.model_calls) == 1 and step.model_calls[0].params["counterfact_model"] == tiny.spec
+    # a greedy replay with no edit reproduces the run exactly
+    replayer = Replayer(local_store, run_id, graph=graph)
+    same = replayer.replay(replayer.compile(None, "answer#0"), arm="control")
+    assert local_store.steps(same.run_id)[0].output["content"] == step.output["content"]
+    # a prefix edit makes the answer start with it, and repairs the run
+    plan = replayer.compile(parse_intervention({"kind": "prefix", "text": "YES"}), "answer#0")
+    report = verify(replayer, plan, trials=1)
+    assert report.verdict == "validated" and report.applied, report.reason
+    # an activation edit reaches the model's hooks
+    vector = np.random.default_rng(0).normal(size=64).tolist()
+    edit = {"kind": "activation", "layers": [1], "positions": "all", "strength": 20.0, "vector": {"values": vector}}
+    plan = replayer.compile(parse_intervention(edit), "answer#0")
+    report = verify(replayer, plan, trials=1)
+    assert report.edit_hits and report.kl_divergence is not None and report.kl_divergence > 0
+    assert report.applied, report.applied_detail
+
+
+def test_tool_removal_is_checked_against_the_requests(local_store: TraceStore) -> None:
+    graph = apps.tool_agent()
+    run_id = _run(local_store, graph, {"messages": [("user", "add 2 and 2")]}, ref="tests.interventions.apps:tool_agent",
+                  check="tests.interventions.apps:answer_is_5")
+    assert local_store.steps(run_id)[0].model_calls[0].params["tools"] == ["add"]
+    _, result = _replay(local_store, run_id, {"kind": "tool", "tool": "add", "action": "remove"}, "agent#0")
+    assert result.applied, result.applied_detail
+    request_tools = local_store.steps(result.run_id)[0].model_calls[0].params.get("tools") or []
+    assert "add" not in request_tools
+
+
+def test_bad_input_writes_nothing(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    before = len(local_store.list_runs(limit=None))
+    for kwargs, edit in [
+        ({"graph": "tests.interventions.nowhere:graph"}, None),
+        ({"graph": "tests.interventions.apps:changed_pipeline"}, None),
+        ({"check": "tests.interventions.apps:missing"}, None),
+        ({}, {"kind": "state", "patch": [{"op": "add", "path": "/nothing", "value": 1}]}),
+    ]:
+        with pytest.raises((TargetError, InterventionError)):
+            replayer = Replayer(local_store, run_id, **kwargs)
+            replayer.compile(parse_intervention(edit) if edit else None, "worker#0")
+            if edit is None:
+                raise AssertionError(f"{kwargs} was accepted")
+    assert len(local_store.list_runs(limit=None)) == before

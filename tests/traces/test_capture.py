@@ -362,6 +362,7 @@ def test_two_captures_record_each_call_once(chat: ChatOpenAI) -> None:
 
 # -- the instrumented openai client ----------------------------------------------------------
 
+
 def test_instrumented_client_calls_and_streams_are_recorded(
     store: TraceStore, base_url: str, server: ScriptedChatModel
 ) -> None:

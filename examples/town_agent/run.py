@@ -1,0 +1,36 @@
+"""Record the town agent on a few questions into a counterfact store.
+
+    python -m examples.town_agent.run [--db counterfact.db] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from counterfact.traces import TraceStore, record
+from examples.town_agent.app import correct, graph
+
+QUESTIONS = [
+    "What is the population of Lowmoor plus Glenlyn?",
+    "What is the population of Brindle plus Ashby?",
+    "What is the population of Wexham plus Corfe?",
+    "What is the population of Glenlyn plus Brindle?",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="counterfact.db")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per question")
+    args = parser.parse_args()
+    store = TraceStore.open(args.db)
+    recorded = record(graph, store, workflow="town-agent", check=correct)
+    for question in QUESTIONS:
+        for _ in range(args.repeat):
+            result = recorded.invoke({"messages": [("user", question)]})
+            answer = result.state["messages"][-1].content if result.state else result.error
+            print(f"{result.run_id[:12]}  {result.status:9}  {question}  ->  {answer!r}")
+
+
+if __name__ == "__main__":
+    main()
