@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Literal
@@ -476,11 +475,12 @@ def parse_hypotheses(text: str, steps: list[StepRecord], segment: Segment) -> tu
 
 
 def final_answer(steps: list[StepRecord]) -> str | None:
-    """The run's final answer as its steps wrote it (never the expected one)."""
+    """The run's final answer as its steps wrote it (never the expected one): a workflow's
+    `final_answer`, else what the last step said."""
     for step in reversed(steps):
         if isinstance(step.delta, dict) and step.delta.get("final_answer"):
             return str(step.delta["final_answer"])
-    return None
+    return _text(steps[-1].output) or None if steps else None
 
 
 def _text(output: Any) -> str:
