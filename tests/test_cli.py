@@ -133,3 +133,46 @@ def test_replay_and_debug_errors_are_one_line(tmp_path: Path, sqlite_path: str) 
         assert result.returncode == 1, (args, result.stderr)
         assert expected in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_replaying_a_user_graph_from_the_cli(tmp_path: Path, sqlite_path: str) -> None:
+    from tests.interventions import apps
+
+    store = TraceStore.open(sqlite_path)
+    run_id = record(apps.pipeline, store).invoke({"messages": [("user", "go")]}).run_id
+    store.close()
+    edit = tmp_path / "edit.yaml"
+    edit.write_text("kind: message\ntext: compute 2+3\n")
+    result = cli("replay", run_id, "--at", "planner#0", "--edit", str(edit), "--trials", "1",
+                 "--expect", "5", "--answer", "answer", "--format", "json", "--db", sqlite_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "validated" and verdict["deterministic"] is True
+    # the check given on the command line was stored with the run (and scored it: 2+2 is not 5)
+    stored = TraceStore.open(sqlite_path).get_run(run_id)
+    assert stored.labels["check"] == {"expect": "5", "checker": "normalized", "answer": "answer"}
+    assert stored.status == "failed"
+
+
+def test_user_graph_errors_are_one_line_and_write_nothing(tmp_path: Path, sqlite_path: str) -> None:
+    from tests.interventions import apps
+
+    store = TraceStore.open(sqlite_path)
+    run_id = record(apps.pipeline, store, check=apps.answer_is_5).invoke({"messages": [("user", "go")]}).run_id
+    runs = len(store.list_runs(limit=None))
+    store.close()
+    patch = tmp_path / "patch.yaml"
+    patch.write_text("kind: state\npatch: [{op: add, path: /ledger, value: 1}]\n")
+    cases = [
+        (["--graph", "tests.interventions.nowhere:graph"], "does not import"),
+        (["--graph", "tests.interventions.apps:changed_pipeline"], "nodes removed: reviewer, worker"),
+        (["--check", "tests.interventions.apps:missing"], "check 'tests.interventions.apps:missing' does not import"),
+        (["--check", "tests.interventions.apps:answer_is_5", "--expect", "5"], "give --check or --expect, not both"),
+        (["--edit", str(patch)], "no channel 'ledger'"),
+    ]
+    for extra, expected in cases:
+        result = cli("replay", run_id, "--at", "worker#0", *extra, "--db", sqlite_path)
+        assert result.returncode == 1, (extra, result.stderr)
+        assert expected in result.stderr and "Traceback" not in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert len(TraceStore.open(sqlite_path).list_runs(limit=None)) == runs

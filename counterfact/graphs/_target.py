@@ -66,6 +66,11 @@ def value_at(value: Any, path: str) -> Any:
     return value
 
 
+def _text_at(state: Any, path: str) -> str | None:
+    value = value_at(to_jsonable(state), path) if state is not None else None
+    return None if value is None else str(value)
+
+
 def _is_index(text: str) -> bool:
     return text.lstrip("-").isdigit()
 
@@ -116,10 +121,12 @@ def graph_target(
     if scorer is not None and run.outcome is None and run.status == "succeeded":
         final = recorded.graph.get_state(recorded.config(run.id)).values  # scored now, once
         recorded.finish(run.id, score_state(scorer, final))
+    answer_path = scorer.answer if isinstance(scorer, ExpectCheck) else "messages.-1.content"
     return ReplayTarget(
         recorded=recorded,
         check=(lambda state: score_state(scorer, state)) if scorer is not None else None,
         question=_question(run.task_input),
+        answer=lambda state: _text_at(state, answer_path),
         models=_counterfact_model_of,
         same_input={"input_digest": run.labels["input_digest"]} if "input_digest" in run.labels else {},
         kind="graph",

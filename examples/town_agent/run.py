@@ -1,6 +1,9 @@
 """Record the town agent on a few questions into a counterfact store.
 
-    python -m examples.town_agent.run [--db counterfact.db] [--repeat N]
+    python -m examples.town_agent.run [--db counterfact.db] [--repeat N] [--local]
+
+By default the app calls an OpenAI-compatible server (OPENAI_BASE_URL, e.g. `counterfact
+serve`); with --local it runs on the embedded model in this process (ChatCounterfact).
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from counterfact.traces import TraceStore, record
-from examples.town_agent.app import correct, graph
+from examples.town_agent.app import correct
 
 QUESTIONS = [
     "What is the population of Lowmoor plus Glenlyn?",
@@ -22,7 +25,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="counterfact.db")
     parser.add_argument("--repeat", type=int, default=1, help="runs per question")
+    parser.add_argument("--local", action="store_true", help="run on ChatCounterfact in this process")
     args = parser.parse_args()
+    if args.local:
+        from examples.town_agent.local import graph
+    else:
+        from examples.town_agent.app import graph
     store = TraceStore.open(args.db)
     recorded = record(graph, store, workflow="town-agent", check=correct)
     for question in QUESTIONS:
