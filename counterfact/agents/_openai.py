@@ -28,6 +28,7 @@ from counterfact.agents._types import (
     ToolCall,
     Usage,
 )
+from counterfact.traces._payloads import parse_tool_arguments
 from counterfact.traces._records import ModelCallRecord, report_model_call
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
@@ -51,17 +52,6 @@ def to_openai_message(message: ChatMessage) -> dict[str, Any]:
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
     return out
-
-
-def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
-    """Tool-call arguments from their JSON text; unparseable text is kept under `_unparsed`."""
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {"_unparsed": raw}
-    return value if isinstance(value, dict) else {"_unparsed": raw}
 
 
 def _one_line(text: str) -> str:

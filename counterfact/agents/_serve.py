@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from counterfact.agents._openai import parse_tool_arguments
+from counterfact.traces._payloads import parse_tool_arguments
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,

@@ -306,7 +306,10 @@ class Debugger:
     def _resample(self) -> None:
         n = len(self.steps)
         count = max(1, self.samples)
-        if not any("temperature" in call.params for step in self.steps for call in step.model_calls):
+        takes_temperature = self.replayer.target.counterfact_agents or any(
+            "temperature" in call.params for step in self.steps for call in step.model_calls
+        )
+        if not takes_temperature:
             self._add("resample", None, "no point of no return found", None, status="skipped",
                       note="the run is deterministic: none of its model calls takes a sampling "
                            "temperature, so fresh samples would only repeat it")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from counterfact.traces._capture import chat_message, model_settings
 from counterfact.traces._directives import ModelResponse, next_model_call
 from counterfact.traces._intercept import forced_tool_calls, without_removed_tools
-from counterfact.traces._payloads import to_jsonable
+from counterfact.traces._payloads import parse_tool_arguments, to_jsonable
 from counterfact.traces._records import ModelCallRecord, report_model_call
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class _Call:
                 {
                     "id": tool_call.id,
                     "name": tool_call.function.name,
-                    "arguments": _arguments(tool_call.function.arguments),
+                    "arguments": parse_tool_arguments(tool_call.function.arguments),
                 }
                 for tool_call in getattr(message, "tool_calls", None) or []
                 if getattr(tool_call, "function", None) is not None  # not a custom tool call
@@ -178,24 +178,13 @@ def _request_message(message: Any) -> dict[str, Any]:
             {
                 "id": tool_call.get("id"),
                 "name": tool_call["function"]["name"],
-                "arguments": _arguments(tool_call["function"].get("arguments")),
+                "arguments": parse_tool_arguments(tool_call["function"].get("arguments")),
             }
             for tool_call in fields.get("tool_calls") or []
             if "function" in tool_call
         ],
         tool_call_id=fields.get("tool_call_id"),
     )
-
-
-def _arguments(raw: str | None) -> dict[str, Any]:
-    """Tool-call arguments from their JSON text; unparseable text is kept under `_unparsed`."""
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {"_unparsed": raw}
-    return value if isinstance(value, dict) else {"_unparsed": raw}
 
 
 # -- streams -------------------------------------------------------------------------------
@@ -231,7 +220,7 @@ class _Seen:
         call.report(
             content="".join(self.content),
             tool_calls=[
-                {"id": c["id"], "name": c["name"], "arguments": _arguments(c["text"])}
+                {"id": c["id"], "name": c["name"], "arguments": parse_tool_arguments(c["text"])}
                 for _, c in sorted(self.tool_calls.items())
             ],
             finish_reason=self.finish_reason,

@@ -126,3 +126,14 @@ def _rebuild(value: Any) -> Any:
     if isinstance(value, list) and value and all(is_jsonable_message(v) for v in value):
         return [message_from_jsonable(v) for v in value]
     return value
+
+
+def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
+    """Tool-call arguments from their JSON text; unparseable text is kept under `_unparsed`."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {"_unparsed": raw}
+    return value if isinstance(value, dict) else {"_unparsed": raw}

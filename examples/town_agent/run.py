@@ -14,6 +14,9 @@ from counterfact.traces import TraceStore, record
 from examples.town_agent.app import correct
 
 QUESTIONS = [
+    "What is the population of Wexham?",
+    "What is the population of Glenlyn?",
+    "What is the population of Corfe?",
     "What is the population of Lowmoor plus Glenlyn?",
     "What is the population of Brindle plus Ashby?",
     "What is the population of Wexham plus Corfe?",

@@ -55,7 +55,7 @@ def test_a_no_edit_replay_reproduces_and_runs_nothing_before_the_fork(local_stor
     assert apps.CALLS["worker"] == before["worker"] + 1
     parent = [(s.node, _without_id(s.output)) for s in local_store.steps(run_id)]
     child = [(s.node, _without_id(s.output)) for s in local_store.steps(result.run_id)]
-    assert child == parent and result.answer is None and result.success is False
+    assert child == parent and result.answer == "the sum is 4" and result.success is False
 
 
 def test_message_edit_on_a_user_node_replaces_its_message(local_store: TraceStore) -> None:
@@ -99,7 +99,7 @@ def test_response_and_tool_edits_on_a_langchain_model_and_tool_node(local_store:
     # the recorded tool result is reused: the tool does not run again
     tools_before = apps.CALLS["tool:add"]
     _, replayed = _replay(local_store, run_id, None, "tools#0")
-    assert apps.CALLS["tool:add"] == tools_before and replayed.answer is None
+    assert apps.CALLS["tool:add"] == tools_before and replayed.answer == "the answer is 4"
     # a forced tool result
     _, result = _replay(local_store, run_id, {"kind": "tool", "tool": "add", "result": 5}, "tools#0")
     assert result.success and result.applied, result.applied_detail
