@@ -250,8 +250,8 @@ class Debugger:
                 check()
             except ModelError as exc:
                 raise CounterfactError(
-                    f"the llm strategy cannot reach its model: {exc}; pass --hypothesis-model "
-                    "or choose --strategy resample or patch"
+                    f"the llm strategy cannot reach its model: {exc}; give another hypothesis model, "
+                    "or choose the resample or patch strategy"
                 ) from None
         self._hypothesis_model = resolved
         return resolved
@@ -364,7 +364,7 @@ class Debugger:
         reference = self._reference()
         if reference is None:
             self._add("patch", None, "no successful run of this task to patch from", None,
-                      status="skipped", note="give --reference RUN, or a larger budget to find one")
+                      status="skipped", note="give a reference run, or a larger budget to find one")
             return
         theirs = {(s.node, s.invocation): s for s in self.store.steps(reference)}
         for step in self.steps:
