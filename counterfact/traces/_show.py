@@ -33,8 +33,12 @@ def render_run(run: RunRecord, steps: Sequence[StepRecord]) -> Tree:
     tree = Tree(title)
     if run.task_input:
         tree.add(f"[dim]task[/dim] {escape(excerpt(run.task_input))}")
-    if run.labels:
-        tree.add(f"[dim]labels[/dim] {escape(excerpt(run.labels))}")
+    graph = run.labels.get("graph") if isinstance(run.labels.get("graph"), dict) else None
+    if graph is not None:
+        tree.add(f"[dim]graph[/dim] {escape(str(graph.get('ref') or '(no import reference)'))}")
+    shown = {k: v for k, v in run.labels.items() if k not in ("graph", "input_digest", "workflow_spec", "task")}
+    if shown:
+        tree.add(f"[dim]labels[/dim] {escape(excerpt(shown))}")
     if run.error:
         tree.add(f"[magenta]error[/magenta] {escape(run.error)}")
     for step in steps:
