@@ -26,7 +26,8 @@ from counterfact.agents._types import (
     GenerationSettings,
     ToolCall,
 )
-from counterfact.traces._records import ToolCallRecord, report_tool_call
+from counterfact.traces._directives import next_model_call
+from counterfact.traces._records import ModelCallRecord, ToolCallRecord, report_model_call, report_tool_call
 
 ToolMode = Literal["auto", "native", "text"]
 
@@ -67,7 +68,7 @@ class Agent(BaseModel):
         """Answer the conversation `messages`, calling tools as the model asks."""
         turn = _Turn(self, messages)
         while True:
-            completion = self.model.complete(
+            completion = turn.forced() or self.model.complete(
                 turn.conversation,
                 turn.settings,
                 tools=turn.tool_specs,
@@ -82,7 +83,7 @@ class Agent(BaseModel):
         """Async `respond`, so many agents or replays can share a batching backend."""
         turn = _Turn(self, messages)
         while True:
-            completion = await self.model.acomplete(
+            completion = turn.forced() or await self.model.acomplete(
                 turn.conversation,
                 turn.settings,
                 tools=turn.tool_specs,
@@ -112,6 +113,28 @@ class _Turn:
         self.added: list[ChatMessage] = []
         self.records: list[ToolCallRecord] = []
         self.rounds = 0
+
+    def forced(self) -> Completion | None:
+        """The completion a replay forces for this model call (recorded as such), if any."""
+        _, response = next_model_call()
+        if response is None:
+            return None
+        calls = [ToolCall(id=c.get("id") or "forced", name=c["name"], arguments=c.get("args", {})) for c in response.tool_calls]
+        completion = Completion(
+            text=response.content, tool_calls=calls, model=self.agent.model.name,
+            finish_reason="tool_calls" if calls else "stop",
+        )
+        report_model_call(
+            ModelCallRecord(
+                backend=self.agent.model.backend,
+                model=self.agent.model.name,
+                params={**self.settings.model_dump(), "forced": True},
+                request=[m.model_dump(exclude_defaults=True) for m in self.conversation],
+                response={"content": completion.text, "tool_calls": [c.model_dump() for c in calls]},
+                finish_reason=completion.finish_reason,
+            )
+        )
+        return completion
 
     def step(self, completion: Completion) -> AgentReply | None:
         """Take in one completion: run its tool calls and return None, or return the reply."""

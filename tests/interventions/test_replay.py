@@ -90,6 +90,19 @@ def test_message_edits_replace_append_and_substitute(sqlite_path: str) -> None:
         replayer.compile(parse_intervention({"kind": "message", "mode": "regex", "pattern": "zzz", "text": "x"}), 1)
 
 
+def test_a_response_edit_stands_for_a_counterfact_agents_model_call(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, model, pool = _recorded_trio(store, "wrong")
+    replayer = Replayer(store, run_id, pool=pool)
+    calls_before = len(model.requests)
+    plan = replayer.compile(parse_intervention({"kind": "response", "text": "RESULT: 999"}), "solver#0")
+    result = replayer.replay(plan, arm="treatment", intervention_id="test")
+    assert result.answer == "999" and result.applied, result.applied_detail
+    solver = store.steps(result.run_id)[plan.step]
+    assert solver.model_calls[0].params["forced"] is True
+    assert len(model.requests) - calls_before == len(store.steps(result.run_id)) - plan.step - 1  # not the solver
+
+
 def test_tool_result_prefix_and_tool_removal_edits(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     run_id, model, pool = _recorded_trio(store, "wrong")
