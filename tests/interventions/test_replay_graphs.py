@@ -247,3 +247,24 @@ def test_bad_input_writes_nothing(local_store: TraceStore) -> None:
             if edit is None:
                 raise AssertionError(f"{kwargs} was accepted")
     assert len(local_store.list_runs(limit=None)) == before
+
+
+def test_a_graph_in_a_file_is_referenced_by_its_path(tmp_path: Any) -> None:
+    from counterfact.traces import import_ref
+
+    source = tmp_path / "my_app.py"
+    source.write_text(
+        "from typing import TypedDict\n"
+        "from langgraph.graph import StateGraph, START, END\n"
+        "class S(TypedDict):\n    x: int\n"
+        "def inc(s: S) -> dict:\n    return {'x': s['x'] + 1}\n"
+        "builder = StateGraph(S)\nbuilder.add_node('inc', inc)\n"
+        "builder.add_edge(START, 'inc')\nbuilder.add_edge('inc', END)\n"
+    )
+    builder = import_ref(f"{source}:builder")
+    store = TraceStore.open(str(tmp_path / "file.db"))
+    run_id = _run(store, builder, {"x": 1}, ref=f"{source}:builder")
+    replayer, result = _replay(store, run_id, {"kind": "state", "patch": [{"op": "replace", "path": "/x", "value": 41}]}, "inc#0")
+    assert store.steps(result.run_id)[0].output == {"x": 42}
+    with pytest.raises(ImportError, match="not of the form"):
+        import_ref("no_colon_here")
