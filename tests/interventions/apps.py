@@ -220,3 +220,24 @@ def local_model_app(chat_model: Any) -> StateGraph:
 
 def starts_with_yes(state: dict[str, Any]) -> bool:
     return str(state.get("answer", "")).startswith("YES")
+
+
+# -- parallel branches ------------------------------------------------------------------------
+def left(state: State) -> dict[str, Any]:
+    CALLS["left"] += 1
+    return {"notes": ["left"]}
+
+
+def right(state: State) -> dict[str, Any]:
+    CALLS["right"] += 1
+    return {"messages": [AIMessage("compute 2+2", name="right")]}
+
+
+parallel = StateGraph(State)
+parallel.add_node("left", left)
+parallel.add_node("right", right)
+parallel.add_node("worker", worker)
+parallel.add_edge(START, "left")
+parallel.add_edge(START, "right")
+parallel.add_edge(["left", "right"], "worker")
+parallel.add_edge("worker", END)

@@ -268,3 +268,14 @@ def test_a_graph_in_a_file_is_referenced_by_its_path(tmp_path: Any) -> None:
     assert store.steps(result.run_id)[0].output == {"x": 42}
     with pytest.raises(ImportError, match="not of the form"):
         import_ref("no_colon_here")
+
+
+def test_fork_at_one_of_two_parallel_branches(local_store: TraceStore) -> None:
+    run_id = _run(local_store, apps.parallel, {"messages": [("user", "go")]}, check=apps.answer_is_5)
+    assert sorted(s.node for s in local_store.steps(run_id)) == ["left", "right", "worker"]
+    before = dict(apps.CALLS)
+    _, result = _replay(local_store, run_id, {"kind": "message", "text": "compute 3+2"}, "right#0")
+    assert result.success and result.applied, result.applied_detail
+    assert apps.CALLS["left"] == before["left"] and apps.CALLS["right"] == before["right"]
+    final = local_store.get_run(result.run_id)
+    assert final.status == "succeeded"
