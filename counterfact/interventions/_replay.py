@@ -205,6 +205,11 @@ class Replayer:
                 here.tool_results[edit.tool] = edit.result
                 plan.evidence.append(Evidence(kind="tool_result", value=str(edit.result), tool=edit.tool))
             else:
+                if edit.action == "add" and not ours:
+                    raise InterventionError(
+                        f"step {plan.step} ({target.node}) is not a counterfact agent: on a user's node a "
+                        "tool can be removed or its result forced, not added (the edit names no tool object)"
+                    )
                 owner = target.agent if ours and target.agent else target.node
                 plan.tool_changes.append(
                     ToolChange(agent=owner, tool=edit.tool, action=edit.action, from_step=step_key(target.node, target.invocation))

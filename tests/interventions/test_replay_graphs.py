@@ -230,6 +230,8 @@ def test_tool_removal_is_checked_against_the_requests(local_store: TraceStore) -
     assert result.applied, result.applied_detail
     request_tools = local_store.steps(result.run_id)[0].model_calls[0].params.get("tools") or []
     assert "add" not in request_tools
+    with pytest.raises(InterventionError, match="not added"):
+        _replay(local_store, run_id, {"kind": "tool", "tool": "multiply", "action": "add"}, "agent#0")
 
 
 def test_bad_input_writes_nothing(local_store: TraceStore) -> None:
