@@ -105,7 +105,7 @@ def group_chat(
                 f"Conversation so far:\n{transcript(state.get('messages', []))}\n\n"
                 f"Who should speak next? Answer with one name from: {', '.join(names)}."
             )
-            text = run_agent(selector, [ChatMessage(role="user", content=prompt)], config)
+            text = run_agent(selector, [ChatMessage(role="user", content=prompt)])
             chosen = _first_name(text, names) or names[state.get("round", 0) % len(names)]
             return {"route": Route(next=chosen).model_dump()}
 
@@ -174,7 +174,7 @@ def orchestrator(
             "FACTS TO FIND: <facts to look up>\n"
             "PLAN:\n1. <worker name>: <what to do>\n2. <worker name>: <what to do>"
         )
-        text = run_agent(lead, [ChatMessage(role="user", content=prompt)], config)
+        text = run_agent(lead, [ChatMessage(role="user", content=prompt)])
         new = parse_plan(text, names)
         if previous is not None:
             new.replans = previous.replans + 1
@@ -193,7 +193,7 @@ def orchestrator(
             f"If the task is answered, write FINAL ANSWER: <answer>. Otherwise choose the next "
             f"worker from {', '.join(names)} and write:\nNEXT: <worker>\nINSTRUCTION: <what to do>"
         )
-        text = run_agent(lead, [ChatMessage(role="user", content=prompt)], config)
+        text = run_agent(lead, [ChatMessage(role="user", content=prompt)])
         update: dict[str, Any] = {
             "messages": [agent_message(lead.name, text)],
             "plan": ledger.model_dump(),
@@ -232,7 +232,7 @@ def orchestrator(
             f"Conversation so far:\n{transcript(state.get('messages', []))}\n\n"
             "Give the answer now, in one line: FINAL ANSWER: <answer>"
         )
-        text = run_agent(lead, [ChatMessage(role="user", content=prompt)], config)
+        text = run_agent(lead, [ChatMessage(role="user", content=prompt)])
         return {"messages": [agent_message(lead.name, text)], "final_answer": final_answer_in(text) or text.strip()}
 
     graph.add_node(PLAN, plan, metadata=_meta(lead.name, "plan"))

@@ -50,7 +50,6 @@ def default_view(state: WorkflowState, agent: Agent, instruction: str | None) ->
 def run_agent(
     agent: Agent,
     messages: list[ChatMessage],
-    config: RunnableConfig,
     *,
     state: WorkflowState | None = None,
     tool_names: Sequence[str] = (),
@@ -114,7 +113,7 @@ def agent_node(
         route = Route.model_validate(state["route"]) if state.get("route") else None
         instruction = route.instruction if route and route.next == agent.name else None
         messages = [*examples, *view(state, agent, instruction)]
-        text = run_agent(agent, messages, config, state=state, tool_names=tool_names)
+        text = run_agent(agent, messages, state=state, tool_names=tool_names)
         update: dict[str, Any] = {"messages": [agent_message(agent.name, text)]}
         if (answer := final_answer_in(text)) is not None:
             update["final_answer"] = answer
