@@ -26,7 +26,8 @@ from counterfact.agents._types import (
     GenerationSettings,
     ToolCall,
 )
-from counterfact.traces._directives import next_model_call
+from counterfact.traces._directives import ModelResponse, next_model_call
+from counterfact.traces._intercept import forced_tool_calls
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord, report_model_call, report_tool_call
 
 ToolMode = Literal["auto", "native", "text"]
@@ -93,6 +94,30 @@ class Agent(BaseModel):
                 return reply
 
 
+def forced_completion(
+    model: ChatModel, messages: list[ChatMessage], settings: GenerationSettings, forced: ModelResponse
+) -> Completion:
+    """A replay's forced response as the completion of `model`, reported as its call (no
+    backend sees it, so none reports it)."""
+    calls = [
+        ToolCall(id=call["id"], name=call["name"], arguments=call["args"]) for call in forced_tool_calls(forced)
+    ]
+    completion = Completion(
+        text=forced.content, tool_calls=calls, model=model.name, finish_reason="tool_calls" if calls else "stop"
+    )
+    report_model_call(
+        ModelCallRecord(
+            backend=model.backend,
+            model=model.name,
+            params={**settings.model_dump(), "forced": True},
+            request=[m.model_dump(exclude_none=True) for m in messages],
+            response={"content": forced.content, "tool_calls": [call.model_dump() for call in calls]},
+            finish_reason=completion.finish_reason,
+        )
+    )
+    return completion
+
+
 class _Turn:
     """The state of one `respond` call, shared by the sync and async loops."""
 
@@ -115,26 +140,11 @@ class _Turn:
         self.rounds = 0
 
     def forced(self) -> Completion | None:
-        """The completion a replay forces for this model call (recorded as such), if any."""
+        """The completion a replay forces for this model call, if any."""
         _, response = next_model_call()
         if response is None:
             return None
-        calls = [ToolCall(id=c.get("id") or "forced", name=c["name"], arguments=c.get("args", {})) for c in response.tool_calls]
-        completion = Completion(
-            text=response.content, tool_calls=calls, model=self.agent.model.name,
-            finish_reason="tool_calls" if calls else "stop",
-        )
-        report_model_call(
-            ModelCallRecord(
-                backend=self.agent.model.backend,
-                model=self.agent.model.name,
-                params={**self.settings.model_dump(), "forced": True},
-                request=[m.model_dump(exclude_defaults=True) for m in self.conversation],
-                response={"content": completion.text, "tool_calls": [c.model_dump() for c in calls]},
-                finish_reason=completion.finish_reason,
-            )
-        )
-        return completion
+        return forced_completion(self.agent.model, self.conversation, self.settings, response)
 
     def step(self, completion: Completion) -> AgentReply | None:
         """Take in one completion: run its tool calls and return None, or return the reply."""

@@ -51,6 +51,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, field_validator
 
+from counterfact.agents._agent import forced_completion
 from counterfact.agents._registry import shared_model
 from counterfact.agents._tools import format_text_results, parse_spec_calls, spec_protocol_prompt
 from counterfact.agents._types import (
@@ -62,16 +63,14 @@ from counterfact.agents._types import (
     ToolCall,
 )
 from counterfact.traces import (
-    ModelCallRecord,
     ModelResponse,
     ToolCallRecord,
     current_directives,
     next_model_call,
-    report_model_call,
     step_seed,
 )
 from counterfact.traces._capture import SELF_RECORDING
-from counterfact.traces._intercept import forced_tool_calls, without_removed_tools
+from counterfact.traces._intercept import without_removed_tools
 
 
 class ChatCounterfact(BaseChatModel):
@@ -239,39 +238,17 @@ class _Request:
 
     def send(self) -> Completion:
         if self.forced is not None:
-            return self._forced_completion(self.forced)
+            return forced_completion(self.model, self.messages, self.settings, self.forced)
         return self.model.complete(
             self.messages, self.settings, tools=self.tools, activation_edits=self.edits
         )
 
     async def asend(self) -> Completion:
         if self.forced is not None:
-            return self._forced_completion(self.forced)
+            return forced_completion(self.model, self.messages, self.settings, self.forced)
         return await self.model.acomplete(
             self.messages, self.settings, tools=self.tools, activation_edits=self.edits
         )
-
-    def _forced_completion(self, forced: ModelResponse) -> Completion:
-        """The forced response as a completion, reported as the call (no backend reports it)."""
-        calls = [
-            ToolCall(id=call["id"], name=call["name"], arguments=call["args"])
-            for call in forced_tool_calls(forced)
-        ]
-        finish = "tool_calls" if calls else "stop"
-        report_model_call(
-            ModelCallRecord(
-                backend=self.model.backend,
-                model=self.model.name,
-                params={**self.settings.model_dump(), "forced": True},
-                request=[m.model_dump(exclude_none=True) for m in self.messages],
-                response={
-                    "content": forced.content,
-                    "tool_calls": [call.model_dump() for call in calls],
-                },
-                finish_reason=finish,
-            )
-        )
-        return Completion(text=forced.content, finish_reason=finish, tool_calls=calls)
 
     def reply(self, completion: Completion) -> dict[str, Any]:
         """The AI message's fields for `completion`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -85,7 +85,6 @@ class ReplayTarget:
     models: Callable[[StepRecord], ChatModel | None]
     answer: Callable[[Any], str | None] = lambda state: None
     same_input: dict[str, Any] = field(default_factory=dict)  # labels of runs of the same input
-    kind: Literal["workflow", "graph"] = "graph"
     expected: str | None = None  # for reports only: never shown to a hypothesis model
     counterfact_agents: bool = False  # every agent is counterfact's: temperature and seeds apply
     greedy: bool | None = None  # every agent decodes greedily (None: judge by the recorded calls)
@@ -129,7 +128,6 @@ def graph_target(
         answer=lambda state: _text_at(state, answer_path),
         models=_counterfact_model_of,
         same_input={"input_digest": run.labels["input_digest"]} if "input_digest" in run.labels else {},
-        kind="graph",
         expected=scorer.expect if isinstance(scorer, ExpectCheck) else None,
     )
 
@@ -223,7 +221,6 @@ def workflow_target(
         models=model_of,
         answer=lambda state: (state or {}).get("final_answer"),
         same_input={"task_id": str(run.labels.get("task_id"))},
-        kind="workflow",
         expected=task.answer,
         counterfact_agents=True,
         greedy=all(a.settings.temperature == 0.0 for a in spec.agents),

@@ -80,10 +80,12 @@ class RecordedGraph:
         self.store = store
         self.saver = SQLAlchemySaver(store)
         self.workflow = workflow
-        self.builder = builder
-        self._invocations: dict[tuple[str, str], tuple[str, int]] = {}  # (run, task) -> step
+        # run -> task -> (node, invocation) of branch sources' steps, for forced routes; a run's
+        # entries go when its invocation ends
+        self._invocations: dict[str, dict[str, tuple[str, int]]] = {}
         self._invocations_lock = threading.Lock()
         wrapped = _copy_builder(builder)
+        self._routed = set(wrapped.branches)
         for name, spec in list(wrapped.nodes.items()):
             wrapped.nodes[name] = dataclasses.replace(
                 spec, runnable=self._wrap(name, spec.runnable, spec.metadata or {})
@@ -194,6 +196,8 @@ class RecordedGraph:
             error = exc
         finally:
             self.saver.detach(run_id)
+            with self._invocations_lock:
+                self._invocations.pop(run_id, None)
         message = f"{type(error).__name__}: {error}" if error else None
         if error is None and state is not None and "__interrupt__" in state:
             # waiting for a human: the run goes on when invoked with Command(resume=...)
@@ -238,8 +242,9 @@ class RecordedGraph:
                 checkpoint_before=execution.checkpoint_id,
                 task_id=execution.task_id,
             )
-            with self._invocations_lock:
-                self._invocations[(str(thread_id), execution.task_id)] = (node, step.invocation)
+            if node in self._routed:
+                with self._invocations_lock:
+                    self._invocations.setdefault(str(thread_id), {})[execution.task_id] = (node, step.invocation)
             return (str(thread_id), step)
 
         def directed(result: Any, here: StepDirectives | None) -> Any:
@@ -320,7 +325,7 @@ class RecordedGraph:
             if execution is None or thread_id is None:
                 return None
             with self._invocations_lock:
-                step = self._invocations.get((str(thread_id), execution.task_id))
+                step = self._invocations.get(str(thread_id), {}).get(execution.task_id)
             if step is None:
                 return None
             here = directives_of(config).for_step(*step)
@@ -388,14 +393,19 @@ def graph_info(graph: CompiledStateGraph, ref: str | None = None) -> GraphInfo:
 
 def find_ref(graph: Any) -> str | None:
     """An import reference for `graph`: a module-level name bound to it in a loaded module
-    (its nodes' module first). `__main__` is named by its file path."""
+    (its nodes' module first, then modules outside the installed packages, which are not
+    scanned). `__main__` is named by its file path."""
     candidates: list[Any] = []
     nodes = getattr(graph, "nodes", None) or getattr(getattr(graph, "builder", None), "nodes", {})
     for spec in dict(nodes).values():
         func = getattr(getattr(spec, "runnable", None), "func", None)
         if (module := inspect.getmodule(func)) is not None:
             candidates.append(module)
-    candidates.extend(m for m in list(sys.modules.values()) if m is not None and m not in candidates)
+    installed = tuple({sys.prefix, sys.base_prefix})  # the stdlib and site-packages: not the user's
+    candidates.extend(
+        m for m in list(sys.modules.values())
+        if m is not None and m not in candidates and not str(getattr(m, "__file__", "") or "").startswith(installed)
+    )
     for module in candidates:
         for name, value in list(vars(module).items()):
             if value is graph and not name.startswith("_"):
@@ -443,7 +453,7 @@ def check_label(check: Check | str | None) -> dict[str, Any] | None:
         return check.model_dump(mode="json")
     module, name = getattr(check, "__module__", None), getattr(check, "__qualname__", "")
     if module and name and "<" not in name:
-        return {"function": f"{_module_ref(sys.modules[module]) if module == '__main__' else module}:{name}"}
+        return {"function": f"{_module_ref(sys.modules[module])}:{name}"}
     return None  # a lambda or closure: usable in this process only
 
 
