@@ -541,6 +541,13 @@ class TraceStore:
         if conn.execute(select(table.id).where(table.id == record_id)).first() is None:
             raise StoreError(f"no {what} with id {record_id!r} in {_safe_url(self.url)}")
 
+    def _row(self, conn: Connection, table: Any, record_id: str, what: str) -> dict[str, Any]:
+        """The row of `table` with id `record_id`, or a StoreError naming it."""
+        row = conn.execute(select(table.__table__).where(table.id == record_id)).mappings().one_or_none()
+        if row is None:
+            raise StoreError(f"no {what} with id {record_id!r} in {_safe_url(self.url)}")
+        return dict(row)
+
     def add_intervention(
         self, run_id: str, fork_step: int, spec: dict[str, Any]
     ) -> InterventionRecord:
@@ -553,14 +560,7 @@ class TraceStore:
 
     def get_intervention(self, intervention_id: str) -> InterventionRecord:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(Intervention.__table__).where(Intervention.id == intervention_id)
-            ).mappings().one_or_none()
-        if row is None:
-            raise StoreError(
-                f"no intervention with id {intervention_id!r} in {_safe_url(self.url)}"
-            )
-        return InterventionRecord.model_validate(dict(row))
+            return InterventionRecord.model_validate(self._row(conn, Intervention, intervention_id, "intervention"))
 
     def add_verdict(
         self,
@@ -601,12 +601,7 @@ class TraceStore:
 
     def get_verdict(self, verdict_id: str) -> VerdictRecord:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(Verdict.__table__).where(Verdict.id == verdict_id)
-            ).mappings().one_or_none()
-        if row is None:
-            raise StoreError(f"no verdict with id {verdict_id!r} in {_safe_url(self.url)}")
-        return VerdictRecord.model_validate(dict(row))
+            return VerdictRecord.model_validate(self._row(conn, Verdict, verdict_id, "verdict"))
 
     # -- debug sessions and hypotheses ------------------------------------------------------
 
@@ -639,15 +634,7 @@ class TraceStore:
 
     def get_debug_session(self, session_id: str) -> DebugSessionRecord:
         with self.engine.connect() as conn:
-            return self._debug_session(conn, session_id)
-
-    def _debug_session(self, conn: Connection, session_id: str) -> DebugSessionRecord:
-        row = conn.execute(
-            select(DebugSession.__table__).where(DebugSession.id == session_id)
-        ).mappings().one_or_none()
-        if row is None:
-            raise StoreError(f"no debug session with id {session_id!r} in {_safe_url(self.url)}")
-        return DebugSessionRecord.model_validate(dict(row))
+            return DebugSessionRecord.model_validate(self._row(conn, DebugSession, session_id, "debug session"))
 
     def update_debug_session(
         self,
@@ -672,7 +659,7 @@ class TraceStore:
                     .where(DebugSession.id == session_id)
                     .values(**values)
                 )
-            return self._debug_session(conn, session_id)
+            return DebugSessionRecord.model_validate(self._row(conn, DebugSession, session_id, "debug session"))
 
     def add_hypothesis(
         self,
@@ -759,10 +746,7 @@ class TraceStore:
                 conn.execute(
                     update(Hypothesis.__table__).where(Hypothesis.id == hypothesis_id).values(**values)
                 )
-            row = conn.execute(
-                select(Hypothesis.__table__).where(Hypothesis.id == hypothesis_id)
-            ).mappings().one()
-            return HypothesisRecord.model_validate(dict(row))
+            return HypothesisRecord.model_validate(self._row(conn, Hypothesis, hypothesis_id, "hypothesis"))
 
 
 def checkpoint_after(step: Any) -> Any:
