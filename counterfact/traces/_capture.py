@@ -26,6 +26,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, ChatMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
+from counterfact.traces._payloads import MESSAGE_ROLES
 from counterfact.traces._records import (
     ModelCallRecord,
     ToolCallRecord,
@@ -39,7 +40,6 @@ SELF_RECORDING = "counterfact_recorded"
 FORCED = "counterfact_forced"
 
 _SETTINGS = ("temperature", "max_tokens", "seed", "top_p", "stop")
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
 def chat_message(
@@ -66,7 +66,7 @@ def _langchain_message(message: BaseMessage) -> dict[str, Any]:
     if isinstance(message, ChatMessage):
         role = message.role
     else:
-        role = _ROLES.get(message.type, message.type)
+        role = MESSAGE_ROLES.get(message.type, message.type)
     return chat_message(
         role,
         message.content,

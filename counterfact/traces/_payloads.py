@@ -41,14 +41,15 @@ def to_jsonable(value: Any) -> Any:
     return repr(value)
 
 
+MESSAGE_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}  # type -> role
+
+
 def _is_langchain_message(value: Any) -> bool:
     return hasattr(value, "content") and hasattr(value, "type") and hasattr(value, "id")
 
 
 def _message_to_dict(message: Any) -> dict[str, Any]:
-    role = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}.get(
-        message.type, message.type
-    )
+    role = MESSAGE_ROLES.get(message.type, message.type)
     out: dict[str, Any] = {"role": role, "content": to_jsonable(message.content)}
     for key in ("id", "name", "tool_call_id"):
         if (v := getattr(message, key, None)) is not None:
