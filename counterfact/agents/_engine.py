@@ -1,7 +1,8 @@
 """The batching generation loop: one background thread owns the model and decodes many requests.
 
 Requests are prefilled one at a time (no padding, so the prompt pass of a request is the same
-as when it runs alone) and then join the running batch at the next step boundary. The batch
+as when it runs alone), in fixed blocks whose keys and values are reused across requests that
+share a prompt prefix (`_prefix_cache`) and then join the running batch at the next step boundary. The batch
 keeps a shared KV cache, left padded: each row's keys sit at the right end, padded columns are
 masked out, and each row gets its own position ids, so a row decodes as it would alone.
 Finished rows leave the batch, and leading columns that no row needs any more are dropped.
@@ -21,11 +22,14 @@ import torch
 from transformers import DynamicCache
 
 from counterfact.agents._activations import HookPoint, HookSet, ResolvedEdit, RowPass
+from counterfact.agents._constrained import TokenMask
+from counterfact.agents._prefix_cache import PrefixCache
 
 
 @dataclass
 class Request:
-    """One generation request; `logits_only` stops after the prompt pass."""
+    """One generation request; `logits_only` stops after the prompt pass, and a `constraint`
+    restricts every chosen token to those its grammar allows."""
 
     prompt_ids: list[int]
     max_new_tokens: int
@@ -37,6 +41,7 @@ class Request:
     capture: list[HookPoint] = field(default_factory=list)
     ignore_eos: bool = False
     logits_only: bool = False
+    constraint: TokenMask | None = None
     future: Future[Result] = field(default_factory=Future)
 
 
@@ -91,8 +96,10 @@ class Engine:
         hooks: HookSet,
         eos_ids: set[int],
         max_batch: int = 16,
+        prefix: PrefixCache | None = None,
     ) -> None:
         self.model = model
+        self.prefix = prefix or PrefixCache()
         self.tokenizer = tokenizer
         self.hooks = hooks
         self.eos_ids = eos_ids
@@ -161,23 +168,46 @@ class Engine:
             generator = torch.Generator().manual_seed(req.seed)
         row = _Row(req, generator, captures={p: [] for p in req.capture})
         cache = DynamicCache(config=self.model.config)
-        self.hooks.begin_pass([row.pass_for(0)])
-        try:
-            out = self.model(
-                input_ids=torch.tensor([req.prompt_ids]),
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        finally:
-            self.hooks.end_pass()
-        logits = out.logits[0, -1]
+        logits = self._prefill(row, cache)
         if req.logits_only:
             self._finish(row, "stop", first_logits=logits.clone())
             return
         if self._advance(row, logits):
             return
         self._join(row, cache)
+
+    def _prefill(self, row: _Row, cache: DynamicCache) -> torch.Tensor:
+        """The prompt pass in fixed blocks (see `_prefix_cache`): full blocks already computed
+        come from the prefix cache, unless the request edits or reads activations; the last
+        token always runs, for its logits."""
+        ids = row.req.prompt_ids
+        block = self.prefix.block
+        reuse = not row.req.edits and not row.req.capture
+        start = 0
+        while reuse and start + block < len(ids):
+            kv = self.prefix.get(ids, start + block)
+            if kv is None:
+                break
+            for layer, (keys, values) in enumerate(kv):
+                cache.update(keys, values, layer)
+            start += block
+        while start + block < len(ids):
+            self._forward(row, cache, ids[start : start + block], start)
+            if reuse:
+                self.prefix.put(ids, start + block, [
+                    (layer.keys[:, :, start:].clone(), layer.values[:, :, start:].clone()) for layer in cache.layers
+                ])
+            start += block
+        return self._forward(row, cache, ids[start:], start)
+
+    def _forward(self, row: _Row, cache: DynamicCache, ids: list[int], start: int) -> torch.Tensor:
+        """One prompt pass over `ids` (absolute positions from `start`); the last logits."""
+        self.hooks.begin_pass([row.pass_for(start)])
+        try:
+            out = self.model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True, logits_to_keep=1)
+        finally:
+            self.hooks.end_pass()
+        return out.logits[0, -1]
 
     def _join(self, row: _Row, cache: DynamicCache) -> None:
         """Merge a prefilled row into the batch cache, left padding the shorter side."""
@@ -240,9 +270,16 @@ class Engine:
 
     def _advance(self, row: _Row, logits: torch.Tensor) -> bool:
         """Pick the row's next token; finish the request and return True when it is done."""
+        req = row.req
+        if req.constraint is not None:
+            req.constraint.mask(logits)
         token = _choose(logits, row)
         row.generated.append(token)
-        req = row.req
+        if req.constraint is not None:
+            req.constraint.accept(token)
+            if req.constraint.done:
+                self._finish(row, "stop")
+                return True
         if token in self.eos_ids and not req.ignore_eos:
             self._finish(row, "stop")
             return True

@@ -68,6 +68,7 @@ from counterfact.traces import (
     current_directives,
     next_model_call,
     step_seed,
+    step_temperature,
 )
 from counterfact.traces._capture import SELF_RECORDING
 from counterfact.traces._intercept import without_removed_tools
@@ -185,9 +186,7 @@ class ChatCounterfact(BaseChatModel):
         replay_seed = step_seed()
         settings = GenerationSettings(
             max_tokens=self.max_tokens,
-            temperature=(
-                self.temperature if directives.temperature is None else directives.temperature
-            ),
+            temperature=self.temperature if (forced_t := step_temperature()) is None else forced_t,
             top_p=self.top_p,
             seed=self.seed if replay_seed is None else replay_seed,
             stop=_merged(self.stop, stop or []),
@@ -208,6 +207,8 @@ class ChatCounterfact(BaseChatModel):
                 f"model {model.name!r} ({model.backend}) is black-box: "
                 "activation edits need a local white-box model"
             )
+        if here is not None and here.instruction:
+            conversation.append(ChatMessage(role="user", content=here.instruction))
         prefix = here.prefix if here is not None and here.prefix else None
         if prefix:
             conversation.append(ChatMessage(role="assistant", content=prefix))

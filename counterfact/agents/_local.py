@@ -1,7 +1,8 @@
 """The white-box backend: a transformers causal LM run in this process, on CPU, in fp32.
 
 Generation goes through one batching engine per model (see _engine.py), so concurrent calls
-share decode steps; activation edits and captures are per request (see _activations.py).
+share decode steps; activation edits and captures are per request (see _activations.py), and so
+is a `json_schema`, which masks each step to the tokens its grammar allows (see _constrained.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors
 
-from counterfact.agents._activations import Geometry, HookSet, parse_point, resolve_edits
+from counterfact.agents._activations import (
+    Geometry,
+    HookSet,
+    parse_point,
+    resolve_edits,
+)
+from counterfact.agents._constrained import Grammars
 from counterfact.agents._engine import Engine, Request, Result
 from counterfact.agents._tools import parse_spec_calls, spec_protocol_prompt
 from counterfact.agents._types import (
@@ -91,6 +98,7 @@ class LocalModel(ChatModel):
         configured = model.generation_config.eos_token_id
         eos |= set(configured if isinstance(configured, list) else [configured]) - {None}
         self.engine = Engine(model, tokenizer, HookSet(layers, self.geometry), eos, max_batch)
+        self.grammars = Grammars(tokenizer, int(config.vocab_size), eos)
 
     @property
     def name(self) -> str:
@@ -138,6 +146,8 @@ class LocalModel(ChatModel):
         edits = resolve_edits(activation_edits or [], self.geometry)
         points = [parse_point(p, self.geometry) for p in capture or []]
         ids = self.prompt_ids(messages, tools)
+        schema = settings.json_schema
+        constraint = self.grammars.mask(schema) if schema is not None else None
         return Request(
             prompt_ids=ids,
             max_new_tokens=min(settings.max_tokens, self.context_window - len(ids)),
@@ -147,6 +157,7 @@ class LocalModel(ChatModel):
             stop=list(settings.stop),
             edits=edits,
             capture=points,
+            constraint=constraint,
             **extra,
         )
 
@@ -156,6 +167,9 @@ class LocalModel(ChatModel):
         """Settle the seed; tools go through the chat template where it has a place for them,
         else through the text protocol (a small model's template often ignores them)."""
         settings = self._settled(settings)
+        if tools and settings.json_schema is not None:
+            # A reply forced to be JSON cannot also call a tool (nor carry protocol lines).
+            raise ModelError("json_schema and tools cannot be combined on a local model")
         if not tools or self._template_takes_tools():
             return messages, settings, tools
         stop = [*settings.stop, *(s for s in ("RESULT ",) if s not in settings.stop)]

@@ -176,6 +176,11 @@ class OpenAIChatModel(ChatModel):
             request["stop"] = settings.stop
         if tools:
             request["tools"] = tools
+        if settings.json_schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": settings.json_schema, "strict": True},
+            }
         return request
 
     def _finish(

@@ -1,7 +1,8 @@
 """Serve any `ChatModel` over an OpenAI-compatible HTTP API (`/v1/chat/completions`, `/v1/models`).
 
 Other tools and agents can then talk to a local white-box model as if it were a remote one. Besides
-the usual fields (seed, temperature, top_p, max_tokens or max_completion_tokens, stop, tools) a
+the usual fields (seed, temperature, top_p, max_tokens or max_completion_tokens, stop, tools,
+response_format: text, json_object or json_schema, enforced during decoding on a local model) a
 request may carry the extension field `counterfact_activation_edits`: a list of `ActivationEdit`
 objects as JSON, applied to that request only. Requests go through `model.acomplete`, so
 concurrent requests reach a batching local backend concurrently. `stream=true` is answered as
@@ -27,7 +28,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from counterfact.traces._payloads import parse_tool_arguments
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
@@ -35,6 +35,7 @@ from counterfact.agents._types import (
     ModelError,
     ToolCall,
 )
+from counterfact.traces._payloads import parse_tool_arguments
 
 
 class _FunctionCall(BaseModel):
@@ -89,6 +90,31 @@ class _StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class _ResponseFormat(BaseModel):
+    type: str
+    json_schema: dict[str, Any] | None = None
+
+    def schema_for_settings(self) -> dict[str, Any] | None:
+        """The JSON schema the reply must match, or None for free text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type != "json_schema":
+            raise _ApiError(
+                400,
+                f"unsupported response_format type {self.type!r}; "
+                "use text, json_object or json_schema",
+                "response_format",
+            )
+        schema = (self.json_schema or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise _ApiError(
+                400, "response_format json_schema needs a schema object", "response_format"
+            )
+        return schema
+
+
 class ChatCompletionRequest(BaseModel):
     """The supported subset of an OpenAI Chat Completions request, plus counterfact's extension."""
 
@@ -104,6 +130,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: _StreamOptions | None = None
     tools: list[dict[str, Any]] | None = None
+    response_format: _ResponseFormat | None = None
     counterfact_activation_edits: list[dict[str, Any]] | None = None
 
     def settings(self) -> GenerationSettings:
@@ -113,6 +140,9 @@ class ChatCompletionRequest(BaseModel):
             "top_p": self.top_p,
             "seed": self.seed,
             "stop": [self.stop] if isinstance(self.stop, str) else self.stop,
+            "json_schema": self.response_format.schema_for_settings()
+            if self.response_format
+            else None,
         }
         return GenerationSettings(**{k: v for k, v in values.items() if v is not None})
 

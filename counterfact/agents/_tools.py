@@ -314,8 +314,8 @@ def lookup_tool(table: Mapping[str, str], *, description: str | None = None) -> 
 
     def lookup(args: LookupArguments) -> str:
         value = entries.get(_normalise_key(args.key))
-        if value is None:
-            return f"no entry for {args.key!r}; known keys: {known}"
+        if value is None:  # an error, so the trace marks the call as failed
+            raise ToolError(f"no entry for {args.key!r}; known keys: {known}")
         return value
 
     return Tool(

@@ -36,6 +36,9 @@ class GenerationSettings(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    # The reply must be JSON matching this schema: enforced during decoding on local models,
+    # sent as a `response_format` json_schema to OpenAI-compatible endpoints.
+    json_schema: dict[str, Any] | None = None
 
 
 class Usage(BaseModel):

@@ -105,8 +105,9 @@ def test_spec_has_the_arguments_json_schema() -> None:
 def test_lookup_matches_keys_ignoring_case_and_whitespace() -> None:
     tool = lookup_tool({"Capital of France": "Paris", "boiling point": "100 C"})
     assert tool.run({"key": "  capital   OF france "}).result == "Paris"
-    missing = tool.run({"key": "Mars"}).result
-    assert missing == "no entry for 'Mars'; known keys: Capital of France, boiling point"
+    missing = tool.run({"key": "Mars"})
+    assert missing.result is None
+    assert missing.error == "no entry for 'Mars'; known keys: Capital of France, boiling point"
 
 
 def test_text_protocol_parses_leniently() -> None:
