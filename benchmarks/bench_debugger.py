@@ -1,27 +1,33 @@
-"""How well the debugger does on the failed runs of the built-in demo, per strategy.
+"""How well the debugger decides and repairs, per strategy, on every failed run of a suite.
 
-For each strategy on its own (llm, resample, patch), debug sessions run on the same failed demo
-runs (embedded model, greedy agents, so one replay per arm decides a hypothesis exactly), and
-the table shows: the share of failed runs repaired by a validated intervention, the share of
-hypotheses decided (validated or refuted) rather than inconclusive or skipped, and replays and
-wall time per decided hypothesis. For reference, DoVer repaired 17.6 to 27.5 percent of failed
-trials with GPT-4o and left 29 to 67 percent of its hypotheses inconclusive.
+The workflow (the built-in demo by default) runs once on every task of the suite (fixed seed,
+embedded model), then a debug session runs on each failed run for each strategy alone and for
+all of them together, with the same budget. The table shows, per configuration: failed runs
+repaired by a validated intervention, hypotheses decided (validated or refuted), replays and
+seconds per decided hypothesis, and which strategy wrote each repair's validated fix. A repair
+is checked for leakage: whether the fix's own text states the expected answer, and if so where
+that text came from (the agent's own redraft, a tool result or the task, or the hypothesis
+writer: a leak). DoVer's figures (GPT-4o on Magentic-One and AG2) are printed beside them.
 
-    .venv/bin/python benchmarks/bench_debugger.py --db demo.db [--runs 6 --budget 20 --samples 4]
+    .venv/bin/python benchmarks/bench_debugger.py [--suite FILE] [--db FILE] [--budget 24]
+        [--configs grounded,llm,resample,patch,all] [--json results.json]
 
-With no --db, the demo suite is run first into a temporary store.
+With no --db, or a store with no run of the suite, the workflow runs first into it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,64 +40,159 @@ from counterfact.graphs import (  # noqa: E402
     load_workflow,
     run_suite,
 )
-from counterfact.interventions import Budget, Debugger, DebugReport, Replayer  # noqa: E402
+from counterfact.interventions import (  # noqa: E402
+    STRATEGIES,
+    Budget,
+    Debugger,
+    DebugReport,
+    Replayer,
+    find_suspects,
+    leaked,
+)
+from counterfact.interventions._grounding import numbers_in, output_text  # noqa: E402
 from counterfact.traces import TraceStore  # noqa: E402
 
+DOVER = "DoVer (GPT-4o): 17.6-27.5 % of failed trials repaired, 29-67 % of hypotheses inconclusive"
 
-def session(
-    store: TraceStore, pool: ModelPool, run_id: str, strategy: str, budget: int, samples: int
-) -> tuple[DebugReport, float]:
+
+def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[str], args: argparse.Namespace) -> tuple[DebugReport, float]:
     started = time.perf_counter()
     debugger = Debugger(
-        Replayer(store, run_id, pool=pool), strategies=[strategy], budget=Budget(replays=budget),  # type: ignore[list-item]
-        trials=1, samples=samples,
+        Replayer(store, run_id, pool=pool), strategies=strategies,  # type: ignore[arg-type]
+        budget=Budget(replays=args.budget), samples=args.samples, trials=args.trials,
+        hypothesis_model=args.hypothesis_model,
     )
     return debugger.run(), time.perf_counter() - started
 
 
+def leak_source(store: TraceStore, report: DebugReport) -> str | None:
+    """For a repaired run: None if the validated fix does not state the expected answer, else
+    where its text came from: agent (a redraft or another run of the agent), tool/task, or
+    hypothesis (a leak)."""
+    for h in report.hypotheses:
+        fix = next((f for f in h.fixes if f.verdict == "validated"), None)
+        if fix is None:
+            continue
+        if not leaked(fix, report.expected):
+            return None
+        if fix.source in ("agent", "reference"):
+            return "agent"
+        steps = store.steps(report.run_id)
+        grounds = " ".join(output_text(c.result) for s in steps for c in s.tool_calls) + " " + report.question
+        wanted = numbers_in(report.expected or "")
+        return "tool/task" if all(n in numbers_in(grounds) for n in wanted) else "hypothesis"
+    return None
+
+
+def summarise(store: TraceStore, outcomes: list[tuple[DebugReport, float]]) -> dict[str, Any]:
+    hypotheses = [h for report, _ in outcomes for h in report.hypotheses]
+    decided = [h for h in hypotheses if h.decided]
+    repaired = [report for report, _ in outcomes if any(h.verdict == "validated" for h in report.hypotheses)]
+    by_strategy: dict[str, int] = {}
+    for report in repaired:
+        h = next(h for h in report.hypotheses if h.verdict == "validated")
+        fix = next(f for f in h.fixes if f.verdict == "validated")
+        key = f"{fix.strategy}/{fix.label.split()[0]}"
+        by_strategy[key] = by_strategy.get(key, 0) + 1
+    leaks: dict[str, int] = {}
+    for report in repaired:
+        source = leak_source(store, report) or "none"
+        leaks[source] = leaks.get(source, 0) + 1
+    undecided: dict[str, int] = {}
+    for h in hypotheses:
+        if not h.decided:
+            why = (h.note or "not verified").split(":")[0]
+            undecided[why] = undecided.get(why, 0) + 1
+    return {
+        "runs": len(outcomes),
+        "repaired": len(repaired),
+        "hypotheses": len(hypotheses),
+        "decided": len(decided),
+        "validated": sum(h.verdict == "validated" for h in hypotheses),
+        "refuted": sum(h.verdict == "refuted" for h in hypotheses),
+        "replays": sum(report.spent.replays for report, _ in outcomes),
+        "seconds": sum(s for _, s in outcomes),
+        "repairs_by_fix": by_strategy,
+        "leakage": leaks,
+        "undecided_why": undecided,
+        "no_hypothesis": sum(not report.hypotheses for report, _ in outcomes),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", help="a store with demo runs (else the demo is run first)")
-    parser.add_argument("--runs", type=int, default=6, help="failed runs to debug")
-    parser.add_argument("--budget", type=int, default=20, help="replays per debug session")
-    parser.add_argument("--samples", type=int, default=4, help="fresh samples per resampled step")
-    parser.add_argument("--concurrency", type=int, default=3, help="sessions at once (the engine batches)")
+    parser.add_argument("--suite", default=str(DEMO_SUITE), help="task suite (default: the built-in one)")
+    parser.add_argument("--workflow", default=str(DEMO_WORKFLOW), help="workflow (default: the built-in demo)")
+    parser.add_argument("--db", help="store to use (else a temporary one)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the suite run")
+    parser.add_argument("--budget", type=int, default=24, help="replays per debug session")
+    parser.add_argument("--samples", type=int, default=3, help="sampled fixes per hypothesis")
+    parser.add_argument("--trials", type=int, default=6, help="most pairs per fix on sampled runs")
+    parser.add_argument("--configs", default=",".join([*STRATEGIES, "all"]), help="strategies alone, and 'all'")
+    parser.add_argument("--hypothesis-model", default=None, help="model spec of the llm strategy")
+    parser.add_argument("--runs", type=int, default=None, help="only the first N failed runs")
+    parser.add_argument("--concurrency", type=int, default=4, help="sessions at once (the engine batches)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    console = Console(width=150)
+    console = Console(width=160)
     tmp = tempfile.TemporaryDirectory()
-    store = TraceStore.open(args.db or str(Path(tmp.name) / "demo.db"))
+    store = TraceStore.open(args.db or str(Path(tmp.name) / "bench.db"))
     pool = ModelPool("embedded")
-    if not args.db:
-        run_suite(load_workflow(DEMO_WORKFLOW), load_suite(DEMO_SUITE), store, pool=pool)
-    failed = [
-        r.id for r in store.list_runs(status="failed", workflow="demo", limit=None)
-        if r.parent_run_id is None and r.labels.get("suite") == "demo"
-    ][: args.runs]
-    console.print(f"debugging {len(failed)} failed demo runs, budget {args.budget} replays per session")
-    table = Table(title="Debugger on failed demo runs (embedded model)")
+    suite = load_suite(args.suite)
+    workflow = load_workflow(args.workflow)
+
+    def originals() -> list[Any]:
+        return [r for r in store.list_runs(workflow=workflow.name, limit=None)
+                if r.parent_run_id is None and r.labels.get("suite") == suite.name]
+
+    if not originals():
+        with Progress(console=console) as progress:
+            bar = progress.add_task(f"running {suite.name} ({len(suite.tasks)} tasks)", total=len(suite.tasks))
+            run_suite(workflow, suite, store, pool=pool, seed=args.seed,
+                      on_result=lambda *_: progress.advance(bar))
+    runs = originals()
+    failed = [r.id for r in runs if r.status == "failed"][: args.runs]
+    console.print(f"{suite.name}: {len(runs) - len([r for r in runs if r.status == 'failed'])}/{len(runs)} tasks "
+                  f"solved; debugging {len(failed)} failed runs, budget {args.budget} replays each")
+    suspects = sum(bool(find_suspects(store.steps(r), store.get_run(r).task_input.get("question", ""))) for r in failed)
+    console.print(f"grounded suspects found in {suspects}/{len(failed)} failed runs")
+
+    results: dict[str, dict[str, Any]] = {}
+    for config in args.configs.split(","):
+        strategies = list(STRATEGIES) if config == "all" else [config]
+        with Progress(console=console) as progress, ThreadPoolExecutor(max_workers=args.concurrency) as pool_x:
+            bar = progress.add_task(f"debugging: {config}", total=len(failed))
+
+            def one(run_id: str, strategies: list[str] = strategies) -> tuple[DebugReport, float]:
+                outcome = session(store, pool, run_id, strategies, args)
+                progress.advance(bar)
+                return outcome
+
+            outcomes = list(pool_x.map(one, failed))
+        results[config] = summarise(store, outcomes)
+        console.print(f"{config}: {json.dumps(results[config])}")
+
+    table = Table(title=f"Debugger on the failed runs of {suite.name} (embedded model, budget {args.budget})")
     for column in ("strategy", "runs", "repaired", "hypotheses", "decided", "validated", "refuted",
-                   "replays / decided", "seconds / decided"):
-        table.add_column(column, justify="right")
-    for strategy in ("resample", "patch", "llm"):
-        with ThreadPoolExecutor(max_workers=args.concurrency) as executor:
-            outcomes = list(
-                executor.map(lambda r: session(store, pool, r, strategy, args.budget, args.samples), failed)
-            )
-        hypotheses = [h for report, _ in outcomes for h in report.hypotheses]
-        decided = [h for h in hypotheses if h.verdict in ("validated", "refuted")]
-        repaired = sum(any(h.verdict == "validated" for h in report.hypotheses) for report, _ in outcomes)
-        replays = sum(report.spent["replays"] for report, _ in outcomes)
-        seconds = sum(s for _, s in outcomes)
-        per = (lambda x: f"{x / len(decided):.1f}") if decided else (lambda x: "-")
+                   "replays / decided", "s / decided", "repairs by fix", "leakage (repairs)"):
+        table.add_column(column, justify="right" if column not in ("repairs by fix", "leakage (repairs)") else "left")
+    for config, r in results.items():
+        per = (lambda x, d=r["decided"]: f"{x / d:.1f}" if d else "-")
         table.add_row(
-            strategy, str(len(outcomes)), f"{repaired}/{len(outcomes)} ({100 * repaired / max(1, len(outcomes)):.0f}%)",
-            str(len(hypotheses)),
-            f"{len(decided)}/{len(hypotheses)} ({100 * len(decided) / max(1, len(hypotheses)):.0f}%)",
-            str(sum(h.verdict == "validated" for h in hypotheses)),
-            str(sum(h.verdict == "refuted" for h in hypotheses)),
-            per(replays), per(seconds),
+            config, str(r["runs"]), f"{r['repaired']}/{r['runs']} ({100 * r['repaired'] / max(1, r['runs']):.0f}%)",
+            str(r["hypotheses"]),
+            f"{r['decided']}/{r['hypotheses']} ({100 * r['decided'] / max(1, r['hypotheses']):.0f}%)",
+            str(r["validated"]), str(r["refuted"]), per(r["replays"]), per(r["seconds"]),
+            ", ".join(f"{k} {v}" for k, v in sorted(r["repairs_by_fix"].items())) or "-",
+            ", ".join(f"{k} {v}" for k, v in sorted(r["leakage"].items())) or "-",
         )
     console.print(table)
+    for config, r in results.items():
+        if r["undecided_why"]:
+            console.print(f"undecided ({config}): " + ", ".join(f"{k} {v}" for k, v in r["undecided_why"].items()))
+    console.print(DOVER)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -474,11 +474,11 @@ def _print_verdict(report: Any) -> None:
 @app.command("debug")
 def debug_command(
     run: Annotated[str, typer.Argument(help="run id (or unique prefix) of a failed run")],
-    strategy: Annotated[str, typer.Option(help="llm, resample, patch, or all (comma-separated)")] = "all",
-    budget: Annotated[int, typer.Option("--budget", help="most replays to spend")] = 40,
+    strategy: Annotated[str, typer.Option(help="grounded, llm, resample, patch, or all (comma-separated)")] = "all",
+    budget: Annotated[int, typer.Option("--budget", help="most replays to spend")] = 24,
     budget_tokens: Annotated[int | None, typer.Option(help="most tokens to spend on replays")] = None,
-    trials: Annotated[int, typer.Option(help="replays per arm for each hypothesis")] = 1,
-    samples: Annotated[int, typer.Option(help="fresh samples per step when resampling")] = 4,
+    trials: Annotated[int, typer.Option(help="most replays per arm of a fix (sampled runs; greedy runs need one)")] = 6,
+    samples: Annotated[int, typer.Option(help="sampled redrafts per hypothesis, and fresh samples per resampled step")] = 3,
     temperature: Annotated[float, typer.Option(help="sampling temperature of resampling")] = 0.8,
     hypothesis_model: Annotated[str | None, typer.Option(help="model spec for the llm strategy")] = None,
     reference: Annotated[str | None, typer.Option(help="a successful run of the same task, to patch from")] = None,
@@ -494,13 +494,13 @@ def debug_command(
     db: DbOption = None,
 ) -> None:
     """Find why a run failed: hypotheses from the chosen strategies, each verified by replay."""
-    from counterfact.interventions import Budget, Debugger, report_table, write_html
+    from counterfact.interventions import STRATEGIES, Budget, Debugger, report_table, write_html
 
     _check_format(fmt)
-    chosen = ["llm", "resample", "patch"] if strategy == "all" else [s.strip() for s in strategy.split(",")]
-    unknown = [s for s in chosen if s not in ("llm", "resample", "patch")]
+    chosen = list(STRATEGIES) if strategy == "all" else [s.strip() for s in strategy.split(",")]
+    unknown = [s for s in chosen if s not in STRATEGIES]
     if unknown:
-        raise CounterfactError(f"--strategy takes llm, resample, patch or all, not {', '.join(unknown)}")
+        raise CounterfactError(f"--strategy takes {', '.join(STRATEGIES)} or all, not {', '.join(unknown)}")
     if budget < 1:
         raise CounterfactError("--budget must be at least 1 replay: a debug session with no replays proves nothing")
     debugger = Debugger(

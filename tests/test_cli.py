@@ -126,7 +126,7 @@ def test_replay_and_debug_errors_are_one_line(tmp_path: Path, sqlite_path: str) 
         (["replay", bad, "--at", "0", "--edit", str(tmp_path / "none.yaml"), "--db", sqlite_path], "none.yaml does not exist"),
         (["replay", bad, "--at", "0", "--edit", str(edit), "--db", sqlite_path], "does not say where its graph comes from"),
         (["debug", bad, "--budget", "0", "--db", sqlite_path], "--budget must be at least 1"),
-        (["debug", bad, "--strategy", "magic", "--db", sqlite_path], "--strategy takes llm, resample, patch or all"),
+        (["debug", bad, "--strategy", "magic", "--db", sqlite_path], "--strategy takes grounded, llm, resample, patch or all"),
     ]
     for args, expected in cases:
         result = cli(*args)

@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from counterfact.agents import Agent, ChatMessage, Tool
 from counterfact.graphs._state import Route, WorkflowState, agent_message
 from counterfact.graphs._tools import TOOLS, task_tools
-from counterfact.traces import current_directives, step_seed, tool_changes_for, tool_result_for
+from counterfact.traces import current_directives, step_seed, step_temperature, tool_changes_for, tool_result_for
 
 FINAL_ANSWER = re.compile(r"FINAL ANSWER\s*[:：]\s*(.+)", re.IGNORECASE)
 NodeFunction = Callable[[WorkflowState, RunnableConfig], dict[str, Any]]
@@ -59,13 +59,13 @@ def run_agent(
     `tool_names` are tools made for the task in `state` (see `_tools.TOOLS`), on top of the
     agent's own; a replay may add or remove tools from a step on, and force a tool's result.
     """
-    directives, here = current_directives()
+    _, here = current_directives()
     task = (state or {}).get("task", {})
     settings = agent.settings.model_copy()
     if (seed := step_seed()) is not None:
         settings.seed = seed
-    if directives.temperature is not None:
-        settings.temperature = directives.temperature
+    if (temperature := step_temperature()) is not None:
+        settings.temperature = temperature
     tools = {t.name: t for t in [*agent.tools, *task_tools(list(tool_names), task)]}
     for change in tool_changes_for(agent.name):
         if change.action == "remove":
@@ -76,6 +76,8 @@ def run_agent(
     if here is not None and here.reply is not None:
         return here.reply  # an edited message stands in for the agent's whole turn
     runner = agent.model_copy(update={"settings": settings, "tools": step_tools})
+    if here is not None and here.instruction:
+        messages = _with_note(messages, here.instruction)
     prefix = here.prefix if here is not None and here.prefix else None
     if prefix:
         messages = [*messages, ChatMessage(role="assistant", content=prefix)]
@@ -84,6 +86,16 @@ def run_agent(
     if prefix and not text.startswith(prefix):
         text = prefix + text  # the model continued the prefix; the reply is both
     return text
+
+
+def _with_note(messages: list[ChatMessage], note: str) -> list[ChatMessage]:
+    """`messages` with `note` added to the last user turn, where the agent reads its task (a
+    second user turn in a row confuses small models' chat templates less than it helps)."""
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last is None:
+        return [*messages, ChatMessage(role="user", content=note)]
+    turn = messages[last]
+    return [*messages[:last], turn.model_copy(update={"content": f"{turn.content}\n\nNote: {note}"}), *messages[last + 1 :]]
 
 
 def _answering_from_replay(tool: Tool) -> Tool:

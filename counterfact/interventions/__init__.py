@@ -9,21 +9,34 @@ from counterfact.interventions._attribute import (
 )
 from counterfact.interventions._compare import StepDiff, diff_runs, diff_table, run_tree
 from counterfact.interventions._debug import (
+    STRATEGIES,
     Budget,
     Debugger,
     DebugReport,
     HypothesisView,
     Segment,
-    parse_hypotheses,
+    Strategy,
+    hypothesis_schema,
+    leaked,
+    read_hypothesis,
     split_segments,
 )
-from counterfact.interventions._replay import Evidence, Replayer, ReplayPlan, ReplayResult, parse_step
+from counterfact.interventions._fixes import Fix, thinking_fixes
+from counterfact.interventions._grounding import Suspect, find_suspects
+from counterfact.interventions._replay import (
+    Evidence,
+    Replayer,
+    ReplayPlan,
+    ReplayResult,
+    parse_step,
+)
 from counterfact.interventions._report import report_table, write_html
 from counterfact.interventions._specs import (
     ActivationIntervention,
     CapturedVector,
     ContrastiveVector,
     Edit,
+    InstructionEdit,
     Intervention,
     InterventionError,
     MessageEdit,
@@ -32,6 +45,7 @@ from counterfact.interventions._specs import (
     ResponseEdit,
     ResumeEdit,
     RouteEdit,
+    SampleEdit,
     StateEdit,
     StepRef,
     ToolEdit,
@@ -39,7 +53,13 @@ from counterfact.interventions._specs import (
     load_intervention,
     parse_intervention,
 )
-from counterfact.interventions._stats import ArmComparison, compare, newcombe, newcombe_paired, wilson
+from counterfact.interventions._stats import (
+    ArmComparison,
+    compare,
+    newcombe,
+    newcombe_paired,
+    wilson,
+)
 from counterfact.interventions._verify import Progress, VerdictReport, decide, verify
 
 __all__ = [
@@ -53,7 +73,15 @@ __all__ = [
     "Debugger",
     "HypothesisView",
     "Segment",
-    "parse_hypotheses",
+    "hypothesis_schema",
+    "leaked",
+    "read_hypothesis",
+    "Strategy",
+    "STRATEGIES",
+    "Fix",
+    "thinking_fixes",
+    "Suspect",
+    "find_suspects",
     "report_table",
     "split_segments",
     "write_html",
@@ -66,7 +94,9 @@ __all__ = [
     "InterventionError",
     "MessageEdit",
     "PlanEdit",
+    "InstructionEdit",
     "PrefixEdit",
+    "SampleEdit",
     "Evidence",
     "ReplayPlan",
     "ReplayResult",

@@ -1,25 +1,37 @@
-"""The debugger: from a failed run to failure hypotheses, each proved or refuted by replay.
+"""The debugger: from a failed run to failure hypotheses, each decided by replay.
 
 1. Segments: the run splits at its planning steps (orchestrator workflows), else it is one.
-2. Hypotheses come from the strategies asked for:
-   llm       a model reads a segment (steps with explicit indices, never the expected answer)
-             and proposes (agent, step, reason, fix); the fix becomes a message edit;
+2. Hypotheses (a suspect step and why) come from the strategies asked for:
+   grounded  the first step that claims what nothing before it supports (a number no task
+             text, tool result or earlier message gives; a failed tool call it went on from);
+   llm       a model reads a segment (steps with indices, never the expected answer) and names
+             the step and the reason, its output held to a JSON schema while it decodes, so a
+             malformed hypothesis cannot happen on a local model or an endpoint that supports
+             structured output;
    resample  the point of no return: replays from a step with fresh samples (bisection over
-             steps, not one replay per step) find the last step from which the run can still
-             succeed; its original output is the suspect, and a successful resample's output
-             at that step the fix;
+             steps) find the last step from which the run can still succeed; a successful
+             sample's output at that step is the fix;
    patch     a successful run of the same task (given, or found by resampling the whole run)
              lends its step outputs, one step at a time; where a transplant repairs the run
              and the agent runs on a local model, its activations are patched layer by layer
              to find the layers that carry the repair.
-3. Every hypothesis is verified (treatment against control replays) within a budget of
-   replays and tokens. Sessions, hypotheses and verdicts are stored as they are made, so an
-   interrupted session resumes where it stopped.
+   Hypotheses on the same step are one hypothesis, with the fixes of every strategy behind it.
+3. Fixes are thinking interventions (see `_fixes`): the agent reads what went wrong and writes
+   its own step again; several per hypothesis, best first.
+4. Verification spends replays where they decide something. When the run decodes greedily one
+   full control replay that reproduces every step stands for the control arm of every fix, and
+   one treatment replay decides a fix; otherwise each fix is verified by a sequential exact test
+   (`verify(sequential=True)`). Each hypothesis first gets its best fix; the budget left goes to
+   hypotheses still undecided, in order. A hypothesis is validated by its first validated fix,
+   refuted when every fix was tried and none repaired the run, and otherwise ends undecided
+   with the reason (budget, fixes not applied, the failure does not reproduce).
+Sessions, hypotheses and verdicts are stored as they are made, so an interrupted session
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import re
+import json
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -29,7 +41,9 @@ from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, resolve_model
-from counterfact.interventions._replay import Replayer
+from counterfact.interventions._fixes import Fix, thinking_fixes
+from counterfact.interventions._grounding import find_suspects, numbers_in, output_text
+from counterfact.interventions._replay import Replayer, ReplayResult
 from counterfact.interventions._specs import (
     ActivationIntervention,
     CapturedVector,
@@ -41,12 +55,12 @@ from counterfact.interventions._specs import (
 from counterfact.interventions._verify import Progress, verify
 from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord
 
-Strategy = Literal["llm", "resample", "patch"]
-STRATEGIES: tuple[Strategy, ...] = ("llm", "resample", "patch")
+Strategy = Literal["grounded", "llm", "resample", "patch"]
+STRATEGIES: tuple[Strategy, ...] = ("grounded", "llm", "resample", "patch")
 
 
 class Budget(BaseModel):
-    replays: int = Field(default=60, ge=1)
+    replays: int = Field(default=24, ge=1)
     tokens: int | None = Field(default=None, ge=1)
 
 
@@ -59,10 +73,11 @@ class Segment(BaseModel):
 
 
 class HypothesisView(BaseModel):
-    """A hypothesis with its verdict, as the report shows it."""
+    """A hypothesis with its verdict and its fixes, as the report shows it."""
 
     id: str
     strategy: str
+    proposed_by: list[str] = Field(default_factory=list)
     segment: int
     step: int | None
     agent: str | None
@@ -72,9 +87,14 @@ class HypothesisView(BaseModel):
     note: str = ""
     reference_run_id: str | None = None
     evidence: dict[str, Any] = Field(default_factory=dict)
+    fixes: list[Fix] = Field(default_factory=list)
     verdict: str | None = None
     verdict_reason: str = ""
     stats: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict in ("validated", "refuted")
 
 
 class DebugReport(BaseModel):
@@ -88,6 +108,7 @@ class DebugReport(BaseModel):
     hypotheses: list[HypothesisView]
     spent: DebugSpend
     status: str
+    notes: list[str] = Field(default_factory=list)  # what each strategy found or why not
 
 
 def split_segments(steps: list[StepRecord]) -> list[Segment]:
@@ -107,12 +128,12 @@ class Debugger:
         *,
         strategies: list[Strategy],
         budget: Budget,
-        trials: int = 1,
-        samples: int = 4,
+        trials: int = 6,
+        samples: int = 3,
         temperature: float = 0.8,
         hypothesis_model: str | ChatModel | None = None,
         reference: str | None = None,
-        max_hypotheses: int = 3,
+        max_hypotheses: int = 2,
         on_progress: Progress | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
@@ -123,14 +144,17 @@ class Debugger:
             raise CounterfactError(
                 f"run {run.id} has no check of its final state, so replays cannot be scored: give one"
             )
-        if not strategies:
-            raise CounterfactError("choose at least one strategy: llm, resample, patch or all")
+        unknown = [s for s in strategies if s not in STRATEGIES]
+        if not strategies or unknown:
+            raise CounterfactError(
+                f"choose strategies among {', '.join(STRATEGIES)}" + (f", not {', '.join(unknown)}" if unknown else "")
+            )
         self.replayer = replayer
         self.store = replayer.store
         self.strategies = strategies
         self.budget = budget
-        self.trials = trials
-        self.samples = samples  # fresh replays per resampled step (and to find a reference)
+        self.trials = trials  # most pairs of a sequential verification (sampled runs)
+        self.samples = samples  # sampled fixes per hypothesis; fresh replays per resampled step
         self.temperature = temperature
         self.reference = reference
         self.max_hypotheses = max_hypotheses
@@ -141,6 +165,8 @@ class Debugger:
         self.session_id = ""
         self.spent = DebugSpend()
         self.completed: list[str] = []  # stages finished, so a resumed session skips them
+        self._control: list[ReplayResult] | None = None  # the shared control of a greedy run
+        self._reproduces = True
 
     # -- session bookkeeping -----------------------------------------------------------------
 
@@ -162,15 +188,35 @@ class Debugger:
             self.session_id, spent=self.spent, completed=self.completed, status=status  # type: ignore[arg-type]
         )
 
-    def _add(self, strategy: str, step: int | None, reason: str, intervention: Intervention | None,
-             *, status: str = "proposed", note: str = "", reference: str | None = None,
-             evidence: dict[str, Any] | None = None) -> HypothesisRecord:
-        target = self.steps[step] if step is not None else None
-        return self.store.add_hypothesis(
+    def _note(self, strategy: str, note: str) -> None:
+        """A strategy that proposed nothing says why (stored as a step-less, skipped record)."""
+        self.store.add_hypothesis(
+            self.session_id, strategy=strategy, segment=0, step=None, agent=None,
+            reason="no hypothesis", intervention=None, status="skipped", note=note,
+        )
+
+    def _propose(self, strategy: str, step: int, reason: str, fixes: list[Fix], *,
+                 reference: str | None = None, evidence: dict[str, Any] | None = None) -> None:
+        """Store a hypothesis, or add its fixes to the hypothesis already on that step."""
+        if not fixes:
+            self._note(strategy, f"step {step}: {reason}; no fix applies to this step")
+            return
+        for existing in self.hypotheses():
+            if existing.step == step and existing.status == "proposed":
+                known = {json.dumps(f["intervention"], sort_keys=True) for f in existing.evidence.get("fixes", [])}
+                added = [f for f in fixes if json.dumps(f.intervention, sort_keys=True) not in known]
+                merged = dict(existing.evidence)
+                merged["fixes"] = [*existing.evidence.get("fixes", []), *(f.model_dump() for f in added)]
+                merged["proposed_by"] = [*existing.evidence.get("proposed_by", [existing.strategy]), strategy]
+                merged.setdefault("reasons", {})[strategy] = reason
+                self.store.update_hypothesis(existing.id, evidence=merged)
+                return
+        target = self.steps[step]
+        self.store.add_hypothesis(
             self.session_id, strategy=strategy, segment=self._segment_of(step), step=step,
-            agent=target.agent if target else None, reason=reason,
-            intervention=intervention.dump() if intervention else None,
-            status=status, note=note, reference_run_id=reference, evidence=evidence,  # type: ignore[arg-type]
+            agent=target.agent or target.node, reason=reason, intervention=fixes[0].intervention,
+            reference_run_id=reference,
+            evidence={**(evidence or {}), "fixes": [f.model_dump() for f in fixes], "proposed_by": [strategy]},
         )
 
     def hypotheses(self) -> list[HypothesisRecord]:
@@ -201,13 +247,11 @@ class Debugger:
             if strategy in self.completed:
                 continue
             self.say(f"proposing hypotheses: {strategy}")
-            {"llm": self._llm, "resample": self._resample, "patch": self._patch}[strategy]()
+            {"grounded": self._grounded, "llm": self._llm, "resample": self._resample,
+             "patch": self._patch}[strategy]()
             self.completed.append(strategy)
             self._save_spent()
-        for hypothesis in self.hypotheses():
-            if hypothesis.status != "proposed":
-                continue
-            self._verify(hypothesis)
+        self._verify_all()
         if "patch" in self.strategies and "patch-layers" not in self.completed:
             self._patch_layers()
             self.completed.append("patch-layers")
@@ -215,27 +259,129 @@ class Debugger:
         self._save_spent("done")
         return self.report()
 
-    def _verify(self, hypothesis: HypothesisRecord) -> None:
-        if hypothesis.intervention is None:
+    def _greedy(self) -> bool:
+        target = self.replayer.target
+        if target.greedy is not None:
+            return target.greedy
+        calls = [call for step in self.steps for call in step.model_calls]
+        return all(call.params.get("temperature") == 0.0 for call in calls)
+
+    def _shared_control(self) -> None:
+        """For a greedy run: one full replay; if it reproduces every step's output it is the
+        control arm of every fix (a replay from any later step would repeat it exactly)."""
+        if self._control is not None or not self._greedy() or not self._afford(1):
             return
-        replays = 2 * self.trials
-        if not self._afford(replays):
-            self.store.update_hypothesis(hypothesis.id, status="skipped", note="budget exhausted before it was verified")
-            return
-        intervention = Intervention.model_validate(hypothesis.intervention)
-        try:
-            plan = self.replayer.compile(intervention, hypothesis.step)
-        except CounterfactError as exc:
-            self.store.update_hypothesis(hypothesis.id, status="skipped", note=f"edit does not apply: {exc}")
-            return
-        self.say(f"verifying {hypothesis.strategy} hypothesis at step {hypothesis.step}")
-        report = verify(
-            self.replayer, plan, trials=self.trials, on_progress=self.on_progress,
-            labels={"debug_session": self.session_id},
+        self.say("control: replaying the whole run unedited")
+        result = self.replayer.replay(
+            self.replayer.compile(None, 0), arm="control", seed=0, labels={"debug_session": self.session_id},
         )
-        self._charge([r.run_id for r in report.treatment + report.control])
-        self.store.update_hypothesis(hypothesis.id, status="verified", verdict_id=report.id)
+        self._charge([result.run_id])
+        if result.success:
+            self._reproduces = False
+            return
+        mine = [(s.node, output_text(s.output)) for s in self.steps]
+        theirs = [(s.node, output_text(s.output)) for s in self.store.steps(result.run_id)]
+        if mine == theirs:
+            self._control = [result]
+
+    def _verify_all(self) -> None:
+        """Best fix of each hypothesis first, then the rest of the budget in order."""
+        pending = [h for h in self.hypotheses() if h.status == "proposed"]
+        if not pending:
+            return
+        self._shared_control()
+        if not self._reproduces:
+            for h in pending:
+                self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
+            return
+        for h in pending:
+            self._try_next(h)
+        for h in pending:
+            while self._try_next(h):
+                pass
+        for h in self.hypotheses():
+            if h.status == "proposed":
+                self._conclude(h)
+
+    def _try_next(self, hypothesis: HypothesisRecord) -> bool:
+        """Verify the hypothesis's next untried fix; False when there is none or no budget."""
+        h = next(x for x in self.hypotheses() if x.id == hypothesis.id)  # as stored now
+        if h.status != "proposed":
+            return False
+        fixes = [Fix.model_validate(f) for f in h.evidence.get("fixes", [])]
+        position = next((i for i, f in enumerate(fixes) if f.verdict is None), None)
+        if position is None:
+            return False
+        need = 1 if self._control is not None else 2 if self._greedy() else 2 * self.trials
+        if not self._afford(need):
+            return False
+        fix = fixes[position]
+        try:
+            plan = self.replayer.compile(Intervention.model_validate(fix.intervention), h.step)
+        except CounterfactError as exc:
+            fix.verdict, fix.reason = "inconclusive", f"the edit does not apply: {exc}"
+        else:
+            self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
+            report = verify(
+                self.replayer, plan, trials=self.trials, control=self._control, sequential=True,
+                on_progress=self.on_progress, labels={"debug_session": self.session_id},
+            )
+            self._charge([r.run_id for r in report.treatment])
+            if self._control is None:
+                self._charge([r.run_id for r in report.control])
+            fix.verdict, fix.verdict_id, fix.reason = report.verdict, report.id, report.reason
+        fixes[position] = fix
+        evidence = {**h.evidence, "fixes": [f.model_dump() for f in fixes]}
+        self.store.update_hypothesis(h.id, evidence=evidence)
         self._save_spent()
+        if fix.verdict == "validated":
+            self.store.update_hypothesis(h.id, status="verified", verdict_id=fix.verdict_id,
+                                         intervention=fix.intervention)
+            return False
+        return True
+
+    def _conclude(self, h: HypothesisRecord) -> None:
+        """A hypothesis none of whose fixes validated: refuted if all were tried, else why not."""
+        fixes = [Fix.model_validate(f) for f in h.evidence.get("fixes", [])]
+        tried = [f for f in fixes if f.verdict is not None]
+        refuted = [f for f in tried if f.verdict == "refuted"]
+        if len(tried) == len(fixes) and refuted:
+            self._close(h, "verified", f"none of its {len(fixes)} fixes repaired the run", refuted[-1].verdict_id)
+            return
+        reasons = []
+        if len(tried) < len(fixes):
+            reasons.append(f"budget: {len(tried)} of {len(fixes)} fixes tried before the budget ran out")
+        unapplied = [f for f in tried if f.verdict == "inconclusive"]
+        if unapplied:
+            reasons.append(f"{len(unapplied)} fixes undecided ({unapplied[0].reason})")
+        self._close(h, "undecided", "; ".join(reasons) or "no fix was tried")
+
+    def _close(self, h: HypothesisRecord, status: str, note: str, verdict_id: str | None = None) -> None:
+        self.store.update_hypothesis(h.id, status=status, note=note, verdict_id=verdict_id)  # type: ignore[arg-type]
+
+    # -- strategy: grounded --------------------------------------------------------------------
+
+    def _fixes(self, step: int, notes: list[str], strategy: str) -> list[Fix]:
+        return thinking_fixes(self.replayer, self.steps[step], notes, strategy=strategy,
+                              samples=self.samples, temperature=self.temperature)
+
+    def _grounded(self) -> None:
+        suspects = find_suspects(self.steps, self.replayer.target.question)
+        if not suspects:
+            self._note("grounded", "every number the steps state is supported and no tool call failed")
+            return
+        for suspect in suspects[: self.max_hypotheses]:
+            notes = []
+            if suspect.failed_calls:
+                notes.append(f"Your call {suspect.failed_calls[0]}. Call the tool again with a valid argument.")
+            if suspect.unsupported:
+                given = ", ".join(suspect.supported) or "none"
+                notes.append(
+                    f"Last time you wrote {', '.join(suspect.unsupported)}, but nothing in the task, the tool "
+                    f"results or the conversation says so. Use only numbers given there ({given})."
+                )
+            self._propose("grounded", suspect.step, suspect.reason, self._fixes(suspect.step, notes, "grounded"),
+                          evidence=suspect.model_dump(include={"unsupported", "failed_calls", "supported"}))
 
     # -- strategy: llm -------------------------------------------------------------------------
 
@@ -251,7 +397,7 @@ class Debugger:
             except ModelError as exc:
                 raise CounterfactError(
                     f"the llm strategy cannot reach its model: {exc}; give another hypothesis model, "
-                    "or choose the resample or patch strategy"
+                    "or choose another strategy"
                 ) from None
         self._hypothesis_model = resolved
         return resolved
@@ -260,33 +406,22 @@ class Debugger:
         model = self._model()
         template = resources.files("counterfact.interventions").joinpath("prompts/debug_hypotheses.txt").read_text()
         for segment in split_segments(self.steps):
-            lines = "\n".join(
-                f"[{s.index}] {s.agent or s.node} ({s.kind}): {_one_line(s.output)}"
-                for s in self.steps[segment.first_step : segment.last_step + 1]
-            )
-            prompt = template.format(
-                question=self.replayer.target.question,
-                steps=lines,
-                answer=final_answer(self.steps),
-                count=self.max_hypotheses,
-            )
-            proposals: list[tuple[int, str, str]] = []
-            error = ""
-            for _attempt in range(2):  # malformed output gets one retry
-                text = model.complete(
-                    [ChatMessage(role="user", content=prompt)],
-                    GenerationSettings(max_tokens=160, temperature=0.0),
-                ).text
-                proposals, error = parse_hypotheses(text, self.steps, segment)
-                if proposals:
-                    break
-            if not proposals:
-                self._add("llm", None, f"segment {segment.index}: no usable hypothesis", None,
-                          status="skipped", note=error)
+            shown = self.steps[segment.first_step : segment.last_step + 1]
+            lines = "\n".join(f"[{s.index}] {s.agent or s.node}: {_one_line(s.output)}" for s in shown)
+            prompt = template.format(question=self.replayer.target.question, steps=lines,
+                                     answer=final_answer(self.steps))
+            schema = hypothesis_schema([s.index or 0 for s in shown])
+            text = model.complete(
+                [ChatMessage(role="user", content=prompt)],
+                GenerationSettings(max_tokens=96, temperature=0.0, json_schema=schema),
+            ).text
+            try:
+                step, reason = read_hypothesis(text, schema)
+            except ValueError as exc:
+                self._note("llm", f"segment {segment.index}: the hypothesis model's answer is not a hypothesis ({exc})")
                 continue
-            for step, reason, fix in proposals[: self.max_hypotheses]:
-                edit = MessageEdit(at=StepRef(step=step), text=fix)
-                self._add("llm", step, reason, Intervention(edits=[edit], note="llm"))
+            note = f"Someone checking your last answer found this mistake: {reason}. Write your answer again without it."
+            self._propose("llm", step, reason, self._fixes(step, [note], "llm"))
 
     # -- strategy: resample --------------------------------------------------------------------
 
@@ -310,9 +445,8 @@ class Debugger:
             "temperature" in call.params for step in self.steps for call in step.model_calls
         )
         if not takes_temperature:
-            self._add("resample", None, "no point of no return found", None, status="skipped",
-                      note="the run is deterministic: none of its model calls takes a sampling "
-                           "temperature, so fresh samples would only repeat it")
+            self._note("resample", "the run is deterministic: none of its model calls takes a sampling "
+                                   "temperature, so fresh samples would only repeat it")
             return
         probes: dict[int, list[tuple[str, bool]]] = {}
 
@@ -322,8 +456,8 @@ class Debugger:
             return sum(ok for _, ok in probes[step]) / count
 
         if not self._afford(count) or rate(0) == 0.0:
-            note = "budget exhausted" if 0 not in probes else f"no fresh sample from step 0 succeeds ({count} tried)"
-            self._add("resample", None, "no point of no return found", None, status="skipped", note=note)
+            self._note("resample", "budget exhausted" if 0 not in probes
+                       else f"no fresh sample from step 0 succeeds ({count} tried)")
             return
         low, high = 0, n  # rate(low) > 0; from `high` on, assume the failure is certain
         while high - low > 1 and self._afford(count):
@@ -339,8 +473,10 @@ class Debugger:
             f"point of no return: fresh samples from step {low} still succeed, from step {high} "
             f"they do not ({summary})"
         )
-        edit = MessageEdit(at=StepRef(step=low), text=_text(fixed.output))
-        self._add("resample", low, reason, Intervention(edits=[edit], note="resample"), note=f"sample {winner}")
+        edit = MessageEdit(at=StepRef(step=low), text=output_text(fixed.output))
+        fix = Fix(label="message from a sample", strategy="resample", source="agent",
+                  intervention=Intervention(edits=[edit], note=f"resample {winner}").dump())
+        self._propose("resample", low, reason, [fix], evidence={"sample": winner})
 
     # -- strategy: patch ------------------------------------------------------------------------
 
@@ -363,61 +499,68 @@ class Debugger:
     def _patch(self) -> None:
         reference = self._reference()
         if reference is None:
-            self._add("patch", None, "no successful run of this task to patch from", None,
-                      status="skipped", note="give a reference run, or a larger budget to find one")
+            self._note("patch", "no successful run of this task to patch from: give a reference run, "
+                                "or a larger budget to find one")
             return
         theirs = {(s.node, s.invocation): s for s in self.store.steps(reference)}
         for step in self.steps:
             other = theirs.get((step.node, step.invocation))
-            if other is None or _text(other.output) == _text(step.output) or not _text(other.output):
+            if other is None or output_text(other.output) == output_text(step.output) or not output_text(other.output):
                 continue
-            edit = MessageEdit(at=StepRef(step=step.index), text=_text(other.output))
-            self._add(
-                "patch", step.index,
-                f"transplanting step {step.index} ({step.node}) from successful run {reference[:12]}",
-                Intervention(edits=[edit], note=f"patch from {reference}"),
-                reference=reference,
-            )
+            edit = MessageEdit(at=StepRef(step=step.index), text=output_text(other.output))
+            fix = Fix(label="transplant", strategy="patch", source="reference", reference=reference,
+                      intervention=Intervention(edits=[edit], note=f"patch from {reference}").dump())
+            self._propose("patch", step.index or 0,
+                          f"transplanting step {step.index} ({step.node}) from successful run {reference[:12]}",
+                          [fix], reference=reference)
 
     def _patch_layers(self) -> None:
         """For validated transplants on local-model steps: which layers carry the repair."""
-        for hypothesis in self.report().hypotheses:
-            if hypothesis.strategy != "patch" or hypothesis.verdict != "validated" or hypothesis.step is None:
+        hypotheses = self.report().hypotheses
+        layered = {h.step for h in hypotheses if any(f.label.startswith("layer ") for f in h.fixes)}
+        for hypothesis in hypotheses:
+            validated = next((f for f in hypothesis.fixes if f.verdict == "validated"), None)
+            if validated is None or validated.label != "transplant" or hypothesis.step is None or hypothesis.step in layered:
                 continue
             model = self.replayer.model_of(self.steps[hypothesis.step])
             geometry = getattr(model, "geometry", None)
-            if not model.white_box or geometry is None:
+            reference = validated.reference
+            if model is None or not model.white_box or geometry is None or reference is None:
                 continue
-            reference = hypothesis.reference_run_id
-            if reference is None:
-                continue
-            stride = max(1, geometry.num_layers // 6)
-            for layer in range(0, geometry.num_layers, stride):
-                if not self._afford(2 * self.trials):
-                    return
+            fixes = []
+            for layer in range(0, geometry.num_layers, max(1, geometry.num_layers // 6)):
                 edit = ActivationIntervention(
                     at=StepRef(step=hypothesis.step), layers=[layer], positions="last", operation="set",
                     vector=VectorSource(captured=CapturedVector(run=reference, step=hypothesis.step)),
                 )
-                self._add(
-                    "patch", hypothesis.step,
-                    f"layer {layer}: the successful run's residual stream at the last prompt token",
-                    Intervention(edits=[edit], note=f"activation patch layer {layer}"),
-                )
-                self._verify(self.hypotheses()[-1])
+                fixes.append(Fix(label=f"layer {layer}", strategy="patch", source="reference", reference=reference,
+                                 intervention=Intervention(edits=[edit], note=f"activation patch layer {layer}").dump()))
+            self.store.add_hypothesis(
+                self.session_id, strategy="patch", segment=hypothesis.segment, step=hypothesis.step,
+                agent=hypothesis.agent, reason="which layers carry the repair: the successful run's residual "
+                "stream at the last prompt token, one layer at a time", intervention=fixes[0].intervention,
+                reference_run_id=reference, evidence={"fixes": [f.model_dump() for f in fixes], "proposed_by": ["patch"]},
+            )
+        self._verify_all()
 
     # -- report ----------------------------------------------------------------------------------
 
     def report(self) -> DebugReport:
         verdicts = {v.id: v for v in self.store.verdicts(run_id=self.replayer.parent.id)}
-        views = []
+        views, notes = [], []
         for h in self.hypotheses():
+            if h.step is None:
+                notes.append(f"{h.strategy}: {h.note}")
+                continue
             verdict = verdicts.get(h.verdict_id) if h.verdict_id else None
             views.append(
                 HypothesisView(
-                    id=h.id, strategy=h.strategy, segment=h.segment, step=h.step, agent=h.agent,
+                    id=h.id, strategy=h.strategy, proposed_by=h.evidence.get("proposed_by", [h.strategy]),
+                    segment=h.segment, step=h.step, agent=h.agent,
                     reason=h.reason, intervention=h.intervention, status=h.status, note=h.note,
-                    reference_run_id=h.reference_run_id, evidence=h.evidence,
+                    reference_run_id=h.reference_run_id,
+                    evidence={k: v for k, v in h.evidence.items() if k not in ("fixes", "proposed_by")},
+                    fixes=[Fix.model_validate(f) for f in h.evidence.get("fixes", [])],
                     verdict=verdict.verdict if verdict else None,
                     verdict_reason=verdict.reason if verdict else "",
                     stats=dict(verdict.stats) if verdict else {},
@@ -436,45 +579,45 @@ class Debugger:
             hypotheses=sorted(views, key=rank),
             spent=session.spent,
             status=session.status,
+            notes=notes,
         )
 
 
 def rank(h: HypothesisView) -> tuple[int, float]:
-    """Validated first (largest effect first), then inconclusive, refuted, skipped."""
-    order = {"validated": 0, "inconclusive": 1, "refuted": 2}.get(h.verdict or "", 3)
+    """Validated first (largest effect first), then undecided, refuted."""
+    order = {"validated": 0, "refuted": 2}.get(h.verdict or "", 1)
     effect = float(h.stats.get("comparison", {}).get("difference", 0.0)) if h.stats else 0.0
     return order, -effect
 
 
-_HYPOTHESIS = re.compile(
-    r"STEP\s*:\s*\[?(\d+)\]?\s*\|\s*AGENT\s*:\s*([^|]*)\|\s*REASON\s*:\s*([^|]*)\|\s*FIX\s*:\s*(.+)",
-    re.IGNORECASE,
-)
+def hypothesis_schema(steps: list[int]) -> dict[str, Any]:
+    """The JSON schema a hypothesis model's answer is held to: one of the shown steps, and why."""
+    return {
+        "type": "object",
+        "properties": {
+            "step": {"type": "integer", "enum": steps},
+            "reason": {"type": "string", "minLength": 8, "maxLength": 160},
+        },
+        "required": ["step", "reason"],
+        "additionalProperties": False,
+    }
 
 
-def parse_hypotheses(text: str, steps: list[StepRecord], segment: Segment) -> tuple[list[tuple[int, str, str]], str]:
-    """(step, reason, fix) triples from a model's answer, and why lines were rejected."""
-    found: list[tuple[int, str, str]] = []
-    problems: list[str] = []
-    for line in text.splitlines():
-        match = _HYPOTHESIS.search(line)
-        if not match:
-            continue
-        step, agent, reason, fix = int(match.group(1)), match.group(2).strip(), match.group(3).strip(), match.group(4).strip()
-        if not segment.first_step <= step <= segment.last_step:
-            problems.append(f"step {step} is outside the segment")
-            continue
-        actual = steps[step].agent or steps[step].node
-        if agent and agent.lower() != actual.lower():
-            problems.append(f"step {step} was taken by {actual}, not {agent}")
-            continue
-        if not fix:
-            problems.append(f"no fix for step {step}")
-            continue
-        found.append((step, reason, fix))
-    if not found and not problems:
-        problems.append(f"no line in the form 'STEP: i | AGENT: a | REASON: r | FIX: f' in {text[:120]!r}")
-    return found, "; ".join(problems)
+def read_hypothesis(text: str, schema: dict[str, Any]) -> tuple[int, str]:
+    """(step, reason) from a hypothesis model's JSON answer; ValueError says what is wrong (only
+    a model that ignores the schema, such as a remote one without structured output, errs)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"not JSON: {text[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    step, reason = data.get("step"), data.get("reason")
+    if not isinstance(step, int) or step not in schema["properties"]["step"]["enum"]:
+        raise ValueError(f"step {step!r} is not one of the steps shown")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("no reason")
+    return step, " ".join(reason.split())
 
 
 def final_answer(steps: list[StepRecord]) -> str | None:
@@ -483,13 +626,20 @@ def final_answer(steps: list[StepRecord]) -> str | None:
     for step in reversed(steps):
         if isinstance(step.delta, dict) and step.delta.get("final_answer"):
             return str(step.delta["final_answer"])
-    return _text(steps[-1].output) or None if steps else None
+    return output_text(steps[-1].output) or None if steps else None
 
 
-def _text(output: Any) -> str:
-    return str(output.get("content", "")) if isinstance(output, dict) else ("" if output is None else str(output))
+def leaked(fix: Fix, expected: str | None) -> bool:
+    """Whether a fix's own text (what its edits say, not where they aim) states the expected
+    answer: one of its numbers, or the whole text."""
+    if not expected:
+        return False
+    said = ("text", "result", "instruction", "value", "next", "plan", "patch", "tool_calls")
+    text = json.dumps([{k: v for k, v in edit.items() if k in said} for edit in fix.intervention.get("edits", [])])
+    wanted = numbers_in(expected)
+    return any(n in numbers_in(text) for n in wanted) if wanted else expected in text
 
 
 def _one_line(output: Any, width: int = 240) -> str:
-    text = " ".join(_text(output).split())
+    text = " ".join(output_text(output).split())
     return text if len(text) <= width else text[: width - 1] + "…"

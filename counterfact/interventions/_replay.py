@@ -31,7 +31,9 @@ from counterfact.interventions._specs import (
     InterventionError,
     MessageEdit,
     PlanEdit,
+    InstructionEdit,
     PrefixEdit,
+    SampleEdit,
     ResponseEdit,
     ResumeEdit,
     RouteEdit,
@@ -69,7 +71,7 @@ class StateUpdate(BaseModel):
 class Evidence(BaseModel):
     """Something a replay must show for its edit to count as applied."""
 
-    kind: Literal["seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response"]
+    kind: Literal["seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response", "sampled"]
     value: str = ""
     tool: str | None = None
 
@@ -220,6 +222,12 @@ class Replayer:
             self._require_local(target, "prefix")
             here.prefix = edit.text
             plan.evidence.append(Evidence(kind="prefix", value=edit.text))
+        elif isinstance(edit, InstructionEdit):
+            here.instruction = edit.text
+            plan.evidence.append(Evidence(kind="seen", value=edit.text))
+        elif isinstance(edit, SampleEdit):
+            here.temperature, here.seed = edit.temperature, edit.seed
+            plan.evidence.append(Evidence(kind="sampled", value=f"{edit.temperature}:{edit.seed}"))
         elif isinstance(edit, ActivationIntervention):
             here.activation_edits.extend(self._activation_edits(edit, target))
             plan.activation = True
@@ -409,6 +417,12 @@ def _shown(evidence: Evidence, target: StepRecord, steps: list[StepRecord]) -> b
     """Whether the replay's steps (from the fork on) show one piece of evidence."""
     if evidence.kind == "prefix":
         return _text_of(target.output).startswith(evidence.value.strip())
+    if evidence.kind == "sampled":
+        temperature, seed = evidence.value.split(":")
+        return bool(target.model_calls) and all(
+            call.params.get("temperature") == float(temperature) and call.params.get("seed") == int(seed)
+            for call in target.model_calls
+        )
     if evidence.kind in ("tool_offered", "tool_withdrawn"):
         if not target.model_calls:
             return False  # no request at the step: nothing shows what the model was offered
@@ -449,6 +463,7 @@ def _describe(evidence: Evidence) -> str:
         "tool_result": f"a call of {evidence.tool} answered {evidence.value!r}",
         "response": f"model call {evidence.tool} answering {evidence.value!r}",
         "route": f"{evidence.value} running next",
+        "sampled": "the step's model calls sampled at temperature:seed " + evidence.value,
     }.get(evidence.kind, evidence.value)
 
 

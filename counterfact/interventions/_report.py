@@ -1,76 +1,169 @@
-"""A debug report in the terminal (rich) and as a standalone HTML page."""
+"""A debug report in the terminal (rich) and as a standalone HTML page.
+
+Per hypothesis: its verdict (or "undecided", with the note that says why), the step and agent,
+the strategies that proposed it, the reason and the evidence, and every candidate fix with its
+edit in one line, its verdict and the verdict's reason. Then what each strategy that proposed
+nothing said, and a footer: hypotheses, decided, replays spent and replays per decided one.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from counterfact.interventions._debug import DebugReport
+from counterfact.interventions._debug import DebugReport, HypothesisView
+from counterfact.interventions._fixes import Fix
 
-_STYLE = {"validated": "green", "refuted": "red", "inconclusive": "yellow"}
+_STYLE = {"validated": "green", "refuted": "red", "inconclusive": "yellow", "undecided": "yellow"}
 
 
-def report_table(report: DebugReport) -> Group:
-    title = Text.assemble(("Why did run ", ""), (report.run_id[:12], "bold"), (" fail?", ""))
-    table = Table(title=title, show_lines=True, expand=True)
-    table.add_column("#", width=3)
-    table.add_column("verdict", width=12)
-    table.add_column("step", width=14)
-    table.add_column("hypothesis and edit", ratio=3, overflow="fold")
-    table.add_column("edit vs control", ratio=2, overflow="fold")
-    for i, h in enumerate(report.hypotheses, start=1):
-        c = h.stats.get("comparison", {})
-        verdict = h.verdict or h.status
-        style = _STYLE.get(verdict, "dim")
-        edit = ""
-        if h.intervention:
-            first = h.intervention["edits"][0]
-            detail = first.get("text") if first["kind"] == "message" else first.get("layers", "")
-            edit = f"\n[dim]{first['kind']} edit: {str(detail)[:80]}[/dim]"
-        why = h.verdict_reason or h.note
-        numbers = (
-            f"{c['treatment_successes']}/{c['n']} vs {c['control_successes']}/{c['n']}\n"
-            f"Δ {c['difference']:+.2f} ({c['ci_low']:+.2f}..{c['ci_high']:+.2f}), p={c['p_value']:.3g}"
-            if c else ""
-        )
-        table.add_row(
-            str(i),
-            f"[{style}]{verdict}[/{style}]",
-            ("-" if h.step is None else str(h.step)) + (f" {h.agent}" if h.agent else ""),
-            f"[bold]{h.strategy}[/bold]: {h.reason}{edit}" + (f"\n[dim]{why}[/dim]" if why else ""),
-            numbers,
-        )
-    decided = sum(h.verdict in ("validated", "refuted") for h in report.hypotheses)
-    footer = Text(
-        f"{len(report.hypotheses)} hypotheses, {decided} decided; spent {report.spent.replays} replays, "
-        f"{report.spent.tokens} tokens, {report.spent.seconds:.0f} s"
+def verdict_of(h: HypothesisView) -> str:
+    """What the hypothesis came to: validated, refuted, or undecided."""
+    return h.verdict or "undecided"
+
+
+def fix_verdict(fix: Fix) -> str:
+    return fix.verdict or "not tried"
+
+
+def summary(report: DebugReport) -> dict[str, Any]:
+    """The footer's numbers: hypotheses, decided, replays spent, replays per decided one."""
+    decided = sum(h.decided for h in report.hypotheses)
+    replays = report.spent.replays
+    return {
+        "hypotheses": len(report.hypotheses),
+        "decided": decided,
+        "replays": replays,
+        "tokens": report.spent.tokens,
+        "seconds": report.spent.seconds,
+        "per_decided": replays / decided if decided else None,
+    }
+
+
+def footer_text(report: DebugReport) -> str:
+    s = summary(report)
+    per = f"{s['per_decided']:.1f}" if s["per_decided"] is not None else "n/a (none decided)"
+    return (
+        f"{s['hypotheses']} hypotheses, {s['decided']} decided; spent {s['replays']} replays, "
+        f"{s['tokens']} tokens, {s['seconds']:.0f} s; replays per decided hypothesis: {per}"
     )
-    return Group(table, footer)
+
+
+def describe_evidence(evidence: dict[str, Any]) -> list[str]:
+    """The evidence behind a hypothesis, one line per item (empty items left out)."""
+    names = {
+        "unsupported": "unsupported numbers",
+        "supported": "numbers the step could have used",
+        "failed_calls": "failed tool calls",
+        "sample": "successful sample",
+    }
+    lines = []
+    for key, value in evidence.items():
+        if value in (None, "", [], {}):
+            continue
+        if key == "reasons" and isinstance(value, dict):
+            lines.extend(f"{strategy}'s reason: {reason}" for strategy, reason in value.items())
+            continue
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        lines.append(f"{names.get(key, key.replace('_', ' '))}: {shown}")
+    return lines
+
+
+def _short(text: str, width: int = 120) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def describe_edit(edit: dict[str, Any]) -> str:
     """One line for an edit, as a person would say it."""
     kind = edit["kind"]
-    where = f"step {edit['at']['step']}" if edit.get("at", {}).get("step") is not None else "the step"
+    where = f"step {edit['at']['step']}" if (edit.get("at") or {}).get("step") is not None else "the step"
     if kind == "message":
-        return f"{edit.get('mode', 'replace')} the message at {where} with {edit.get('text', '')!r}"
+        return f"{edit.get('mode', 'replace')} the message at {where} with {_short(edit.get('text', ''))!r}"
     if kind == "activation":
         return (
             f"{edit.get('operation', 'add')} {edit.get('component', 'residual')} activations at layers "
             f"{edit['layers']}, positions {edit.get('positions', 'all')}, at {where}"
         )
     if kind == "route":
-        return f"route to {edit['next']} at {where}: {edit.get('instruction', '')!r}"
+        return f"route to {edit['next']} at {where}: {_short(edit.get('instruction', ''))!r}"
     if kind == "tool":
-        return f"tool {edit['tool']}: {edit.get('action', 'result')} {edit.get('result', '')!r} at {where}"
+        return f"tool {edit['tool']}: {edit.get('action', 'result')} {_short(str(edit.get('result', '')))!r} at {where}"
     if kind == "prefix":
         return f"the answer at {where} begins {edit['text']!r}"
-    return f"plan edit at {where}"
+    if kind == "instruction":
+        return f"the agent at {where} reads the note {_short(edit.get('text', ''))!r} before it answers"
+    if kind == "sample":
+        return (
+            f"the agent at {where} writes its step again, sampled at temperature "
+            f"{edit.get('temperature', 0.8)} with seed {edit.get('seed', 0)}"
+        )
+    if kind == "response":
+        return f"the model at {where} answers {_short(edit.get('text', ''))!r}"
+    return f"{kind} edit at {where}"
+
+
+def describe_fix(fix: Fix | dict[str, Any]) -> str:
+    """A fix's edits in one line (a sampled redraft of a step that also reads a note is said
+    as one thing: the note, then the sampling)."""
+    intervention = fix.intervention if isinstance(fix, Fix) else fix
+    edits = (intervention or {}).get("edits", [])
+    noted = {json.dumps(e.get("at"), sort_keys=True) for e in edits if e["kind"] == "instruction"}
+    parts = []
+    for edit in edits:
+        if edit["kind"] == "sample" and json.dumps(edit.get("at"), sort_keys=True) in noted:
+            parts.append(f"sampled at temperature {edit.get('temperature', 0.8)} with seed {edit.get('seed', 0)}")
+        else:
+            parts.append(describe_edit(edit))
+    return "; ".join(parts) or "no edit"
+
+
+def report_table(report: DebugReport) -> Group:
+    title = Text.assemble(("Why did run ", ""), (report.run_id[:12], "bold"), (" fail?", ""))
+    table = Table(title=title, show_lines=True, expand=True)
+    table.add_column("#", width=3)
+    table.add_column("verdict", width=11)
+    table.add_column("step", width=14)
+    table.add_column("hypothesis", ratio=2, overflow="fold")
+    table.add_column("fixes tried", ratio=3, overflow="fold")
+    for i, h in enumerate(report.hypotheses, start=1):
+        verdict = verdict_of(h)
+        style = _STYLE.get(verdict, "dim")
+        about = [f"[bold]{escape(', '.join(h.proposed_by) or h.strategy)}[/bold]: {escape(h.reason)}"]
+        about += [f"[dim]{escape(line)}[/dim]" for line in describe_evidence(h.evidence)]
+        if not h.decided and h.note:
+            about.append(f"[yellow]{escape(h.note)}[/yellow]")
+        elif h.verdict_reason:
+            about.append(f"[dim]{escape(h.verdict_reason)}[/dim]")
+        fixes = []
+        for fix in h.fixes:
+            fstyle = _STYLE.get(fix.verdict or "", "dim")
+            line = (
+                f"[bold]{escape(fix.label)}[/bold] ({escape(fix.strategy)}): {escape(describe_fix(fix))}\n"
+                f"  [{fstyle}]{fix_verdict(fix)}[/{fstyle}]" + (f": [dim]{escape(fix.reason)}[/dim]" if fix.reason else "")
+            )
+            fixes.append(line)
+        table.add_row(
+            str(i),
+            f"[{style}]{verdict}[/{style}]",
+            ("-" if h.step is None else str(h.step)) + (f" {escape(h.agent)}" if h.agent else ""),
+            "\n".join(about),
+            "\n".join(fixes) or "[dim]no fix[/dim]",
+        )
+    parts: list[Any] = [table]
+    if report.notes:
+        notes = Text("Strategies that proposed nothing:\n", style="bold")
+        notes.append("\n".join(f"- {n}" for n in report.notes), style="")
+        parts.append(notes)
+    parts.append(Text(footer_text(report)))
+    return Group(*parts)
 
 
 def write_html(report: DebugReport, path: Path) -> Path:
@@ -79,5 +172,10 @@ def write_html(report: DebugReport, path: Path) -> Path:
         autoescape=select_autoescape(["html"]),
     )
     env.filters["describe_edit"] = describe_edit
-    path.write_text(env.get_template("debug_report.html").render(r=report), encoding="utf-8")
+    env.filters["describe_fix"] = describe_fix
+    env.filters["describe_evidence"] = describe_evidence
+    env.filters["verdict_of"] = verdict_of
+    env.filters["fix_verdict"] = fix_verdict
+    page = env.get_template("debug_report.html").render(r=report, summary=summary(report))
+    path.write_text(page, encoding="utf-8")
     return path

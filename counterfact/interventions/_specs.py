@@ -135,6 +135,23 @@ class PrefixEdit(_Edit):
     text: str = Field(min_length=1)
 
 
+class InstructionEdit(_Edit):
+    """The agent at the step reads `text` as a note before it answers, and writes its own
+    step again: a fix in the agent's own words and format, not one written for it."""
+
+    kind: Literal["instruction"] = "instruction"
+    text: str = Field(min_length=1)
+
+
+class SampleEdit(_Edit):
+    """The agent at the step writes its step again, sampled at `temperature` with `seed`;
+    the other steps keep their own decoding. A fix drawn from the agent itself."""
+
+    kind: Literal["sample"] = "sample"
+    temperature: float = Field(default=0.8, gt=0.0, le=2.0)
+    seed: int = 0
+
+
 class CapturedVector(BaseModel):
     """An activation recorded by re-running another run's step: its prompt, at one point."""
 
@@ -207,6 +224,8 @@ Edit = Annotated[
     | ResumeEdit
     | ToolEdit
     | PrefixEdit
+    | InstructionEdit
+    | SampleEdit
     | ActivationIntervention,
     Field(discriminator="kind"),
 ]

@@ -9,7 +9,15 @@ inconclusive  otherwise, with the reason: not applied, the failure does not repr
               control arm, too few trials.
 
 When every agent decodes greedily the replays are deterministic: each arm's outcome is then
-exact, and the verdict rests on it rather than on a p-value (which is still reported).
+exact, and the verdict rests on it rather than on a p-value (which is still reported). One
+treatment replay then decides, and the control may be one shared by many verifications (a full
+replay of the run that reproduced every step: `control=`).
+
+Sequential mode (`sequential=True`) runs the pairs one at a time and stops as soon as the
+verdict cannot change: validated at the first look where the exact test passes (at
+alpha / trials, a Bonferroni split over the looks, so early stopping keeps the 5% level),
+refuted once a rise of `min_effect` is excluded, or stopped when even all remaining pairs
+going the treatment's way could not reach significance.
 """
 
 from __future__ import annotations
@@ -66,8 +74,14 @@ def verify(
     concurrency: int = 4,
     on_progress: Progress | None = None,
     labels: dict[str, Any] | None = None,
+    control: list[ReplayResult] | None = None,
+    sequential: bool = False,
 ) -> VerdictReport:
-    """Run the arms, compare them, store the intervention, its replays and the verdict."""
+    """Run the arms, compare them, store the intervention, its replays and the verdict.
+
+    `control`: replays that stand for the control arm (deterministic runs only), so only the
+    treatment is replayed. `sequential`: stop the pairs early once the verdict is settled.
+    """
     if plan.intervention is None:
         raise CounterfactError("nothing to verify: give an edit")
     if trials < 1:
@@ -76,7 +90,11 @@ def verify(
     intervention_id = store.add_intervention(replayer.parent.id, plan.step, plan.intervention.dump()).id
     verdict_id = uuid.uuid4().hex
     tags = {**(labels or {}), "verification_id": verdict_id}
-    jobs = [(arm, seed + i) for i in range(trials) for arm in ("treatment", "control")]
+    deterministic = _greedy(replayer, plan, temperature)
+    if control is not None and not deterministic:
+        raise CounterfactError("a shared control arm stands only for deterministic (greedy) replays")
+    arms = ("treatment",) if control is not None else ("treatment", "control")
+    trials = 1 if control is not None or deterministic and sequential else trials
 
     def one(job: tuple[str, int]) -> ReplayResult:
         arm, s = job
@@ -86,15 +104,21 @@ def verify(
         )
 
     results: list[ReplayResult] = []
+    total = trials * len(arms)
+    rounds = [[(arm, seed + i) for i in range(trials) for arm in arms]] if not sequential else [
+        [(arm, seed + i) for arm in arms] for i in range(trials)
+    ]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for result in pool.map(one, jobs):
-            results.append(result)
-            if on_progress is not None:
-                on_progress(len(results), len(jobs))
+        for jobs in rounds:
+            for result in pool.map(one, jobs):
+                results.append(result)
+                if on_progress is not None:
+                    on_progress(len(results), total)
+            if sequential and _settled(results, control, trials, min_effect):
+                break
     treatment = [r for r in results if r.arm == "treatment"]
-    control = [r for r in results if r.arm == "control"]
+    control = control[: len(treatment)] if control is not None else [r for r in results if r.arm == "control"]
     comparison = compare([r.success for r in treatment], [r.success for r in control])
-    deterministic = _greedy(replayer, plan, temperature)
     applied = all(r.applied for r in treatment)
     detail = "; ".join(sorted({r.applied_detail for r in treatment if r.applied_detail}))
     kl, hits = (None, None)
@@ -158,6 +182,20 @@ def decide(
     if c.ci_high < min_effect:
         return "refuted", f"{rates}; a rise of {min_effect:.0%} is excluded (95% CI up to {c.ci_high:+.2f})"
     return "inconclusive", f"too few trials to decide ({rates}, 95% CI {c.ci_low:+.2f}..{c.ci_high:+.2f})"
+
+
+def _settled(results: list[ReplayResult], shared: list[ReplayResult] | None, trials: int, min_effect: float) -> bool:
+    """Whether more pairs could still change a sequential verdict (see the module docstring)."""
+    treatment = [r.success for r in results if r.arm == "treatment"]
+    control = [r.success for r in shared[: len(treatment)]] if shared is not None else [
+        r.success for r in results if r.arm == "control"
+    ]
+    c = compare(treatment, control)
+    if c.p_value < ALPHA / trials or c.ci_high < min_effect:
+        return True
+    left = trials - c.n
+    best = compare(treatment + [True] * left, control + [False] * left)
+    return best.p_value >= ALPHA / trials
 
 
 def _greedy(replayer: Replayer, plan: ReplayPlan, temperature: float | None) -> bool:

@@ -4,7 +4,8 @@ A replay passes `Directives` in the run config on every invoke (LangGraph does n
 `configurable` on resume). The recorder reads them when a node starts and opens a step scope,
 so everything that runs inside the step (counterfact's agents, `ChatCounterfact`, LangChain
 models and tools, instrumented openai clients) finds what is aimed at it without a config
-argument: `current_directives()`, `next_model_call()`, `tool_result_for()`, `step_seed()`.
+argument: `current_directives()`, `next_model_call()`, `tool_result_for()`, `step_seed()`,
+`step_instruction()`.
 Steps are addressed by (node, nth invocation), which, unlike LangGraph's step numbers and
 task ids, is stable across forks.
 """
@@ -42,6 +43,9 @@ class StepDirectives(BaseModel):
     reply: str | None = None  # counterfact agents: the agent says exactly this (no model call)
     output: Any = None  # any node: this state update (recorded JSON form) stands for the node's
     prefix: str | None = None  # the response must begin with this text
+    instruction: str | None = None  # a note the step's model reads before it answers
+    temperature: float | None = None  # this step samples at this temperature (the others do not)
+    seed: int | None = None  # ... with this seed, whatever the arm's seed
     activation_edits: list[dict[str, Any]] = Field(default_factory=list)  # ActivationEdit dicts
     tool_results: dict[str, Any] = Field(default_factory=dict)  # tool name -> forced result
     model_responses: list[ModelResponse] = Field(default_factory=list)
@@ -176,11 +180,31 @@ def tool_changes_for(agent: str) -> list[ToolChange]:
 
 
 def step_seed() -> int | None:
-    """The seed a model call in this step should use, when the replay fixes a base seed."""
+    """The seed a model call in this step should use: the step's own, or one derived from the
+    replay's base seed."""
     scope = _scope.get()
-    if scope is None or scope.directives.seed is None:
+    if scope is None:
+        return None
+    if scope.here is not None and scope.here.seed is not None:
+        return scope.here.seed
+    if scope.directives.seed is None:
         return None
     return derive_seed(scope.directives.seed, scope.address.node, scope.address.invocation)
+
+
+def step_temperature() -> float | None:
+    """The temperature a replay sets for model calls in this step (the step's own, else the
+    whole replay's), or None to keep the model's."""
+    directives, here = current_directives()
+    if here is not None and here.temperature is not None:
+        return here.temperature
+    return directives.temperature
+
+
+def step_instruction() -> str | None:
+    """The note a replay gives the models of this step to read before they answer."""
+    _, here = current_directives()
+    return here.instruction if here is not None and here.instruction else None
 
 
 def _at_or_after(address: StepAddress, step: str) -> bool:

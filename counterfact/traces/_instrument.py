@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from counterfact.traces._capture import chat_message, model_settings
-from counterfact.traces._directives import ModelResponse, next_model_call
+from counterfact.traces._directives import ModelResponse, next_model_call, step_instruction
 from counterfact.traces._intercept import forced_tool_calls, without_removed_tools
 from counterfact.traces._payloads import parse_tool_arguments, to_jsonable
 from counterfact.traces._records import ModelCallRecord, report_model_call
@@ -157,6 +157,8 @@ def _begin(kwargs: dict[str, Any]) -> tuple[dict[str, Any], _Call]:
     kwargs = without_removed_tools(dict(kwargs))
     if "messages" in kwargs:
         kwargs["messages"] = list(kwargs["messages"])  # any iterable: it is read twice
+        if (note := step_instruction()) is not None:
+            kwargs["messages"].append({"role": "user", "content": note})
     given = {k: v for k, v in kwargs.items() if not isinstance(v, (NotGiven, Omit))}
     record = ModelCallRecord(
         backend="openai",

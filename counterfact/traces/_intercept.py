@@ -30,7 +30,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import BaseTool
 from langchain_core.tools.base import _format_output
@@ -40,7 +40,9 @@ from counterfact.traces._directives import (
     ModelResponse,
     current_directives,
     next_model_call,
+    step_instruction,
     step_seed,
+    step_temperature,
     tool_changes_for,
     tool_result_for,
 )
@@ -117,13 +119,12 @@ def with_sampling(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any
     """A replay's seed (per step) and temperature, for models that take them per request
     (`seed` and `temperature` fields, as ChatOpenAI has): replays pair arms by seed and
     resampling raises the temperature."""
-    directives, _ = current_directives()
     fields = type(model).model_fields
     extra: dict[str, Any] = {}
     if (seed := step_seed()) is not None and "seed" in fields:
         extra["seed"] = seed
-    if directives.temperature is not None and "temperature" in fields:
-        extra["temperature"] = directives.temperature
+    if (temperature := step_temperature()) is not None and "temperature" in fields:
+        extra["temperature"] = temperature
     return {**kwargs, **extra}
 
 
@@ -160,18 +161,31 @@ def _as_chunk(message: AIMessage) -> AIMessageChunk:
     )
 
 
+def _instructed(model: BaseChatModel, batches: list[list[BaseMessage]]) -> list[list[BaseMessage]]:
+    """Each conversation with the replay's instruction for this step as a last user message
+    (once: a stream that falls back to invoke brings it already added)."""
+    note = None if _self_recording(model) else step_instruction()
+    if note is None:
+        return batches
+    return [messages if _ends_with(messages, note) else [*messages, HumanMessage(content=note)] for messages in batches]
+
+
+def _ends_with(messages: list[BaseMessage], note: str) -> bool:
+    return bool(messages) and isinstance(messages[-1], HumanMessage) and messages[-1].content == note
+
+
 def _hook_generate(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def generate(self: BaseChatModel, *args: Any, **kwargs: Any) -> Any:
-        return original(self, *args, **_request_kwargs(self, kwargs))
+    def generate(self: BaseChatModel, messages: list[list[BaseMessage]], *args: Any, **kwargs: Any) -> Any:
+        return original(self, _instructed(self, messages), *args, **_request_kwargs(self, kwargs))
 
     return generate
 
 
 def _hook_agenerate(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    async def agenerate(self: BaseChatModel, *args: Any, **kwargs: Any) -> Any:
-        return await original(self, *args, **_request_kwargs(self, kwargs))
+    async def agenerate(self: BaseChatModel, messages: list[list[BaseMessage]], *args: Any, **kwargs: Any) -> Any:
+        return await original(self, _instructed(self, messages), *args, **_request_kwargs(self, kwargs))
 
     return agenerate
 
@@ -194,6 +208,14 @@ def _hook_agenerate_with_cache(original: Callable[..., Any]) -> Callable[..., An
     return agenerate_with_cache
 
 
+def _instructed_input(model: BaseChatModel, input: Any) -> Any:
+    """A streamed request's input with the step's instruction (see `_instructed`)."""
+    note = None if _self_recording(model) else step_instruction()
+    if note is None:
+        return input
+    return _instructed(model, [model._convert_input(input).to_messages()])[0]
+
+
 def _hook_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
     @functools.wraps(original)
     def stream(
@@ -205,6 +227,7 @@ def _hook_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Iterat
         **kwargs: Any,
     ) -> Iterator[Any]:
         kwargs = _request_kwargs(self, kwargs)
+        input = _instructed_input(self, input)
         # A model that does not stream answers through invoke, which counts the request.
         streams = self._should_stream(async_api=False, **{**kwargs, "stream": True})
         forced = None if _self_recording(self) or not streams else next_model_call()[1]
@@ -232,6 +255,7 @@ def _hook_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
         kwargs = _request_kwargs(self, kwargs)
+        input = _instructed_input(self, input)
         streams = self._should_stream(async_api=True, **{**kwargs, "stream": True})
         forced = None if _self_recording(self) or not streams else next_model_call()[1]
         if forced is None:

@@ -74,7 +74,8 @@ class StepRecord(BaseModel):
 
 VerdictKind = Literal["validated", "refuted", "inconclusive"]
 DebugStatus = Literal["running", "done"]
-HypothesisStatus = Literal["proposed", "verified", "skipped"]
+# verified: decided by its verdict; undecided: fixes tried, none decided it (the note says why)
+HypothesisStatus = Literal["proposed", "verified", "undecided", "skipped"]
 
 
 def new_id() -> str:
@@ -130,7 +131,7 @@ class HypothesisRecord(BaseModel):
     id: str = Field(default_factory=new_id)
     session_id: str
     seq: int  # 0-based, in the order the session proposed them
-    strategy: str  # llm | resample | patch
+    strategy: str  # grounded | llm | resample | patch: the first that proposed it
     segment: int = 0  # the segment of the run (between planning steps) the step lies in
     step: int | None = None
     agent: str | None = None

@@ -232,7 +232,7 @@ class Hypothesis(Base):
     agent: Mapped[str | None] = mapped_column(String(200), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
     intervention: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
-    status: Mapped[str] = mapped_column(String(16))  # proposed | verified | skipped
+    status: Mapped[str] = mapped_column(String(16))  # proposed | verified | undecided | skipped
     verdict_id: Mapped[str | None] = mapped_column(
         ForeignKey("verdicts.id", ondelete="SET NULL"), default=None
     )

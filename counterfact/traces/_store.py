@@ -729,9 +729,15 @@ class TraceStore:
         status: HypothesisStatus | None = None,
         verdict_id: str | None = None,
         note: str | None = None,
+        intervention: dict[str, Any] | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> HypothesisRecord:
         """Set the fields given; returns the hypothesis as stored."""
         values: dict[str, Any] = {}
+        if intervention is not None:
+            values["intervention"] = intervention
+        if evidence is not None:
+            values["evidence"] = evidence
         if status is not None:
             values["status"] = _one_of(status, HypothesisStatus, "hypothesis status")
         if verdict_id is not None:

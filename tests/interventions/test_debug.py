@@ -1,77 +1,343 @@
-"""The debugger on scripted workflows: each strategy, the budget, resuming, bad input."""
+"""The debugger on scripted workflows: segments, hypotheses from each strategy, their fixes,
+verification against a shared control, the budget, resuming, bad input and the reports."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatModel, Completion, ScriptedChatModel
-from counterfact.graphs import ModelPool, WorkflowRunner, load_suite, parse_workflow
+from counterfact.agents import ChatMessage, ChatModel, Completion, ScriptedChatModel
+from counterfact.graphs import (
+    ModelPool,
+    Task,
+    WorkflowRunner,
+    load_suite,
+    parse_workflow,
+)
 from counterfact.interventions import (
     Budget,
     Debugger,
+    DebugReport,
     Replayer,
-    parse_hypotheses,
+    hypothesis_schema,
+    leaked,
+    read_hypothesis,
+    report_table,
     split_segments,
     write_html,
 )
 from counterfact.traces import StepRecord, TraceStore
-from counterfact.traces._schema import Hypothesis
+from counterfact.traces._schema import Run
 
+from ..graphs.scripted import arithmetic_brain, trio_spec
 from .test_replay import SUITE, _recorded_orchestrator, _recorded_trio
 
+Brain = Callable[[list[ChatMessage]], str]
 
-def test_trials_split_at_planning_steps() -> None:
-    kinds = ["plan", "router", "agent", "router", "plan", "router", "agent"]
-    steps = [StepRecord(index=i, node=k, kind=k) for i, k in enumerate(kinds)]  # type: ignore[arg-type]
-    assert [(t.first_step, t.last_step) for t in split_segments(steps)] == [(0, 3), (4, 6)]
-    assert [(t.first_step, t.last_step) for t in split_segments(steps[1:4])] == [(0, 2)]
+# -- scripted agents --------------------------------------------------------------------------
+# The trio (researcher, solver, reporter) on the suite's tasks: "wrong" asks for the population
+# of Avalon (the lookup says 1000, the checker wants 999), "sum" for Avalon plus Brindle (1500).
+# A fix's note reaches the agent appended to its last user turn as "Note: ...".
 
 
-def test_hypothesis_lines_are_parsed_and_checked() -> None:
-    steps = [StepRecord(index=i, node=n, agent=n) for i, n in enumerate(["researcher", "solver", "reporter"])]
-    segment = split_segments(steps)[0]
-    found, problems = parse_hypotheses(
-        "STEP: 1 | AGENT: solver | REASON: wrong sum | FIX: RESULT: 999\n"
-        "STEP: 2 | AGENT: researcher | REASON: x | FIX: y\n"
-        "STEP: 9 | AGENT: solver | REASON: x | FIX: y",
-        steps,
-        segment,
-    )
-    assert found == [(1, "wrong sum", "RESULT: 999")]
-    assert "taken by reporter" in problems and "outside the segment" in problems
+def _noted(messages: list[ChatMessage]) -> bool:
+    return any("\n\nNote: " in m.content for m in messages if m.role == "user")
+
+
+def _without_note(messages: list[ChatMessage]) -> list[ChatMessage]:
+    return [m.model_copy(update={"content": m.content.split("\n\nNote: ")[0]}) for m in messages]
+
+
+def _solving(messages: list[ChatMessage]) -> bool:
+    return "Compute" in messages[0].content
+
+
+def heeds_the_note(messages: list[ChatMessage]) -> str:
+    """On "wrong": the solver answers 999 once a note says it erred, else the lookup's 1000."""
+    if _solving(messages) and _noted(messages):
+        return "RESULT: 999"
+    return arithmetic_brain(_without_note(messages))
+
+
+def ignores_the_note(messages: list[ChatMessage]) -> str:
+    """On "wrong": every agent does the same with a note or without (the run always fails)."""
+    return arithmetic_brain(_without_note(messages))
+
+
+def inventing(heeds: bool) -> Brain:
+    """On "sum": a solver that writes 1740 without calling the calculator (a number no tool
+    result gives); with a note it computes the sum properly, if it `heeds`."""
+
+    def brain(messages: list[ChatMessage]) -> str:
+        if _solving(messages) and not (heeds and _noted(messages)):
+            return "RESULT: 1740"
+        return arithmetic_brain(_without_note(messages))
+
+    return brain
+
+
+class SampledOnly(ScriptedChatModel):
+    """On "wrong": the solver answers 999 only when it has a note and samples (temperature
+    above 0): the instruction fix alone does not repair the run, a sampled redraft does."""
+
+    def __init__(self) -> None:
+        super().__init__(ignores_the_note, name="sampled-only")
+        self._right = ScriptedChatModel(lambda messages: "RESULT: 999", name="sampled-only")
+
+    def complete(self, messages, settings=None, **kwargs):  # type: ignore[no-untyped-def]
+        if settings is not None and settings.temperature > 0 and _solving(messages) and _noted(messages):
+            return self._right.complete(messages, settings, **kwargs)
+        return super().complete(messages, settings, **kwargs)
+
+
+def _record(store: TraceStore, brain: Brain | ChatModel, task: str = "wrong") -> tuple[str, ModelPool]:
+    model = brain if isinstance(brain, ChatModel) else ScriptedChatModel(brain, name="brain")
+    pool = ModelPool("test", {"test": model})
+    run_id = WorkflowRunner(trio_spec(), store, pool).run(load_suite(SUITE).task(task), suite="tiny").run_id
+    assert store.get_run(run_id).status == "failed"
+    return run_id, pool
+
+
+def _critic(step: int, reason: str = "the solver kept the looked-up value") -> ScriptedChatModel:
+    """A hypothesis model that names `step`, as the schema asks."""
+    return ScriptedChatModel(lambda messages: json.dumps({"step": step, "reason": reason}))
 
 
 def _debugger(store: TraceStore, run_id: str, pool: ModelPool, **kwargs: object) -> Debugger:
     return Debugger(Replayer(store, run_id, pool=pool), **kwargs)  # type: ignore[arg-type]
 
 
-def test_llm_strategy_proposes_verifies_and_retries_malformed_output(sqlite_path: str) -> None:
+def _texts(fix_intervention: dict) -> list[str]:
+    return [e["text"] for e in fix_intervention["edits"] if e["kind"] == "instruction"]
+
+
+# -- segments and the hypothesis format ---------------------------------------------------------
+
+
+def test_segments_split_at_planning_steps() -> None:
+    kinds = ["plan", "router", "agent", "router", "plan", "router", "agent"]
+    steps = [StepRecord(index=i, node=k, kind=k) for i, k in enumerate(kinds)]  # type: ignore[arg-type]
+    assert [(t.first_step, t.last_step) for t in split_segments(steps)] == [(0, 3), (4, 6)]
+    assert [(t.index, t.first_step, t.last_step) for t in split_segments(steps[1:4])] == [(0, 0, 2)]
+    late = [StepRecord(index=i, node=k, kind=k) for i, k in enumerate(["agent", "plan", "agent"])]  # type: ignore[arg-type]
+    assert [(t.first_step, t.last_step) for t in split_segments(late)] == [(0, 2)]  # the first takes what came before
+
+
+def test_hypothesis_schema_and_reading_answers() -> None:
+    schema = hypothesis_schema([3, 4, 5])
+    assert schema["properties"]["step"]["enum"] == [3, 4, 5]
+    assert schema["required"] == ["step", "reason"] and schema["additionalProperties"] is False
+    assert read_hypothesis('{"step": 4, "reason": "  copied the\\nwrong   number "}', schema) == (
+        4, "copied the wrong number"
+    )
+    with pytest.raises(ValueError, match="step 9 is not one of the steps shown"):
+        read_hypothesis('{"step": 9, "reason": "wrong number"}', schema)
+    with pytest.raises(ValueError, match="step '4' is not one of the steps shown"):
+        read_hypothesis('{"step": "4", "reason": "wrong number"}', schema)
+    with pytest.raises(ValueError, match="not JSON: 'STEP: 4 | REASON: x'"):
+        read_hypothesis("STEP: 4 | REASON: x", schema)
+    with pytest.raises(ValueError, match="not a JSON object"):
+        read_hypothesis("[4]", schema)
+    with pytest.raises(ValueError, match="no reason"):
+        read_hypothesis('{"step": 4}', schema)
+    with pytest.raises(ValueError, match="no reason"):
+        read_hypothesis('{"step": 4, "reason": "   "}', schema)
+
+
+# -- the llm strategy ------------------------------------------------------------------------------
+
+
+def test_llm_hypothesis_is_validated_when_the_agent_heeds_the_note(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
-    run_id, _, pool = _recorded_trio(store, "wrong")
-    answers = iter(["I am not sure.", "STEP: 1 | AGENT: solver | REASON: wrong number | FIX: RESULT: 999"])
-    critic = ScriptedChatModel(lambda messages: next(answers))
+    run_id, pool = _record(store, heeds_the_note)
+    critic = _critic(1)
     report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10),
                        hypothesis_model=critic).run()
-    assert len(critic.requests) == 2  # one retry after the malformed answer
-    prompt = critic.requests[0].messages[0].content
-    assert "[1] solver" in prompt and "999" not in prompt  # indices shown, the answer is not
+    (request,) = critic.requests  # one segment, one request
+    prompt = request.messages[0].content
+    assert "[0] researcher: FACTS: 1000" in prompt and "[1] solver: RESULT: 1000" in prompt
+    assert "999" not in prompt  # the expected answer is never shown
+    assert request.settings.json_schema == hypothesis_schema([0, 1, 2])
+    assert request.settings.temperature == 0.0
     (h,) = report.hypotheses
-    assert (h.step, h.agent, h.verdict) == (1, "solver", "validated")
+    assert (h.step, h.agent, h.strategy, h.proposed_by) == (1, "solver", "llm", ["llm"])
+    assert h.reason == "the solver kept the looked-up value"
+    assert [(f.label, f.strategy, f.source) for f in h.fixes] == [
+        ("instruction", "llm", "hypothesis"),
+        ("sample 1", "llm", "agent"), ("sample 2", "llm", "agent"), ("sample 3", "llm", "agent"),
+    ]
+    note = (
+        "Someone checking your last answer found this mistake: the solver kept the looked-up value. "
+        "Write your answer again without it."
+    )
+    assert _texts(h.fixes[0].intervention) == [note]
+    assert [e["kind"] for e in h.fixes[1].intervention["edits"]] == ["instruction", "sample"]
+    assert [f.verdict for f in h.fixes] == ["validated", None, None, None]  # the best fix decided it
+    assert (h.status, h.verdict, h.decided) == ("verified", "validated", True)
+    assert h.intervention == h.fixes[0].intervention and h.verdict_reason.startswith("deterministic replays")
+    assert report.spent.replays == 2 and report.notes == []  # one control, one treatment
+    assert not any(leaked(f, report.expected) for f in h.fixes)
+
+
+def test_llm_hypothesis_is_refuted_when_no_fix_repairs_the_run(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, ignores_the_note)
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                       hypothesis_model=_critic(1)).run()
+    (h,) = report.hypotheses
+    assert [f.label for f in h.fixes] == ["instruction", "sample 1"]
+    assert [f.verdict for f in h.fixes] == ["refuted", "refuted"]
+    assert all("still fails" in f.reason for f in h.fixes)
+    assert (h.status, h.verdict, h.decided) == ("verified", "refuted", True)
+    assert h.note == "none of its 2 fixes repaired the run"
+    assert report.spent.replays == 3
+
+
+def test_a_malformed_llm_answer_is_a_note_not_a_hypothesis(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, heeds_the_note)
+    critic = ScriptedChatModel(lambda messages: "I am not sure.")
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4),
+                       hypothesis_model=critic).run()
+    assert len(critic.requests) == 1  # no retry: the schema is the guard
+    assert report.hypotheses == []
+    assert report.notes == [
+        "llm: segment 0: the hypothesis model's answer is not a hypothesis (not JSON: 'I am not sure.')"
+    ]
+    assert report.spent.replays == 0  # nothing to verify, not even a control
+
+
+def test_an_llm_answer_naming_a_step_not_shown_is_a_note(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, heeds_the_note)
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4),
+                       hypothesis_model=_critic(7)).run()
+    assert report.hypotheses == []
+    (note,) = report.notes
+    assert note.startswith("llm: segment 0:") and "step 7 is not one of the steps shown" in note
+
+
+# -- the grounded strategy, and merging ----------------------------------------------------------
+
+
+def test_grounded_flags_the_agent_that_states_an_unsupported_number(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, inventing(heeds=True), task="sum")
+    report = _debugger(store, run_id, pool, strategies=["grounded"], budget=Budget(replays=10)).run()
+    (h,) = report.hypotheses
+    assert (h.step, h.agent, h.proposed_by) == (1, "solver", ["grounded"])
+    assert h.evidence["unsupported"] == ["1740"] and h.evidence["supported"] == ["500", "1000"]
+    assert h.evidence["failed_calls"] == []
+    assert "solver wrote 1740" in h.reason
+    (note,) = _texts(h.fixes[0].intervention)
+    assert "Last time you wrote 1740" in note and "(500, 1000)" in note
+    assert h.fixes[0].label == "instruction" and h.fixes[0].strategy == "grounded"
+    assert (h.verdict, h.fixes[0].verdict) == ("validated", "validated")
+    assert not any(leaked(f, report.expected) for f in h.fixes)  # 1500 is named by no fix
+
+
+def test_grounded_proposes_nothing_when_every_number_is_supported(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, heeds_the_note)  # the run copies the lookup's 1000 faithfully
+    report = _debugger(store, run_id, pool, strategies=["grounded"], budget=Budget(replays=4)).run()
+    assert report.hypotheses == []
+    assert report.notes == ["grounded: every number the steps state is supported and no tool call failed"]
+
+
+def test_strategies_on_the_same_step_make_one_hypothesis(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, inventing(heeds=True), task="sum")
+    report = _debugger(store, run_id, pool, strategies=["grounded", "llm"], budget=Budget(replays=10),
+                       samples=0, hypothesis_model=_critic(1, "the solver made up the sum")).run()
+    (h,) = report.hypotheses
+    assert (h.step, h.strategy, h.proposed_by) == (1, "grounded", ["grounded", "llm"])
+    assert [(f.label, f.strategy) for f in h.fixes] == [("instruction", "grounded"), ("instruction", "llm")]
+    assert "1740" in _texts(h.fixes[0].intervention)[0]
+    assert "the solver made up the sum" in _texts(h.fixes[1].intervention)[0]
+    assert h.evidence["reasons"] == {"llm": "the solver made up the sum"}
+    assert [f.verdict for f in h.fixes] == ["validated", None]  # the best fix first, and it did
     assert report.spent.replays == 2
 
 
-def test_llm_strategy_gives_up_with_the_reason_recorded(sqlite_path: str) -> None:
+# -- verification: the shared control, the budget, reproduction ------------------------------------
+
+
+def test_a_greedy_run_shares_one_control_replay_among_all_fixes(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
-    run_id, _, pool = _recorded_trio(store, "wrong")
-    critic = ScriptedChatModel(lambda messages: "no idea")
-    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4),
-                       hypothesis_model=critic).run()
+    run_id, pool = _record(store, SampledOnly())
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=2,
+                       hypothesis_model=_critic(1)).run()
     (h,) = report.hypotheses
-    assert h.status == "skipped" and "no line in the form" in h.note
+    assert [(f.label, f.verdict) for f in h.fixes] == [
+        ("instruction", "refuted"), ("sample 1", "validated"), ("sample 2", None),
+    ]
+    assert h.verdict == "validated" and h.intervention == h.fixes[1].intervention
+    assert report.spent.replays == 1 + 2  # one control, one treatment per tried fix
+    verdicts = store.verdicts(run_id=run_id)
+    assert len(verdicts) == 2
+    controls = {tuple(v.stats["control_runs"]) for v in verdicts}
+    assert len(controls) == 1 and len(next(iter(controls))) == 1  # the same single control run
+    assert all(len(v.stats["treatment_runs"]) == 1 for v in verdicts)
+
+
+def test_each_hypothesis_gets_its_best_fix_before_any_gets_a_second(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, inventing(heeds=False), task="sum")
+    # grounded suspects the solver (step 1), the hypothesis model the reporter (step 2)
+    report = _debugger(store, run_id, pool, strategies=["grounded", "llm"], budget=Budget(replays=4),
+                       samples=1, hypothesis_model=_critic(2, "the reporter repeated a wrong sum")).run()
+    by_step = {h.step: h for h in report.hypotheses}
+    assert set(by_step) == {1, 2}
+    solver, reporter = by_step[1], by_step[2]
+    # control, solver's fix 1, reporter's fix 1, then the budget left goes to the solver first
+    assert [f.verdict for f in solver.fixes] == ["refuted", "refuted"]
+    assert [f.verdict for f in reporter.fixes] == ["refuted", None]
+    assert (solver.status, solver.verdict) == ("verified", "refuted")
+    assert (reporter.status, reporter.verdict, reporter.decided) == ("undecided", None, False)
+    assert reporter.note == "budget: 1 of 2 fixes tried before the budget ran out"
+    assert report.spent.replays == 4
+
+
+def test_a_budget_too_small_for_every_fix_leaves_the_hypothesis_undecided(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, ignores_the_note)
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=3),
+                       hypothesis_model=_critic(1)).run()
+    (h,) = report.hypotheses
+    assert [f.verdict for f in h.fixes] == ["refuted", "refuted", None, None]
+    assert (h.status, h.verdict, h.decided) == ("undecided", None, False)
+    assert h.note.startswith("budget") and h.note == "budget: 2 of 4 fixes tried before the budget ran out"
+    assert report.spent.replays == 3
+
+
+def test_hypotheses_are_undecided_when_the_failure_does_not_reproduce(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    recording = {"on": True}
+
+    def once_wrong(messages: list[ChatMessage]) -> str:  # invents a sum while recorded, not after
+        return inventing(heeds=False)(messages) if recording["on"] else arithmetic_brain(_without_note(messages))
+
+    run_id, pool = _record(store, once_wrong, task="sum")
+    recording["on"] = False
+    report = _debugger(store, run_id, pool, strategies=["grounded", "llm"], budget=Budget(replays=10),
+                       hypothesis_model=_critic(2, "the reporter repeated a wrong sum")).run()
+    assert sorted(h.step for h in report.hypotheses) == [1, 2]
+    for h in report.hypotheses:
+        assert (h.status, h.verdict, h.decided) == ("undecided", None, False)
+        assert h.note == "the failure does not reproduce: the unedited replay succeeds"
+        assert all(f.verdict is None for f in h.fixes)
+    assert report.spent.replays == 1  # the control alone
+
+
+# -- resample and patch ----------------------------------------------------------------------------
 
 
 class Flaky(ChatModel):
@@ -84,11 +350,9 @@ class Flaky(ChatModel):
         return "flaky"
 
     def complete(self, messages, settings=None, *, tools=None, activation_edits=None):  # type: ignore[no-untyped-def]
-        from tests.graphs.scripted import arithmetic_brain
-
-        text = arithmetic_brain(messages)
+        text = arithmetic_brain(_without_note(messages))
         sampling = settings is not None and settings.temperature > 0
-        if "Compute" in messages[0].content and text.startswith("RESULT:"):
+        if _solving(messages) and text.startswith("RESULT:"):
             lucky = sampling and random.Random(settings.seed).random() < 0.5  # type: ignore[union-attr]
             text = text if lucky else "RESULT: 1000"
         return Completion(text=text)
@@ -96,50 +360,65 @@ class Flaky(ChatModel):
 
 def test_resample_finds_the_point_of_no_return_and_patch_transplants(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
-    pool = ModelPool("test", {"test": Flaky()})
-    spec = parse_workflow(
-        {"name": "trio", "topology": "pipeline", "model": "test",
-         "agents": [{"name": "researcher", "role": "Find facts.", "tools": ["lookup"]},
-                    {"name": "solver", "role": "Compute.", "tools": ["calculator"]},
-                    {"name": "reporter", "role": "Report."}]}
-    )
-    run_id = WorkflowRunner(spec, store, pool).run(load_suite(SUITE).task("sum")).run_id
-    assert store.get_run(run_id).status == "failed"
+    run_id, pool = _record(store, Flaky(), task="sum")
     report = _debugger(store, run_id, pool, strategies=["resample", "patch"], budget=Budget(replays=30),
                        trials=2).run()
-    resample = next(h for h in report.hypotheses if h.strategy == "resample")
-    assert resample.step == 1 and "point of no return" in resample.reason  # the solver
-    assert resample.verdict == "validated"
-    patched = [h for h in report.hypotheses if h.strategy == "patch"]
-    assert any(h.step == 1 and h.verdict == "validated" for h in patched)
-    assert report.spent.replays <= 30
+    assert [h.step for h in report.hypotheses] == [1, 2]
+    solver, reporter = report.hypotheses
+    assert (solver.strategy, solver.proposed_by, solver.agent) == ("resample", ["resample", "patch"], "solver")
+    assert solver.reason.startswith("point of no return: fresh samples from step 1 still succeed, from step 2")
+    assert "step 2: 0/3" in solver.reason
+    assert [(f.label, f.strategy, f.source) for f in solver.fixes] == [
+        ("message from a sample", "resample", "agent"), ("transplant", "patch", "reference"),
+    ]
+    assert [e["text"] for f in solver.fixes for e in f.intervention["edits"]] == ["RESULT: 1500", "RESULT: 1500"]
+    assert [f.verdict for f in solver.fixes] == ["validated", None] and solver.verdict == "validated"
+    assert solver.evidence["reasons"]["patch"].startswith("transplanting step 1 (solver) from successful run")
+    assert (reporter.proposed_by, reporter.verdict) == (["patch"], "validated")
+    assert reporter.fixes[0].intervention["edits"][0]["text"] == "FINAL ANSWER: 1500"
+    assert reporter.reference_run_id is not None and store.get_run(reporter.reference_run_id).status == "succeeded"
+    # three rounds of bisection (steps 0, 1, 2) of 3 samples, then one control and one replay per fix
+    assert report.spent.replays == 3 * 3 + 1 + 2
 
 
-def test_budget_is_respected_and_sessions_resume(sqlite_path: str) -> None:
+# -- sessions, errors ----------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_session_resumes_where_it_stopped(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
-    run_id, pool = _recorded_orchestrator(store)
-    lines = "\n".join(f"STEP: {i} | AGENT: {a} | REASON: r{i} | FIX: NEXT: checker" for i, a in [(1, "lead"), (3, "lead"), (5, "lead")])
-    critic = ScriptedChatModel(lambda messages: lines)
-    first = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=2),
-                      hypothesis_model=critic).run()
-    statuses = sorted(h.status for h in first.hypotheses)
-    assert statuses == ["skipped", "skipped", "verified"]
-    assert first.spent.replays == 2
-    # an interrupted session: mark one hypothesis as still proposed and run again
-    with store.begin() as conn:
-        conn.execute(Hypothesis.__table__.update().where(Hypothesis.seq == 2).values(status="proposed", note=""))
-    from counterfact.traces._schema import DebugSession
+    run_id, pool = _record(store, ignores_the_note)
+    critic = _critic(1)
+    verifying: list[str] = []
 
-    with store.begin() as conn:
-        conn.execute(DebugSession.__table__.update().values(status="running"))
-    second = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4),
-                       hypothesis_model=critic).run()
-    assert second.session_id == first.session_id
-    assert len(critic.requests) == 1  # hypotheses were not proposed again
-    assert sorted(h.status for h in second.hypotheses) == ["skipped", "verified", "verified"]
+    def stop_at_the_second_fix(message: str) -> None:
+        if message.startswith("verifying"):
+            verifying.append(message)
+            if len(verifying) == 2:
+                raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                  hypothesis_model=critic, on_event=stop_at_the_second_fix).run()
+    assert verifying == ["verifying step 1: instruction (llm)", "verifying step 1: sample 1 (llm)"]
+    (first_verdict,) = store.verdicts(run_id=run_id)
+    events: list[str] = []
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                       hypothesis_model=critic, on_event=events.append).run()
+    assert events[0].startswith("resuming debug session")
+    assert len(critic.requests) == 1  # the hypothesis was not proposed again
+    assert [e for e in events if e.startswith("verifying")] == ["verifying step 1: sample 1 (llm)"]
+    (h,) = report.hypotheses
+    assert [f.verdict for f in h.fixes] == ["refuted", "refuted"]
+    assert h.fixes[0].verdict_id == first_verdict.id  # the first fix was not verified again
+    assert (h.status, h.verdict, report.status) == ("verified", "refuted", "done")
+    assert report.spent.replays == 4  # control and fix 1, then a new control and fix 2
 
 
-def test_bad_input(sqlite_path: str, tmp_path: Path) -> None:
+def test_bad_input(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     good, _, pool = _recorded_trio(store, "sum")
     with pytest.raises(CounterfactError, match="succeeded: there is no failure to debug"):
@@ -148,34 +427,85 @@ def test_bad_input(sqlite_path: str, tmp_path: Path) -> None:
         parse_workflow({"name": "u", "topology": "pipeline", "model": "test",
                         "agents": [{"name": "a", "role": "Report."}]}), store, pool
     )
-    from counterfact.graphs import Task
-
     run_id = unscored.run(Task(id="free", question="anything?")).run_id
     with store.begin() as conn:  # an unscored run that stopped: nothing to score replays with
-        from counterfact.traces._schema import Run
-
         conn.execute(Run.__table__.update().where(Run.id == run_id).values(status="error"))
     with pytest.raises(CounterfactError, match="has no check of its final state"):
         _debugger(store, run_id, pool, strategies=["llm"], budget=Budget())
     failed, _, pool2 = _recorded_trio(store, "wrong")
-    unreachable = "openai:gpt-test"
-    import os
-
+    with pytest.raises(CounterfactError, match="choose strategies among grounded, llm, resample, patch$"):
+        _debugger(store, failed, pool2, strategies=[], budget=Budget())
+    with pytest.raises(CounterfactError, match="choose strategies among grounded, llm, resample, patch, not magic"):
+        _debugger(store, failed, pool2, strategies=["magic"], budget=Budget())
     os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
     try:
         with pytest.raises(CounterfactError, match="cannot reach its model"):
             _debugger(store, failed, pool2, strategies=["llm"], budget=Budget(),
-                      hypothesis_model=unreachable).run()
+                      hypothesis_model="openai:gpt-test").run()
     finally:
         del os.environ["OPENAI_BASE_URL"]
 
 
-def test_html_report_is_a_standalone_page(sqlite_path: str, tmp_path: Path) -> None:
+def test_orchestrator_runs_are_one_segment_per_plan(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
-    run_id, _, pool = _recorded_trio(store, "wrong")
-    critic = ScriptedChatModel(lambda m: "STEP: 1 | AGENT: solver | REASON: wrong <sum> | FIX: RESULT: 999")
-    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=2), hypothesis_model=critic).run()
+    run_id, pool = _recorded_orchestrator(store)
+    critic = _critic(2, "the finder reported a wrong value")
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=3),
+                       hypothesis_model=critic).run()
+    assert [(s.first_step, s.last_step) for s in report.segments] == [(0, 5)]
+    prompt = critic.requests[0].messages[0].content
+    assert "[0] lead: PLAN: 1. finder: find the value\n" in prompt and "[2] finder: found 1\n" in prompt
+    (h,) = report.hypotheses
+    assert (h.step, h.agent) == (2, "finder")
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+def _report_with_everything(store: TraceStore) -> DebugReport:
+    """A validated hypothesis with a <tag> in its reason, and a strategy that found nothing."""
+    run_id, pool = _record(store, heeds_the_note)
+    return _debugger(store, run_id, pool, strategies=["grounded", "llm"], budget=Budget(replays=4), samples=1,
+                     hypothesis_model=_critic(1, "wrong <sum> & co")).run()
+
+
+def test_html_report_is_a_standalone_page(sqlite_path: str, tmp_path: Path) -> None:
+    report = _report_with_everything(TraceStore.open(sqlite_path))
     page = write_html(report, tmp_path / "report.html").read_text()
-    assert page.startswith("<!doctype html>") and "validated" in page
-    assert "wrong &lt;sum&gt;" in page  # escaped
-    assert "http" not in page.split("</style>")[0]  # no external resources
+    assert page.startswith("<!doctype html>")
+    assert "wrong &lt;sum&gt; &amp; co" in page and "<sum>" not in page  # escaped
+    assert "http" not in page and "<script" not in page and "<link" not in page  # no external resources
+    assert '<span class="validated">validated</span>' in page
+    assert "<strong>Proposed by:</strong> llm" in page
+    assert "the agent at step 1 reads the note" in page  # the instruction fix, described
+    assert "sampled at temperature 0.8 with seed 0" in page  # the sampled redraft
+    assert "not tried" in page  # sample 1 was not needed
+    assert "grounded: every number the steps state is supported" in page  # the session's notes
+    assert "<strong>1</strong> hypotheses, <strong>1</strong> decided" in page
+    assert "spent <strong>2</strong> replays" in page
+    assert "replays per decided hypothesis:\n<strong>2.0</strong>" in page
+
+
+def test_html_report_shows_why_a_hypothesis_is_undecided(sqlite_path: str, tmp_path: Path) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, ignores_the_note)
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=2),
+                       hypothesis_model=_critic(1)).run()
+    page = write_html(report, tmp_path / "report.html").read_text()
+    assert '<span class="undecided">undecided</span>' in page
+    assert "Undecided: budget: 1 of 4 fixes tried before the budget ran out" in page
+    assert "n/a (none decided)" in page
+
+
+def test_terminal_report_lists_fixes_notes_and_the_footer(sqlite_path: str) -> None:
+    report = _report_with_everything(TraceStore.open(sqlite_path))
+    console = Console(file=io.StringIO(), width=300, color_system=None)
+    console.print(report_table(report))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "validated" in text and "1 solver" in text
+    assert "llm: wrong <sum> & co" in text
+    assert "instruction (llm): the agent at step 1 reads the note" in text
+    assert "sample 1 (llm)" in text and "not tried" in text
+    assert "grounded: every number the steps state is supported" in text
+    assert "1 hypotheses, 1 decided; spent 2 replays" in text
+    assert "replays per decided hypothesis: 2.0" in text
