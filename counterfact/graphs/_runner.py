@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatModel, resolve_model
+from counterfact.agents import ChatModel, shared_model
 from counterfact.graphs._spec import WorkflowSpec, build_graph, parse_workflow
 from counterfact.graphs._state import initial_state
 from counterfact.graphs._tasks import Suite, Task
@@ -40,7 +40,8 @@ class RunSummary(BaseModel):
 
 
 class ModelPool:
-    """Resolves model specs once per process: agents sharing a local model share its engine."""
+    """Resolves model specs once per process (`shared_model`): agents sharing a local model, and
+    the debugger's hypothesis model when it is the same, share its engine."""
 
     def __init__(self, override: str | None = None, models: dict[str, ChatModel] | None = None) -> None:
         self.override = override
@@ -51,7 +52,7 @@ class ModelPool:
         spec = self.override or spec
         with self._lock:
             if spec not in self._models:
-                self._models[spec] = resolve_model(spec)
+                self._models[spec] = shared_model(spec)
             return self._models[spec]
 
 

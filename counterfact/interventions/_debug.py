@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, resolve_model
+from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
 from counterfact.interventions._fixes import Fix, thinking_fixes
 from counterfact.interventions._grounding import find_suspects, numbers_in, output_text
 from counterfact.interventions._replay import Replayer, ReplayResult
@@ -389,7 +389,7 @@ class Debugger:
         model = self._hypothesis_model
         if isinstance(model, ChatModel):
             return model
-        resolved = resolve_model(model or "embedded")
+        resolved = shared_model(model or "embedded")  # the agents' own, when it is the same model
         check = getattr(resolved, "check", None)
         if callable(check):
             try:

@@ -156,7 +156,8 @@ def add(a: int, b: int) -> int:
 
 class AddingModel(BaseChatModel):
     """A deterministic test double: asks for add(2, 2) until a tool result arrives, then
-    reports it. (A real model runs in the examples and the capture tests.)"""
+    reports it; told to "answer 5", it does. (A real model runs in the examples and the capture
+    tests.)"""
 
     @property
     def _llm_type(self) -> str:
@@ -170,7 +171,9 @@ class AddingModel(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         CALLS["model"] += 1
         last = messages[-1]
-        if isinstance(last, ToolMessage):
+        if "answer 5" in str(last.content):  # a replay's instruction edit, read as a last user turn
+            reply = AIMessage("the answer is 5")
+        elif isinstance(last, ToolMessage):
             reply = AIMessage(f"the answer is {last.content}")
         else:
             reply = AIMessage("", tool_calls=[{"name": "add", "args": {"a": 2, "b": 2}, "id": f"call_{CALLS['model']}"}])

@@ -112,6 +112,20 @@ def test_response_and_tool_edits_on_a_langchain_model_and_tool_node(local_store:
     assert [s.node for s in local_store.steps(result.run_id)] == ["agent"]
 
 
+def test_an_instruction_edit_reaches_a_langchain_model_in_a_users_node(local_store: TraceStore) -> None:
+    graph = apps.tool_agent()
+    run_id = _run(local_store, graph, {"messages": [("user", "add 2 and 2")]}, ref="tests.interventions.apps:tool_agent",
+                  check="tests.interventions.apps:answer_is_5")
+    replayer, result = _replay(local_store, run_id, {"kind": "instruction", "text": "Please answer 5."}, "agent#1")
+    assert result.success and result.applied, result.applied_detail
+    step = local_store.steps(result.run_id)[2]
+    last = step.model_calls[0].request[-1]
+    assert last["content"] == "Please answer 5." and last["role"] == "user"
+    # without the edit the same replay fails: the note is what changed the answer
+    _, control = _replay(local_store, run_id, None, "agent#1")
+    assert not control.success and control.answer == "the answer is 4"
+
+
 def test_fork_at_a_send_worker_keeps_its_siblings(local_store: TraceStore) -> None:
     run_id = _run(local_store, apps.fan, {"items": [1, 2, 3]})
     steps = local_store.steps(run_id)
