@@ -56,12 +56,18 @@ DOVER = "DoVer (GPT-4o): 17.6-27.5 % of failed trials repaired, 29-67 % of hypot
 
 
 def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[str], args: argparse.Namespace) -> tuple[DebugReport, float]:
+    """A debug session of the run, or the finished one already in the store (a benchmark that
+    was stopped picks up where it was: running sessions resume, finished ones are reported)."""
     started = time.perf_counter()
     debugger = Debugger(
         Replayer(store, run_id, pool=pool), strategies=strategies,  # type: ignore[arg-type]
         budget=Budget(replays=args.budget), samples=args.samples, trials=args.trials,
         hypothesis_model=args.hypothesis_model,
     )
+    done = [s for s in store.debug_sessions(run_id, strategies, status="done")
+            if s.settings.get("budget", {}).get("replays") == args.budget]
+    if done:
+        return debugger.report_of(done[0].id), done[0].spent.seconds
     return debugger.run(), time.perf_counter() - started
 
 
@@ -71,7 +77,7 @@ def leak_source(store: TraceStore, report: DebugReport) -> str | None:
     hypothesis (a leak)."""
     for h in report.hypotheses:
         fix = next((f for f in h.fixes if f.verdict == "validated"), None)
-        if fix is None:
+        if fix is None or h.is_layer_scan:
             continue
         if not leaked(fix, report.expected):
             return None
@@ -85,12 +91,16 @@ def leak_source(store: TraceStore, report: DebugReport) -> str | None:
 
 
 def summarise(store: TraceStore, outcomes: list[tuple[DebugReport, float]]) -> dict[str, Any]:
-    hypotheses = [h for report, _ in outcomes for h in report.hypotheses]
+    """The figures of one configuration. Layer scans (which layers carry a validated
+    transplant) are an analysis, not failure hypotheses: counted apart, their replays kept in."""
+    hypotheses = [h for report, _ in outcomes for h in report.hypotheses if not h.is_layer_scan]
+    scans = [h for report, _ in outcomes for h in report.hypotheses if h.is_layer_scan]
     decided = [h for h in hypotheses if h.decided]
-    repaired = [report for report, _ in outcomes if any(h.verdict == "validated" for h in report.hypotheses)]
+    repaired = [report for report, _ in outcomes
+                if any(h.verdict == "validated" and not h.is_layer_scan for h in report.hypotheses)]
     by_strategy: dict[str, int] = {}
     for report in repaired:
-        h = next(h for h in report.hypotheses if h.verdict == "validated")
+        h = next(h for h in report.hypotheses if h.verdict == "validated" and not h.is_layer_scan)
         fix = next(f for f in h.fixes if f.verdict == "validated")
         key = f"{fix.strategy}/{fix.label.split()[0]}"
         by_strategy[key] = by_strategy.get(key, 0) + 1
@@ -116,6 +126,7 @@ def summarise(store: TraceStore, outcomes: list[tuple[DebugReport, float]]) -> d
         "leakage": leaks,
         "undecided_why": undecided,
         "no_hypothesis": sum(not report.hypotheses for report, _ in outcomes),
+        "layer_scans": len(scans),
     }
 
 
@@ -188,8 +199,9 @@ def main() -> None:
         )
     console.print(table)
     for config, r in results.items():
-        if r["undecided_why"]:
-            console.print(f"undecided ({config}): " + ", ".join(f"{k} {v}" for k, v in r["undecided_why"].items()))
+        why = ", ".join(f"{k} {v}" for k, v in r["undecided_why"].items()) or "none"
+        console.print(f"{config}: undecided hypotheses by reason: {why}; layer scans after a validated transplant: "
+                      f"{r['layer_scans']}; runs with no hypothesis: {r['no_hypothesis']}")
     console.print(DOVER)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -57,6 +57,9 @@ from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]
 STRATEGIES: tuple[Strategy, ...] = ("grounded", "llm", "resample", "patch")
+# After a validated transplant on a local model: which layers carry the repair. An analysis of
+# a validated hypothesis, not a failure hypothesis of its own: reports count it apart.
+LAYER_SCAN = "patch-layers"
 
 
 class Budget(BaseModel):
@@ -95,6 +98,10 @@ class HypothesisView(BaseModel):
     @property
     def decided(self) -> bool:
         return self.verdict in ("validated", "refuted")
+
+    @property
+    def is_layer_scan(self) -> bool:
+        return self.strategy == LAYER_SCAN or any(f.label.startswith("layer ") for f in self.fixes)
 
 
 class DebugReport(BaseModel):
@@ -183,6 +190,13 @@ class Debugger:
         self.session_id = self.store.create_debug_session(run_id, list(self.strategies), settings).id
         return self.session_id
 
+    def report_of(self, session_id: str) -> DebugReport:
+        """The report of a stored session of this run (a finished one, to show it again)."""
+        if self.store.get_debug_session(session_id).run_id != self.replayer.parent.id:
+            raise CounterfactError(f"debug session {session_id} is not a session of run {self.replayer.parent.id}")
+        self.session_id = session_id
+        return self.report()
+
     def _save_spent(self, status: str = "running") -> None:
         self.store.update_debug_session(
             self.session_id, spent=self.spent, completed=self.completed, status=status  # type: ignore[arg-type]
@@ -252,9 +266,9 @@ class Debugger:
             self.completed.append(strategy)
             self._save_spent()
         self._verify_all()
-        if "patch" in self.strategies and "patch-layers" not in self.completed:
+        if "patch" in self.strategies and LAYER_SCAN not in self.completed:
             self._patch_layers()
-            self.completed.append("patch-layers")
+            self.completed.append(LAYER_SCAN)
         self.spent.seconds += time.perf_counter() - started
         self._save_spent("done")
         return self.report()
@@ -533,13 +547,13 @@ class Debugger:
                     at=StepRef(step=hypothesis.step), layers=[layer], positions="last", operation="set",
                     vector=VectorSource(captured=CapturedVector(run=reference, step=hypothesis.step)),
                 )
-                fixes.append(Fix(label=f"layer {layer}", strategy="patch", source="reference", reference=reference,
+                fixes.append(Fix(label=f"layer {layer}", strategy=LAYER_SCAN, source="reference", reference=reference,
                                  intervention=Intervention(edits=[edit], note=f"activation patch layer {layer}").dump()))
             self.store.add_hypothesis(
-                self.session_id, strategy="patch", segment=hypothesis.segment, step=hypothesis.step,
+                self.session_id, strategy=LAYER_SCAN, segment=hypothesis.segment, step=hypothesis.step,
                 agent=hypothesis.agent, reason="which layers carry the repair: the successful run's residual "
                 "stream at the last prompt token, one layer at a time", intervention=fixes[0].intervention,
-                reference_run_id=reference, evidence={"fixes": [f.model_dump() for f in fixes], "proposed_by": ["patch"]},
+                reference_run_id=reference, evidence={"fixes": [f.model_dump() for f in fixes], "proposed_by": [LAYER_SCAN]},
             )
         self._verify_all()
 

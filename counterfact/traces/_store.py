@@ -620,17 +620,23 @@ class TraceStore:
     ) -> DebugSessionRecord | None:
         """The newest running session of `run_id` with the same set of strategies (in any
         order), to resume; None when there is none."""
-        wanted = set(strategies)
+        return next(iter(self.debug_sessions(run_id, strategies, status="running")), None)
+
+    def debug_sessions(
+        self, run_id: str, strategies: Sequence[str] | None = None, *, status: DebugStatus | None = None
+    ) -> list[DebugSessionRecord]:
+        """The sessions of `run_id`, newest first; only those with this set of strategies (in
+        any order) and this status, when given."""
+        query = select(DebugSession.__table__).where(DebugSession.run_id == run_id)
+        if status is not None:
+            query = query.where(DebugSession.status == status)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(DebugSession.__table__)
-                .where(DebugSession.run_id == run_id, DebugSession.status == "running")
-                .order_by(DebugSession.created_at.desc(), DebugSession.id.desc())
-            ).mappings()
-            for row in rows:
-                if set(row["strategies"]) == wanted:
-                    return DebugSessionRecord.model_validate(dict(row))
-        return None
+            rows = conn.execute(query.order_by(DebugSession.created_at.desc(), DebugSession.id.desc())).mappings()
+            return [
+                DebugSessionRecord.model_validate(dict(row))
+                for row in rows
+                if strategies is None or set(row["strategies"]) == set(strategies)
+            ]
 
     def get_debug_session(self, session_id: str) -> DebugSessionRecord:
         with self.engine.connect() as conn:
