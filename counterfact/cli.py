@@ -483,6 +483,7 @@ def debug_command(
     hypothesis_model: Annotated[str | None, typer.Option(help="model spec for the llm strategy")] = None,
     reference: Annotated[str | None, typer.Option(help="a successful run of the same task, to patch from")] = None,
     html: Annotated[Path | None, typer.Option(help="also write the report as an HTML page")] = None,
+    session: Annotated[str | None, typer.Option(help="show this stored session of the run again instead of running one")] = None,
     model: Annotated[str | None, typer.Option(help="model spec for replays, if not the run's own")] = None,
     graph: GraphOption = None,
     check: CheckOption = None,
@@ -515,9 +516,12 @@ def debug_command(
         reference=reference,
         on_event=lambda message: console.print(f"[dim]{message}[/dim]") if fmt == "text" else None,
     )
-    with _bar("replays", shown=fmt == "text") as on_progress:
-        debugger.on_progress = on_progress
-        report = debugger.run()
+    if session is not None:
+        report = debugger.report_of(session)
+    else:
+        with _bar("replays", shown=fmt == "text") as on_progress:
+            debugger.on_progress = on_progress
+            report = debugger.run()
     if html is not None:
         write_html(report, html)
     if fmt == "json":

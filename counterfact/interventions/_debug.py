@@ -191,10 +191,15 @@ class Debugger:
         return self.session_id
 
     def report_of(self, session_id: str) -> DebugReport:
-        """The report of a stored session of this run (a finished one, to show it again)."""
-        if self.store.get_debug_session(session_id).run_id != self.replayer.parent.id:
-            raise CounterfactError(f"debug session {session_id} is not a session of run {self.replayer.parent.id}")
-        self.session_id = session_id
+        """The report of a stored session of this run (a finished one, to show it again); the
+        id may be a unique prefix."""
+        run_id = self.replayer.parent.id
+        found = [s.id for s in self.store.debug_sessions(run_id) if s.id.startswith(session_id)]
+        if not found:
+            raise CounterfactError(f"no debug session of run {run_id[:12]} starts with {session_id!r}")
+        if len(found) > 1:
+            raise CounterfactError(f"more than one debug session of run {run_id[:12]} starts with {session_id!r}: give more of it")
+        self.session_id = found[0]
         return self.report()
 
     def _save_spent(self, status: str = "running") -> None:

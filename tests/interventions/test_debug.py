@@ -509,3 +509,17 @@ def test_terminal_report_lists_fixes_notes_and_the_footer(sqlite_path: str) -> N
     assert "grounded: every number the steps state is supported" in text
     assert "1 hypotheses, 1 decided; spent 2 replays" in text
     assert "replays per decided hypothesis: 2.0" in text
+
+
+def test_a_finished_session_is_reported_again_from_the_store(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, heeds_the_note)
+    first = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4), samples=1,
+                      hypothesis_model=_critic(1)).run()
+    assert [s.id for s in store.debug_sessions(run_id, ["llm"], status="done")] == [first.session_id]
+    assert store.debug_sessions(run_id, ["grounded"]) == []
+    again = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget()).report_of(first.session_id)
+    assert again.model_dump() == first.model_dump()
+    other, other_pool = _record(store, heeds_the_note)
+    with pytest.raises(CounterfactError, match="no debug session of run .* starts with"):
+        _debugger(store, other, other_pool, strategies=["llm"], budget=Budget()).report_of(first.session_id)
