@@ -174,7 +174,7 @@ def main() -> None:
         with Progress(console=console) as progress, ThreadPoolExecutor(max_workers=args.concurrency) as pool_x:
             bar = progress.add_task(f"debugging: {config}", total=len(failed))
 
-            def one(run_id: str, strategies: list[str] = strategies) -> tuple[DebugReport, float]:
+            def one(run_id: str, strategies: list[str] = strategies, bar: Any = bar) -> tuple[DebugReport, float]:
                 outcome = session(store, pool, run_id, strategies, args)
                 progress.advance(bar)
                 return outcome
