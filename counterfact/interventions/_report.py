@@ -34,11 +34,14 @@ def fix_verdict(fix: Fix) -> str:
 
 
 def summary(report: DebugReport) -> dict[str, Any]:
-    """The footer's numbers: hypotheses, decided, replays spent, replays per decided one."""
-    decided = sum(h.decided for h in report.hypotheses)
+    """The footer's numbers: failure hypotheses (layer scans apart), decided, replays spent,
+    replays per decided one."""
+    failures = [h for h in report.hypotheses if not h.is_layer_scan]
+    decided = sum(h.decided for h in failures)
     replays = report.spent.replays
     return {
-        "hypotheses": len(report.hypotheses),
+        "hypotheses": len(failures),
+        "layer_scans": len(report.hypotheses) - len(failures),
         "decided": decided,
         "replays": replays,
         "tokens": report.spent.tokens,
@@ -50,8 +53,9 @@ def summary(report: DebugReport) -> dict[str, Any]:
 def footer_text(report: DebugReport) -> str:
     s = summary(report)
     per = f"{s['per_decided']:.1f}" if s["per_decided"] is not None else "n/a (none decided)"
+    scans = f" (and {s['layer_scans']} layer scans)" if s["layer_scans"] else ""
     return (
-        f"{s['hypotheses']} hypotheses, {s['decided']} decided; spent {s['replays']} replays, "
+        f"{s['hypotheses']} hypotheses{scans}, {s['decided']} decided; spent {s['replays']} replays, "
         f"{s['tokens']} tokens, {s['seconds']:.0f} s; replays per decided hypothesis: {per}"
     )
 
