@@ -432,7 +432,8 @@ class Debugger:
             schema = hypothesis_schema([s.index or 0 for s in shown])
             text = model.complete(
                 [ChatMessage(role="user", content=prompt)],
-                GenerationSettings(max_tokens=96, temperature=0.0, json_schema=schema),
+                # room for the schema's longest answer: a cut-off reply would be malformed JSON
+                GenerationSettings(max_tokens=224, temperature=0.0, json_schema=schema),
             ).text
             try:
                 step, reason = read_hypothesis(text, schema)
