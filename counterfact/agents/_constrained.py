@@ -85,9 +85,7 @@ class Grammars:
                 compiled = self._compiler_for_tokenizer().compile_json_schema(
                     key, any_whitespace=False
                 )
-            except (
-                RuntimeError
-            ) as exc:  # xgrammar's C++ errors, e.g. an unsupported keyword
+            except RuntimeError as exc:  # xgrammar's C++ errors, e.g. an unsupported keyword
                 message = _CPP_PREFIX.sub("", " ".join(str(exc).split()))
                 raise ModelError(f"cannot use json_schema: {message}") from None
             self._compiled[key] = compiled

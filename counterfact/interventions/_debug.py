@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
-from counterfact.interventions._fixes import Fix, thinking_fixes
+from counterfact.interventions._fixes import Fix, takes_temperature, thinking_fixes
 from counterfact.interventions._grounding import find_suspects, numbers_in, output_text
 from counterfact.interventions._replay import Replayer, ReplayResult
 from counterfact.interventions._specs import (
@@ -52,8 +52,9 @@ from counterfact.interventions._specs import (
     StepRef,
     VectorSource,
 )
-from counterfact.interventions._verify import Progress, verify
+from counterfact.interventions._verify import Progress, greedy_from, verify
 from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord
+from counterfact.traces._show import excerpt
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]
 STRATEGIES: tuple[Strategy, ...] = ("grounded", "llm", "resample", "patch")
@@ -278,17 +279,10 @@ class Debugger:
         self._save_spent("done")
         return self.report()
 
-    def _greedy(self) -> bool:
-        target = self.replayer.target
-        if target.greedy is not None:
-            return target.greedy
-        calls = [call for step in self.steps for call in step.model_calls]
-        return all(call.params.get("temperature") == 0.0 for call in calls)
-
     def _shared_control(self) -> None:
         """For a greedy run: one full replay; if it reproduces every step's output it is the
         control arm of every fix (a replay from any later step would repeat it exactly)."""
-        if self._control is not None or not self._greedy() or not self._afford(1):
+        if self._control is not None or not greedy_from(self.replayer, 0) or not self._afford(1):
             return
         self.say("control: replaying the whole run unedited")
         result = self.replayer.replay(
@@ -331,7 +325,7 @@ class Debugger:
         position = next((i for i, f in enumerate(fixes) if f.verdict is None), None)
         if position is None:
             return False
-        need = 1 if self._control is not None else 2 if self._greedy() else 2 * self.trials
+        need = 1 if self._control is not None else 2 if greedy_from(self.replayer, 0) else 2 * self.trials
         if not self._afford(need):
             return False
         fix = fixes[position]
@@ -461,10 +455,7 @@ class Debugger:
     def _resample(self) -> None:
         n = len(self.steps)
         count = max(1, self.samples)
-        takes_temperature = self.replayer.target.counterfact_agents or any(
-            "temperature" in call.params for step in self.steps for call in step.model_calls
-        )
-        if not takes_temperature:
+        if not takes_temperature(self.replayer, self.steps):
             self._note("resample", "the run is deterministic: none of its model calls takes a sampling "
                                    "temperature, so fresh samples would only repeat it")
             return
@@ -537,7 +528,7 @@ class Debugger:
     def _patch_layers(self) -> None:
         """For validated transplants on local-model steps: which layers carry the repair."""
         hypotheses = self.report().hypotheses
-        layered = {h.step for h in hypotheses if any(f.label.startswith("layer ") for f in h.fixes)}
+        layered = {h.step for h in hypotheses if h.is_layer_scan}
         for hypothesis in hypotheses:
             validated = next((f for f in hypothesis.fixes if f.verdict == "validated"), None)
             if validated is None or validated.label != "transplant" or hypothesis.step is None or hypothesis.step in layered:
@@ -661,5 +652,4 @@ def leaked(fix: Fix, expected: str | None) -> bool:
 
 
 def _one_line(output: Any, width: int = 240) -> str:
-    text = " ".join(output_text(output).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return excerpt(output_text(output), width)

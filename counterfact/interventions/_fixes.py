@@ -69,7 +69,7 @@ def thinking_fixes(
             Fix(label="prefix", strategy=strategy, source="hypothesis",
                 intervention=Intervention(edits=[PrefixEdit(at=at, text=prefix)], note=strategy).dump())
         )
-    if notes and _samples_vary(replayer, step):
+    if notes and takes_temperature(replayer, [step]):
         for k in range(samples):
             edits = [InstructionEdit(at=at, text=notes[0]), SampleEdit(at=at, temperature=temperature, seed=k)]
             fixes.append(
@@ -101,6 +101,9 @@ def _takes(replayer: Replayer, edit: PrefixEdit, step: StepRecord) -> bool:
     return True
 
 
-def _samples_vary(replayer: Replayer, step: StepRecord) -> bool:
-    """Whether a sampled redraft of the step can differ: its model takes a temperature."""
-    return replayer.target.counterfact_agents or any("temperature" in c.params for c in step.model_calls)
+def takes_temperature(replayer: Replayer, steps: list[StepRecord]) -> bool:
+    """Whether fresh samples of these steps can differ from the recorded ones: their models
+    take a sampling temperature."""
+    return replayer.target.counterfact_agents or any(
+        "temperature" in call.params for step in steps for call in step.model_calls
+    )

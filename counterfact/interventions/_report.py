@@ -20,6 +20,7 @@ from rich.text import Text
 
 from counterfact.interventions._debug import DebugReport, HypothesisView
 from counterfact.interventions._fixes import Fix
+from counterfact.traces._show import excerpt
 
 _STYLE = {"validated": "green", "refuted": "red", "inconclusive": "yellow", "undecided": "yellow"}
 
@@ -80,9 +81,8 @@ def describe_evidence(evidence: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _short(text: str, width: int = 120) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _short(text: str) -> str:
+    return excerpt(str(text), 120)
 
 
 def describe_edit(edit: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ def verify(
     intervention_id = store.add_intervention(replayer.parent.id, plan.step, plan.intervention.dump()).id
     verdict_id = uuid.uuid4().hex
     tags = {**(labels or {}), "verification_id": verdict_id}
-    deterministic = _greedy(replayer, plan, temperature)
+    deterministic = greedy_from(replayer, plan.step, temperature)
     if control is not None and not deterministic:
         raise CounterfactError("a shared control arm stands only for deterministic (greedy) replays")
     arms = ("treatment",) if control is not None else ("treatment", "control")
@@ -198,15 +198,15 @@ def _settled(results: list[ReplayResult], shared: list[ReplayResult] | None, tri
     return best.p_value >= ALPHA / trials
 
 
-def _greedy(replayer: Replayer, plan: ReplayPlan, temperature: float | None) -> bool:
-    """Whether the replays are deterministic: every model call the run made from the fork on
-    decoded greedily (a call that recorded no temperature counts as sampled; a graph that
+def greedy_from(replayer: Replayer, step: int, temperature: float | None = None) -> bool:
+    """Whether replays from `step` are deterministic: every model call the run made from there
+    on decoded greedily (a call that recorded no temperature counts as sampled; a graph that
     calls no model is deterministic)."""
     if temperature is not None and replayer.target.counterfact_agents:
         return temperature == 0.0
     if replayer.target.greedy is not None:
         return replayer.target.greedy
-    calls = [call for step in replayer.steps[plan.step :] for call in step.model_calls]
+    calls = [call for record in replayer.steps[step:] for call in record.model_calls]
     return all(call.params.get("temperature") == 0.0 for call in calls)
 
 
