@@ -630,6 +630,30 @@ def serve_command(
     serve(model, host=host, port=port)
 
 
+@app.command("ui")
+def ui_command(
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default; elsewhere every request needs the token)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8765,
+    token: Annotated[str | None, typer.Option(help="the token to require (default: a new random one, printed)", envvar="COUNTERFACT_UI_TOKEN")] = None,
+    db: DbOption = None,
+) -> None:
+    """A local web viewer: runs, steps, fork trees, comparisons, debug sessions; edit and replay."""
+    import secrets
+
+    import uvicorn
+
+    from counterfact.ui import create_app, is_loopback
+
+    token = token or secrets.token_urlsafe(24)
+    store = _open(db)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
+    console.print(f"[bold]counterfact ui[/bold] on {store.url}")
+    console.print(f"open {url}" if is_loopback(host) else f"open {url}?token={token}")
+    console.print(f"token for state-changing API requests (header X-Counterfact-Token): {token}")
+    uvicorn.run(create_app(store, token=token, host=host), host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1."""
     try:

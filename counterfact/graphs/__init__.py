@@ -34,6 +34,7 @@ from counterfact.graphs._target import (
     TargetError,
     graph_target,
     load_target,
+    question_of,
     value_at,
     workflow_target,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "TargetError",
     "graph_target",
     "load_target",
+    "question_of",
     "value_at",
     "workflow_target",
     "DEMO_SUITE",

@@ -124,7 +124,7 @@ def graph_target(
     return ReplayTarget(
         recorded=recorded,
         check=(lambda state: score_state(scorer, state)) if scorer is not None else None,
-        question=_question(run.task_input),
+        question=question_of(run.task_input),
         answer=lambda state: _text_at(state, answer_path),
         models=_counterfact_model_of,
         same_input={"input_digest": run.labels["input_digest"]} if "input_digest" in run.labels else {},
@@ -176,7 +176,7 @@ def _check(check: Any) -> Callable[[Any], Any] | None:
     raise TargetError(f"a check is a callable, 'module:function' or {{expect, checker, answer}}, not {check!r}")
 
 
-def _question(task_input: dict[str, Any]) -> str:
+def question_of(task_input: dict[str, Any]) -> str:
     """The run's input as one line of text, for the debugger's prompt."""
     for key in ("question", "input", "task", "query"):
         if isinstance(task_input.get(key), str):

@@ -19,6 +19,7 @@ from counterfact.interventions._debug import (
     hypothesis_schema,
     leaked,
     read_hypothesis,
+    session_report,
     split_segments,
 )
 from counterfact.interventions._fixes import Fix, thinking_fixes
@@ -30,7 +31,7 @@ from counterfact.interventions._replay import (
     ReplayResult,
     parse_step,
 )
-from counterfact.interventions._report import report_table, write_html
+from counterfact.interventions._report import render_html, report_table, write_html
 from counterfact.interventions._specs import (
     ActivationIntervention,
     CapturedVector,
@@ -83,7 +84,9 @@ __all__ = [
     "Suspect",
     "find_suspects",
     "report_table",
+    "session_report",
     "split_segments",
+    "render_html",
     "write_html",
     "ActivationIntervention",
     "ArmComparison",

@@ -53,7 +53,8 @@ from counterfact.interventions._specs import (
     VectorSource,
 )
 from counterfact.interventions._verify import Progress, greedy_from, verify
-from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord
+from counterfact.graphs import question_of
+from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord, TraceStore
 from counterfact.traces._show import excerpt
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]
@@ -557,41 +558,57 @@ class Debugger:
     # -- report ----------------------------------------------------------------------------------
 
     def report(self) -> DebugReport:
-        verdicts = {v.id: v for v in self.store.verdicts(run_id=self.replayer.parent.id)}
-        views, notes = [], []
-        for h in self.hypotheses():
-            if h.step is None:
-                notes.append(f"{h.strategy}: {h.note}")
-                continue
-            verdict = verdicts.get(h.verdict_id) if h.verdict_id else None
-            views.append(
-                HypothesisView(
-                    id=h.id, strategy=h.strategy, proposed_by=h.evidence.get("proposed_by", [h.strategy]),
-                    segment=h.segment, step=h.step, agent=h.agent,
-                    reason=h.reason, intervention=h.intervention, status=h.status, note=h.note,
-                    reference_run_id=h.reference_run_id,
-                    evidence={k: v for k, v in h.evidence.items() if k not in ("fixes", "proposed_by")},
-                    fixes=[Fix.model_validate(f) for f in h.evidence.get("fixes", [])],
-                    verdict=verdict.verdict if verdict else None,
-                    verdict_reason=verdict.reason if verdict else "",
-                    stats=dict(verdict.stats) if verdict else {},
-                )
-            )
-        session = self.store.get_debug_session(self.session_id)  # its own record, also when resumed
-        run = self.replayer.parent
-        return DebugReport(
-            session_id=self.session_id,
-            run_id=run.id,
-            question=self.replayer.target.question,
-            answer=run.outcome.detail if run.outcome else None,
-            expected=self.replayer.target.expected,
-            strategies=list(self.strategies),
-            segments=split_segments(self.steps),
-            hypotheses=sorted(views, key=rank),
-            spent=session.spent,
-            status=session.status,
-            notes=notes,
+        return session_report(
+            self.store, self.session_id, question=self.replayer.target.question,
+            expected=self.replayer.target.expected, steps=self.steps,
         )
+
+
+def session_report(
+    store: TraceStore,
+    session_id: str,
+    *,
+    question: str | None = None,
+    expected: str | None = None,
+    steps: list[StepRecord] | None = None,
+) -> DebugReport:
+    """The report of a stored debug session, read from the store alone (no graph, no model):
+    what `counterfact ui` shows. The question defaults to the run's task input."""
+    session = store.get_debug_session(session_id)
+    run = store.get_run(session.run_id)
+    verdicts = {v.id: v for v in store.verdicts(run_id=run.id)}
+    views, notes = [], []
+    for h in store.hypotheses(session.id):
+        if h.step is None:
+            notes.append(f"{h.strategy}: {h.note}")
+            continue
+        verdict = verdicts.get(h.verdict_id) if h.verdict_id else None
+        views.append(
+            HypothesisView(
+                id=h.id, strategy=h.strategy, proposed_by=h.evidence.get("proposed_by", [h.strategy]),
+                segment=h.segment, step=h.step, agent=h.agent,
+                reason=h.reason, intervention=h.intervention, status=h.status, note=h.note,
+                reference_run_id=h.reference_run_id,
+                evidence={k: v for k, v in h.evidence.items() if k not in ("fixes", "proposed_by")},
+                fixes=[Fix.model_validate(f) for f in h.evidence.get("fixes", [])],
+                verdict=verdict.verdict if verdict else None,
+                verdict_reason=verdict.reason if verdict else "",
+                stats=dict(verdict.stats) if verdict else {},
+            )
+        )
+    return DebugReport(
+        session_id=session.id,
+        run_id=run.id,
+        question=question if question is not None else question_of(run.task_input),
+        answer=run.outcome.detail if run.outcome else None,
+        expected=expected,
+        strategies=list(session.strategies),
+        segments=split_segments(steps if steps is not None else store.steps(run.id, payloads=False)),
+        hypotheses=sorted(views, key=rank),
+        spent=session.spent,
+        status=session.status,
+        notes=notes,
+    )
 
 
 def rank(h: HypothesisView) -> tuple[int, float]:

@@ -170,7 +170,9 @@ def report_table(report: DebugReport) -> Group:
     return Group(*parts)
 
 
-def write_html(report: DebugReport, path: Path) -> Path:
+def render_html(report: DebugReport, *, standalone: bool = True) -> str:
+    """The report as HTML: a whole page, or (for `counterfact ui`) a fragment with its own
+    scoped style, so that the file and the browser view have one renderer."""
     env = Environment(
         loader=PackageLoader("counterfact.interventions", "templates"),
         autoescape=select_autoescape(["html"]),
@@ -180,6 +182,11 @@ def write_html(report: DebugReport, path: Path) -> Path:
     env.filters["describe_evidence"] = describe_evidence
     env.filters["verdict_of"] = verdict_of
     env.filters["fix_verdict"] = fix_verdict
-    page = env.get_template("debug_report.html").render(r=report, summary=summary(report))
-    path.write_text(page, encoding="utf-8")
+    return env.get_template("debug_report.html").render(
+        r=report, summary=summary(report), standalone=standalone
+    )
+
+
+def write_html(report: DebugReport, path: Path) -> Path:
+    path.write_text(render_html(report), encoding="utf-8")
     return path

@@ -2,7 +2,7 @@
 
 from counterfact.traces._audit import ChainReport, redact_run_text, verify_run
 from counterfact.traces._capture import CallCapture
-from counterfact.traces._checkpointer import SQLAlchemySaver
+from counterfact.traces._checkpointer import SQLAlchemySaver, state_at
 from counterfact.traces._instrument import instrument
 from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._directives import (
@@ -133,4 +133,5 @@ __all__ = [
     "report_model_call",
     "report_tool_call",
     "resolve_url",
+    "state_at",
 ]

@@ -386,3 +386,17 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             ),
             pending_writes=writes.get(key, []),
         )
+
+
+def state_at(store: TraceStore, run_id: str, checkpoint_id: str | None) -> dict[str, Any] | None:
+    """The graph's state (its channel values, as JSON) at one checkpoint of a run's own
+    thread; None when the run kept no such checkpoint (an imported log, say)."""
+    if checkpoint_id is None:
+        return None
+    found = SQLAlchemySaver(store).get_tuple(
+        {"configurable": {"thread_id": run_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
+    )
+    if found is None:
+        return None
+    values = found.checkpoint.get("channel_values", {})
+    return {k: to_jsonable(v) for k, v in values.items() if not k.startswith("branch:")}

@@ -46,6 +46,8 @@ class RunRecord(BaseModel):
     fork_step: int | None = None
     intervention_id: str | None = None
     error: str | None = None
+    # How many steps the store holds for the run: read, never written from here or exported.
+    step_count: int = Field(default=0, exclude=True)
 
 
 class StepRecord(BaseModel):

@@ -24,13 +24,19 @@ from typing import Any, get_args
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
+    cast,
     create_engine,
     event,
     exists,
     func,
     insert,
+    or_,
     select,
     update,
+)
+from sqlalchemy import (
+    Text as TextType,
 )
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -50,7 +56,12 @@ from counterfact.traces._models import (
     VerdictRecord,
     utcnow,
 )
-from counterfact.traces._payloads import canonical_json, digest_of, sha256_hex, to_jsonable
+from counterfact.traces._payloads import (
+    canonical_json,
+    digest_of,
+    sha256_hex,
+    to_jsonable,
+)
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 from counterfact.traces._redact import Redactor
 from counterfact.traces._schema import (
@@ -414,14 +425,23 @@ class TraceStore:
         labels: dict[str, str] | None = None,
         since: datetime | None = None,
         parent: str | None = None,
+        text: str | None = None,
+        source: str | None = None,
+        before: tuple[datetime, str] | None = None,
         limit: int | None = 100,
     ) -> list[RunRecord]:
-        """Runs, newest first, matching every filter given."""
+        """Runs, newest first, matching every filter given.
+
+        `text` matches (case-insensitively) the run's id, workflow, task input or labels;
+        `before` is a page's keyset cursor: runs older than this (created_at, id).
+        """
         query = select(Run.__table__)
         if status:
             query = query.where(Run.status == status)
         if workflow:
             query = query.where(Run.workflow == workflow)
+        if source:
+            query = query.where(Run.source == source)
         if since:
             query = query.where(Run.created_at >= since)
         if parent:
@@ -432,11 +452,41 @@ class TraceStore:
             )
         for key, value in (labels or {}).items():
             query = query.where(Run.labels[key].as_string() == value)
+        if text:
+            needle = f"%{text.lower()}%"
+            query = query.where(
+                or_(
+                    func.lower(Run.id).like(needle),
+                    func.lower(Run.workflow).like(needle),
+                    func.lower(cast(Run.task_input, TextType)).like(needle),
+                    func.lower(cast(Run.labels, TextType)).like(needle),
+                )
+            )
+        if before:
+            created, run_id = before
+            query = query.where(
+                or_(Run.created_at < created, and_(Run.created_at == created, Run.id < run_id))
+            )
         query = query.order_by(Run.created_at.desc(), Run.id.desc())
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_run_record(row) for row in conn.execute(query).mappings()]
+
+    def step_activations(self, run_ref: str, index: int) -> list[bytes | None]:
+        """The activations captured during each model call of one step (safetensors bytes, or
+        None where the call captured none or the blob was redacted), in call order."""
+        run_id = self.resolve_run_id(run_ref)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Blob.data, Blob.redacted)
+                .select_from(ModelCall.__table__)
+                .join(Step, Step.id == ModelCall.step_id)
+                .outerjoin(Blob, Blob.digest == ModelCall.activations_digest)
+                .where(Step.run_id == run_id, Step.index == index)
+                .order_by(ModelCall.seq)
+            ).all()
+        return [None if row.data is None or row.redacted else bytes(row.data) for row in rows]
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -638,6 +688,18 @@ class TraceStore:
                 if strategies is None or set(row["strategies"]) == set(strategies)
             ]
 
+    def resolve_debug_session_id(self, ref: str) -> str:
+        """The full id of the debug session that `ref` (an id or a unique prefix) names."""
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                select(DebugSession.id).where(DebugSession.id.startswith(ref, autoescape=True)).limit(2)
+            ).scalars().all()
+        if ref in ids or len(ids) == 1:
+            return ref if ref in ids else ids[0]
+        if ids:
+            raise StoreError(f"debug session id prefix {ref!r} is ambiguous; give more characters")
+        raise StoreError(f"no debug session with id {ref!r} in {_safe_url(self.url)}")
+
     def get_debug_session(self, session_id: str) -> DebugSessionRecord:
         with self.engine.connect() as conn:
             return DebugSessionRecord.model_validate(self._row(conn, DebugSession, session_id, "debug session"))
@@ -833,7 +895,6 @@ def _one_of(value: str, kind: Any, what: str) -> str:
 
 def _run_record(row: Any) -> RunRecord:
     data = dict(row)
-    data.pop("step_count", None)
     data.pop("head_digest", None)
     return RunRecord.model_validate(data)
 

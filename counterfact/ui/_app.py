@@ -1,0 +1,290 @@
+"""The viewer's web app: HTML pages rendered on the server (every trace value escaped by
+Jinja's autoescape, and no inline script allowed by the content security policy), a JSON API
+over the same views that a script can use, and jobs that stream their progress as server-sent
+events.
+
+Security: state-changing requests need the token in the `X-Counterfact-Token` header, which
+another site's page cannot send (no CORS), even on loopback. Off loopback every request needs
+the token (header, cookie, or `?token=` once, which sets the cookie). On loopback the Host
+header must name loopback too, so a rebound DNS name cannot reach the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import yaml
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from counterfact._errors import CounterfactError
+from counterfact.interventions import render_html, session_report
+from counterfact.traces import StoreError, TraceStore
+from counterfact.ui._jobs import DebugRequest, Jobs, ReplayRequest
+from counterfact.ui._views import (
+    RunFilters,
+    compare_runs,
+    fork_tree,
+    ground_truth,
+    run_page,
+    runs_page,
+    step_view,
+)
+
+TOKEN_HEADER = "X-Counterfact-Token"
+TOKEN_COOKIE = "counterfact_token"
+_HERE = Path(__file__).parent
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """The viewer over `store`. `host` is where it is served: off loopback, every request
+    needs the token."""
+    token = token or secrets.token_urlsafe(24)
+    loopback = is_loopback(host)
+    jobs = Jobs(store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()
+
+    app = FastAPI(title="counterfact", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+                  lifespan=lifespan)
+    app.state.store, app.state.jobs, app.state.token = store, jobs, token
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.globals["token"] = token
+    templates.env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if isinstance(d, datetime) else ""
+    templates.env.filters["ms"] = lambda v: f"{v:,.0f} ms" if v < 10_000 else f"{v / 1000:,.1f} s"
+    templates.env.filters["urlencode_without"] = lambda params, key: urlencode(
+        [(k, v) for k, v in params.multi_items() if k != key]
+    )
+    templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False, default=str)
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        given = request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE)
+        query_token = request.query_params.get("token")
+        if loopback and request.url.hostname is not None and not is_loopback(request.url.hostname):
+            return JSONResponse({"error": f"host {request.url.hostname!r} is not loopback"}, status_code=400)
+        if query_token is not None and _same(query_token, token):
+            response: Response = RedirectResponse(str(request.url.remove_query_params("token")), status_code=303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            return response
+        if not loopback and not _same(given, token):
+            return JSONResponse({"error": "this viewer needs its token: open the URL it printed"}, status_code=401)
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not _same(request.headers.get(TOKEN_HEADER), token):
+            return JSONResponse({"error": f"a state-changing request needs the {TOKEN_HEADER} header"}, status_code=403)
+        response = await call_next(request)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(StoreError)
+    async def _missing(request: Request, exc: StoreError) -> Response:
+        return _error(request, templates, str(exc), 404)
+
+    @app.exception_handler(CounterfactError)
+    async def _bad(request: Request, exc: CounterfactError) -> Response:
+        return _error(request, templates, str(exc), 400)
+
+    @app.exception_handler(ValueError)
+    async def _invalid(request: Request, exc: ValueError) -> Response:
+        return _error(request, templates, str(exc), 400)
+
+    # -- JSON API -----------------------------------------------------------------------------
+
+    @app.get("/api/runs")
+    def api_runs(
+        status: str | None = None, workflow: str | None = None, agent: str | None = None,
+        label: list[str] = Query(default=[]), since: datetime | None = None, text: str | None = None,  # noqa: B008
+        source: str | None = None, cursor: str | None = None, limit: int = Query(default=50, ge=1, le=500),
+    ) -> Any:
+        filters = RunFilters(status=status, workflow=workflow, agent=agent, label=label, since=since,
+                             text=text, source=source)
+        return runs_page(store, filters, cursor=cursor, limit=limit).model_dump(mode="json")
+
+    @app.get("/api/runs/{run_id}")
+    def api_run(run_id: str) -> Any:
+        return run_page(store, run_id).model_dump(mode="json")
+
+    @app.get("/api/runs/{run_id}/steps/{index}")
+    def api_step(run_id: str, index: int) -> Any:
+        return step_view(store, run_id, index).model_dump(mode="json")
+
+    @app.get("/api/runs/{run_id}/tree")
+    def api_tree(run_id: str) -> Any:
+        return fork_tree(store, run_id).model_dump(mode="json")
+
+    @app.get("/api/compare")
+    def api_compare(a: str, b: str) -> Any:
+        row_a, row_b, rows = compare_runs(store, a, b)
+        return {"a": row_a.model_dump(mode="json"), "b": row_b.model_dump(mode="json"),
+                "steps": [r.model_dump(mode="json") for r in rows]}
+
+    @app.get("/api/debug/{session_id}")
+    def api_debug(session_id: str) -> Any:
+        return session_report(store, _session(store, session_id)).model_dump(mode="json")
+
+    @app.post("/api/runs/{run_id}/replays", status_code=202)
+    def api_replay(run_id: str, request: ReplayRequest) -> Any:
+        if isinstance(request.edit, str):
+            request.edit = _yaml(request.edit)
+        return jobs.start_replay(run_id, request).model_dump(mode="json")
+
+    @app.post("/api/runs/{run_id}/debug", status_code=202)
+    def api_start_debug(run_id: str, request: DebugRequest) -> Any:
+        return jobs.start_debug(run_id, request).model_dump(mode="json")
+
+    @app.get("/api/jobs/{job_id}")
+    def api_job(job_id: str) -> Any:
+        return _job(jobs, job_id).model_dump(mode="json")
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def api_job_events(job_id: str) -> StreamingResponse:
+        _job(jobs, job_id)
+
+        async def stream() -> AsyncIterator[str]:
+            seen = 0
+            while True:
+                events = await asyncio.to_thread(jobs.wait, job_id, seen, 10.0)
+                for event in events:
+                    seen = event.seq
+                    yield f"id: {event.seq}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+                if any(e.kind in ("done", "failed") for e in events):
+                    return
+                if not events:
+                    yield ": waiting\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    # -- pages --------------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    def page_runs(
+        request: Request, status: str | None = None, workflow: str | None = None, agent: str | None = None,
+        label: list[str] = Query(default=[]), since: str | None = None, text: str | None = None,  # noqa: B008
+        source: str | None = None, cursor: str | None = None, fragment: bool = False,
+    ) -> Response:
+        filters = RunFilters(status=status or None, workflow=workflow or None, agent=agent or None,
+                             label=[x for x in label if x], since=_since(since), text=text or None,
+                             source=source or None)
+        page = runs_page(store, filters, cursor=cursor or None)
+        name = "runs_rows.html" if fragment else "runs.html"
+        return templates.TemplateResponse(request, name, {"page": page, "filters": filters, "cursor": cursor,
+                                                          "statuses": ["running", "succeeded", "failed", "error"]})
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse)
+    def page_run(request: Request, run_id: str) -> Response:
+        return templates.TemplateResponse(request, "run.html", {"p": run_page(store, run_id)})
+
+    @app.get("/runs/{run_id}/steps/{index}", response_class=HTMLResponse)
+    def page_step(request: Request, run_id: str, index: int, fragment: bool = False) -> Response:
+        view = step_view(store, run_id, index)
+        if fragment:
+            return templates.TemplateResponse(request, "step_panel.html", {"v": view})
+        return templates.TemplateResponse(request, "step.html", {"v": view, "run": store.get_run(view.run_id)})
+
+    @app.get("/runs/{run_id}/tree", response_class=HTMLResponse)
+    def page_tree(request: Request, run_id: str, fragment: bool = False) -> Response:
+        tree = fork_tree(store, run_id)
+        name = "tree_panel.html" if fragment else "tree.html"
+        return templates.TemplateResponse(request, name, {"tree": tree})
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def page_compare(request: Request, a: str, b: str) -> Response:
+        row_a, row_b, rows = compare_runs(store, a, b)
+        return templates.TemplateResponse(request, "compare.html", {"a": row_a, "b": row_b, "rows": rows})
+
+    @app.get("/debug/{session_id}", response_class=HTMLResponse)
+    def page_debug(request: Request, session_id: str) -> Response:
+        report = session_report(store, _session(store, session_id))
+        body = Markup(render_html(report, standalone=False))
+        return templates.TemplateResponse(request, "debug.html", {"report": report, "body": body})
+
+    @app.get("/imports", response_class=HTMLResponse)
+    def page_imports(request: Request, workflow: str | None = None, cursor: str | None = None) -> Response:
+        filters = RunFilters(source="whowhen", workflow=workflow or None)
+        page = runs_page(store, filters, cursor=cursor or None, limit=100)
+        runs = {r.id: store.get_run(r.id) for r in page.rows}
+        truths = {run_id: ground_truth(run) for run_id, run in runs.items()}
+        return templates.TemplateResponse(request, "imports.html", {"page": page, "runs": runs, "truths": truths,
+                                                                    "filters": filters})
+
+    return app
+
+
+def _same(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"since: {text!r} is not an ISO date or time") from None
+
+
+def _yaml(text: str) -> Any:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"edit: does not parse ({' '.join(str(exc).split())})") from None
+    if data is None:
+        raise ValueError("edit: is empty")
+    return data
+
+
+def _session(store: TraceStore, ref: str) -> str:
+    return store.resolve_debug_session_id(ref)
+
+
+def _job(jobs: Jobs, job_id: str) -> Any:
+    try:
+        return jobs.get(job_id)
+    except KeyError:
+        raise HTTPException(404, f"no job {job_id!r}") from None
+
+
+def _error(request: Request, templates: Jinja2Templates, message: str, status: int) -> Response:
+    if request.url.path.startswith("/api/") or request.query_params.get("fragment"):
+        return JSONResponse({"error": message}, status_code=status)
+    return templates.TemplateResponse(request, "error.html", {"message": message}, status_code=status)
