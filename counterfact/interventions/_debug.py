@@ -573,8 +573,9 @@ def session_report(
     steps: list[StepRecord] | None = None,
 ) -> DebugReport:
     """The report of a stored debug session, read from the store alone (no graph, no model):
-    what `counterfact ui` shows. The question defaults to the run's task input."""
-    session = store.get_debug_session(session_id)
+    what `counterfact ui` shows. The id may be a unique prefix; the question defaults to the
+    run's task input."""
+    session = store.get_debug_session(store.resolve_debug_session_id(session_id))
     run = store.get_run(session.run_id)
     verdicts = {v.id: v for v in store.verdicts(run_id=run.id)}
     views, notes = [], []

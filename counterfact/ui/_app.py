@@ -160,7 +160,7 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
 
     @app.get("/api/debug/{session_id}")
     def api_debug(session_id: str) -> Any:
-        return session_report(store, _session(store, session_id)).model_dump(mode="json")
+        return session_report(store, session_id).model_dump(mode="json")
 
     @app.post("/api/runs/{run_id}/replays", status_code=202)
     def api_replay(run_id: str, request: ReplayRequest) -> Any:
@@ -234,7 +234,7 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
 
     @app.get("/debug/{session_id}", response_class=HTMLResponse)
     def page_debug(request: Request, session_id: str) -> Response:
-        report = session_report(store, _session(store, session_id))
+        report = session_report(store, session_id)
         body = Markup(render_html(report, standalone=False))
         return templates.TemplateResponse(request, "debug.html", {"report": report, "body": body})
 
@@ -271,10 +271,6 @@ def _yaml(text: str) -> Any:
     if data is None:
         raise ValueError("edit: is empty")
     return data
-
-
-def _session(store: TraceStore, ref: str) -> str:
-    return store.resolve_debug_session_id(ref)
 
 
 def _job(jobs: Jobs, job_id: str) -> Any:

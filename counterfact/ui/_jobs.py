@@ -152,7 +152,7 @@ class Jobs:
             try:
                 result = work(lambda done, total: event("progress", done=done, total=total),
                               lambda text: event("message", text=text))
-            except Exception as exc:  # the page shows it; the server goes on
+            except Exception as exc:  # noqa: BLE001 - the page shows it; the server goes on
                 with self._lock:
                     self._jobs[job.id].status = "failed"
                     self._jobs[job.id].error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, CounterfactError) else str(exc)
