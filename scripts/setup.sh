@@ -17,3 +17,13 @@ command -v "$PY" >/dev/null || PY=python3
 # dependencies (datasets, plotnine, ipywidgets, ...) are heavy and unused by its core; what its
 # import needs is in the dev extra.
 .venv/bin/python -m pip install -q --no-deps pyvene==0.1.8
+# The viewer's browser tests drive Debian's Chromium through Playwright (whose own browser
+# download does not work here). Installed when missing and when we may (root, apt-get).
+if ! [ -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the browser tests will fail" >&2
+  else
+    echo "setup: /usr/bin/chromium is missing: install Debian's chromium package for the browser tests" >&2
+  fi
+fi

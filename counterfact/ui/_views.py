@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from counterfact.graphs import question_of
 from counterfact.interventions import StepDiff, diff_runs
 from counterfact.traces import (
     GRAPH_LABEL,
@@ -55,7 +56,7 @@ def run_row(run: RunRecord) -> RunRow:
         success=run.outcome.success if run.outcome else None,
         score=run.outcome.score if run.outcome else None,
         created_at=run.created_at, steps=run.step_count, tokens=run.total_tokens,
-        task=excerpt(run.task_input, 90) if run.task_input else "",
+        task=excerpt(question_of(run.task_input) or run.task_input, 120) if run.task_input else "",
         parent_run_id=run.parent_run_id, fork_step=run.fork_step, source=run.source,
         arm=run.labels.get("arm"),
     )
