@@ -640,18 +640,17 @@ def ui_command(
     """A local web viewer: runs, steps, fork trees, comparisons, debug sessions; edit and replay."""
     import secrets
 
-    import uvicorn
-
-    from counterfact.ui import create_app, is_loopback
+    from counterfact.ui import check_bindable, is_loopback, serve
 
     token = token or secrets.token_urlsafe(24)
+    check_bindable(host, port)
     store = _open(db)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
-    console.print(f"[bold]counterfact ui[/bold] on {store.url}")
-    console.print(f"open {url}" if is_loopback(host) else f"open {url}?token={token}")
-    console.print(f"token for state-changing API requests (header X-Counterfact-Token): {token}")
-    uvicorn.run(create_app(store, token=token, host=host), host=host, port=port, log_level="warning")
+    console.print(f"[bold]counterfact ui[/bold] on {store.url}", soft_wrap=True)
+    console.print(f"open {url}" if is_loopback(host) else f"open {url}?token={token}", soft_wrap=True)
+    console.print(f"API token (header X-Counterfact-Token): {token}", soft_wrap=True)
+    serve(store, host=host, port=port, token=token)
 
 
 def main() -> None:

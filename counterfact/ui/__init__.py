@@ -2,6 +2,7 @@
 
 from counterfact.ui._app import TOKEN_HEADER, create_app, is_loopback
 from counterfact.ui._jobs import DebugRequest, Job, JobEvent, Jobs, ReplayRequest
+from counterfact.ui._serve import check_bindable, serve
 from counterfact.ui._views import (
     CompareRow,
     GraphView,
@@ -37,12 +38,14 @@ __all__ = [
     "StepView",
     "TimelineRow",
     "TreeNode",
+    "check_bindable",
     "compare_runs",
     "create_app",
     "fork_tree",
     "graph_view",
     "is_loopback",
     "run_page",
+    "serve",
     "runs_page",
     "step_view",
     "timeline",
