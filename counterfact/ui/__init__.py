@@ -45,8 +45,8 @@ __all__ = [
     "graph_view",
     "is_loopback",
     "run_page",
-    "serve",
     "runs_page",
+    "serve",
     "step_view",
     "timeline",
 ]

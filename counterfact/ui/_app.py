@@ -45,7 +45,7 @@ from counterfact.ui._views import (
     RunFilters,
     compare_runs,
     fork_tree,
-    ground_truth,
+    imports_page,
     run_page,
     runs_page,
     step_view,
@@ -238,14 +238,14 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
         body = Markup(render_html(report, standalone=False))
         return templates.TemplateResponse(request, "debug.html", {"report": report, "body": body})
 
+    @app.get("/api/imports")
+    def api_imports(workflow: str | None = None, cursor: str | None = None) -> Any:
+        return imports_page(store, workflow=workflow or None, cursor=cursor or None).model_dump(mode="json")
+
     @app.get("/imports", response_class=HTMLResponse)
     def page_imports(request: Request, workflow: str | None = None, cursor: str | None = None) -> Response:
-        filters = RunFilters(source="whowhen", workflow=workflow or None)
-        page = runs_page(store, filters, cursor=cursor or None, limit=100)
-        runs = {r.id: store.get_run(r.id) for r in page.rows}
-        truths = {run_id: ground_truth(run) for run_id, run in runs.items()}
-        return templates.TemplateResponse(request, "imports.html", {"page": page, "runs": runs, "truths": truths,
-                                                                    "filters": filters})
+        page = imports_page(store, workflow=workflow or None, cursor=cursor or None)
+        return templates.TemplateResponse(request, "imports.html", {"page": page, "workflow": workflow or ""})
 
     return app
 

@@ -12,7 +12,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from counterfact.graphs import question_of
-from counterfact.interventions import StepDiff, diff_runs
+from counterfact.interventions import (
+    METHODS,
+    AttributionScore,
+    StepDiff,
+    diff_runs,
+    score_attributions,
+)
 from counterfact.traces import (
     GRAPH_LABEL,
     ChainReport,
@@ -296,7 +302,7 @@ class RunPage(BaseModel):
     replays: int
     verdicts: list[VerdictRecord]
     debug_sessions: list[dict[str, Any]]
-    attribution: dict[str, Any]
+    attributions: list[AttributionView]
     truth: dict[str, Any]
 
 
@@ -311,7 +317,7 @@ def run_page(store: TraceStore, run_ref: str) -> RunPage:
         replays=len(store.list_runs(parent=run.id, limit=None)),
         verdicts=store.verdicts(run_id=run.id),
         debug_sessions=[s.model_dump(mode="json") for s in store.debug_sessions(run.id)],
-        attribution=run.labels.get("attribution") or {},
+        attributions=_attributions(store, run),
         truth=ground_truth(run),
     )
 
@@ -539,3 +545,61 @@ def _marked(diff: StepDiff) -> CompareRow:
         if j2 > j1:
             pb.append((" ".join(wb[j1:j2]) + " ", op != "equal"))
     return CompareRow(index=diff.index, node_a=diff.node_a, node_b=diff.node_b, same=False, a=pa, b=pb)
+
+
+# -- imported logs ---------------------------------------------------------------------------
+
+
+class AttributionView(BaseModel):
+    """One method's stored prediction for an imported log, marked against its annotation by
+    the library's own scoring rule."""
+
+    method: str
+    model: str | None
+    agent: str | None
+    step: int | None
+    reason: str | None
+    agent_ok: bool | None  # None: the log has no annotation to compare with
+    step_ok: bool | None
+
+
+class ImportRow(BaseModel):
+    run: RunRow
+    truth: dict[str, Any]
+    attributions: list[AttributionView]
+
+
+class ImportsPage(BaseModel):
+    rows: list[ImportRow]
+    scores: list[AttributionScore]  # per method, over every imported log of the filter
+    next_cursor: str | None
+
+
+def imports_page(store: TraceStore, *, workflow: str | None = None, source: str = "whowhen",
+                 cursor: str | None = None, limit: int = 100) -> ImportsPage:
+    page = runs_page(store, RunFilters(source=source, workflow=workflow), cursor=cursor, limit=limit)
+    rows = []
+    for row in page.rows:
+        run = store.get_run(row.id)
+        rows.append(ImportRow(run=row, truth=ground_truth(run), attributions=_attributions(store, run)))
+    everything = store.list_runs(source=source, workflow=workflow, limit=None)
+    predicted = {m for r in everything for m in (r.labels.get("attribution") or {})}
+    ids = [r.id for r in everything]
+    scores = [score_attributions(store, ids, method) for method in METHODS if method in predicted]
+    return ImportsPage(rows=rows, scores=scores, next_cursor=page.next_cursor)
+
+
+def _attributions(store: TraceStore, run: RunRecord) -> list[AttributionView]:
+    views = []
+    for method, prediction in (run.labels.get("attribution") or {}).items():
+        if method not in METHODS or not isinstance(prediction, dict):
+            continue
+        score = score_attributions(store, [run.id], method)
+        labelled = score.runs > 0
+        views.append(AttributionView(
+            method=method, model=prediction.get("model"), agent=prediction.get("agent"),
+            step=prediction.get("step"), reason=prediction.get("reason"),
+            agent_ok=bool(score.agent_correct) if labelled else None,
+            step_ok=bool(score.step_correct) if score.step_runs else None,
+        ))
+    return views

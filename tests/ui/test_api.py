@@ -218,3 +218,23 @@ def test_runs_page_filters_match_the_library(store: TraceStore) -> None:
     time.sleep(0.01)
     page = runs_page(store, RunFilters(status="failed"), limit=2)
     assert [r.id for r in page.rows] == ids[::-1][:2] and page.next_cursor
+
+
+def test_imported_logs_show_annotation_and_marked_attributions(store: TraceStore) -> None:
+    now = utcnow()
+    for i, (agent, step) in enumerate([("WebSurfer", 1), ("Orchestrator", 0)]):
+        run = RunRecord(id=f"ww-{i}", workflow="whowhen/hand-crafted", status="failed", source="whowhen",
+                        labels={"mistake_agent": "WebSurfer", "mistake_step": 1, "mistake_reason": "wrong page",
+                                "attribution": {"all_at_once": {"model": "embedded", "agent": agent, "step": step}}})
+        store.write_run(run, [StepRecord(index=j, node=name, agent=name, output={"role": "assistant", "content": "x"},
+                                         started_at=now, ended_at=now) for j, name in enumerate(["Orchestrator", "WebSurfer"])])
+    store.write_run(RunRecord(id="recorded-run", workflow="demo", status="failed"), [])
+    data = client(store).get("/api/imports").json()
+    assert [r["run"]["id"] for r in data["rows"]] == ["ww-1", "ww-0"]
+    marks = {r["run"]["id"]: (r["attributions"][0]["agent_ok"], r["attributions"][0]["step_ok"]) for r in data["rows"]}
+    assert marks == {"ww-0": (True, True), "ww-1": (False, False)}
+    assert [(s["method"], s["agent_correct"], s["runs"]) for s in data["scores"]] == [("all_at_once", 1, 2)]
+    page = client(store).get("/imports").text
+    assert "wrong page" in page and "1/2 (50%)" in page and "recorded-run" not in page
+    run_page = client(store).get("/runs/ww-1").text
+    assert "mistake_agent=WebSurfer" in run_page and "agent Orchestrator" in run_page

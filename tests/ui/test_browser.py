@@ -150,3 +150,28 @@ def test_edit_and_replay_a_demo_run_on_the_embedded_model(viewer: LiveViewer, pa
     assert page.inner_text("#verdict") == ("validated" if not results[0].success else "refuted")
     page.wait_for_selector("#tree li.new")
     assert page.locator("#tree li.new").count() == 2
+
+
+def test_start_a_debug_session_from_the_page(viewer: LiveViewer, page: Any) -> None:
+    run_id = _failed_pipeline_run(viewer)
+    page.goto(f"{viewer.url}/runs/{run_id}")
+    page.fill("#debug-form input[name=strategies]", "grounded")
+    page.fill("#debug-form input[name=budget]", "4")
+    page.click("#debug-form button[type=submit]")
+    link = page.wait_for_selector("#debug-job a[href^='/debug/']", timeout=60_000)
+    session = viewer.store.debug_sessions(run_id)[0]
+    assert link.get_attribute("href") == f"/debug/{session.id}" and session.status == "done"
+    link.click()
+    page.wait_for_selector("#debug-report .cf-report")
+    assert f"Why did run {run_id[:12]} fail?" in page.inner_text("#debug-report h1")
+    assert "replays per decided hypothesis" in page.inner_text("#debug-report footer")
+
+
+def test_the_runs_list_follows_new_runs(viewer: LiveViewer, page: Any) -> None:
+    first = _failed_pipeline_run(viewer)
+    page.goto(viewer.url + "/?status=failed")
+    assert page.locator("#runs-body tr").count() == 1
+    second = _failed_pipeline_run(viewer)
+    page.wait_for_selector(f"#runs-body a[href='/runs/{second}']", timeout=10_000)
+    assert [a.get_attribute("href") for a in page.locator("#runs-body td:first-child > a").all()] == [
+        f"/runs/{second}", f"/runs/{first}"]
