@@ -135,7 +135,13 @@ def test_trace_text_stays_text_in_the_browser(viewer: LiveViewer, page: Any) -> 
 
 @pytest.mark.slow
 def test_edit_and_replay_a_demo_run_on_the_embedded_model(viewer: LiveViewer, page: Any) -> None:
-    from counterfact.graphs import DEMO_SUITE, DEMO_WORKFLOW, load_suite, load_workflow, run_suite
+    from counterfact.graphs import (
+        DEMO_SUITE,
+        DEMO_WORKFLOW,
+        load_suite,
+        load_workflow,
+        run_suite,
+    )
 
     results = run_suite(load_workflow(DEMO_WORKFLOW), load_suite(DEMO_SUITE), viewer.store, model="embedded", limit=1)
     run = viewer.store.get_run(results[0].run_id)
