@@ -16,14 +16,15 @@ call per step and some tool calls.
 Server time is the app's own `Server-Timing: app;dur=` header (its middleware: routing, the
 store's queries, the template), read through FastAPI's TestClient; wall time per request and the
 number of SQL statements each request ran are shown beside it. Each request is sent once to warm
-up, then `--reps` times: median and p95 (nearest rank). Runs-list queries over 100 ms (or all,
-with --explain) get their plan printed.
+up, then `--reps` times (run pages: half as many, at least 3): median and p95 (nearest rank;
+the verdict is on p95). Runs-list queries over 100 ms (or all, with --explain) get their plan
+printed (EXPLAIN QUERY PLAN on SQLite, EXPLAIN ANALYZE on PostgreSQL).
 
 First paint: the same app served by uvicorn in a thread of this process, driven by Debian's
 Chromium through Playwright; each page is loaded once to warm up, then `--paints` times, each in a
-fresh browser context (cold HTTP cache) whose tab is opened on about:blank first: first-contentful-paint,
-DOMContentLoaded and load from
-the Performance API, median.
+fresh browser context (cold HTTP cache) whose tab is first opened on about:blank (a user's tab is
+already open; otherwise Chromium starting the renderer competes with the server for the CPU):
+first-contentful-paint, DOMContentLoaded and load from the Performance API, median.
 
     .venv/bin/python benchmarks/bench_ui.py                    # SQLite in a temp dir
     .venv/bin/python benchmarks/bench_ui.py --backend pg       # scratch PostgreSQL database
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -58,7 +60,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event, func, insert, select
 
-from counterfact.traces import ModelCallRecord, RunRecord, StepRecord, ToolCallRecord, TraceStore
+from counterfact.traces import (
+    ModelCallRecord,
+    RunRecord,
+    StepRecord,
+    ToolCallRecord,
+    TraceStore,
+)
 from counterfact.traces._models import Outcome, utcnow
 from counterfact.traces._schema import Run
 from counterfact.ui import create_app
@@ -92,14 +100,15 @@ QUESTIONS = [
     "Compute the total of invoice INV-{n} and check it against purchase order PO-{n2} line by line.",
 ]
 RARE_QUESTION = "Plan a zeppelin tour over {city} for {n} guests on {date}, with a weather fallback."
-WORDS = (
+_TEXT = (
     "the a of to and in that is for it as with was on be by this are from at or an have not which "
     "result value total table query row column check source answer tool search found number step "
     "agent plan next report error fix data file price date city population invoice order ticket "
     "customer refund review change function test case expected actual because however therefore "
     "first then finally also only about over under between before after during each every some "
     "figure estimate confirm verify compare list summary detail reason evidence cite page section"
-).split()
+)
+WORDS = _TEXT.split()
 
 
 def zipf(n: int, s: float = 1.1) -> list[float]:
@@ -150,7 +159,7 @@ def make_world(seed: int) -> World:
             team = ["planner", "researcher", "coder", "critic", "writer"]
         nodes = ["__start__", *team, "tools", "__end__"]
         edges = [["__start__", team[0], False]]
-        edges += [[a, b, False] for a, b in zip(team, team[1:], strict=False)]
+        edges += [[a, b, False] for a, b in itertools.pairwise(team)]
         edges += [[team[-1], "tools", True], ["tools", team[0], True], [team[-1], "__end__", True]]
         digest = hashlib.sha256(json.dumps([nodes, edges]).encode()).hexdigest()
         world.teams[wf] = team
@@ -412,7 +421,7 @@ def list_cases(built: Built, deep_cursor: str) -> list[tuple[str, str]]:
     counts = {a: n for a, n in built.agent_counts.items() if a}
     common = max(counts, key=lambda a: counts[a])
     rare = min(counts, key=lambda a: (counts[a], a))
-    q = lambda **kw: "/api/runs?" + urlencode({"limit": 50, **kw})  # noqa: E731
+    q = lambda **kw: "/api/runs?" + urlencode({"limit": 50, **kw})
     return [
         ("first page (JSON)", q()),
         ("first page (HTML /)", "/"),
@@ -568,7 +577,7 @@ def find_long_run(store: TraceStore) -> str | None:
 
 def open_store(args: argparse.Namespace, console: Console) -> tuple[TraceStore, Built, Any]:
     """The store, what it holds, and a cleanup callable."""
-    cleanup: Any = lambda: None  # noqa: E731
+    cleanup: Any = lambda: None
     if args.db:
         store = TraceStore.open(args.db)
         long_run = find_long_run(store)

@@ -10,6 +10,7 @@ left can still be proven untouched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, select, update
@@ -39,7 +40,12 @@ class ChainReport(BaseModel):
 
 
 def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
-    """Re-walk `run_ref`'s chain and blobs; report the first step where it breaks."""
+    """Re-walk `run_ref`'s chain and blobs; report the first step where it breaks.
+
+    The calls and blobs of the whole run are read in a few batched queries (a blob that many
+    steps share, such as a resent history, is checked once), so a long run verifies in one
+    pass rather than in several round trips per step.
+    """
     run_id = store.resolve_run_id(run_ref)
     with store.engine.connect() as conn:
         count, head, status = conn.execute(
@@ -48,94 +54,122 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
         steps = conn.execute(
             select(Step.__table__).where(Step.run_id == run_id).order_by(Step.index)
         ).mappings().all()
-        previous = GENESIS
-        redacted = 0
-        for position, row in enumerate(steps):
-            bad = lambda why: ChainReport(  # noqa: E731 - a report at this position
-                run_id=run_id, steps=len(steps), ok=False, first_bad_step=position, problem=why
-            )
-            if row["index"] != position:
-                return bad(f"step index {row['index']} found where {position} was expected "
-                           "(a step was deleted or reordered)")
-            model_rows, tool_rows = _call_rows(conn, row["id"])
-            fields = {
-                "index": row["index"],
-                "node": row["node"],
-                "agent": row["agent"],
-                "invocation": row["invocation"],
-                "kind": row["kind"],
-                "input_digest": row["input_digest"],
-                "output_digest": row["output_digest"],
-                "delta_digest": row["delta_digest"],
-                "checkpoint_before": row["checkpoint_before"],
-                "task_id": row["task_id"],
-                "started_at": row["started_at"].isoformat(),
-                "ended_at": row["ended_at"].isoformat(),
-                "error": row["error"],
-                "model_calls": model_rows,
-                "tool_calls": tool_rows,
-            }
-            link = chain_link(previous, step_content_digest(fields))
-            if link != row["digest"]:
-                return bad("step content does not match its chain link (edited, or moved)")
-            digests = [row["input_digest"], row["output_digest"], row["delta_digest"]]
-            digests += [d for m in model_rows for d in (m["request_digest"], m["response_digest"],
-                                                        m["activations_digest"])]
-            digests += [d for t in tool_rows for d in (t["arguments_digest"], t["result_digest"])]
-            problem, n_redacted = _check_blobs(conn, [d for d in digests if d])
-            if problem:
-                return bad(problem)
-            redacted += n_redacted
-            previous = link
-        sealed = status != "running" or count > 0  # an unfinished run has no anchor yet
-        if sealed and (len(steps) != count or (steps and previous != head)):
-            return ChainReport(
-                run_id=run_id,
-                steps=len(steps),
-                ok=False,
-                first_bad_step=len(steps),
-                problem=f"run records {count} steps ending in {head[:12]}, found {len(steps)} "
-                "(steps were deleted from the end)",
-            )
-    return ChainReport(run_id=run_id, steps=len(steps), ok=True, redacted_blobs=redacted)
+        models = _calls_of_run(conn, ModelCall, run_id)
+        tools = _calls_of_run(conn, ToolCall, run_id)
+        per_step = [_step_digests(row, models.get(row["id"], []), tools.get(row["id"], [])) for row in steps]
+        problems, redacted = _blob_problems(conn, [d for digests in per_step for d in digests])
+    previous = GENESIS
+    for position, row in enumerate(steps):
+        bad = lambda why: ChainReport(  # noqa: E731 - a report at this position
+            run_id=run_id, steps=len(steps), ok=False, first_bad_step=position, problem=why
+        )
+        if row["index"] != position:
+            return bad(f"step index {row['index']} found where {position} was expected "
+                       "(a step was deleted or reordered)")
+        fields = {
+            "index": row["index"],
+            "node": row["node"],
+            "agent": row["agent"],
+            "invocation": row["invocation"],
+            "kind": row["kind"],
+            "input_digest": row["input_digest"],
+            "output_digest": row["output_digest"],
+            "delta_digest": row["delta_digest"],
+            "checkpoint_before": row["checkpoint_before"],
+            "task_id": row["task_id"],
+            "started_at": row["started_at"].isoformat(),
+            "ended_at": row["ended_at"].isoformat(),
+            "error": row["error"],
+            "model_calls": models.get(row["id"], []),
+            "tool_calls": tools.get(row["id"], []),
+        }
+        link = chain_link(previous, step_content_digest(fields))
+        if link != row["digest"]:
+            return bad("step content does not match its chain link (edited, or moved)")
+        problem = next((problems[d] for d in per_step[position] if d in problems), None)
+        if problem:
+            return bad(problem)
+        previous = link
+    sealed = status != "running" or count > 0  # an unfinished run has no anchor yet
+    if sealed and (len(steps) != count or (steps and previous != head)):
+        return ChainReport(
+            run_id=run_id,
+            steps=len(steps),
+            ok=False,
+            first_bad_step=len(steps),
+            problem=f"run records {count} steps ending in {head[:12]}, found {len(steps)} "
+            "(steps were deleted from the end)",
+        )
+    return ChainReport(run_id=run_id, steps=len(steps), ok=True, redacted_blobs=len(redacted))
 
 
-def _call_rows(conn: Connection, step_id: int) -> tuple[list[dict], list[dict]]:
-    """A step's calls as the writer hashed them."""
-    models = [
-        {k: v for k, v in m.items() if k not in ("id", "step_id")}
-        for m in conn.execute(
-            select(ModelCall.__table__).where(ModelCall.step_id == step_id).order_by(ModelCall.seq)
-        ).mappings()
-    ]
-    tools = [
-        {k: v for k, v in t.items() if k not in ("id", "step_id")}
-        for t in conn.execute(
-            select(ToolCall.__table__).where(ToolCall.step_id == step_id).order_by(ToolCall.seq)
-        ).mappings()
-    ]
-    return models, tools
+def _calls_of_run(conn: Connection, table: Any, run_id: str) -> dict[int, list[dict[str, Any]]]:
+    """Every call of the run's steps, as the writer hashed them, by step id in call order."""
+    rows = conn.execute(
+        select(table.__table__)
+        .join(Step, Step.id == table.step_id)
+        .where(Step.run_id == run_id)
+        .order_by(table.step_id, table.seq)
+    ).mappings()
+    calls: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        calls.setdefault(row["step_id"], []).append({k: v for k, v in row.items() if k not in ("id", "step_id")})
+    return calls
 
 
-def _check_blobs(conn: Connection, digests: Sequence[str]) -> tuple[str | None, int]:
-    """Every referenced blob exists and hashes to its digest (or is marked redacted)."""
-    redacted = 0
-    pending = list(digests)
-    while pending:
-        digest = pending.pop()
-        row = conn.execute(
-            select(Blob.data, Blob.redacted, Blob.media_type).where(Blob.digest == digest)
-        ).one_or_none()
-        if row is None:
-            return f"payload {digest[:12]} is missing", redacted
-        if row.redacted:
-            redacted += 1
-            continue
-        if row.data is None or sha256_hex(row.data) != digest:
-            return f"payload {digest[:12]} was altered (its bytes no longer match its digest)", redacted
-        if row.media_type == MESSAGES_MEDIA_TYPE:
-            pending.extend(manifest_children(row.data))
-    return None, redacted
+def _step_digests(row: Any, model_rows: list[dict[str, Any]], tool_rows: list[dict[str, Any]]) -> list[str]:
+    digests = [row["input_digest"], row["output_digest"], row["delta_digest"]]
+    digests += [d for m in model_rows for d in (m["request_digest"], m["response_digest"], m["activations_digest"])]
+    digests += [d for t in tool_rows for d in (t["arguments_digest"], t["result_digest"])]
+    return [d for d in digests if d]
+
+
+_BATCH = 500  # digests per IN (...) query
+
+
+def _blob_problems(conn: Connection, digests: Sequence[str]) -> tuple[dict[str, str], set[str]]:
+    """What is wrong with each blob (a message manifest inherits its first bad child's
+    problem), and which blobs are redacted. Every blob is read once, level by level."""
+    problems: dict[str, str] = {}
+    redacted: set[str] = set()
+    children: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    level = list(dict.fromkeys(digests))
+    while level:
+        seen.update(level)
+        found: set[str] = set()
+        following: list[str] = []
+        for start in range(0, len(level), _BATCH):
+            chunk = level[start:start + _BATCH]
+            for row in conn.execute(
+                select(Blob.digest, Blob.data, Blob.redacted, Blob.media_type).where(Blob.digest.in_(chunk))
+            ):
+                found.add(row.digest)
+                if row.redacted:
+                    redacted.add(row.digest)
+                elif row.data is None or sha256_hex(row.data) != row.digest:
+                    problems[row.digest] = (
+                        f"payload {row.digest[:12]} was altered (its bytes no longer match its digest)"
+                    )
+                elif row.media_type == MESSAGES_MEDIA_TYPE:
+                    children[row.digest] = manifest_children(row.data)
+                    following.extend(c for c in children[row.digest] if c not in seen)
+        for digest in level:
+            if digest not in found:
+                problems[digest] = f"payload {digest[:12]} is missing"
+        level = list(dict.fromkeys(following))
+
+    def resolve(digest: str, path: frozenset[str]) -> str | None:
+        if digest in problems or digest not in children or digest in path:
+            return problems.get(digest)
+        inherited = next((p for c in children[digest] if (p := resolve(c, path | {digest}))), None)
+        if inherited:
+            problems[digest] = inherited
+        return inherited
+
+    for digest in list(children):
+        resolve(digest, frozenset())
+    return problems, redacted
 
 
 def redact_blobs(store: TraceStore, digests: Sequence[str], note: str) -> int:

@@ -58,9 +58,11 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     step_count: Mapped[int] = mapped_column(Integer, default=0)
     head_digest: Mapped[str] = mapped_column(String(64), default="")  # last link of the chain
+    # id, workflow and task input, lower-cased: what the runs list's text search scans
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     __table_args__ = (
-        Index("ix_runs_created", "created_at"),
+        Index("ix_runs_created_id", "created_at", "id"),
         Index("ix_runs_status_created", "status", "created_at"),
         Index("ix_runs_workflow_created", "workflow", "created_at"),
         Index("ix_runs_parent", "parent_run_id"),

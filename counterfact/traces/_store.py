@@ -25,18 +25,13 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    cast,
     create_engine,
     event,
-    exists,
     func,
     insert,
     or_,
     select,
     update,
-)
-from sqlalchemy import (
-    Text as TextType,
 )
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -293,30 +288,7 @@ class TraceStore:
         if digest is None:
             return None
         with self.engine.connect() as conn:
-            return self._load(conn, digest)
-
-    def _load(self, conn: Connection, digest: str) -> Any:
-        row = conn.execute(
-            select(Blob.data, Blob.media_type, Blob.redacted).where(Blob.digest == digest)
-        ).one_or_none()
-        if row is None:
-            raise StoreError(f"blob {digest[:12]} is missing from the store")
-        if row.redacted or row.data is None:
-            return {"redacted": digest}
-        value = json.loads(row.data)
-        if row.media_type == MESSAGES_MEDIA_TYPE:
-            chunks = [value["messages"]]
-            while value["prefix"] is not None:
-                value = self._load_manifest(conn, value["prefix"])
-                chunks.append(value["messages"])
-            return [self._load(conn, d) for chunk in reversed(chunks) for d in chunk]
-        return value
-
-    def _load_manifest(self, conn: Connection, digest: str) -> dict[str, Any]:
-        data = conn.execute(select(Blob.data).where(Blob.digest == digest)).scalar_one_or_none()
-        if data is None:
-            raise StoreError(f"message manifest {digest[:12]} is missing or redacted")
-        return json.loads(data)
+            return _BlobReader(conn).load(digest)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -334,6 +306,7 @@ class TraceStore:
         values["task_input"] = self.redact(to_jsonable(record.task_input))
         values["labels"] = self.redact(to_jsonable(record.labels))
         values["outcome"] = record.outcome.model_dump() if record.outcome else None
+        values["search_text"] = search_text_of(record.id, record.workflow, values["task_input"])
         return values
 
     def finish_run(
@@ -432,7 +405,7 @@ class TraceStore:
     ) -> list[RunRecord]:
         """Runs, newest first, matching every filter given.
 
-        `text` matches (case-insensitively) the run's id, workflow, task input or labels;
+        `text` matches (case-insensitively) the run's id, workflow or task input;
         `before` is a page's keyset cursor: runs older than this (created_at, id).
         """
         query = select(Run.__table__)
@@ -447,21 +420,11 @@ class TraceStore:
         if parent:
             query = query.where(Run.parent_run_id == parent)
         if agent:
-            query = query.where(
-                exists().where(Step.agent == agent).where(Step.run_id == Run.id)
-            )
+            query = query.where(Run.id.in_(select(Step.run_id).where(Step.agent == agent)))
         for key, value in (labels or {}).items():
             query = query.where(Run.labels[key].as_string() == value)
         if text:
-            needle = f"%{text.lower()}%"
-            query = query.where(
-                or_(
-                    func.lower(Run.id).like(needle),
-                    func.lower(Run.workflow).like(needle),
-                    func.lower(cast(Run.task_input, TextType)).like(needle),
-                    func.lower(cast(Run.labels, TextType)).like(needle),
-                )
-            )
+            query = query.where(Run.search_text.contains(text.lower(), autoescape=True))
         if before:
             created, run_id = before
             query = query.where(
@@ -490,22 +453,42 @@ class TraceStore:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def steps(self, run_ref: str, *, payloads: bool = True) -> list[StepRecord]:
-        """A run's steps in order, with their calls and (by default) their payloads.
+    def steps(
+        self,
+        run_ref: str,
+        *,
+        payloads: bool = True,
+        histories: bool = True,
+        indices: Sequence[int] | None = None,
+    ) -> list[StepRecord]:
+        """A run's steps in order (only those at `indices`, when given), with their calls and
+        (by default) their payloads.
 
-        With `payloads=False` the payload fields are left empty: a cheap structural read.
+        With `payloads=False` the payload fields are left empty: a cheap structural read. With
+        `histories=False` the messages a step saw and its model calls' requests and responses
+        are left empty, and its output, state update and tool calls are read: what a long
+        run's overview needs, without the histories that grow with every step.
         """
         run_id = self.resolve_run_id(run_ref)
+        query = select(Step.__table__, checkpoint_after(Step).label("derived_after")).where(Step.run_id == run_id)
+        if indices is not None:
+            query = query.where(Step.index.in_(list(indices)))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Step.__table__, checkpoint_after(Step).label("derived_after"))
-                .where(Step.run_id == run_id)
-                .order_by(Step.index)
-            ).mappings().all()
+            rows = conn.execute(query.order_by(Step.index)).mappings().all()
             step_ids = [r["id"] for r in rows]
             mcalls = _calls_by_step(conn, ModelCall.__table__, step_ids)
             tcalls = _calls_by_step(conn, ToolCall.__table__, step_ids)
-            load = (lambda d: self._load(conn, d) if d else None) if payloads else (lambda d: None)
+            reader = _BlobReader(conn)
+            if payloads:
+                reader.prefetch(
+                    [r[k] for r in rows for k in ("output_digest", "delta_digest")]
+                    + [c[k] for calls in tcalls.values() for c in calls for k in ("arguments_digest", "result_digest")]
+                    + ([r["input_digest"] for r in rows]
+                       + [c[k] for calls in mcalls.values() for c in calls for k in ("request_digest", "response_digest")]
+                       if histories else [])
+                )
+            load = (lambda d: reader.load(d) if d else None) if payloads else (lambda d: None)
+            history = load if histories else (lambda d: None)
             return [
                 StepRecord(
                     index=r["index"],
@@ -513,7 +496,7 @@ class TraceStore:
                     agent=r["agent"],
                     invocation=r["invocation"],
                     kind=r["kind"],
-                    input=load(r["input_digest"]),
+                    input=history(r["input_digest"]),
                     output=load(r["output_digest"]),
                     delta=load(r["delta_digest"]),
                     checkpoint_before=r["checkpoint_before"],
@@ -528,8 +511,8 @@ class TraceStore:
                             backend=m["backend"],
                             model=m["model"],
                             params=m["params"],
-                            request=load(m["request_digest"]) or [],
-                            response=load(m["response_digest"]) or {},
+                            request=history(m["request_digest"]) or [],
+                            response=history(m["response_digest"]) or {},
                             finish_reason=m["finish_reason"],
                             prompt_tokens=m["prompt_tokens"],
                             completion_tokens=m["completion_tokens"],
@@ -842,6 +825,62 @@ def checkpoint_after(step: Any) -> Any:
     )
 
 
+class _BlobReader:
+    """Reads payloads on one connection; `prefetch` reads many blobs (and the manifests and
+    messages they point to) in a few batched queries, so that a long run's steps, whose
+    histories share most of their messages, load without a round trip per message."""
+
+    _BATCH = 500
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.rows: dict[str, Any] = {}
+
+    def prefetch(self, digests: Sequence[str | None]) -> None:
+        pending = [d for d in dict.fromkeys(digests) if d and d not in self.rows]
+        while pending:
+            for start in range(0, len(pending), self._BATCH):
+                chunk = pending[start : start + self._BATCH]
+                for row in self.conn.execute(
+                    select(Blob.digest, Blob.data, Blob.media_type, Blob.redacted).where(Blob.digest.in_(chunk))
+                ):
+                    self.rows[row.digest] = row
+            following: list[str] = []
+            for digest in pending:
+                row = self.rows.get(digest)
+                if row is not None and row.media_type == MESSAGES_MEDIA_TYPE and row.data is not None and not row.redacted:
+                    manifest = json.loads(row.data)
+                    following.extend(manifest["messages"])
+                    if manifest["prefix"] is not None:
+                        following.append(manifest["prefix"])
+            pending = [d for d in dict.fromkeys(following) if d not in self.rows]
+
+    def _row(self, digest: str) -> Any:
+        if digest not in self.rows:
+            self.rows[digest] = self.conn.execute(
+                select(Blob.digest, Blob.data, Blob.media_type, Blob.redacted).where(Blob.digest == digest)
+            ).one_or_none()
+        return self.rows[digest]
+
+    def load(self, digest: str) -> Any:
+        row = self._row(digest)
+        if row is None:
+            raise StoreError(f"blob {digest[:12]} is missing from the store")
+        if row.redacted or row.data is None:
+            return {"redacted": digest}
+        value = json.loads(row.data)
+        if row.media_type == MESSAGES_MEDIA_TYPE:
+            chunks = [value["messages"]]
+            while value["prefix"] is not None:
+                manifest = self._row(value["prefix"])
+                if manifest is None or manifest.data is None or manifest.redacted:
+                    raise StoreError(f"message manifest {value['prefix'][:12]} is missing or redacted")
+                value = json.loads(manifest.data)
+                chunks.append(value["messages"])
+            return [self.load(d) for chunk in reversed(chunks) for d in chunk]
+        return value
+
+
 def _calls_by_step(conn: Connection, table: Any, step_ids: list[int]) -> dict[int, list[Any]]:
     """A call table's rows for the given steps, grouped by step, in call order."""
     grouped: dict[int, list[Any]] = {i: [] for i in step_ids}
@@ -893,8 +932,18 @@ def _one_of(value: str, kind: Any, what: str) -> str:
         raise StoreError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
     return value
 
+SEARCH_CHARS = 2000  # as migration 0005 fills runs.search_text
+
+
+def search_text_of(run_id: str, workflow: str, task_input: Any) -> str:
+    """What the runs list's text search matches: id, workflow and task input, lower-cased."""
+    text = f"{run_id} {workflow} {json.dumps(task_input, ensure_ascii=False, default=str)}"
+    return text[:SEARCH_CHARS].lower()
+
+
 def _run_record(row: Any) -> RunRecord:
     data = dict(row)
+    data.pop("search_text", None)
     data.pop("head_digest", None)
     return RunRecord.model_validate(data)
 

@@ -308,7 +308,7 @@ class RunPage(BaseModel):
 
 def run_page(store: TraceStore, run_ref: str) -> RunPage:
     run = store.get_run(run_ref)
-    steps = store.steps(run.id, payloads=True) if run.step_count <= 200 else _light_steps(store, run.id)
+    steps = store.steps(run.id, histories=False)
     rows, span = timeline(steps)
     labels = {k: v for k, v in run.labels.items() if k not in _HIDDEN_LABELS}
     return RunPage(
@@ -328,12 +328,6 @@ _TRUTH = ("mistake_agent", "mistake_step", "mistake_reason", "ground_truth")
 def ground_truth(run: RunRecord) -> dict[str, Any]:
     """An imported log's annotation (who made the decisive mistake, at which step, why)."""
     return {k: run.labels[k] for k in _TRUTH if run.labels.get(k) is not None}
-
-
-def _light_steps(store: TraceStore, run_id: str) -> list[StepRecord]:
-    """A long run's steps without payloads: the timeline shows structure; a step's own view
-    loads its payloads."""
-    return store.steps(run_id, payloads=False)
 
 
 # -- a step ----------------------------------------------------------------------------------
@@ -372,10 +366,10 @@ class StepView(BaseModel):
 
 def step_view(store: TraceStore, run_ref: str, index: int) -> StepView:
     run_id = store.resolve_run_id(run_ref)
-    steps = store.steps(run_id)
-    if not 0 <= index < len(steps):
-        raise ValueError(f"run {run_id[:12]} has no step {index} (it has {len(steps)})")
-    step = steps[index]
+    found = store.steps(run_id, indices=[index])
+    if not found:
+        raise ValueError(f"run {run_id[:12]} has no step {index} (it has {store.get_run(run_id).step_count})")
+    step = found[0]
     before = state_at(store, run_id, step.checkpoint_before)
     after = state_at(store, run_id, step.checkpoint_after)
     return StepView(

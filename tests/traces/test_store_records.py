@@ -382,11 +382,33 @@ OLD_HYPOTHESES = sa.table(
 )
 
 
+# runs as revisions 0001 to 0004 made them
+OLD_RUNS = sa.table(
+    "runs",
+    *(sa.column(c, sa.String) for c in ("id", "workflow", "workflow_hash", "status", "source", "head_digest")),
+    *(sa.column(c, JsonType) for c in ("task_input", "labels")),
+    *(sa.column(c, sa.Integer) for c in ("total_tokens", "step_count")),
+    sa.column("total_latency_ms", sa.Float),
+    sa.column("created_at", sa.DateTime),
+)
+
+
+def _old_run(store: TraceStore, status: str = "failed", **fields: Any) -> str:
+    run_id = fields.pop("id", uuid.uuid4().hex)
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(OLD_RUNS), [{
+            "id": run_id, "workflow": "wf", "workflow_hash": "", "status": status, "source": "recorded",
+            "head_digest": "", "task_input": {}, "labels": {}, "total_tokens": 0, "step_count": 0,
+            "total_latency_ms": 0.0, "created_at": datetime(2026, 11, 26), **fields,
+        }])
+    return run_id
+
+
 def test_migration_0004_keeps_sessions_and_hypotheses_written_at_0003(blank_url: str) -> None:
     old = TraceStore(blank_url, migrate=False)
     command.upgrade(alembic_config(old.engine), "0003")
     assert current_revision(old.engine) == "0003"
-    failed, reference = _run(old), _run(old, "succeeded")
+    failed, reference = _old_run(old), _old_run(old, "succeeded")
     created = datetime(2026, 11, 26, 12, 0, 0, 123456)
     spent = {"replays": 6, "tokens": 900, "seconds": 4.5, "done": ["llm", "patch"]}
     edit = {"edits": [{"kind": "message", "text": "x", "at": {"step": 2}}], "note": "patch"}
@@ -418,9 +440,9 @@ def test_migration_0004_keeps_sessions_and_hypotheses_written_at_0003(blank_url:
         )
     old.close()
 
-    store = TraceStore(blank_url)  # opening applies 0004
+    store = TraceStore(blank_url)  # opening applies 0004 and later revisions
     try:
-        assert current_revision(store.engine) == head_revision() == "0004"
+        assert head_revision() >= "0004"
         session = store.get_debug_session("s1")
         assert session.completed == ["llm", "patch"]
         assert session.spent == DebugSpend(replays=6, tokens=900, seconds=4.5)
@@ -451,5 +473,25 @@ def test_migration_0004_keeps_sessions_and_hypotheses_written_at_0003(blank_url:
         assert spent_back["s2"]["done"] == ["resample"]
         upgrade(store.engine)
         assert [h.segment for h in store.hypotheses("s1")] == [2, 1, 0, 0]
+    finally:
+        store.close()
+
+
+def test_migration_0005_fills_search_text_of_existing_runs(blank_url: str) -> None:
+    old = TraceStore(blank_url, migrate=False)
+    command.upgrade(alembic_config(old.engine), "0004")
+    found = _old_run(old, id="RUN-Upper", workflow="Town", task_input={"question": "Population of Ivesley?"})
+    other = _old_run(old, id="other", task_input={"question": "Founding year"})
+    old.close()
+    store = TraceStore(blank_url)  # opening applies 0005
+    try:
+        assert current_revision(store.engine) == "0005"
+        assert [r.id for r in store.list_runs(text="IVESLEY")] == [found]
+        assert [r.id for r in store.list_runs(text="run-upper town")] == [found]
+        assert [r.id for r in store.list_runs(text="founding")] == [other]
+        assert store.list_runs(text="100%") == []  # LIKE wildcards in the text are literal
+        command.downgrade(alembic_config(store.engine), "0004")
+        upgrade(store.engine)
+        assert [r.id for r in store.list_runs(text="ivesley")] == [found]
     finally:
         store.close()
