@@ -69,6 +69,7 @@ from counterfact.traces import (
 )
 from counterfact.traces._models import Outcome, utcnow
 from counterfact.traces._schema import Run
+from counterfact.traces._store import search_text_of
 from counterfact.ui import create_app
 
 LIST_TARGET_MS = 200.0
@@ -205,8 +206,9 @@ def bulk_runs(store: TraceStore, rnd: random.Random, world: World, n: int, now: 
             created = now - timedelta(seconds=60 + rnd.random() * span)
             task = {"question": question(rnd, rare=rnd.random() < 0.003)}
             outcome = outcome_for(rnd, status)
+            run_id = uuid.UUID(int=rnd.getrandbits(128)).hex
             rows.append({
-                "id": uuid.UUID(int=rnd.getrandbits(128)).hex, "workflow": wf,
+                "id": run_id, "workflow": wf, "search_text": search_text_of(run_id, wf, task),
                 "workflow_hash": world.graphs[wf]["digest"], "task_input": task, "status": status,
                 "outcome": outcome.model_dump() if outcome else None,
                 "labels": run_labels(rnd, world, wf, task),
