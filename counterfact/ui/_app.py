@@ -81,7 +81,8 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
         yield
         jobs.close()
 
-    app = FastAPI(title="counterfact", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+    # no docs pages: FastAPI's fetch Swagger UI from a CDN, and the viewer fetches nothing from outside
+    app = FastAPI(title="counterfact", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
     app.state.store, app.state.jobs, app.state.token = store, jobs, token
     templates = Jinja2Templates(directory=str(_HERE / "templates"))

@@ -46,6 +46,7 @@ class RunRow(BaseModel):
     status: str
     success: bool | None
     score: float | None
+    detail: str | None  # the checker's word on the outcome (the answer, and what was expected)
     created_at: datetime
     steps: int
     tokens: int
@@ -61,6 +62,7 @@ def run_row(run: RunRecord) -> RunRow:
         id=run.id, workflow=run.workflow, status=run.status,
         success=run.outcome.success if run.outcome else None,
         score=run.outcome.score if run.outcome else None,
+        detail=run.outcome.detail if run.outcome else None,
         created_at=run.created_at, steps=run.step_count, tokens=run.total_tokens,
         task=excerpt(question_of(run.task_input) or run.task_input, 120) if run.task_input else "",
         parent_run_id=run.parent_run_id, fork_step=run.fork_step, source=run.source,

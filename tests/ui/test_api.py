@@ -238,3 +238,16 @@ def test_imported_logs_show_annotation_and_marked_attributions(store: TraceStore
     assert "wrong page" in page and "1/2 (50%)" in page and "recorded-run" not in page
     run_page = client(store).get("/runs/ww-1").text
     assert "mistake_agent=WebSurfer" in run_page and "agent Orchestrator" in run_page
+
+
+def test_pages_reference_nothing_outside_the_viewer(store: TraceStore) -> None:
+    import re
+
+    run_id = _pipeline_run(store)
+    c = client(store)
+    for url in ["/", f"/runs/{run_id}", f"/runs/{run_id}/steps/0", f"/runs/{run_id}/tree", "/imports",
+                f"/compare?a={run_id}&b={run_id}"]:
+        refs = re.findall(r'(?:src|href)="([^"]+)"', c.get(url).text)
+        assert refs and all(r.startswith(("/", "#", "?")) for r in refs), (url, refs)
+    assert c.get("/api/docs").status_code == 404  # FastAPI's docs page would load Swagger UI from a CDN
+    assert c.get("/api/openapi.json").json()["paths"]["/api/runs/{run_id}/replays"]["post"]

@@ -30,6 +30,8 @@ def _failed_pipeline_run(viewer: LiveViewer) -> str:
 
 def test_open_a_run_and_a_step(viewer: LiveViewer, page: Any) -> None:
     run_id = _failed_pipeline_run(viewer)
+    elsewhere: list[str] = []
+    page.on("request", lambda request: None if request.url.startswith(viewer.url) else elsewhere.append(request.url))
     page.goto(viewer.url + "/")
     page.click(f"a[href='/runs/{run_id}']")
     page.wait_for_selector("#graph")
@@ -43,6 +45,7 @@ def test_open_a_run_and_a_step(viewer: LiveViewer, page: Any) -> None:
     assert "the sum is 4" in page.inner_text("#step-output")
     assert "compute 2+2" in page.inner_text("#conversation")
     assert page.locator("#state-diff .dadd").count() >= 1
+    assert elsewhere == []  # nothing fetched from outside: no CDN, fonts or scripts
 
 
 def test_edit_replay_verdict_branches_and_compare(viewer: LiveViewer, page: Any) -> None:
