@@ -43,6 +43,7 @@ from counterfact.traces import StoreError, TraceStore
 from counterfact.ui._jobs import DebugRequest, Jobs, ReplayRequest
 from counterfact.ui._views import (
     RunFilters,
+    audit_page,
     compare_runs,
     fork_tree,
     imports_page,
@@ -173,6 +174,10 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
     def api_start_debug(run_id: str, request: DebugRequest) -> Any:
         return jobs.start_debug(run_id, request).model_dump(mode="json")
 
+    @app.get("/api/jobs")
+    def api_jobs(run: str | None = None) -> Any:
+        return [j.model_dump(mode="json") for j in jobs.list() if run is None or j.run_id == run]
+
     @app.get("/api/jobs/{job_id}")
     def api_job(job_id: str) -> Any:
         return _job(jobs, job_id).model_dump(mode="json")
@@ -238,6 +243,18 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
         report = session_report(store, session_id)
         body = Markup(render_html(report, standalone=False))
         return templates.TemplateResponse(request, "debug.html", {"report": report, "body": body})
+
+    @app.get("/api/audit")
+    def api_audit(status: str | None = None, workflow: str | None = None, cursor: str | None = None) -> Any:
+        filters = RunFilters(status=status or None, workflow=workflow or None)
+        return audit_page(store, filters, cursor=cursor or None).model_dump(mode="json")
+
+    @app.get("/audit", response_class=HTMLResponse)
+    def page_audit(request: Request, status: str | None = None, workflow: str | None = None,
+                   cursor: str | None = None) -> Response:
+        filters = RunFilters(status=status or None, workflow=workflow or None)
+        page = audit_page(store, filters, cursor=cursor or None)
+        return templates.TemplateResponse(request, "audit.html", {"page": page, "filters": filters})
 
     @app.get("/api/imports")
     def api_imports(workflow: str | None = None, cursor: str | None = None) -> Any:

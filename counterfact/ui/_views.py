@@ -120,6 +120,23 @@ def parse_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError(f"cursor {cursor!r} is not TIME|RUN_ID") from None
 
 
+class AuditRow(BaseModel):
+    run: RunRow
+    chain: ChainReport
+
+
+class AuditPage(BaseModel):
+    rows: list[AuditRow]
+    next_cursor: str | None
+
+
+def audit_page(store: TraceStore, filters: RunFilters, *, cursor: str | None = None, limit: int = 50) -> AuditPage:
+    """A page of runs, each with its hash chain re-walked: verified, or the first broken step."""
+    page = runs_page(store, filters, cursor=cursor, limit=limit)
+    return AuditPage(rows=[AuditRow(run=r, chain=verify_run(store, r.id)) for r in page.rows],
+                     next_cursor=page.next_cursor)
+
+
 # -- a run -----------------------------------------------------------------------------------
 
 
@@ -565,9 +582,18 @@ class ImportRow(BaseModel):
     attributions: list[AttributionView]
 
 
+class ImportScore(BaseModel):
+    """One method's accuracy on one workflow's logs that it attributed (by the library's
+    scoring rule), and how many of that workflow's logs it has not attributed yet."""
+
+    workflow: str
+    score: AttributionScore
+    not_attributed: int
+
+
 class ImportsPage(BaseModel):
     rows: list[ImportRow]
-    scores: list[AttributionScore]  # per method, over every imported log of the filter
+    scores: list[ImportScore]  # per workflow and method, over every imported log of the filter
     next_cursor: str | None
 
 
@@ -578,10 +604,16 @@ def imports_page(store: TraceStore, *, workflow: str | None = None, source: str 
     for row in page.rows:
         run = store.get_run(row.id)
         rows.append(ImportRow(run=row, truth=ground_truth(run), attributions=_attributions(store, run)))
-    everything = store.list_runs(source=source, workflow=workflow, limit=None)
-    predicted = {m for r in everything for m in (r.labels.get("attribution") or {})}
-    ids = [r.id for r in everything]
-    scores = [score_attributions(store, ids, method) for method in METHODS if method in predicted]
+    by_workflow: dict[str, list[RunRecord]] = {}
+    for run in store.list_runs(source=source, workflow=workflow, limit=None):
+        by_workflow.setdefault(run.workflow, []).append(run)
+    scores = []
+    for name, runs in sorted(by_workflow.items()):
+        for method in METHODS:
+            done = [r.id for r in runs if method in (r.labels.get("attribution") or {})]
+            if done:
+                scores.append(ImportScore(workflow=name, score=score_attributions(store, done, method),
+                                          not_attributed=len(runs) - len(done)))
     return ImportsPage(rows=rows, scores=scores, next_cursor=page.next_cursor)
 
 

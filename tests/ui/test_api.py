@@ -229,11 +229,15 @@ def test_imported_logs_show_annotation_and_marked_attributions(store: TraceStore
         store.write_run(run, [StepRecord(index=j, node=name, agent=name, output={"role": "assistant", "content": "x"},
                                          started_at=now, ended_at=now) for j, name in enumerate(["Orchestrator", "WebSurfer"])])
     store.write_run(RunRecord(id="recorded-run", workflow="demo", status="failed"), [])
+    store.write_run(RunRecord(id="ww-later", workflow="whowhen/hand-crafted", status="failed", source="whowhen",
+                              labels={"mistake_agent": "WebSurfer", "mistake_step": 0},
+                              created_at=now - timedelta(days=1)), [])
     data = client(store).get("/api/imports").json()
-    assert [r["run"]["id"] for r in data["rows"]] == ["ww-1", "ww-0"]
-    marks = {r["run"]["id"]: (r["attributions"][0]["agent_ok"], r["attributions"][0]["step_ok"]) for r in data["rows"]}
-    assert marks == {"ww-0": (True, True), "ww-1": (False, False)}
-    assert [(s["method"], s["agent_correct"], s["runs"]) for s in data["scores"]] == [("all_at_once", 1, 2)]
+    assert [r["run"]["id"] for r in data["rows"]] == ["ww-1", "ww-0", "ww-later"]
+    marks = {r["run"]["id"]: [(a["agent_ok"], a["step_ok"]) for a in r["attributions"]] for r in data["rows"]}
+    assert marks == {"ww-0": [(True, True)], "ww-1": [(False, False)], "ww-later": []}
+    assert [(s["workflow"], s["score"]["method"], s["score"]["agent_correct"], s["score"]["runs"], s["not_attributed"])
+            for s in data["scores"]] == [("whowhen/hand-crafted", "all_at_once", 1, 2, 1)]
     page = client(store).get("/imports").text
     assert "wrong page" in page and "1/2 (50%)" in page and "recorded-run" not in page
     run_page = client(store).get("/runs/ww-1").text
@@ -251,3 +255,34 @@ def test_pages_reference_nothing_outside_the_viewer(store: TraceStore) -> None:
         assert refs and all(r.startswith(("/", "#", "?")) for r in refs), (url, refs)
     assert c.get("/api/docs").status_code == 404  # FastAPI's docs page would load Swagger UI from a CDN
     assert c.get("/api/openapi.json").json()["paths"]["/api/runs/{run_id}/replays"]["post"]
+
+
+def test_audit_page_shows_each_runs_chain(store: TraceStore) -> None:
+    from sqlalchemy import update
+
+    from counterfact.traces import redact_run_text
+    from counterfact.traces._schema import Step
+
+    intact, edited, redacted = (_pipeline_run(store) for _ in range(3))
+    with store.begin() as conn:
+        conn.execute(update(Step.__table__).where(Step.run_id == edited, Step.index == 1).values(node="forged"))
+    assert redact_run_text(store, redacted, "the sum is 4", "test") >= 1
+    c = client(store)
+    chains = {r["run"]["id"]: r["chain"] for r in c.get("/api/audit").json()["rows"]}
+    assert chains[intact]["ok"] and chains[intact]["redacted_blobs"] == 0
+    assert not chains[edited]["ok"] and chains[edited]["first_bad_step"] == 1
+    assert chains[redacted]["ok"] and chains[redacted]["redacted_blobs"] >= 1
+    page = c.get("/audit").text
+    assert "broken at step 1" in page and page.count(">verified<") == 2
+    assert c.get(f"/runs/{edited}").text.count("chain broken at step 1") == 1
+
+
+def test_jobs_are_listed_by_run(store: TraceStore) -> None:
+    run_id = _pipeline_run(store)
+    c = client(store)
+    job = c.post(f"/api/runs/{run_id}/replays", json={"at": "planner#0", "edit": {"kind": "message", "text": "compute 2+3"}},
+                 headers={TOKEN_HEADER: TOKEN}).json()
+    listed = c.get("/api/jobs", params={"run": run_id}).json()
+    assert [j["id"] for j in listed] == [job["id"]] and listed[0]["kind"] == "replay"
+    assert c.get("/api/jobs", params={"run": "someone-else"}).json() == []
+    assert c.get("/api/jobs/nope").status_code == 404

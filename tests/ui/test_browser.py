@@ -5,6 +5,7 @@ another site's page cannot start a replay and that trace text never runs as mark
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from datetime import timedelta
 from functools import partial
@@ -159,6 +160,24 @@ def test_edit_and_replay_a_demo_run_on_the_embedded_model(viewer: LiveViewer, pa
     assert page.inner_text("#verdict") == ("validated" if not results[0].success else "refuted")
     page.wait_for_selector("#tree li.new")
     assert page.locator("#tree li.new").count() == 2
+    # an activation edit from the small form: the reporter's residual stream scaled to nothing
+    page.click("#timeline a[data-step='1']")
+    page.wait_for_selector("#step[data-step='1'] #replay-form")
+    page.click("#timeline a[data-step='2']")
+    page.wait_for_selector("#step[data-step='2'] #replay-form")
+    page.select_option("#edit-kind", "activation")
+    assert page.is_visible("#activation-form")
+    page.fill("#activation-form input[name=layers]", "0, 1")
+    page.fill("#activation-form input[name=strength]", "0")
+    edit = json.loads(page.input_value("#edit-text"))
+    assert edit == {"kind": "activation", "layers": [0, 1], "component": "residual", "positions": "all",
+                    "operation": "scale", "strength": 0}
+    page.click("#replay-form button[type=submit]")
+    page.wait_for_selector("#verdict", timeout=600_000)
+    verification = viewer.store.verdicts(run_id=run.id)[-1]
+    assert page.inner_text("#verdict") == verification.verdict
+    intervention = viewer.store.get_intervention(verification.intervention_id)
+    assert intervention.fork_step == 2 and intervention.spec["edits"][0]["kind"] == "activation"
 
 
 def test_start_a_debug_session_from_the_page(viewer: LiveViewer, page: Any) -> None:

@@ -79,9 +79,26 @@ function wireStep(root) {
   const templates = JSON.parse(root.querySelector("#edit-templates").textContent);
   const kind = form.querySelector("#edit-kind");
   const text = form.querySelector("#edit-text");
-  const fill = () => { text.value = templates[kind.value] || ""; };
+  const activation = form.querySelector("#activation-form");
+  const fill = () => {
+    text.value = templates[kind.value] || "";
+    if (activation) activation.hidden = kind.value !== "activation";
+  };
   kind.addEventListener("change", fill);
   fill();
+  // The activation form writes the edit as JSON (which is YAML too) into the text box.
+  activation?.addEventListener("input", () => {
+    const field = (name) => activation.querySelector(`[name="${name}"]`).value;
+    const edit = {
+      kind: "activation",
+      layers: field("layers").split(",").map((x) => x.trim()).filter(Boolean).map(Number),
+      component: field("component"), positions: field("positions"),
+      operation: field("operation"), strength: Number(field("strength")),
+    };
+    if (field("vector") === "captured") edit.vector = { captured: { run: field("vector_run"), step: Number(field("vector_step")) } };
+    if (field("vector") === "contrastive") edit.vector = { contrastive: { positive: [field("positive")], negative: [field("negative")] } };
+    text.value = JSON.stringify(edit, null, 1);
+  });
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const box = root.querySelector("#replay-job");
@@ -89,7 +106,7 @@ function wireStep(root) {
     try {
       const job = await post(`/api/runs/${form.dataset.run}/replays`, {
         at: form.dataset.step, edit: data.get("edit"), trials: Number(data.get("trials")),
-        seed: Number(data.get("seed")), expect: data.get("expect") || null,
+        seed: Number(data.get("seed")), expect: data.get("expect") || null, model: data.get("model") || null,
       });
       follow(job, box, (final, status) => {
         if (final.status === "failed") { status.textContent = `replay failed: ${final.error}`; status.className = "error"; return; }
@@ -125,6 +142,7 @@ function wireRun() {
     e.preventDefault();
     openStep(runId, link.dataset.step, true);
   });
+  reattach(runId);
   const match = location.hash.match(/^#step-(\d+)$/);
   if (match) openStep(runId, match[1], false);
   const debug = document.getElementById("debug-form");
@@ -147,6 +165,21 @@ function wireRun() {
       box.replaceChildren(el("p", { class: "error" }, err.message));
     }
   });
+}
+
+// A job started before the page was (re)loaded: follow it again.
+async function reattach(runId) {
+  const response = await fetch(`/api/jobs?run=${encodeURIComponent(runId)}`);
+  if (!response.ok) return;
+  for (const job of await response.json()) {
+    if (job.status !== "queued" && job.status !== "running") continue;
+    const box = document.getElementById(job.kind === "debug" ? "debug-job" : "step-panel");
+    if (!box) continue;
+    follow(job, box, (final, status) => {
+      status.textContent = final.status === "failed" ? `${job.kind} failed: ${final.error}` : `${job.kind} ${job.id.slice(0, 8)} done`;
+      loadTree();
+    });
+  }
 }
 
 // The first page of the runs list follows new runs as they are recorded.
