@@ -1,32 +1,30 @@
 """`counterfact ui`: a local web viewer over the trace store, and the JSON API it is built on."""
 
 from counterfact.ui._app import TOKEN_HEADER, create_app, is_loopback
+from counterfact.ui._forks import CompareRow, TreeNode, compare_runs, fork_tree
+from counterfact.ui._graph import GraphView, graph_view
 from counterfact.ui._jobs import DebugRequest, Job, JobEvent, Jobs, ReplayRequest
-from counterfact.ui._serve import check_bindable, serve
-from counterfact.ui._views import (
-    CompareRow,
-    GraphView,
+from counterfact.ui._lists import (
+    AuditPage,
+    ImportsPage,
     RunFilters,
-    RunPage,
     RunRow,
     RunsPage,
-    StepView,
-    TimelineRow,
-    TreeNode,
-    compare_runs,
-    fork_tree,
-    graph_view,
-    run_page,
+    audit_page,
+    imports_page,
     runs_page,
-    step_view,
-    timeline,
 )
+from counterfact.ui._run import RunPage, TimelineRow, run_page, timeline
+from counterfact.ui._serve import check_bindable, serve
+from counterfact.ui._step import StepView, step_view
 
 __all__ = [
     "TOKEN_HEADER",
+    "AuditPage",
     "CompareRow",
     "DebugRequest",
     "GraphView",
+    "ImportsPage",
     "Job",
     "JobEvent",
     "Jobs",
@@ -38,11 +36,13 @@ __all__ = [
     "StepView",
     "TimelineRow",
     "TreeNode",
+    "audit_page",
     "check_bindable",
     "compare_runs",
     "create_app",
     "fork_tree",
     "graph_view",
+    "imports_page",
     "is_loopback",
     "run_page",
     "runs_page",

@@ -40,17 +40,11 @@ from markupsafe import Markup
 from counterfact._errors import CounterfactError
 from counterfact.interventions import render_html, session_report
 from counterfact.traces import StoreError, TraceStore
+from counterfact.ui._forks import compare_runs, fork_tree
 from counterfact.ui._jobs import DebugRequest, Jobs, ReplayRequest
-from counterfact.ui._views import (
-    RunFilters,
-    audit_page,
-    compare_runs,
-    fork_tree,
-    imports_page,
-    run_page,
-    runs_page,
-    step_view,
-)
+from counterfact.ui._lists import RunFilters, audit_page, imports_page, runs_page
+from counterfact.ui._run import run_page
+from counterfact.ui._step import step_view
 
 TOKEN_HEADER = "X-Counterfact-Token"
 TOKEN_COOKIE = "counterfact_token"

@@ -21,8 +21,7 @@ from counterfact.traces import (
     record,
 )
 from counterfact.traces._models import utcnow
-from counterfact.ui import TOKEN_HEADER, create_app, runs_page
-from counterfact.ui._views import RunFilters, graph_view
+from counterfact.ui import TOKEN_HEADER, RunFilters, create_app, graph_view, runs_page
 
 from ..interventions import apps
 
