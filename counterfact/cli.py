@@ -76,7 +76,13 @@ def _replayer(
 @contextmanager
 def _bar(label: str, *, shown: bool = True) -> Iterator[Callable[[int, int], None]]:
     """A progress bar the library drives through its (done, total) callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -287,17 +293,59 @@ def import_jsonl_command(
         console.print(f"  {run_id}")
 
 
-@app.command("export")
-def export_command(
-    runs: Annotated[list[str], typer.Argument(help="run ids (or unique prefixes)")],
-    jsonl: Annotated[Path, typer.Option("--jsonl", help="the file to write")],
+@import_app.command("otel")
+def import_otel_command(
+    paths: Annotated[list[Path], typer.Argument(help="OTLP JSON files (or folders of .json/.jsonl files)")],
     db: DbOption = None,
 ) -> None:
-    """Export runs (steps, payloads, checkpoints) as JSON lines, to import elsewhere."""
-    from counterfact.traces import export_jsonl
+    """Import OpenTelemetry traces (OTLP JSON, GenAI or OpenInference spans) as log-only runs."""
+    from counterfact.traces import import_otel
 
-    ids = export_jsonl(_open(db), runs, jsonl)
-    console.print(f"exported {len(ids)} runs to {jsonl}")
+    report = import_otel(_open(db), paths)
+    console.print(
+        f"imported {len(report.runs)} runs from {report.spans} spans: {report.steps} steps, "
+        f"{report.model_calls} model calls, {report.tool_calls} tool calls"
+    )
+    if report.unknown_spans:
+        console.print(f"{report.unknown_spans} spans of no known kind were kept as generic steps or calls' context")
+    if report.verifications:
+        console.print(f"{report.verifications} counterfact verification traces are not runs: skipped")
+    if report.existing:
+        console.print(f"{len(report.existing)} traces were already runs in the store: skipped")
+
+
+@app.command("export")
+def export_command(
+    runs: Annotated[list[str] | None, typer.Argument(help="run ids (or unique prefixes); none: every run (or --since)")] = None,
+    jsonl: Annotated[Path | None, typer.Option("--jsonl", help="write runs (steps, payloads, checkpoints) as JSON lines, to import elsewhere")] = None,
+    otlp: Annotated[str | None, typer.Option("--otlp", help="send runs as OpenTelemetry spans to this OTLP/HTTP collector URL")] = None,
+    otlp_json: Annotated[Path | None, typer.Option("--otlp-json", help="write runs as OpenTelemetry spans in OTLP JSON lines")] = None,
+    since: Annotated[str | None, typer.Option(help="with no run ids: the runs created at or after (ISO date/time)")] = None,
+    db: DbOption = None,
+) -> None:
+    """Export runs: as JSON lines to import elsewhere, or as OpenTelemetry spans."""
+    from counterfact.traces import export_jsonl, export_otlp, write_otlp_json
+
+    targets = [t for t in (jsonl, otlp, otlp_json) if t is not None]
+    if len(targets) != 1:
+        raise CounterfactError("give exactly one of --jsonl FILE, --otlp URL or --otlp-json FILE")
+    store = _open(db)
+    if runs and since:
+        raise CounterfactError("give run ids or --since, not both")
+    ids = [store.resolve_run_id(r) for r in runs] if runs else [
+        r.id for r in reversed(store.list_runs(since=_parse_since(since), limit=None))]
+    if not ids:
+        raise CounterfactError("no run to export" + (f" since {since}" if since else ""))
+    if jsonl is not None:
+        written = export_jsonl(store, ids, jsonl)
+        console.print(f"exported {len(written)} runs to {jsonl}")
+        return
+    with _bar("runs") as on_progress:
+        if otlp is not None:
+            count, spans = export_otlp(store, ids, otlp, on_progress=on_progress)
+        else:
+            count, spans = write_otlp_json(store, ids, otlp_json, on_progress=on_progress)  # type: ignore[arg-type]
+    console.print(f"exported {count} runs as {spans} spans to {otlp or otlp_json}")
 
 
 # -- running workflows ----------------------------------------------------------------------
@@ -495,7 +543,13 @@ def debug_command(
     db: DbOption = None,
 ) -> None:
     """Find why a run failed: hypotheses from the chosen strategies, each verified by replay."""
-    from counterfact.interventions import STRATEGIES, Budget, Debugger, report_table, write_html
+    from counterfact.interventions import (
+        STRATEGIES,
+        Budget,
+        Debugger,
+        report_table,
+        write_html,
+    )
 
     _check_format(fmt)
     chosen = list(STRATEGIES) if strategy == "all" else [s.strip() for s in strategy.split(",")]

@@ -24,6 +24,8 @@ from counterfact.traces._directives import (
     with_directives,
 )
 from counterfact.traces._jsonl import RunExport, export_jsonl, import_jsonl
+from counterfact.traces._otel import export_otlp, write_otlp_json
+from counterfact.traces._otel_import import OtelImport, OtelImportError, import_otel, read_otlp_json
 from counterfact.traces._models import (
     DebugSessionRecord,
     DebugSpend,
@@ -107,6 +109,12 @@ __all__ = [
     "Unmapped",
     "WhoWhenReport",
     "export_jsonl",
+    "export_otlp",
+    "import_otel",
+    "read_otlp_json",
+    "OtelImport",
+    "OtelImportError",
+    "write_otlp_json",
     "import_jsonl",
     "import_whowhen",
     "redact_run_text",

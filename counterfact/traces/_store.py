@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, get_args
 
@@ -51,6 +52,7 @@ from counterfact.traces._models import (
     VerdictRecord,
     utcnow,
 )
+from counterfact.traces._otel import live_export
 from counterfact.traces._payloads import (
     canonical_json,
     digest_of,
@@ -78,6 +80,7 @@ MESSAGES_MEDIA_TYPE = "application/vnd.counterfact.messages+json"
 JSON_MEDIA_TYPE = "application/json"
 GENESIS = "0" * 64  # the link before a run's first step
 _NEW_BLOBS = "cf_new_blobs"  # connection info: blobs inserted by the open transaction
+_AFTER_COMMIT = "cf_after_commit"  # connection info: what to do once the transaction commits
 MANIFEST_CHUNK = 16
 
 
@@ -155,6 +158,11 @@ class TraceStore:
         self.sql = Statements(self.dialect)
         event.listen(self.engine, "commit", self._blobs_committed)
         event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_NEW_BLOBS, None))
+        # Spans of what was written, sent only once it is committed (never a rolled-back step).
+        self.live = live_export(self.redact)
+        if self.live is not None:
+            event.listen(self.engine, "commit", _run_after_commit)
+            event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_AFTER_COMMIT, None))
         if migrate:
             from counterfact.traces._migrate import upgrade
 
@@ -340,6 +348,8 @@ class TraceStore:
                 values["outcome"] = outcome.model_dump()
             conn.execute(update(Run.__table__).where(Run.id == run_id).values(**values))
             self.seal_run(conn, run_id)
+        if self.live is not None:
+            self.live.run(self.get_run(run_id), None)
 
     def seal_run(self, conn: Connection, run_id: str) -> None:
         """Anchor the run's chain: its step count and last link, so a deleted tail shows.
@@ -618,6 +628,10 @@ class TraceStore:
             self._require(conn, Intervention, intervention_id, "intervention")
             self._require(conn, Run, run_id, "run")
             conn.execute(insert(Verdict.__table__), record.model_dump())
+        if self.live is not None:
+            replays = [r for r in self.list_runs(parent=run_id, limit=None)
+                       if r.labels.get("verification_id") == record.id]
+            self.live.verification(record, replays, replays[0].fork_step if replays else None)
         return record
 
     def verdicts(
@@ -881,6 +895,11 @@ class _BlobReader:
         return value
 
 
+def _run_after_commit(conn: Connection) -> None:
+    for action in conn.info.pop(_AFTER_COMMIT, []):
+        action()
+
+
 def _calls_by_step(conn: Connection, table: Any, step_ids: list[int]) -> dict[int, list[Any]]:
     """A call table's rows for the given steps, grouped by step, in call order."""
     grouped: dict[int, list[Any]] = {i: [] for i in step_ids}
@@ -1110,4 +1129,7 @@ class RunWriter:
                 )
             self.next_index = index + 1
             self.head = link
-            return record.model_copy(update={"index": index, "digest": link})
+            written = record.model_copy(update={"index": index, "digest": link})
+            if self.store.live is not None:
+                conn.info.setdefault(_AFTER_COMMIT, []).append(partial(self.store.live.step, self.run_id, written))
+            return written
