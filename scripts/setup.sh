@@ -27,3 +27,14 @@ if ! [ -x /usr/bin/chromium ]; then
     echo "setup: /usr/bin/chromium is missing: install Debian's chromium package for the browser tests" >&2
   fi
 fi
+# Arize Phoenix, the OpenTelemetry collector and trace viewer the export tests send spans to
+# (tests/otel), lives in a virtual environment of its own: its dependency tree is large and must
+# not steer the versions in .venv. A failed install only makes those tests skip.
+PHOENIX_VERSION=20.26.1
+if [ "$(.venv-phoenix/bin/python -c 'import importlib.metadata as m; print(m.version("arize-phoenix"))' 2>/dev/null)" != "$PHOENIX_VERSION" ] \
+  || ! [ -x .venv-phoenix/bin/phoenix ]; then
+  { { [ -x .venv-phoenix/bin/python ] || "$PY" -m venv .venv-phoenix; } \
+    && .venv-phoenix/bin/python -m pip install -q --upgrade pip \
+    && .venv-phoenix/bin/python -m pip install -q "arize-phoenix==$PHOENIX_VERSION"; } \
+    || echo "setup: could not install arize-phoenix into .venv-phoenix; the Phoenix tests will skip" >&2
+fi
