@@ -212,3 +212,39 @@ def test_an_unreachable_collector_loses_spans_with_a_warning_never_a_step(
         store.live.flush(timeout_millis=20_000)
     assert len(store.steps(run_id)) == 2 and store.get_run(run_id).status != "running"
     assert any("could not be sent to the OTLP collector" in r.getMessage() for r in caplog.records)
+
+
+def test_export_cli_sends_to_a_collector_and_says_clearly_when_it_cannot(
+    tmp_path: Path, receiver: tuple[str, list[bytes]]
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "s.db")
+    store = TraceStore.open(db)
+    run_id = record(apps.pipeline, store).invoke({"messages": [("user", "go")]}).run_id
+    store.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "counterfact.cli", "export", *args, "--db", db],
+                              capture_output=True, text=True, check=False, timeout=120)
+
+    url, bodies = receiver
+    sent = cli(run_id[:8], "--otlp", url)
+    assert sent.returncode == 0 and f"exported 1 runs as 3 spans to {url}" in sent.stdout, sent.stderr
+    received = [s.name for b in bodies for r in ExportTraceServiceRequest.FromString(b).resource_spans
+                for sc in r.scope_spans for s in sc.spans]
+    assert sorted(received) == ["invoke_agent planner", "invoke_agent worker", "invoke_workflow graph"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    for args, message in [
+        ((run_id, "--otlp", f"http://127.0.0.1:{closed}"), f"the OTLP collector at http://127.0.0.1:{closed}/v1/traces did not take"),
+        ((run_id,), "give exactly one of --jsonl FILE, --otlp URL or --otlp-json FILE"),
+        (("--since", "2999-01-01", "--otlp-json", str(tmp_path / "x.jsonl")), "no run to export since 2999-01-01"),
+    ]:
+        failed = cli(*args)
+        lines = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+        assert failed.returncode == 1 and len(lines) == 1 and message in lines[0], failed.stderr
+        assert "Traceback" not in failed.stderr
