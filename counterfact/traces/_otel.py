@@ -83,8 +83,9 @@ class SpanWriter:
 
     # -- the spans of one run ---------------------------------------------------------------
 
-    def run(self, run: RunRecord, verdict: VerdictRecord | None = None) -> None:
-        """The run's root span (its steps' spans are emitted on their own)."""
+    def run(self, run: RunRecord, verdict: VerdictRecord | None = None, intervention: dict[str, Any] | None = None) -> None:
+        """The run's root span (its steps' spans are emitted on their own); a replay's carries
+        its intervention (the edit, as JSON) and its verification's verdict when known."""
         from opentelemetry.trace import Link, SpanContext, TraceFlags
 
         attributes: dict[str, Any] = {
@@ -118,6 +119,8 @@ class SpanWriter:
             attributes["counterfact.replay.fork_step"] = run.fork_step if run.fork_step is not None else -1
             if run.intervention_id:
                 attributes["counterfact.replay.intervention_id"] = run.intervention_id
+            if intervention is not None:
+                attributes["counterfact.replay.intervention"] = json.dumps(self._redact(intervention), ensure_ascii=False)
             links.append(Link(
                 SpanContext(trace_id_of(run.parent_run_id), span_id_of("run", run.parent_run_id), is_remote=True,
                             trace_flags=TraceFlags(TraceFlags.SAMPLED)),
@@ -344,7 +347,7 @@ def emit_runs(
         run = store.get_run(run_id)
         verdict = _verdict_of(store, run)
         steps = store.steps(run.id)
-        writer.run(run, verdict)
+        writer.run(run, verdict, intervention_of(store, run))
         for step in steps:
             writer.step(run.id, step)
         spans += 1 + sum(1 + len(s.model_calls) + len(s.tool_calls) for s in steps)
@@ -355,6 +358,18 @@ def emit_runs(
         if on_progress is not None:
             on_progress(done, len(ids))
     return len(ids), spans
+
+
+def intervention_of(store: TraceStore, run: RunRecord) -> dict[str, Any] | None:
+    """A replay's edit, as stored (None for a run that is not a replay)."""
+    if not run.intervention_id:
+        return None
+    from counterfact._errors import CounterfactError
+
+    try:
+        return store.get_intervention(run.intervention_id).spec
+    except CounterfactError:  # a replay whose intervention is gone still exports
+        return None
 
 
 def _verdict_of(store: TraceStore, run: RunRecord) -> VerdictRecord | None:
@@ -501,8 +516,8 @@ class LiveExport:
     def step(self, run_id: str, step: StepRecord) -> None:
         self._safely(self.writer.step, run_id, step)
 
-    def run(self, run: RunRecord, verdict: VerdictRecord | None) -> None:
-        self._safely(self.writer.run, run, verdict)
+    def run(self, run: RunRecord, verdict: VerdictRecord | None, intervention: dict[str, Any] | None) -> None:
+        self._safely(self.writer.run, run, verdict, intervention)
 
     def verification(self, verdict: VerdictRecord, replays: Sequence[RunRecord], fork_step: int | None) -> None:
         self._safely(self.writer.verification, verdict, replays, fork_step)

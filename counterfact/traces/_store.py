@@ -52,7 +52,7 @@ from counterfact.traces._models import (
     VerdictRecord,
     utcnow,
 )
-from counterfact.traces._otel import live_export
+from counterfact.traces._otel import intervention_of, live_export
 from counterfact.traces._payloads import (
     canonical_json,
     digest_of,
@@ -349,7 +349,8 @@ class TraceStore:
             conn.execute(update(Run.__table__).where(Run.id == run_id).values(**values))
             self.seal_run(conn, run_id)
         if self.live is not None:
-            self.live.run(self.get_run(run_id), None)
+            run = self.get_run(run_id)
+            self.live.run(run, None, intervention_of(self, run))
 
     def seal_run(self, conn: Connection, run_id: str) -> None:
         """Anchor the run's chain: its step count and last link, so a deleted tail shows.

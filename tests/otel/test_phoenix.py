@@ -5,6 +5,7 @@ attributes here and by the OTLP payload in test_roundtrip.)"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -65,6 +66,8 @@ def test_runs_replays_and_verdicts_arrive_in_phoenix(tmp_path: Any, phoenix: Pho
     assert count == 4
     spans = _check_runs_in_phoenix(store, phoenix, "cf-apps", runs)
     assert len(spans) == sent
+    treatment = next(s for s in spans if s["attributes"].get("counterfact.label.arm") == "treatment")
+    assert json.loads(treatment["attributes"]["counterfact.replay.intervention"])["edits"][0]["text"] == "compute 2+3"
     verification = next(s for s in spans if s["name"] == "verify_intervention")
     assert verification["span_kind"] == "EVALUATOR"
     assert verification["attributes"]["counterfact.verification.verdict"] == report.verdict == "validated"
