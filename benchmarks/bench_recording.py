@@ -9,14 +9,22 @@ counter) runs STEPS node executions per run, RUNS runs per repetition, durabilit
   sqlite-ours      record(graph, TraceStore(sqlite file))  -- whole trace + checkpoints
   pg-lg            LangGraph PostgresSaver on loopback
   pg-ours          record(graph, TraceStore(postgresql://...))
+  *-ours+otlp      the same as sqlite-ours / pg-ours with live OpenTelemetry export on
+                   (COUNTERFACT_OTLP_ENDPOINT set when the store is opened), sending to a real
+                   OTLP/HTTP receiver on 127.0.0.1 in a thread of this process
 
 Configurations are interleaved inside each repetition so that machine noise hits all of them
 alike; one warm-up repetition is discarded; the median over repetitions is reported. After
 every recorded repetition the store is checked: each run must be `succeeded` with exactly
 STEPS step rows (dense indices), `step_count` = STEPS, and one checkpoint per super-step, so
-a fast number cannot come from a recorder that dropped work.
+a fast number cannot come from a recorder that dropped work. For the +otlp configurations the
+live exporter is flushed at the end of each repetition, inside the timed window (so all the
+export work is charged: the spans made in the recording thread and the batch processor's
+encoding and POSTs), and the receiver must have got every span of every run: one per step plus
+the run's root, no more, no fewer. Target (the export issue): live export adds at most 5% to
+the per-step cost of recording, `*-ours+otlp` against `*-ours`.
 
-    .venv/bin/python benchmarks/bench_recording.py [--steps 300 --runs 3 --reps 5]
+    .venv/bin/python benchmarks/bench_recording.py [--steps 300 --runs 3 --reps 5] [--no-pg] [--no-otlp]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import contextlib
 import gc
 import operator
+import os
 import shutil
 import sqlite3
 import statistics
@@ -36,6 +45,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import psycopg
+from bench_otel_export import OtlpReceiver  # this script's directory is on sys.path
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -46,8 +56,11 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from counterfact.traces import TraceStore, record
-from counterfact.traces._schema import Checkpoint, Run, Step
+from counterfact.traces._otel import ENDPOINT_ENV, STANDARD_ENDPOINT_ENV, trace_id_of
+from counterfact.traces._schema import Checkpoint, ModelCall, Run, Step, ToolCall
 from counterfact.traces._store import checkpoint_after
+
+EXPORT_TARGET = 1.05  # live export: at most 5% on the per-step cost of recording
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
@@ -126,15 +139,69 @@ class Plain(Config):
 
 
 class Ours(Config):
-    def __init__(self, name: str, graph: StateGraph, steps: int, store: TraceStore) -> None:
+    def __init__(self, name: str, graph: StateGraph, steps: int, store: TraceStore,
+                 receiver: OtlpReceiver | None = None) -> None:
         super().__init__(name)
         self.store = store
+        self.receiver = receiver  # set: live export on, spans go to this receiver
+        if (store.live is not None) != (receiver is not None):
+            raise SystemExit(f"{name}: live export is {'on' if store.live else 'off'}, expected the opposite")
         self.recorded = record(graph, store, workflow="bench")
         self.limit = steps + 10
 
     def run(self) -> None:
         result = self.recorded.invoke(_input(), config={"recursion_limit": self.limit})
         self.run_ids.append(result.run_id)
+
+    def finish(self) -> float:
+        """End of a repetition: flush the live exporter (timed by the caller); its seconds."""
+        if self.store is None or self.store.live is None:
+            return 0.0
+        start = time.perf_counter()
+        if not self.store.live.flush(timeout_millis=60_000):
+            raise SystemExit(f"{self.name}: the live exporter did not flush within 60 s")
+        return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def live_export_to(url: str) -> Iterator[None]:
+    """COUNTERFACT_OTLP_ENDPOINT set while a store is opened (the store reads it then)."""
+    os.environ[ENDPOINT_ENV] = url
+    try:
+        yield
+    finally:
+        os.environ.pop(ENDPOINT_ENV, None)
+
+
+def verify_export(cfg: Ours) -> str:
+    """Check that the receiver got every span of the runs of `cfg` since the last check: the
+    run's root plus one per step, model call and tool call, as the store holds them."""
+    assert cfg.store is not None and cfg.receiver is not None
+    receiver = cfg.receiver
+    if receiver.bad:
+        raise SystemExit(f"{cfg.name}: the OTLP receiver got bad requests: {receiver.bad[:3]}")
+    expected = 0
+    problems = []
+    with cfg.store.engine.connect() as conn:
+        for run_id in cfg.run_ids:
+            want = 1 + sum(
+                conn.execute(select(func.count()).select_from(table).join(Step, Step.id == table.step_id)
+                             .where(Step.run_id == run_id)).scalar_one()
+                for table in (ModelCall, ToolCall)
+            ) + conn.execute(select(func.count()).where(Step.run_id == run_id)).scalar_one()
+            got, roots = receiver.take(trace_id_of(run_id))
+            expected += want
+            if (got, roots) != (want, 1):
+                problems.append(f"run {run_id}: {got} spans ({roots} roots) received, expected {want} (1 root)")
+    if receiver.per_trace:
+        problems.append(f"spans of {len(receiver.per_trace)} traces of no run of this repetition")
+    if receiver.spans != expected:
+        problems.append(f"{receiver.spans} spans received in all, expected {expected}")
+    if problems:
+        raise SystemExit(f"{cfg.name}: live export lost or duplicated spans:\n  " + "\n  ".join(problems[:10]))
+    requests = receiver.requests
+    receiver.reset()
+    return f"{expected} spans in {requests} POSTs"
 
 
 def verify(cfg: Config, steps: int) -> str:
@@ -197,7 +264,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions (after 1 warm-up)")
     ap.add_argument("--nodes", type=int, default=3, help="nodes in the loop")
     ap.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL configurations")
+    ap.add_argument("--no-otlp", action="store_true", help="skip the live-export (+otlp) configurations")
     args = ap.parse_args()
+    # live export only where this script turns it on (the store reads these when it is opened)
+    for name in (ENDPOINT_ENV, STANDARD_ENDPOINT_ENV):
+        os.environ.pop(name, None)
     # the loop only exits after its last node: a run executes a whole number of rounds
     args.steps = -(-args.steps // args.nodes) * args.nodes
     console = Console(width=160)
@@ -225,6 +296,14 @@ def main() -> None:
         stack.callback(ours_sqlite.close)
         configs.append(Ours("sqlite-ours", graph, args.steps, ours_sqlite))
 
+        receiver: OtlpReceiver | None = None
+        if not args.no_otlp:
+            receiver = stack.enter_context(OtlpReceiver())
+            with live_export_to(receiver.url):
+                otlp_sqlite = TraceStore.open(str(tmp / "ours_otlp.db"))
+            stack.callback(otlp_sqlite.close)
+            configs.append(Ours("sqlite-ours+otlp", graph, args.steps, otlp_sqlite, receiver))
+
         if not args.no_pg:
             lg_url = stack.enter_context(pg_database("cf_bench_rec_lg"))
             pg_lg = stack.enter_context(PostgresSaver.from_conn_string(lg_url))
@@ -234,6 +313,12 @@ def main() -> None:
             ours_pg = TraceStore.open(ours_url)
             stack.callback(ours_pg.close)
             configs.append(Ours("pg-ours", graph, args.steps, ours_pg))
+            if receiver is not None:
+                otlp_url = stack.enter_context(pg_database("cf_bench_rec_ours_otlp"))
+                with live_export_to(receiver.url):
+                    otlp_pg = TraceStore.open(otlp_url)
+                stack.callback(otlp_pg.close)
+                configs.append(Ours("pg-ours+otlp", graph, args.steps, otlp_pg, receiver))
 
         journal = lg_conn.execute("PRAGMA journal_mode").fetchone()[0]
         with ours_sqlite.engine.connect() as c:
@@ -242,6 +327,12 @@ def main() -> None:
             f"graph: {args.nodes}-node loop, {args.steps} steps/run, {args.runs} runs/rep, "
             f"{args.reps} reps + 1 warm-up; journal: SqliteSaver={journal}, ours={ours_journal}"
         )
+        if receiver is not None:
+            console.print(f"live export (+otlp): OTLP/HTTP to {receiver.url}/v1/traces, flushed inside the "
+                          "timed window at the end of each repetition")
+
+        flushes: dict[str, list[float]] = {}
+        exported: dict[str, list[str]] = {}
 
         times: dict[str, list[float]] = {c.name: [] for c in configs}
         checks: dict[str, list[str]] = {}
@@ -251,11 +342,15 @@ def main() -> None:
                 start = time.perf_counter()
                 for _ in range(args.runs):
                     cfg.run()
+                flushed = cfg.finish() if isinstance(cfg, Ours) else 0.0
                 elapsed = time.perf_counter() - start
+                if isinstance(cfg, Ours) and cfg.receiver is not None:
+                    exported.setdefault(cfg.name, []).append(verify_export(cfg))
                 if cfg.store is not None:
                     checks.setdefault(cfg.name, []).append(verify(cfg, args.steps))
                 if rep > 0:
                     times[cfg.name].append(elapsed / (args.runs * args.steps))
+                    flushes.setdefault(cfg.name, []).append(flushed / (args.runs * args.steps))
             console.print(f"  rep {rep}{' (warm-up)' if rep == 0 else ''} done")
 
     per_step = {name: statistics.median(v) for name, v in times.items()}
@@ -263,19 +358,24 @@ def main() -> None:
     for col, just in [
         ("configuration", "left"), ("steps/s", "right"), ("µs/step", "right"),
         ("min..max µs/step", "right"), ("vs none", "right"), ("ratio", "right"),
-        ("rows checked", "left"),
+        ("vs ours without export", "right"), ("rows checked", "left"),
     ]:
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+        table.add_column(col, justify=just, no_wrap=col == "ratio",  # type: ignore[arg-type]
+                         max_width=16 if col.startswith("vs ours") else None)
     baseline_of = {"sqlite-ours": "sqlite-lg", "pg-ours": "pg-lg"}
     for name, t in per_step.items():
         ratio = ""
-        if name == "sqlite-ours":
+        plain = name.removesuffix("+otlp")
+        if plain == "sqlite-ours":
             ratio = (
                 f"{t / per_step['sqlite-lg']:.2f}x sqlite-lg, "
                 f"{t / per_step['sqlite-lg-norm']:.2f}x sqlite-lg-norm"
             )
-        elif name in baseline_of:
-            ratio = f"{t / per_step[baseline_of[name]]:.2f}x pg-lg"
+        elif plain in baseline_of:
+            ratio = f"{t / per_step[baseline_of[plain]]:.2f}x pg-lg"
+        vs_plain = ""
+        if name.endswith("+otlp"):
+            vs_plain = f"{t / per_step[plain]:.3f}x (+{(t - per_step[plain]) * 1e6:,.0f} µs)"
         table.add_row(
             name,
             f"{1 / t:,.0f}",
@@ -283,6 +383,7 @@ def main() -> None:
             f"{min(times[name]) * 1e6:,.0f}..{max(times[name]) * 1e6:,.0f}",
             f"+{(t - per_step['none']) * 1e6:,.0f} µs",
             ratio,
+            vs_plain,
             summarize(checks.get(name, [])),
         )
     console.print(table)
@@ -292,6 +393,19 @@ def main() -> None:
             r = per_step[ours] / per_step[theirs]
             verdict = "[green]PASS[/]" if r <= target else "[red]FAIL[/]"
             console.print(f"{ours} / {theirs}: {r:.2f}x (target <= {target}x) {verdict}")
+    for plain in ("sqlite-ours", "pg-ours"):
+        name = plain + "+otlp"
+        if name in per_step:
+            r = per_step[name] / per_step[plain]
+            paired = sorted(a / b for a, b in zip(times[name], times[plain], strict=True))
+            flush = statistics.median(flushes[name]) * 1e6
+            verdict = "[green]PASS[/]" if r <= EXPORT_TARGET else "[red]FAIL[/]"
+            console.print(
+                f"{name} / {plain}: {r:.3f}x (target <= {EXPORT_TARGET}x: live export adds at most 5%) {verdict}; "
+                f"same-rep ratios {statistics.median(paired):.3f}x median, {paired[0]:.3f}..{paired[-1]:.3f}; "
+                f"end-of-rep flush {flush:.0f} µs/step of it; the receiver got every span, "
+                f"{exported[name][-1]} in the last rep, x{len(exported[name])} reps"
+            )
 
 
 if __name__ == "__main__":
