@@ -16,6 +16,7 @@ added after a run was recorded still keeps it from leaving.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from counterfact.traces._models import RunRecord, StepRecord, VerdictRecord
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor
 
     from counterfact.traces._store import TraceStore
 
@@ -39,7 +40,6 @@ log = logging.getLogger("counterfact.otel")
 ENDPOINT_ENV = "COUNTERFACT_OTLP_ENDPOINT"
 STANDARD_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 PROJECT = "counterfact"  # the resource's openinference.project.name (Phoenix's project)
-_MAX_ATTRIBUTES = 4096  # flattened message lists of long histories exceed the SDK's 128
 
 
 def trace_id_of(run_id: str) -> int:
@@ -72,14 +72,29 @@ def _text(value: Any) -> str:
 
 
 class SpanWriter:
-    """Emits a run's spans through an OpenTelemetry TracerProvider with planned ids and the
-    recorded times. Thread-safe: the live exporter calls it from recording threads."""
+    """Hands a run's spans, finished, with their planned ids and recorded times, to an
+    OpenTelemetry SDK span processor (batching, OTLP encoding and sending are the SDK's).
 
-    def __init__(self, provider: TracerProvider, redact: Callable[[Any], Any]) -> None:
-        self._ids = provider.id_generator
-        self._tracer = provider.get_tracer("counterfact")
+    The spans are built as the SDK's `ReadableSpan`s rather than started and ended through a
+    Tracer: they describe what already happened, and skipping the live-span machinery (context,
+    sampler, attribute checks) is most of the cost of exporting while recording.
+    """
+
+    def __init__(self, processor: SpanProcessor, redact: Callable[[Any], Any], project: str = PROJECT) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        self.processor = processor
         self._redact = redact
-        self._lock = threading.Lock()
+        self._resource = Resource.create({"service.name": "counterfact", "openinference.project.name": project})
+        self._scope = InstrumentationScope("counterfact")
+
+    def redacting(self, redact: Callable[[Any], Any]) -> SpanWriter:
+        """This writer with another store's redactor (the live exporter serves every store of
+        the process, each with its own patterns)."""
+        other = copy.copy(self)
+        other._redact = redact
+        return other
 
     # -- the spans of one run ---------------------------------------------------------------
 
@@ -200,6 +215,7 @@ class SpanWriter:
         provider = "openai" if call.backend.startswith("openai") else call.backend
         request = self._redact(call.request or [])
         response = self._redact(call.response or {})
+        request_json = json.dumps(request, ensure_ascii=False, default=str)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider,
@@ -207,7 +223,7 @@ class SpanWriter:
             "gen_ai.response.model": call.model,
             "gen_ai.usage.input_tokens": call.prompt_tokens,
             "gen_ai.usage.output_tokens": call.completion_tokens,
-            "gen_ai.input.messages": json.dumps(request, ensure_ascii=False, default=str),
+            "gen_ai.input.messages": request_json,
             "gen_ai.output.messages": json.dumps([response], ensure_ascii=False, default=str),
             "openinference.span.kind": "LLM",
             "llm.model_name": call.model,
@@ -216,7 +232,7 @@ class SpanWriter:
             "llm.token_count.completion": call.completion_tokens,
             "llm.token_count.total": call.prompt_tokens + call.completion_tokens,
             "llm.invocation_parameters": json.dumps(params, default=str),
-            "input.value": json.dumps(request, ensure_ascii=False, default=str),
+            "input.value": request_json,
             "input.mime_type": "application/json",
             "output.value": _text(response),
             "counterfact.model.backend": call.backend,
@@ -260,10 +276,8 @@ class SpanWriter:
     def _span(self, name: str, trace_id: int, span_id: int, parent: int | None, attributes: dict[str, Any],
               start: datetime, end: datetime, *, error: str | None = None, links: Sequence[Any] = (),
               client: bool = False) -> None:
-        from opentelemetry import trace
-        from opentelemetry.context import Context
+        from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.trace import (
-            NonRecordingSpan,
             SpanContext,
             SpanKind,
             Status,
@@ -271,17 +285,18 @@ class SpanWriter:
             TraceFlags,
         )
 
-        context = Context() if parent is None else trace.set_span_in_context(NonRecordingSpan(
-            SpanContext(trace_id, parent, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))))
-        with self._lock:
-            self._ids.planned = (trace_id, span_id)
-            span = self._tracer.start_span(
-                name, context=context, kind=SpanKind.CLIENT if client else SpanKind.INTERNAL,
-                attributes=attributes, links=list(links), start_time=_ns(start),
-            )
-        if error:
-            span.set_status(Status(StatusCode.ERROR, error))
-        span.end(end_time=max(_ns(end), _ns(start)))
+        sampled = TraceFlags(TraceFlags.SAMPLED)
+        begin = _ns(start)
+        span = ReadableSpan(
+            name,
+            context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=sampled),
+            parent=None if parent is None else SpanContext(trace_id, parent, is_remote=False, trace_flags=sampled),
+            resource=self._resource, attributes=attributes, links=tuple(links),
+            kind=SpanKind.CLIENT if client else SpanKind.INTERNAL,
+            status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET),
+            start_time=begin, end_time=max(_ns(end), begin), instrumentation_scope=self._scope,
+        )
+        self.processor.on_end(span)
 
 
 def verdict_attributes(verdict: VerdictRecord) -> dict[str, Any]:
@@ -308,29 +323,6 @@ def _question(task_input: dict[str, Any]) -> Any:
 
 
 # -- providers: where spans go ---------------------------------------------------------------
-
-
-def _provider(processor_of: Callable[[Any], Any], exporter: Any, project: str) -> TracerProvider:
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
-
-    class PlannedIds(IdGenerator):
-        """Hands out the ids planned for the span being started (under SpanWriter's lock)."""
-
-        planned: tuple[int, int] = (1, 1)
-
-        def generate_trace_id(self) -> int:
-            return self.planned[0]
-
-        def generate_span_id(self) -> int:
-            return self.planned[1]
-
-    resource = Resource.create({"service.name": "counterfact", "openinference.project.name": project})
-    provider = TracerProvider(resource=resource, id_generator=PlannedIds(), shutdown_on_exit=False,
-                              span_limits=SpanLimits(max_span_attributes=_MAX_ATTRIBUTES))
-    provider.add_span_processor(processor_of(exporter))
-    return provider
 
 
 def emit_runs(
@@ -395,13 +387,13 @@ def export_otlp(
     from counterfact._errors import CounterfactError
 
     exporter = _Checked(OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=10))
-    provider = _provider(lambda e: BatchSpanProcessor(e, max_queue_size=65536, max_export_batch_size=2048,
-                                                      schedule_delay_millis=200), exporter, project)
+    processor = BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=2048,
+                                   schedule_delay_millis=200)
     try:
-        counts = emit_runs(store, run_ids, SpanWriter(provider, store.redact), on_progress=on_progress)
-        provider.force_flush(timeout_millis=60_000)
+        counts = emit_runs(store, run_ids, SpanWriter(processor, store.redact, project), on_progress=on_progress)
+        processor.force_flush(timeout_millis=60_000)
     finally:
-        provider.shutdown()
+        processor.shutdown()
     if exporter.failed:
         raise CounterfactError(f"the OTLP collector at {traces_url(endpoint)} did not take the spans "
                                f"({exporter.failed} batches failed); is it running?")
@@ -424,9 +416,9 @@ def write_otlp_json(
     )
 
     memory = InMemorySpanExporter()
-    provider = _provider(SimpleSpanProcessor, memory, project)
-    counts = emit_runs(store, run_ids, SpanWriter(provider, store.redact), on_progress=on_progress)
-    provider.shutdown()
+    processor = SimpleSpanProcessor(memory)
+    counts = emit_runs(store, run_ids, SpanWriter(processor, store.redact, project), on_progress=on_progress)
+    processor.shutdown()
     spans = memory.get_finished_spans()
     Path(path).write_text("".join(otlp_json_line(spans[i:i + 512]) + "\n" for i in range(0, len(spans), 512)),
                           encoding="utf-8")
@@ -502,7 +494,7 @@ class LiveExport:
     """Spans of runs as they are recorded, through the SDK's batch processor: recording hands
     finished spans to a queue and never waits on the network."""
 
-    def __init__(self, endpoint: str, redact: Callable[[Any], Any], project: str = PROJECT) -> None:
+    def __init__(self, endpoint: str, project: str = PROJECT) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
@@ -510,17 +502,19 @@ class LiveExport:
 
         self.endpoint = traces_url(endpoint)
         self.exporter = _Checked(OTLPSpanExporter(endpoint=self.endpoint, timeout=5), warn=True)
-        self.provider = _provider(BatchSpanProcessor, self.exporter, project)
-        self.writer = SpanWriter(self.provider, redact)
+        self.processor = BatchSpanProcessor(self.exporter)
+        self.writer = SpanWriter(self.processor, lambda value: value, project)
 
-    def step(self, run_id: str, step: StepRecord) -> None:
-        self._safely(self.writer.step, run_id, step)
+    def step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
+        self._safely(self.writer.redacting(redact).step, run_id, step)
 
-    def run(self, run: RunRecord, verdict: VerdictRecord | None, intervention: dict[str, Any] | None) -> None:
-        self._safely(self.writer.run, run, verdict, intervention)
+    def run(self, redact: Callable[[Any], Any], run: RunRecord, verdict: VerdictRecord | None,
+            intervention: dict[str, Any] | None) -> None:
+        self._safely(self.writer.redacting(redact).run, run, verdict, intervention)
 
-    def verification(self, verdict: VerdictRecord, replays: Sequence[RunRecord], fork_step: int | None) -> None:
-        self._safely(self.writer.verification, verdict, replays, fork_step)
+    def verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
+                     fork_step: int | None) -> None:
+        self._safely(self.writer.redacting(redact).verification, verdict, replays, fork_step)
 
     def _safely(self, emit: Callable[..., None], *args: Any) -> None:
         try:
@@ -529,17 +523,17 @@ class LiveExport:
             log.warning("counterfact: a span could not be made (%s); recording goes on", exc)
 
     def flush(self, timeout_millis: int = 30_000) -> bool:
-        return bool(self.provider.force_flush(timeout_millis))
+        return bool(self.processor.force_flush(timeout_millis))
 
     def close(self) -> None:
-        self.provider.shutdown()
+        self.processor.shutdown()
 
 
 _live: dict[str, LiveExport] = {}
 _live_lock = threading.Lock()
 
 
-def live_export(redact: Callable[[Any], Any]) -> LiveExport | None:
+def live_export() -> LiveExport | None:
     """The process's live exporter when `COUNTERFACT_OTLP_ENDPOINT` (or the standard
     `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; None otherwise, and nothing of OpenTelemetry is
     imported."""
@@ -548,7 +542,7 @@ def live_export(redact: Callable[[Any], Any]) -> LiveExport | None:
         return None
     with _live_lock:
         if endpoint not in _live:
-            _live[endpoint] = LiveExport(endpoint, redact)
+            _live[endpoint] = LiveExport(endpoint)
             import atexit
 
             atexit.register(_live[endpoint].close)

@@ -159,7 +159,7 @@ class TraceStore:
         event.listen(self.engine, "commit", self._blobs_committed)
         event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_NEW_BLOBS, None))
         # Spans of what was written, sent only once it is committed (never a rolled-back step).
-        self.live = live_export(self.redact)
+        self.live = live_export()
         if self.live is not None:
             event.listen(self.engine, "commit", _run_after_commit)
             event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_AFTER_COMMIT, None))
@@ -350,7 +350,7 @@ class TraceStore:
             self.seal_run(conn, run_id)
         if self.live is not None:
             run = self.get_run(run_id)
-            self.live.run(run, None, intervention_of(self, run))
+            self.live.run(self.redact, run, None, intervention_of(self, run))
 
     def seal_run(self, conn: Connection, run_id: str) -> None:
         """Anchor the run's chain: its step count and last link, so a deleted tail shows.
@@ -632,7 +632,7 @@ class TraceStore:
         if self.live is not None:
             replays = [r for r in self.list_runs(parent=run_id, limit=None)
                        if r.labels.get("verification_id") == record.id]
-            self.live.verification(record, replays, replays[0].fork_step if replays else None)
+            self.live.verification(self.redact, record, replays, replays[0].fork_step if replays else None)
         return record
 
     def verdicts(
@@ -1132,5 +1132,7 @@ class RunWriter:
             self.head = link
             written = record.model_copy(update={"index": index, "digest": link})
             if self.store.live is not None:
-                conn.info.setdefault(_AFTER_COMMIT, []).append(partial(self.store.live.step, self.run_id, written))
+                conn.info.setdefault(_AFTER_COMMIT, []).append(
+                    partial(self.store.live.step, self.store.redact, self.run_id, written)
+                )
             return written
