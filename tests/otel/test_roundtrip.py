@@ -82,6 +82,12 @@ def test_export_import_round_trip_keeps_agents_steps_calls_and_texts(tmp_path: P
     assert all(verify_run(target, rid).ok for rid in runs)
     again = import_otel(target, [exported])
     assert again.runs == [] and sorted(again.existing) == sorted(runs)
+    # imported runs export again, to the same shape
+    second = tmp_path / "again.jsonl"
+    write_otlp_json(target, runs, second)
+    third = TraceStore.open(str(tmp_path / "third.db"))
+    import_otel(third, [second])
+    assert all(_shape(third, rid) == _shape(source, rid) for rid in runs)
 
 
 def test_redaction_applies_on_the_way_out(tmp_path: Path) -> None:
