@@ -17,7 +17,9 @@ Sequential mode (`sequential=True`) runs the pairs one at a time and stops as so
 verdict cannot change: validated at the first look where the exact test passes (at
 alpha / trials, a Bonferroni split over the looks, so early stopping keeps the 5% level),
 refuted once a rise of `min_effect` is excluded, or stopped when even all remaining pairs
-going the treatment's way could not reach significance.
+going the treatment's way could not reach significance. The final verdict is taken at the
+same split level: a sequential run that went to its last pair without passing alpha / trials
+is not validated by the unsplit test at its end.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ def verify(
         applied = applied and bool(hits) and (moved or not first_token)
         detail = f"hooks changed activations {hits} times; first-token KL {kl:.4g}" if kl is not None else detail
     milestone_p = _milestone_p(treatment, control)
-    verdict, reason = decide(comparison, deterministic, applied, detail, milestone_p, min_effect)
+    alpha = ALPHA / trials if sequential else ALPHA  # the level every look was held to
+    verdict, reason = decide(comparison, deterministic, applied, detail, milestone_p, min_effect, alpha=alpha)
     report = VerdictReport(
         id=verdict_id,
         intervention_id=intervention_id,
@@ -162,8 +165,11 @@ def decide(
     detail: str,
     milestone_p: float | None,
     min_effect: float,
+    *,
+    alpha: float = ALPHA,
 ) -> tuple[VerdictKind, str]:
-    """The verdict rules (see the module docstring), with a one-line reason."""
+    """The verdict rules (see the module docstring), with a one-line reason; `alpha` is the
+    level of the exact tests (split over the looks of a sequential verification)."""
     rates = f"success {c.treatment_successes}/{c.n} with the edit vs {c.control_successes}/{c.n} without"
     if not applied:
         return "inconclusive", f"the edit was not applied ({detail or 'no evidence it reached the agents'})"
@@ -175,9 +181,9 @@ def decide(
         return "refuted", f"deterministic replays: with the edit the run still fails ({rates})"
     if c.control_rate >= 0.5:
         return "inconclusive", f"the failure does not reproduce in the control arm ({rates})"
-    if c.difference > 0 and c.p_value < ALPHA:
+    if c.difference > 0 and c.p_value < alpha:
         return "validated", f"{rates}, one-sided exact p = {c.p_value:.3g}"
-    if milestone_p is not None and milestone_p < ALPHA:
+    if milestone_p is not None and milestone_p < alpha:
         return "validated", f"milestones improve (p = {milestone_p:.3g}) though {rates}"
     if c.ci_high < min_effect:
         return "refuted", f"{rates}; a rise of {min_effect:.0%} is excluded (95% CI up to {c.ci_high:+.2f})"

@@ -53,6 +53,12 @@ def test_decision_rules() -> None:
     assert decide(sampled, False, True, "", None, 0.5)[0] == "validated"
     assert decide(compare([True, False, False], [False] * 3), False, True, "", None, 0.5)[0] == "inconclusive"
     assert decide(compare([False] * 12, [False] * 12), False, True, "", None, 0.5)[0] == "refuted"
+    # a sequential verification of 6 looks holds its final test to alpha / 6 too: 5/6 vs 0/6
+    # (one-sided p = 0.031) passes the unsplit 5% level but not 0.05 / 6
+    borderline = compare([True] * 5 + [False], [False] * 6)
+    assert 0.05 / 6 < borderline.p_value < 0.05
+    assert decide(borderline, False, True, "", None, 0.5)[0] == "validated"
+    assert decide(borderline, False, True, "", None, 0.5, alpha=0.05 / 6)[0] == "inconclusive"
 
 
 def test_verify_stores_intervention_replays_and_verdict(sqlite_path: str) -> None:
