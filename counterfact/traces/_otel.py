@@ -178,13 +178,15 @@ class SpanWriter:
         self._span(name, trace_id, step_span, span_id_of("run", run_id), attributes,
                    step.started_at, step.ended_at, error=step.error)
         moment = step.started_at
-        for seq, call in enumerate(step.model_calls):
-            took = timedelta(milliseconds=call.latency_ms)
-            self._model_call(trace_id, span_id_of("model", run_id, index, seq), step_span, call, moment, moment + took)
-            moment += took
-        for seq, tool in enumerate(step.tool_calls):
-            took = timedelta(milliseconds=tool.latency_ms)
-            self._tool_call(trace_id, span_id_of("tool", run_id, index, seq), step_span, tool, moment, moment + took)
+        for kind, seq in call_order(step.model_calls, step.tool_calls):
+            if kind == "model":
+                call = step.model_calls[seq]
+                took = timedelta(milliseconds=call.latency_ms)
+                self._model_call(trace_id, span_id_of("model", run_id, index, seq), step_span, call, moment, moment + took)
+            else:
+                tool = step.tool_calls[seq]
+                took = timedelta(milliseconds=tool.latency_ms)
+                self._tool_call(trace_id, span_id_of("tool", run_id, index, seq), step_span, tool, moment, moment + took)
             moment += took
 
     def verification(self, verdict: VerdictRecord, replays: Sequence[RunRecord], fork_step: int | None) -> None:
@@ -297,6 +299,35 @@ class SpanWriter:
             start_time=begin, end_time=max(_ns(end), begin), instrumentation_scope=self._scope,
         )
         self.processor.on_end(span)
+
+
+def call_order(models: Sequence[ModelCallRecord], tools: Sequence[ToolCallRecord]) -> list[tuple[str, int]]:
+    """A step's calls in the order they most likely ran: the store keeps model and tool calls
+    in two lists, so each tool call goes after the first model call (not yet followed by one)
+    whose answer asked for it, by a tool call of that name or a `CALL name` line; the rest
+    after the last model call."""
+    asked = [_asked_tools(call.response) for call in models]
+    after: dict[int, list[int]] = {}
+    used = -1
+    for t, tool in enumerate(tools):
+        found = next((m for m in range(max(used, 0), len(models)) if tool.name in asked[m]), len(models) - 1)
+        used = found
+        after.setdefault(found, []).append(t)
+    order = [("tool", t) for t in after.get(-1, [])]
+    for m in range(len(models)):
+        order += [("model", m)] + [("tool", t) for t in after.get(m, [])]
+    return order
+
+
+def _asked_tools(response: dict[str, Any]) -> set[str]:
+    names = set()
+    for call in response.get("tool_calls") or []:
+        if isinstance(call, dict):
+            names.add(str(call.get("name") or (call.get("function") or {}).get("name") or ""))
+    content = response.get("content")
+    if isinstance(content, str):
+        names.update(line.split()[1] for line in content.splitlines() if line.startswith("CALL ") and len(line.split()) > 1)
+    return names
 
 
 def verdict_attributes(verdict: VerdictRecord) -> dict[str, Any]:

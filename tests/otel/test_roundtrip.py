@@ -254,3 +254,22 @@ def test_export_cli_sends_to_a_collector_and_says_clearly_when_it_cannot(
         lines = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
         assert failed.returncode == 1 and len(lines) == 1 and message in lines[0], failed.stderr
         assert "Traceback" not in failed.stderr
+
+
+def test_a_steps_calls_are_exported_in_the_order_they_ran() -> None:
+    from counterfact.traces import ModelCallRecord, ToolCallRecord
+    from counterfact.traces._otel import call_order
+
+    def model(content: str, calls: list[dict[str, Any]] | None = None) -> ModelCallRecord:
+        return ModelCallRecord(backend="local", model="m", request=[], response={"content": content, "tool_calls": calls or []})
+
+    lookup, add = ToolCallRecord(name="lookup"), ToolCallRecord(name="add")
+    # the text protocol: two CALL lines, then the answer
+    assert call_order([model('CALL lookup {"key": 1}\nCALL lookup {"key": 2}'), model("FACTS: ...")], [lookup, lookup]) == [
+        ("model", 0), ("tool", 0), ("tool", 1), ("model", 1)]
+    # OpenAI-style tool calls, one per model call
+    assert call_order([model("", [{"name": "lookup"}]), model("", [{"function": {"name": "add"}}]), model("5")],
+                      [lookup, add]) == [("model", 0), ("tool", 0), ("model", 1), ("tool", 1), ("model", 2)]
+    # a tool nothing asked for goes last; a step with tools only keeps them
+    assert call_order([model("x")], [add]) == [("model", 0), ("tool", 0)]
+    assert call_order([], [add]) == [("tool", 0)]
