@@ -76,13 +76,7 @@ def _replayer(
 @contextmanager
 def _bar(label: str, *, shown: bool = True) -> Iterator[Callable[[int, int], None]]:
     """A progress bar the library drives through its (done, total) callback."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -543,13 +537,7 @@ def debug_command(
     db: DbOption = None,
 ) -> None:
     """Find why a run failed: hypotheses from the chosen strategies, each verified by replay."""
-    from counterfact.interventions import (
-        STRATEGIES,
-        Budget,
-        Debugger,
-        report_table,
-        write_html,
-    )
+    from counterfact.interventions import STRATEGIES, Budget, Debugger, report_table, write_html
 
     _check_format(fmt)
     chosen = list(STRATEGIES) if strategy == "all" else [s.strip() for s in strategy.split(",")]
@@ -694,17 +682,19 @@ def ui_command(
     """A local web viewer: runs, steps, fork trees, comparisons, debug sessions; edit and replay."""
     import secrets
 
-    from counterfact.ui import check_bindable, is_loopback, serve
+    from counterfact.ui import is_loopback, serve
 
     token = token or secrets.token_urlsafe(24)
-    check_bindable(host, port)
     store = _open(db)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
-    console.print(f"[bold]counterfact ui[/bold] on {store.url}", soft_wrap=True)
-    console.print(f"open {url}" if is_loopback(host) else f"open {url}?token={token}", soft_wrap=True)
-    console.print(f"API token (header X-Counterfact-Token): {token}", soft_wrap=True)
-    serve(store, host=host, port=port, token=token)
+
+    def announce() -> None:
+        console.print(f"[bold]counterfact ui[/bold] on {store.url}", soft_wrap=True)
+        console.print(f"open {url}" if is_loopback(host) else f"open {url}?token={token}", soft_wrap=True)
+        console.print(f"API token (header X-Counterfact-Token): {token}", soft_wrap=True)
+
+    serve(store, host=host, port=port, token=token, on_ready=announce)
 
 
 def main() -> None:

@@ -6,8 +6,17 @@ from counterfact.interventions._attribute import (
     AttributionScore,
     attribute,
     score_attributions,
+    score_predictions,
 )
-from counterfact.interventions._compare import StepDiff, diff_runs, diff_table, run_tree
+from counterfact.interventions._compare import (
+    ReplayGroup,
+    ReplayTree,
+    StepDiff,
+    diff_runs,
+    diff_table,
+    replay_tree,
+    run_tree,
+)
 from counterfact.interventions._debug import (
     STRATEGIES,
     Budget,
@@ -69,6 +78,7 @@ __all__ = [
     "AttributionScore",
     "attribute",
     "score_attributions",
+    "score_predictions",
     "Budget",
     "DebugReport",
     "Debugger",
@@ -123,6 +133,9 @@ __all__ = [
     "newcombe_paired",
     "parse_intervention",
     "parse_step",
+    "ReplayGroup",
+    "ReplayTree",
+    "replay_tree",
     "run_tree",
     "verify",
     "wilson",

@@ -48,7 +48,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, Field, computed_field
 
 from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError
-from counterfact.traces import StepRecord, TraceStore
+from counterfact.traces import RunRecord, StepRecord, TraceStore
 
 Method = Literal["all_at_once", "step_by_step", "binary_search"]
 METHODS: tuple[Method, ...] = ("all_at_once", "step_by_step", "binary_search")
@@ -187,9 +187,13 @@ def score_attributions(
     scorer matches substrings, so "12" would pass for 2). Agents compare ignoring case and
     punctuation. A labelled run without a prediction counts as wrong and is listed.
     """
+    return score_predictions((store.get_run(ref) for ref in run_ids), method)
+
+
+def score_predictions(runs: Iterable[RunRecord], method: Method) -> AttributionScore:
+    """`score_attributions` of runs already read (their labels hold truth and predictions)."""
     score = AttributionScore(method=method)
-    for ref in run_ids:
-        run = store.get_run(ref)
+    for run in runs:
         run_id, labels = run.id, run.labels
         truth_agent = labels.get("mistake_agent")
         if not isinstance(truth_agent, str):

@@ -2,42 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.table import Table
 from rich.tree import Tree
 
-from counterfact.traces import RunRecord, StepRecord, TraceStore
+from counterfact.traces import RunRecord, StepRecord, TraceStore, VerdictRecord
 from counterfact.traces._show import excerpt
 
 
-def run_tree(store: TraceStore, run_ref: str) -> Tree:
-    """The run, its replays (and theirs), grouped by verification, with verdicts."""
-    root = store.get_run(run_ref)
-    verdicts = {verdict.id: verdict for verdict in store.verdicts(run_id=root.id)}
-    tree = Tree(_label(root))
-    _grow(store, tree, root, verdicts)
-    return tree
+class ReplayGroup(BaseModel):
+    """The replays one verification made (or loose replays: no verdict), under their run."""
+
+    verdict: VerdictRecord | None
+    children: list[ReplayTree]
 
 
-def _grow(store: TraceStore, node: Tree, run: RunRecord, verdicts: dict[str, Any]) -> None:
+class ReplayTree(BaseModel):
+    """A run and, grouped by verification, the replays forked from it, and theirs."""
+
+    run: RunRecord
+    groups: list[ReplayGroup] = Field(default_factory=list)
+
+
+def replay_tree(store: TraceStore, run_ref: str) -> ReplayTree:
+    """A run, its replays and theirs, grouped by the verification that made them, with its
+    verdict (a replay's own verifications included)."""
+    return _grow(store, store.get_run(run_ref))
+
+
+def _grow(store: TraceStore, run: RunRecord) -> ReplayTree:
+    node = ReplayTree(run=run)
     children = sorted(store.list_runs(parent=run.id, limit=None), key=lambda r: r.created_at)
+    if not children:
+        return node
+    verdicts = {verdict.id: verdict for verdict in store.verdicts(run_id=run.id)}
     groups: dict[str | None, list[RunRecord]] = {}
     for child in children:
         groups.setdefault(child.labels.get("verification_id"), []).append(child)
     for verification, runs in groups.items():
-        verdict = verdicts.get(verification) if verification else None
-        if verdict is not None:
-            colour = {"validated": "green", "refuted": "red"}.get(verdict.verdict, "yellow")
-            branch = node.add(
-                f"[{colour}]{verdict.verdict}[/{colour}] at step {runs[0].fork_step}: {verdict.reason}"
+        node.groups.append(ReplayGroup(
+            verdict=verdicts.get(verification) if verification else None,
+            children=[_grow(store, child) for child in runs],
+        ))
+    return node
+
+
+def run_tree(store: TraceStore, run_ref: str) -> Tree:
+    """The replay tree for the terminal: the run, its replays (and theirs), grouped by
+    verification, with verdicts."""
+    root = replay_tree(store, run_ref)
+    tree = Tree(_label(root.run))
+    _draw(tree, root)
+    return tree
+
+
+def _draw(branch: Tree, node: ReplayTree) -> None:
+    for group in node.groups:
+        under = branch
+        if group.verdict is not None:
+            colour = {"validated": "green", "refuted": "red"}.get(group.verdict.verdict, "yellow")
+            under = branch.add(
+                f"[{colour}]{group.verdict.verdict}[/{colour}] at step {group.children[0].run.fork_step}: "
+                f"{group.verdict.reason}"
             )
-        else:
-            branch = node
-        for child in runs:
-            sub = branch.add(_label(child))
-            _grow(store, sub, child, verdicts)
+        for child in group.children:
+            _draw(under.add(_label(child.run)), child)
 
 
 def _label(run: RunRecord) -> str:

@@ -20,8 +20,10 @@ from counterfact.traces._schema import Blob, ModelCall, Run, Step, ToolCall
 from counterfact.traces._store import (
     GENESIS,
     MESSAGES_MEDIA_TYPE,
+    BlobReader,
     StoreError,
     TraceStore,
+    calls_by_step,
     chain_link,
     manifest_children,
     step_content_digest,
@@ -54,8 +56,9 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
         steps = conn.execute(
             select(Step.__table__).where(Step.run_id == run_id).order_by(Step.index)
         ).mappings().all()
-        models = _calls_of_run(conn, ModelCall, run_id)
-        tools = _calls_of_run(conn, ToolCall, run_id)
+        step_ids = [row["id"] for row in steps]
+        models = _hashed_calls(calls_by_step(conn, ModelCall.__table__, step_ids))
+        tools = _hashed_calls(calls_by_step(conn, ToolCall.__table__, step_ids))
         per_step = [_step_digests(row, models.get(row["id"], []), tools.get(row["id"], [])) for row in steps]
         problems, redacted = _blob_problems(conn, [d for digests in per_step for d in digests])
     previous = GENESIS
@@ -103,18 +106,12 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
     return ChainReport(run_id=run_id, steps=len(steps), ok=True, redacted_blobs=len(redacted))
 
 
-def _calls_of_run(conn: Connection, table: Any, run_id: str) -> dict[int, list[dict[str, Any]]]:
-    """Every call of the run's steps, as the writer hashed them, by step id in call order."""
-    rows = conn.execute(
-        select(table.__table__)
-        .join(Step, Step.id == table.step_id)
-        .where(Step.run_id == run_id)
-        .order_by(table.step_id, table.seq)
-    ).mappings()
-    calls: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
-        calls.setdefault(row["step_id"], []).append({k: v for k, v in row.items() if k not in ("id", "step_id")})
-    return calls
+def _hashed_calls(by_step: dict[int, list[Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Calls as the writer hashed them: their columns without the row and step ids."""
+    return {
+        step_id: [{k: v for k, v in row.items() if k not in ("id", "step_id")} for row in rows]
+        for step_id, rows in by_step.items()
+    }
 
 
 def _step_digests(row: Any, model_rows: list[dict[str, Any]], tool_rows: list[dict[str, Any]]) -> list[str]:
@@ -124,39 +121,28 @@ def _step_digests(row: Any, model_rows: list[dict[str, Any]], tool_rows: list[di
     return [d for d in digests if d]
 
 
-_BATCH = 500  # digests per IN (...) query
-
-
 def _blob_problems(conn: Connection, digests: Sequence[str]) -> tuple[dict[str, str], set[str]]:
     """What is wrong with each blob (a message manifest inherits its first bad child's
     problem), and which blobs are redacted. Every blob is read once, level by level."""
     problems: dict[str, str] = {}
     redacted: set[str] = set()
     children: dict[str, list[str]] = {}
-    seen: set[str] = set()
+    reader = BlobReader(conn)
     level = list(dict.fromkeys(digests))
     while level:
-        seen.update(level)
-        found: set[str] = set()
+        reader.fetch(level)
         following: list[str] = []
-        for start in range(0, len(level), _BATCH):
-            chunk = level[start:start + _BATCH]
-            for row in conn.execute(
-                select(Blob.digest, Blob.data, Blob.redacted, Blob.media_type).where(Blob.digest.in_(chunk))
-            ):
-                found.add(row.digest)
-                if row.redacted:
-                    redacted.add(row.digest)
-                elif row.data is None or sha256_hex(row.data) != row.digest:
-                    problems[row.digest] = (
-                        f"payload {row.digest[:12]} was altered (its bytes no longer match its digest)"
-                    )
-                elif row.media_type == MESSAGES_MEDIA_TYPE:
-                    children[row.digest] = manifest_children(row.data)
-                    following.extend(c for c in children[row.digest] if c not in seen)
         for digest in level:
-            if digest not in found:
+            row = reader.rows.get(digest)
+            if row is None:
                 problems[digest] = f"payload {digest[:12]} is missing"
+            elif row.redacted:
+                redacted.add(digest)
+            elif row.data is None or sha256_hex(row.data) != digest:
+                problems[digest] = f"payload {digest[:12]} was altered (its bytes no longer match its digest)"
+            elif row.media_type == MESSAGES_MEDIA_TYPE:
+                children[digest] = manifest_children(row.data)
+                following.extend(c for c in children[digest] if c not in reader.rows and c not in problems)
         level = list(dict.fromkeys(following))
 
     def resolve(digest: str, path: frozenset[str]) -> str | None:

@@ -170,8 +170,7 @@ def import_jsonl(store: TraceStore, path: Path | str, *, skip_existing: bool = F
     source = Path(path)
     lines = _read_lines(source)
     ids = [line.run.id for _, line in lines]
-    with store.engine.connect() as conn:
-        existing = set(conn.execute(select(Run.id).where(Run.id.in_(ids))).scalars())
+    existing = store.existing_run_ids(ids)
     todo: list[tuple[int, RunExport]] = []
     for number, line in lines:
         if line.run.id not in existing:

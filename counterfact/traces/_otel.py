@@ -16,6 +16,7 @@ added after a run was recorded still keeps it from leaving.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from counterfact._errors import CounterfactError
 from counterfact.traces._models import RunRecord, StepRecord, VerdictRecord
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 
@@ -101,8 +103,6 @@ class SpanWriter:
     def run(self, run: RunRecord, verdict: VerdictRecord | None = None, intervention: dict[str, Any] | None = None) -> None:
         """The run's root span (its steps' spans are emitted on their own); a replay's carries
         its intervention (the edit, as JSON) and its verification's verdict when known."""
-        from opentelemetry.trace import Link, SpanContext, TraceFlags
-
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow",
             "gen_ai.workflow.name": run.workflow,
@@ -136,11 +136,8 @@ class SpanWriter:
                 attributes["counterfact.replay.intervention_id"] = run.intervention_id
             if intervention is not None:
                 attributes["counterfact.replay.intervention"] = json.dumps(self._redact(intervention), ensure_ascii=False)
-            links.append(Link(
-                SpanContext(trace_id_of(run.parent_run_id), span_id_of("run", run.parent_run_id), is_remote=True,
-                            trace_flags=TraceFlags(TraceFlags.SAMPLED)),
-                {"counterfact.link": "forked_from", "counterfact.fork_step": run.fork_step or 0},
-            ))
+            links.append(_link_to_run(run.parent_run_id, {"counterfact.link": "forked_from",
+                                                          "counterfact.fork_step": run.fork_step or 0}))
         if verdict is not None:
             attributes.update(verdict_attributes(verdict))
         ended = run.ended_at or run.created_at
@@ -191,14 +188,8 @@ class SpanWriter:
 
     def verification(self, verdict: VerdictRecord, replays: Sequence[RunRecord], fork_step: int | None) -> None:
         """A verification as a trace of its own, linking the run it edited and its replays."""
-        from opentelemetry.trace import Link, SpanContext, TraceFlags
-
-        def link(run_id: str, why: str) -> Any:
-            return Link(SpanContext(trace_id_of(run_id), span_id_of("run", run_id), is_remote=True,
-                                    trace_flags=TraceFlags(TraceFlags.SAMPLED)), {"counterfact.link": why})
-
-        links = [link(verdict.run_id, "edited_run")]
-        links += [link(r.id, str(r.labels.get("arm") or "replay")) for r in replays]
+        links = [_link_to_run(verdict.run_id, {"counterfact.link": "edited_run"})]
+        links += [_link_to_run(r.id, {"counterfact.link": str(r.labels.get("arm") or "replay")}) for r in replays]
         attributes = {"openinference.span.kind": "EVALUATOR", "gen_ai.conversation.id": verdict.run_id,
                       "counterfact.verification.run_id": verdict.run_id,
                       "counterfact.verification.fork_step": fork_step if fork_step is not None else -1,
@@ -301,6 +292,15 @@ class SpanWriter:
         self.processor.on_end(span)
 
 
+def _link_to_run(run_id: str, attributes: dict[str, Any]) -> Any:
+    """A span link to a run's root span (its ids are derived, so the run need not be read)."""
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    context = SpanContext(trace_id_of(run_id), span_id_of("run", run_id), is_remote=True,
+                          trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return Link(context, attributes)
+
+
 def call_order(models: Sequence[ModelCallRecord], tools: Sequence[ToolCallRecord]) -> list[tuple[str, int]]:
     """A step's calls in the order they most likely ran: the store keeps model and tool calls
     in two lists, so each tool call goes after the first model call (not yet followed by one)
@@ -353,7 +353,7 @@ def _question(task_input: dict[str, Any]) -> Any:
     return task_input
 
 
-# -- providers: where spans go ---------------------------------------------------------------
+# -- batch export ----------------------------------------------------------------------------
 
 
 def emit_runs(
@@ -375,7 +375,7 @@ def emit_runs(
             writer.step(run.id, step)
         spans += 1 + sum(1 + len(s.model_calls) + len(s.tool_calls) for s in steps)
         for made in store.verdicts(run_id=run.id):
-            replays = [r for r in store.list_runs(parent=run.id, limit=None) if r.labels.get("verification_id") == made.id]
+            replays = store.list_runs(parent=run.id, labels={"verification_id": made.id}, limit=None)
             writer.verification(made, replays, replays[0].fork_step if replays else None)
             spans += 1
         if on_progress is not None:
@@ -387,8 +387,6 @@ def intervention_of(store: TraceStore, run: RunRecord) -> dict[str, Any] | None:
     """A replay's edit, as stored (None for a run that is not a replay)."""
     if not run.intervention_id:
         return None
-    from counterfact._errors import CounterfactError
-
     try:
         return store.get_intervention(run.intervention_id).spec
     except CounterfactError:  # a replay whose intervention is gone still exports
@@ -396,10 +394,14 @@ def intervention_of(store: TraceStore, run: RunRecord) -> dict[str, Any] | None:
 
 
 def _verdict_of(store: TraceStore, run: RunRecord) -> VerdictRecord | None:
+    """A replay's verification's verdict (None before it is stored, or for a plain run)."""
     verification = run.labels.get("verification_id")
     if not run.parent_run_id or not isinstance(verification, str):
         return None
-    return next((v for v in store.verdicts(run_id=run.parent_run_id) if v.id == verification), None)
+    try:
+        return store.get_verdict(verification)
+    except CounterfactError:
+        return None
 
 
 def export_otlp(
@@ -414,8 +416,6 @@ def export_otlp(
     returns (runs, spans). Raises when the collector did not take them."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    from counterfact._errors import CounterfactError
 
     exporter = _Checked(OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=10))
     processor = BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=2048,
@@ -477,8 +477,6 @@ def otlp_json_line(spans: Sequence[Any]) -> str:
 
 
 def _b64_to_hex(value: str) -> str:
-    import base64
-
     return base64.b64decode(value).hex()
 
 

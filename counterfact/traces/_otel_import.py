@@ -185,10 +185,11 @@ def import_otel(
         if made is not None:
             built.append(made)
     built.sort(key=lambda made: made[0].created_at)  # a replay after the run it was forked from
-    known = {run.id for run, _ in built if _exists(store, run.id)}
-    present = known | {run.id for run, _ in built}
+    known = store.existing_run_ids([run.id for run, _ in built])
+    parents = {run.parent_run_id for run, _ in built if run.parent_run_id}
+    present = {run.id for run, _ in built} | store.existing_run_ids(list(parents))
     for run, _ in built:  # a replay whose parent is neither imported nor stored stands alone
-        if run.parent_run_id and run.parent_run_id not in present and not _exists(store, run.parent_run_id):
+        if run.parent_run_id and run.parent_run_id not in present:
             run.parent_run_id = run.fork_step = run.intervention_id = None
     if known and not skip_existing:
         raise OtelImportError(f"{len(known)} of these traces are already runs in the store (e.g. {min(known)})")
@@ -221,14 +222,6 @@ def _files(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise OtelImportError(f"{path} does not exist")
     return files
-
-
-def _exists(store: TraceStore, run_id: str) -> bool:
-    try:
-        store.resolve_run_id(run_id)
-    except CounterfactError:
-        return False
-    return True
 
 
 def _run_of(trace_id: str, spans: list[Span], report: OtelImport) -> tuple[RunRecord, list[StepRecord]] | None:

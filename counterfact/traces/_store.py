@@ -53,12 +53,7 @@ from counterfact.traces._models import (
     utcnow,
 )
 from counterfact.traces._otel import intervention_of, live_export
-from counterfact.traces._payloads import (
-    canonical_json,
-    digest_of,
-    sha256_hex,
-    to_jsonable,
-)
+from counterfact.traces._payloads import canonical_json, digest_of, sha256_hex, to_jsonable
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 from counterfact.traces._redact import Redactor
 from counterfact.traces._schema import (
@@ -296,7 +291,7 @@ class TraceStore:
         if digest is None:
             return None
         with self.engine.connect() as conn:
-            return _BlobReader(conn).load(digest)
+            return BlobReader(conn).load(digest)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -447,6 +442,11 @@ class TraceStore:
         with self.engine.connect() as conn:
             return [_run_record(row) for row in conn.execute(query).mappings()]
 
+    def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of these exact run ids the store already holds (for imports to skip or refuse)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(Run.id).where(Run.id.in_(list(run_ids)))).scalars())
+
     def step_activations(self, run_ref: str, index: int) -> list[bytes | None]:
         """The activations captured during each model call of one step (safetensors bytes, or
         None where the call captured none or the blob was redacted), in call order."""
@@ -487,9 +487,9 @@ class TraceStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(Step.index)).mappings().all()
             step_ids = [r["id"] for r in rows]
-            mcalls = _calls_by_step(conn, ModelCall.__table__, step_ids)
-            tcalls = _calls_by_step(conn, ToolCall.__table__, step_ids)
-            reader = _BlobReader(conn)
+            mcalls = calls_by_step(conn, ModelCall.__table__, step_ids)
+            tcalls = calls_by_step(conn, ToolCall.__table__, step_ids)
+            reader = BlobReader(conn)
             if payloads:
                 reader.prefetch(
                     [r[k] for r in rows for k in ("output_digest", "delta_digest")]
@@ -630,8 +630,7 @@ class TraceStore:
             self._require(conn, Run, run_id, "run")
             conn.execute(insert(Verdict.__table__), record.model_dump())
         if self.live is not None:
-            replays = [r for r in self.list_runs(parent=run_id, limit=None)
-                       if r.labels.get("verification_id") == record.id]
+            replays = self.list_runs(parent=run_id, labels={"verification_id": record.id}, limit=None)
             self.live.verification(self.redact, record, replays, replays[0].fork_step if replays else None)
         return record
 
@@ -840,7 +839,7 @@ def checkpoint_after(step: Any) -> Any:
     )
 
 
-class _BlobReader:
+class BlobReader:
     """Reads payloads on one connection; `prefetch` reads many blobs (and the manifests and
     messages they point to) in a few batched queries, so that a long run's steps, whose
     histories share most of their messages, load without a round trip per message."""
@@ -851,15 +850,23 @@ class _BlobReader:
         self.conn = conn
         self.rows: dict[str, Any] = {}
 
+    def fetch(self, digests: Sequence[str]) -> None:
+        """Read these blobs' rows (those not read yet) in batched queries; a digest with no
+        blob is left out of `rows`."""
+        pending = [d for d in dict.fromkeys(digests) if d not in self.rows]
+        for start in range(0, len(pending), self._BATCH):
+            chunk = pending[start : start + self._BATCH]
+            for row in self.conn.execute(
+                select(Blob.digest, Blob.data, Blob.media_type, Blob.redacted).where(Blob.digest.in_(chunk))
+            ):
+                self.rows[row.digest] = row
+
     def prefetch(self, digests: Sequence[str | None]) -> None:
+        """Read these payloads' blobs and, level by level, the manifests and messages they
+        point to."""
         pending = [d for d in dict.fromkeys(digests) if d and d not in self.rows]
         while pending:
-            for start in range(0, len(pending), self._BATCH):
-                chunk = pending[start : start + self._BATCH]
-                for row in self.conn.execute(
-                    select(Blob.digest, Blob.data, Blob.media_type, Blob.redacted).where(Blob.digest.in_(chunk))
-                ):
-                    self.rows[row.digest] = row
+            self.fetch(pending)
             following: list[str] = []
             for digest in pending:
                 row = self.rows.get(digest)
@@ -901,7 +908,7 @@ def _run_after_commit(conn: Connection) -> None:
         action()
 
 
-def _calls_by_step(conn: Connection, table: Any, step_ids: list[int]) -> dict[int, list[Any]]:
+def calls_by_step(conn: Connection, table: Any, step_ids: list[int]) -> dict[int, list[Any]]:
     """A call table's rows for the given steps, grouped by step, in call order."""
     grouped: dict[int, list[Any]] = {i: [] for i in step_ids}
     if step_ids:
@@ -951,6 +958,7 @@ def _one_of(value: str, kind: Any, what: str) -> str:
     if value not in allowed:
         raise StoreError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
     return value
+
 
 SEARCH_CHARS = 2000  # as migration 0005 fills runs.search_text
 

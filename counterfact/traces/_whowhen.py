@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from counterfact.traces._models import RunRecord, StepKind, StepRecord, utcnow
-from counterfact.traces._schema import Run
 from counterfact.traces._store import StoreError, TraceStore
 
 SOURCE = "whowhen"
@@ -103,12 +101,7 @@ def import_whowhen(store: TraceStore, paths: Sequence[Path | str]) -> WhoWhenRep
     files = _collect_files(paths)
     parsed = [_parse_file(f) for f in files]
     report = WhoWhenReport()
-    with store.engine.connect() as conn:
-        existing = set(
-            conn.execute(
-                select(Run.id).where(Run.id.in_([p.run.id for p in parsed]))
-            ).scalars()
-        )
+    existing = store.existing_run_ids([p.run.id for p in parsed])
     seen: dict[str, str] = {}
     todo: list[_Parsed] = []
     for p in parsed:

@@ -15,7 +15,7 @@ from counterfact.ui._lists import (
     runs_page,
 )
 from counterfact.ui._run import RunPage, TimelineRow, run_page, timeline
-from counterfact.ui._serve import check_bindable, serve
+from counterfact.ui._serve import serve
 from counterfact.ui._step import StepView, step_view
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "TimelineRow",
     "TreeNode",
     "audit_page",
-    "check_bindable",
     "compare_runs",
     "create_app",
     "fork_tree",

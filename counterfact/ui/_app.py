@@ -79,7 +79,6 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
     # no docs pages: FastAPI's fetch Swagger UI from a CDN, and the viewer fetches nothing from outside
     app = FastAPI(title="counterfact", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
-    app.state.store, app.state.jobs, app.state.token = store, jobs, token
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals["token"] = token
     templates.env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if isinstance(d, datetime) else ""

@@ -7,8 +7,8 @@ import difflib
 
 from pydantic import BaseModel, Field
 
-from counterfact.interventions import StepDiff, diff_runs
-from counterfact.traces import RunRecord, TraceStore, VerdictRecord
+from counterfact.interventions import ReplayTree, StepDiff, diff_runs, replay_tree
+from counterfact.traces import TraceStore, VerdictRecord
 from counterfact.ui._lists import RunRow, run_row
 
 
@@ -25,28 +25,15 @@ class TreeGroup(BaseModel):
 
 
 def fork_tree(store: TraceStore, run_ref: str) -> TreeNode:
-    """A run, its replays and theirs, grouped by the verification that made them."""
-    root = store.get_run(run_ref)
-    verdicts = {v.id: v for v in store.verdicts(run_id=root.id)}
-    return _grow(store, root, verdicts, depth=0)
+    """The library's replay tree (`replay_tree`), with each run as a row of the runs list."""
+    return _as_node(replay_tree(store, run_ref))
 
 
-def _grow(store: TraceStore, run: RunRecord, verdicts: dict[str, VerdictRecord], depth: int) -> TreeNode:
-    node = TreeNode(run=run_row(run))
-    if depth > 12:
-        return node
-    children = sorted(store.list_runs(parent=run.id, limit=None), key=lambda r: r.created_at)
-    groups: dict[str | None, list[RunRecord]] = {}
-    for child in children:
-        groups.setdefault(child.labels.get("verification_id"), []).append(child)
-    for verification, runs in groups.items():
-        if verification and verification not in verdicts:
-            verdicts.update({v.id: v for v in store.verdicts(run_id=run.id)})
-        node.groups.append(TreeGroup(
-            verdict=verdicts.get(verification) if verification else None,
-            children=[_grow(store, c, verdicts, depth + 1) for c in runs],
-        ))
-    return node
+def _as_node(tree: ReplayTree) -> TreeNode:
+    return TreeNode(run=run_row(tree.run), groups=[
+        TreeGroup(verdict=group.verdict, children=[_as_node(child) for child in group.children])
+        for group in tree.groups
+    ])
 
 
 class CompareRow(BaseModel):

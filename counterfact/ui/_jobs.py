@@ -109,9 +109,8 @@ class Jobs:
         return self._submit(job, work)
 
     def start_debug(self, run_ref: str, request: DebugRequest) -> Job:
-        unknown = [s for s in request.strategies if s not in STRATEGIES]
-        if not request.strategies or unknown:
-            raise CounterfactError(f"strategies are {', '.join(STRATEGIES)}, not {', '.join(unknown) or 'none'}")
+        """Check the request now (the debugger refuses unknown strategies, a run that did not
+        fail or cannot be scored), then run the session in the background."""
         replayer = self._replayer(run_ref, request.model, request.expect)
         debugger = Debugger(
             replayer, strategies=request.strategies,  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from counterfact.graphs import question_of
-from counterfact.interventions import METHODS, AttributionScore, score_attributions
+from counterfact.interventions import METHODS, AttributionScore, score_predictions
 from counterfact.traces import ChainReport, RunRecord, TraceStore, verify_run
 from counterfact.traces._show import excerpt
 
@@ -77,16 +77,20 @@ class RunsPage(BaseModel):
 
 def runs_page(store: TraceStore, filters: RunFilters, *, cursor: str | None = None, limit: int = 50) -> RunsPage:
     """A page of the runs list, newest first; `cursor` continues after a previous page."""
-    before = parse_cursor(cursor) if cursor else None
+    runs, next_cursor = _page(store, filters, cursor, limit)
+    return RunsPage(rows=[run_row(r) for r in runs], next_cursor=next_cursor)
+
+
+def _page(store: TraceStore, filters: RunFilters, cursor: str | None, limit: int) -> tuple[list[RunRecord], str | None]:
+    """A page of runs as read (the pages build their rows from them) and the next cursor."""
     runs = store.list_runs(
         status=filters.status or None, workflow=filters.workflow or None, agent=filters.agent or None,
         labels=filters.labels(), since=filters.since, text=filters.text or None,
-        source=filters.source or None, before=before, limit=limit + 1,
+        source=filters.source or None, before=parse_cursor(cursor) if cursor else None, limit=limit + 1,
     )
     more = len(runs) > limit
     runs = runs[:limit]
-    cursor_next = f"{runs[-1].created_at.isoformat()}|{runs[-1].id}" if more and runs else None
-    return RunsPage(rows=[run_row(r) for r in runs], next_cursor=cursor_next)
+    return runs, f"{runs[-1].created_at.isoformat()}|{runs[-1].id}" if more and runs else None
 
 
 def parse_cursor(cursor: str) -> tuple[datetime, str]:
@@ -111,10 +115,9 @@ class AuditPage(BaseModel):
 
 def audit_page(store: TraceStore, filters: RunFilters, *, cursor: str | None = None, limit: int = 50) -> AuditPage:
     """A page of runs, each with its hash chain re-walked: verified, or the first broken step."""
-    page = runs_page(store, filters, cursor=cursor, limit=limit)
-    return AuditPage(rows=[AuditRow(run=r, chain=verify_run(store, r.id)) for r in page.rows],
-                     next_cursor=page.next_cursor)
-
+    runs, next_cursor = _page(store, filters, cursor, limit)
+    return AuditPage(rows=[AuditRow(run=run_row(r), chain=verify_run(store, r.id)) for r in runs],
+                     next_cursor=next_cursor)
 
 
 _TRUTH = ("mistake_agent", "mistake_step", "mistake_reason", "ground_truth")
@@ -164,30 +167,27 @@ class ImportsPage(BaseModel):
 
 def imports_page(store: TraceStore, *, workflow: str | None = None, source: str = "whowhen",
                  cursor: str | None = None, limit: int = 100) -> ImportsPage:
-    page = runs_page(store, RunFilters(source=source, workflow=workflow), cursor=cursor, limit=limit)
-    rows = []
-    for row in page.rows:
-        run = store.get_run(row.id)
-        rows.append(ImportRow(run=row, truth=ground_truth(run), attributions=attributions_of(store, run)))
+    runs, next_cursor = _page(store, RunFilters(source=source, workflow=workflow), cursor, limit)
+    rows = [ImportRow(run=run_row(run), truth=ground_truth(run), attributions=attributions_of(run)) for run in runs]
     by_workflow: dict[str, list[RunRecord]] = {}
     for run in store.list_runs(source=source, workflow=workflow, limit=None):
         by_workflow.setdefault(run.workflow, []).append(run)
     scores = []
     for name, runs in sorted(by_workflow.items()):
         for method in METHODS:
-            done = [r.id for r in runs if method in (r.labels.get("attribution") or {})]
+            done = [r for r in runs if method in (r.labels.get("attribution") or {})]
             if done:
-                scores.append(ImportScore(workflow=name, score=score_attributions(store, done, method),
+                scores.append(ImportScore(workflow=name, score=score_predictions(done, method),
                                           not_attributed=len(runs) - len(done)))
-    return ImportsPage(rows=rows, scores=scores, next_cursor=page.next_cursor)
+    return ImportsPage(rows=rows, scores=scores, next_cursor=next_cursor)
 
 
-def attributions_of(store: TraceStore, run: RunRecord) -> list[AttributionView]:
+def attributions_of(run: RunRecord) -> list[AttributionView]:
     views = []
     for method, prediction in (run.labels.get("attribution") or {}).items():
         if method not in METHODS or not isinstance(prediction, dict):
             continue
-        score = score_attributions(store, [run.id], method)
+        score = score_predictions([run], method)
         labelled = score.runs > 0
         views.append(AttributionView(
             method=method, model=prediction.get("model"), agent=prediction.get("agent"),

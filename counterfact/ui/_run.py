@@ -56,6 +56,7 @@ def timeline(steps: list[StepRecord]) -> tuple[list[TimelineRow], float]:
     start = min(s.started_at for s in steps)
     end = max(s.ended_at for s in steps)
     rows: list[TimelineRow] = []
+    row_checkpoint: str | None = None  # the checkpoint the last row's steps resumed from
     for step in steps:
         item = TimelineStep(
             index=step.index or 0, node=step.node, agent=step.agent, kind=step.kind,
@@ -68,21 +69,13 @@ def timeline(steps: list[StepRecord]) -> tuple[list[TimelineRow], float]:
             error=step.error,
             summary=excerpt(step.output, 140) if step.output is not None else (step.error or ""),
         )
-        previous = rows[-1] if rows else None
-        same_superstep = (
-            previous is not None and step.checkpoint_before is not None
-            and step.checkpoint_before == _checkpoint_of(steps, previous.steps[0].index)
-        )
-        if same_superstep and previous is not None:
-            previous.steps.append(item)
-            previous.parallel = True
+        if rows and step.checkpoint_before is not None and step.checkpoint_before == row_checkpoint:
+            rows[-1].steps.append(item)
+            rows[-1].parallel = True
         else:
             rows.append(TimelineRow(steps=[item], parallel=False))
+            row_checkpoint = step.checkpoint_before
     return rows, max((end - start).total_seconds() * 1000, 1.0)
-
-
-def _checkpoint_of(steps: list[StepRecord], index: int) -> str | None:
-    return steps[index].checkpoint_before if 0 <= index < len(steps) else None
 
 
 class RunPage(BaseModel):
@@ -111,6 +104,6 @@ def run_page(store: TraceStore, run_ref: str) -> RunPage:
         replays=len(store.list_runs(parent=run.id, limit=None)),
         verdicts=store.verdicts(run_id=run.id),
         debug_sessions=[s.model_dump(mode="json") for s in store.debug_sessions(run.id)],
-        attributions=attributions_of(store, run),
+        attributions=attributions_of(run),
         truth=ground_truth(run),
     )

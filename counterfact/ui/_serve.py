@@ -4,6 +4,7 @@ use is a user's error with one line, not a server's log)."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import uvicorn
 
@@ -22,7 +23,12 @@ def check_bindable(host: str, port: int) -> None:
             raise CounterfactError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port or --host") from None
 
 
-def serve(store: TraceStore, *, host: str, port: int, token: str) -> None:
-    """Serve the viewer until interrupted."""
+def serve(
+    store: TraceStore, *, host: str, port: int, token: str, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Serve the viewer until interrupted; `on_ready` runs once the address is known to be
+    free (the CLI says where to open it), before the server starts."""
     check_bindable(host, port)
+    if on_ready is not None:
+        on_ready()
     uvicorn.run(create_app(store, token=token, host=host), host=host, port=port, log_level="warning")

@@ -10,9 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from counterfact.traces import (
-    ModelCallRecord,
     StepRecord,
-    ToolCallRecord,
     TraceStore,
     state_at,
 )
@@ -41,8 +39,6 @@ class StepView(BaseModel):
     step: StepRecord
     conversation: list[ChatLine]
     output: ChatLine | None
-    model_calls: list[ModelCallRecord]
-    tool_calls: list[ToolCallRecord]
     state_diff: list[tuple[str, str]]  # (marker, line): " " same, "-" before only, "+" after only
     has_state: bool
     activations: list[ActivationPlot]
@@ -61,7 +57,6 @@ def step_view(store: TraceStore, run_ref: str, index: int) -> StepView:
         run_id=run_id, step=step,
         conversation=[_chat_line(m) for m in (step.input or [])],
         output=_chat_line(step.output) if step.output is not None else None,
-        model_calls=step.model_calls, tool_calls=step.tool_calls,
         state_diff=_state_diff(before, after), has_state=before is not None or after is not None,
         activations=_activation_plots(store.step_activations(run_id, index)),
         edit_templates=edit_templates(step, before),
