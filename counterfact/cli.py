@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from counterfact._errors import CounterfactError
+from counterfact.executors import ExecutorKind, ExecutorSettings
 from counterfact.graphs import CheckerName
 from counterfact.traces import TraceStore
 
@@ -54,10 +55,37 @@ AnswerOption = Annotated[
     str, typer.Option("--answer", help="dotted path to the answer in the final state (indices may be negative)")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="replay even if the graph changed since the run")]
+ExecutorOption = Annotated[
+    ExecutorKind,
+    typer.Option("--executor", envvar="COUNTERFACT_EXECUTOR", help="where runs and replays go: threads here, or a Ray cluster"),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option("--address", envvar="RAY_ADDRESS", help="ray: auto (the cluster `ray start` made) or ray://HOST:PORT; none starts a local Ray"),
+]
+WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="ray: worker processes (each takes --concurrency units at once)")]
+EndpointLimitOption = Annotated[
+    int | None,
+    typer.Option("--endpoint-limit", min=1, envvar="COUNTERFACT_ENDPOINT_LIMIT", help="most model calls in flight per endpoint, across all workers"),
+]
 
 
 def _open(db: str | None) -> TraceStore:
     return TraceStore.open(db)
+
+
+@contextmanager
+def _executor(
+    store: TraceStore, kind: ExecutorKind, *, address: str | None, workers: int, concurrency: int,
+    endpoint_limit: int | None,
+) -> Iterator[Any]:
+    from counterfact.executors import open_executor
+
+    settings = ExecutorSettings(
+        kind=kind, address=address, workers=workers, concurrency=concurrency, endpoint_limit=endpoint_limit
+    )
+    with open_executor(store, settings) as executor:
+        yield executor
 
 
 def _replayer(
@@ -374,8 +402,12 @@ def run_command(
     model: Annotated[str | None, typer.Option(help="run every agent on this model spec")] = None,
     trials: Annotated[int, typer.Option(help="runs per task")] = 1,
     limit: Annotated[int | None, typer.Option(help="only the first N tasks")] = None,
-    concurrency: Annotated[int, typer.Option(help="runs at once (a local model batches them)")] = 8,
+    concurrency: Annotated[int, typer.Option(help="runs at once per process (a local model batches them)")] = 8,
     seed: Annotated[int | None, typer.Option(help="base seed for sampling agents")] = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = 2,
+    endpoint_limit: EndpointLimitOption = None,
     db: DbOption = None,
 ) -> None:
     """Run a workflow on a task or a suite; every run is recorded."""
@@ -385,24 +417,37 @@ def run_command(
         raise CounterfactError("give exactly one of --task TEXT or --suite FILE")
     spec = _workflow(workflow)
     tasks = load_suite(suite) if suite else Suite(name="adhoc", tasks=[Task(id="task", question=task or "")])
-    with _suite_bar(f"{spec.name} on {tasks.name}") as on_result:
+    store = _open(db)
+    with _executor(store, executor, address=address, workers=workers, concurrency=concurrency,
+                   endpoint_limit=endpoint_limit) as where, _suite_bar(f"{spec.name} on {tasks.name}") as on_result:
         results = run_suite(
-            spec, tasks, _open(db), model=model, trials=trials, limit=limit, concurrency=concurrency,
-            seed=seed, on_result=on_result,
+            spec, tasks, store, model=model, trials=trials, limit=limit, seed=seed, on_result=on_result,
+            executor=where,
         )
     _print_summary(results, f"{spec.name} on {tasks.name}")
 
 
 @app.command("resume")
 def resume_command(
-    run: Annotated[str, typer.Argument(help="run id (or unique prefix) of an interrupted run")],
+    runs: Annotated[list[str] | None, typer.Argument(help="run ids (or unique prefixes) of interrupted runs")] = None,
+    interrupted: Annotated[
+        bool, typer.Option("--interrupted", help="every run left running (a crash, a lost database): make sure none is still going")
+    ] = False,
     model: Annotated[str | None, typer.Option(help="model spec, if not the run's own")] = None,
     db: DbOption = None,
 ) -> None:
-    """Continue an interrupted run (crash, Ctrl-C) from its last checkpoint."""
+    """Continue interrupted runs (crash, Ctrl-C, database restart) from their last checkpoints."""
     from counterfact.graphs import resume_run
 
-    _print_summary([resume_run(_open(db), run, model=model)], "resumed")
+    store = _open(db)
+    if interrupted == bool(runs):
+        raise CounterfactError("name the runs to resume, or give --interrupted (not both)")
+    ids = list(runs or []) or [
+        r.id for r in store.list_runs(status="running", limit=None) if "workflow_spec" in r.labels and r.parent_run_id is None
+    ]
+    if not ids:
+        raise CounterfactError("no interrupted run to resume")
+    _print_summary([resume_run(store, run, model=model) for run in ids], "resumed")
 
 
 @app.command("demo")
@@ -459,6 +504,11 @@ def replay_command(
     checker: CheckerOption = CheckerName.normalized,
     answer: AnswerOption = "messages.-1.content",
     force: ForceOption = False,
+    concurrency: Annotated[int, typer.Option(help="replays at once per process")] = 4,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = 2,
+    endpoint_limit: EndpointLimitOption = None,
     fmt: FormatOption = "text",
     db: DbOption = None,
 ) -> None:
@@ -482,10 +532,11 @@ def replay_command(
                 f"replay {result.run_id} from step {plan.step}: {result.status}, answer {result.answer!r}"
             )
         return
-    with _bar("replays", shown=fmt == "text") as on_progress:
+    with _executor(replayer.store, executor, address=address, workers=workers, concurrency=concurrency,
+                   endpoint_limit=endpoint_limit) as where, _bar("replays", shown=fmt == "text") as on_progress:
         report = verify(
             replayer, plan, trials=trials, seed=seed, temperature=temperature, live_tools=live_tools,
-            on_progress=on_progress,
+            on_progress=on_progress, executor=where,
         )
     if fmt == "json":
         _print_json(report.model_dump(mode="json"))
@@ -526,6 +577,8 @@ def debug_command(
     reference: Annotated[str | None, typer.Option(help="a successful run of the same task, to patch from")] = None,
     html: Annotated[Path | None, typer.Option(help="also write the report as an HTML page")] = None,
     session: Annotated[str | None, typer.Option(help="show this stored session of the run again instead of running one")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="finish the run's interrupted session (an error if there is none)")] = False,
+    parallel: Annotated[int, typer.Option(min=1, help="fixes of different hypotheses verified at once")] = 4,
     model: Annotated[str | None, typer.Option(help="model spec for replays, if not the run's own")] = None,
     graph: GraphOption = None,
     check: CheckOption = None,
@@ -533,10 +586,18 @@ def debug_command(
     checker: CheckerOption = CheckerName.normalized,
     answer: AnswerOption = "messages.-1.content",
     force: ForceOption = False,
+    concurrency: Annotated[int, typer.Option(help="replays at once per process")] = 8,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = 2,
+    endpoint_limit: EndpointLimitOption = None,
     fmt: FormatOption = "text",
     db: DbOption = None,
 ) -> None:
-    """Find why a run failed: hypotheses from the chosen strategies, each verified by replay."""
+    """Find why a run failed: hypotheses from the chosen strategies, each verified by replay.
+
+    An interrupted session (Ctrl-C, a crash) resumes from what the store holds when the same
+    command runs again, or explicitly with --resume."""
     from counterfact.interventions import STRATEGIES, Budget, Debugger, report_table, write_html
 
     _check_format(fmt)
@@ -557,11 +618,16 @@ def debug_command(
         hypothesis_model=hypothesis_model,
         reference=reference,
         on_event=lambda message: console.print(f"[dim]{message}[/dim]") if fmt == "text" else None,
+        parallel=parallel,
     )
+    if resume and debugger.store.unfinished_debug_session(debugger.replayer.parent.id, chosen) is None:
+        raise CounterfactError(f"run {debugger.replayer.parent.id[:12]} has no interrupted debug session with strategies {', '.join(chosen)}")
     if session is not None:
         report = debugger.report_of(session)
     else:
-        with _bar("replays", shown=fmt == "text") as on_progress:
+        with _executor(debugger.store, executor, address=address, workers=workers, concurrency=concurrency,
+                       endpoint_limit=endpoint_limit) as where, _bar("replays", shown=fmt == "text") as on_progress:
+            debugger.executor = where
             debugger.on_progress = on_progress
             report = debugger.run()
     if html is not None:
@@ -583,13 +649,17 @@ def attribute_command(
     score: Annotated[bool, typer.Option("--score", help="score stored predictions instead of making them")] = False,
     limit: Annotated[int | None, typer.Option(help="only the first N runs")] = None,
     max_prompt_tokens: Annotated[int | None, typer.Option(help="cut longer logs to fit (see docs)")] = None,
+    concurrency: Annotated[int, typer.Option(help="runs at once per process (a local model batches them)")] = 8,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = 2,
+    endpoint_limit: EndpointLimitOption = None,
     fmt: FormatOption = "text",
     db: DbOption = None,
 ) -> None:
     """Log-only failure attribution (which agent, which step) on runs that cannot be replayed."""
     from rich.progress import Progress
 
-    from counterfact.agents import resolve_model
     from counterfact.interventions import METHODS, attribute, score_attributions
 
     _check_format(fmt)
@@ -603,12 +673,12 @@ def attribute_command(
     if not ids:
         raise CounterfactError(f"no runs to attribute (none named, none of workflow {workflow!r})")
     if not score:
-        judge = resolve_model(model)
-        with Progress(disable=fmt != "text") as progress:
+        with _executor(store, executor, address=address, workers=workers, concurrency=concurrency,
+                       endpoint_limit=endpoint_limit) as where, Progress(disable=fmt != "text") as progress:
             bar = progress.add_task(f"attributing ({method})", total=len(ids))
             attribute(
-                store, ids, judge, method, max_prompt_tokens=max_prompt_tokens,  # type: ignore[arg-type]
-                on_done=lambda _: progress.advance(bar),
+                store, ids, model, method, max_prompt_tokens=max_prompt_tokens,  # type: ignore[arg-type]
+                on_done=lambda _: progress.advance(bar), executor=where,
             )
     result = score_attributions(store, ids, method)  # type: ignore[arg-type]
     if fmt == "json":

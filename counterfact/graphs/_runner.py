@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from pydantic import BaseModel
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, shared_model
+from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
 from counterfact.graphs._spec import WorkflowSpec, build_graph, parse_workflow
 from counterfact.graphs._state import initial_state
 from counterfact.graphs._tasks import Suite, Task
-from counterfact.traces import RecordedGraph, RunRecord, StoreError, TraceStore, record
+from counterfact.traces import RecordedGraph, RunRecord, StoreError, TraceStore, discard_run, record
 
 
 class RunSummary(BaseModel):
@@ -76,12 +77,22 @@ class WorkflowRunner:
             "model": self.model_spec,
         }
 
-    def run(self, task: Task, *, suite: str = "adhoc", trial: int = 0, seed: int | None = None) -> RunSummary:
-        """One recorded run of `task`, scored and closed."""
+    def run(
+        self,
+        task: Task,
+        *,
+        suite: str = "adhoc",
+        trial: int = 0,
+        seed: int | None = None,
+        run_id: str | None = None,
+        attempt: int = 1,
+    ) -> RunSummary:
+        """One recorded run of `task`, scored and closed; `attempt` > 1 marks a retry."""
         from counterfact.traces import Directives, with_directives
 
         started = time.perf_counter()
-        run_id = self.recorded.start_run(task.input(), labels=self.labels(task, suite, trial))
+        labels = self.labels(task, suite, trial) | ({"attempt": attempt} if attempt > 1 else {})
+        run_id = self.recorded.start_run(task.input(), run_id=run_id, labels=labels)
         config = with_directives({"recursion_limit": 100}, Directives(seed=seed))
         result = self.recorded.continue_run(run_id, initial_state(task.input()), config=config)
         return self.close(run_id, task, trial, result.state, result.error, started)
@@ -116,6 +127,41 @@ class WorkflowRunner:
         )
 
 
+class RunUnit(Unit):
+    """One suite run, as a unit of work: the worker builds the workflow once and keeps it."""
+
+    run_id: str
+    spec: WorkflowSpec
+    model: str | None
+    task: Task
+    suite: str
+    trial: int
+    seed: int | None
+
+    @property
+    def label(self) -> str:
+        return f"run {self.run_id[:12]} (task {self.task.id}, trial {self.trial})"
+
+    def perform(self, context: WorkerContext, *, attempt: int = 1) -> RunSummary:
+        if attempt > 1:
+            discard_run(context.store, self.run_id)  # what the lost attempt wrote
+        runner = runner_in(context, self.spec, self.model)
+        return runner.run(
+            self.task, suite=self.suite, trial=self.trial, seed=self.seed, run_id=self.run_id, attempt=attempt
+        )
+
+
+def pool_in(context: WorkerContext, model: str | None) -> ModelPool:
+    """The worker's models for a model override (loaded once per worker)."""
+    return context.warm(("model-pool", model), lambda: ModelPool(model))
+
+
+def runner_in(context: WorkerContext, spec: WorkflowSpec, model: str | None) -> WorkflowRunner:
+    """The worker's compiled workflow for a spec (built once per worker)."""
+    key = ("workflow", spec.model_dump_json(), model)
+    return context.warm(key, lambda: WorkflowRunner(spec, context.store, pool_in(context, model)))
+
+
 def run_suite(
     spec: WorkflowSpec,
     suite: Suite,
@@ -128,37 +174,35 @@ def run_suite(
     seed: int | None = None,
     on_result: Callable[[RunSummary, int], None] | None = None,
     pool: ModelPool | None = None,
+    executor: Executor | None = None,
 ) -> list[RunSummary]:
-    """Run every task (`trials` times each) concurrently, so a local model batches them.
+    """Run every task (`trials` times each) on `executor` (default: `concurrency` threads
+    here, so a local model batches them). Results follow the suite's order.
 
     `on_result(summary, total)` is called as each run ends (for a progress display)."""
     if trials < 1:
         raise CounterfactError(f"trials must be at least 1, got {trials}")
-    runner = WorkflowRunner(spec, store, pool or ModelPool(model))
+    pool = pool or ModelPool(model)
     for agent in spec.agents:  # fail before any run on a model that cannot be used
-        check = getattr(runner.models(agent.model or spec.model), "check", None)
+        check = getattr(pool(agent.model or spec.model), "check", None)
         if callable(check):
             check()
-    jobs = [(task, trial) for task in suite.tasks[:limit] for trial in range(trials)]
-    results: list[RunSummary] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [
-            pool.submit(
-                runner.run,
-                task,
-                suite=suite.name,
-                trial=trial,
-                seed=None if seed is None else seed + trial,
-            )
-            for task, trial in jobs
-        ]
-        for future in as_completed(futures):
-            summary = future.result()
-            results.append(summary)
-            if on_result:
-                on_result(summary, len(jobs))
-    order = {(t.id, k): i for i, (t, k) in enumerate(jobs)}
-    return sorted(results, key=lambda r: order[(r.task_id, r.trial)])
+    units = [
+        RunUnit(
+            run_id=uuid.uuid4().hex, spec=spec, model=model, task=task, suite=suite.name,
+            trial=trial, seed=None if seed is None else seed + trial,
+        )
+        for task in suite.tasks[:limit]
+        for trial in range(trials)
+    ]
+    own = executor is None
+    executor = executor or LocalExecutor(store, concurrency=concurrency)
+    executor.keep(("model-pool", model), pool)
+    try:
+        return executor.map(units, None if on_result is None else lambda _, summary: on_result(summary, len(units)))
+    finally:
+        if own:
+            executor.close()
 
 
 def rebuild(

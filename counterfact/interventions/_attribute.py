@@ -40,14 +40,15 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from string import Template
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, Field, computed_field
 
-from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError
+from counterfact._errors import CounterfactError
+from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
+from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
 from counterfact.traces import RunRecord, StepRecord, TraceStore
 
 Method = Literal["all_at_once", "step_by_step", "binary_search"]
@@ -145,37 +146,74 @@ class _Prompt(BaseModel):
     truncated: bool  # some step text was cut or some steps left out
 
 
+class AttributeUnit(Unit):
+    """One run's attribution; the worker keeps the judge model loaded between runs."""
+
+    run_id: str
+    method: Method
+    model: str  # the judge's model spec
+    max_prompt_tokens: int | None = None
+    max_tokens: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"attribution of run {self.run_id[:12]} ({self.method})"
+
+    def perform(self, context: WorkerContext, *, attempt: int = 1) -> Attribution:
+        asker = context.warm(self.asker_key, lambda: _asker(shared_model(self.model), self))
+        run_id, log = _load_log(context.store, self.run_id)
+        result = asker.run(log, run_id)
+        _store_prediction(context.store, result)  # a label: a retry overwrites, never doubles
+        return result
+
+    @property
+    def asker_key(self) -> tuple[Any, ...]:
+        return ("asker", self.model, self.method, self.max_prompt_tokens, self.max_tokens)
+
+
+def _asker(model: ChatModel, unit: AttributeUnit) -> _Asker:
+    settings = GenerationSettings(max_tokens=unit.max_tokens or DEFAULT_MAX_TOKENS[unit.method])
+    return _Asker(model, unit.method, settings, _prompt_limit(model, settings, unit.max_prompt_tokens))
+
+
 def attribute(
     store: TraceStore,
     run_ids: Sequence[str],
-    model: ChatModel,
+    model: ChatModel | str,
     method: Method,
     *,
     max_prompt_tokens: int | None = None,
     max_tokens: int | None = None,
     concurrency: int = 8,
     on_done: Callable[[Attribution], None] | None = None,
+    executor: Executor | None = None,
 ) -> list[Attribution]:
     """Attribute each run's failure with `method`, store it in the run's labels, return all.
 
-    Runs are worked on `concurrency` at a time, so a local model batches their requests;
-    `on_done` is called as each run finishes (for progress bars). Results follow `run_ids`.
+    Runs are worked on `concurrency` at a time here (so a local model batches their requests)
+    or on `executor`; a Ray executor needs `model` as a spec. `on_done` is called as each run
+    finishes (for progress bars). Results follow `run_ids`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
-    settings = GenerationSettings(max_tokens=max_tokens or DEFAULT_MAX_TOKENS[method])
-    asker = _Asker(model, method, settings, _prompt_limit(model, settings, max_prompt_tokens))
-
-    def one(run_ref: str) -> Attribution:
-        run_id, log = _load_log(store, run_ref)
-        result = asker.run(log, run_id)
-        _store_prediction(store, result)
-        if on_done is not None:
-            on_done(result)
-        return result
-
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        return list(pool.map(one, run_ids))
+    if executor is not None and executor.kind != "local" and not isinstance(model, str):
+        raise CounterfactError(f"the {executor.kind} executor needs the judge as a model spec, not a model object")
+    spec = model if isinstance(model, str) else f"object:{id(model)}"
+    units = [
+        AttributeUnit(run_id=store.resolve_run_id(ref), method=method, model=spec,
+                      max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens)
+        for ref in run_ids
+    ]
+    own = executor is None
+    executor = executor or LocalExecutor(store, concurrency=concurrency)
+    if units and executor.kind == "local":  # the judge of this process, loaded once
+        judge = shared_model(model) if isinstance(model, str) else model
+        executor.keep(units[0].asker_key, _asker(judge, units[0]))
+    try:
+        return executor.map(units, None if on_done is None else lambda _, result: on_done(result))
+    finally:
+        if own:
+            executor.close()
 
 
 def score_attributions(

@@ -32,8 +32,10 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Literal
 
@@ -41,6 +43,7 @@ from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
+from counterfact.executors import Executor, LocalExecutor
 from counterfact.interventions._fixes import Fix, takes_temperature, thinking_fixes
 from counterfact.interventions._grounding import find_suspects, numbers_in, output_text
 from counterfact.interventions._replay import Replayer, ReplayResult
@@ -52,9 +55,10 @@ from counterfact.interventions._specs import (
     StepRef,
     VectorSource,
 )
+from counterfact.interventions._units import ReplayUnit, lend, replay_unit
 from counterfact.interventions._verify import Progress, greedy_from, verify
 from counterfact.graphs import question_of
-from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord, TraceStore
+from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord, TraceStore, discard_run
 from counterfact.traces._show import excerpt
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]
@@ -145,6 +149,8 @@ class Debugger:
         max_hypotheses: int = 2,
         on_progress: Progress | None = None,
         on_event: Callable[[str], None] | None = None,
+        executor: Executor | None = None,
+        parallel: int = 4,
     ) -> None:
         run = replayer.parent
         if run.status == "succeeded":
@@ -176,6 +182,14 @@ class Debugger:
         self.completed: list[str] = []  # stages finished, so a resumed session skips them
         self._control: list[ReplayResult] | None = None  # the shared control of a greedy run
         self._reproduces = True
+        if parallel < 1:
+            raise CounterfactError(f"parallel must be at least 1, got {parallel}")
+        # Fixes verified at once. A setting of the session, not of the executor, so that the
+        # same session on any executor makes the same replays and reaches the same report.
+        self.parallel = parallel
+        self.executor = executor
+        self._replays_done = 0
+        self._progress_lock = threading.Lock()
 
     # -- session bookkeeping -----------------------------------------------------------------
 
@@ -185,7 +199,12 @@ class Debugger:
         session = self.store.unfinished_debug_session(run_id, list(self.strategies))
         if session is not None:
             self.session_id, self.spent, self.completed = session.id, session.spent, list(session.completed)
-            self.say(f"resuming debug session {self.session_id[:12]}")
+            # replays cut off with the session belong to no verdict: the verification runs again
+            cut_off = self.store.list_runs(status="running", labels={"debug_session": session.id}, limit=None)
+            for run in cut_off:
+                discard_run(self.store, run.id)
+            self.say(f"resuming debug session {self.session_id[:12]}"
+                     + (f" ({len(cut_off)} unfinished replays discarded)" if cut_off else ""))
             return self.session_id
         settings = {"budget": self.budget.model_dump(), "trials": self.trials,
                     "samples": self.samples, "temperature": self.temperature}
@@ -264,6 +283,29 @@ class Debugger:
     def run(self) -> DebugReport:
         started = time.perf_counter()
         self.open_session()
+        own = self.executor is None
+        if own:
+            self.executor = LocalExecutor(self.store, concurrency=8)
+        lend(self.executor, self.replayer)
+        try:
+            return self._run(started)
+        finally:
+            if own:
+                self.executor.close()
+                self.executor = None
+
+    def _replay(self, units: list[ReplayUnit]) -> list[ReplayResult]:
+        """Replays of the session on its executor, counted into the progress."""
+        assert self.executor is not None
+        return self.executor.map(units, self._count)
+
+    def _count(self, *_: Any) -> None:
+        with self._progress_lock:
+            self._replays_done += 1
+            if self.on_progress is not None:
+                self.on_progress(self.spent.replays + self._replays_done, self.budget.replays)
+
+    def _run(self, started: float) -> DebugReport:
         for strategy in self.strategies:
             if strategy in self.completed:
                 continue
@@ -286,9 +328,10 @@ class Debugger:
         if self._control is not None or not greedy_from(self.replayer, 0) or not self._afford(1):
             return
         self.say("control: replaying the whole run unedited")
-        result = self.replayer.replay(
-            self.replayer.compile(None, 0), arm="control", seed=0, labels={"debug_session": self.session_id},
-        )
+        [result] = self._replay([
+            replay_unit(self.replayer, self.replayer.compile(None, 0), arm="control", seed=0,
+                        labels={"debug_session": self.session_id})
+        ])
         self._charge([result.run_id])
         if result.success:
             self._reproduces = False
@@ -299,7 +342,10 @@ class Debugger:
             self._control = [result]
 
     def _verify_all(self) -> None:
-        """Best fix of each hypothesis first, then the rest of the budget in order."""
+        """Each hypothesis's next fix first, then the rest of each in order; a hypothesis is
+        settled by its first validated fix. Up to `parallel` fixes of different hypotheses are
+        verified at once (never two of one hypothesis, so no replay goes to a fix that an
+        earlier one made moot); with `parallel=1` hypotheses take the budget in order."""
         pending = [h for h in self.hypotheses() if h.status == "proposed"]
         if not pending:
             return
@@ -308,51 +354,81 @@ class Debugger:
             for h in pending:
                 self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
             return
-        for h in pending:
-            self._try_next(h)
-        for h in pending:
-            while self._try_next(h):
-                pass
+        first_pass = [(h.id, position) for h in pending if (position := self._next_fix(h)) is not None]
+        while first_pass:
+            batch = self._affordable(first_pass)
+            first_pass = first_pass[len(batch):] if batch else []
+            self._verify_batch(batch)
+        while batch := self._affordable(self._next_fixes()):
+            self._verify_batch(batch)
         for h in self.hypotheses():
             if h.status == "proposed":
                 self._conclude(h)
 
-    def _try_next(self, hypothesis: HypothesisRecord) -> bool:
-        """Verify the hypothesis's next untried fix; False when there is none or no budget."""
-        h = next(x for x in self.hypotheses() if x.id == hypothesis.id)  # as stored now
-        if h.status != "proposed":
-            return False
-        fixes = [Fix.model_validate(f) for f in h.evidence.get("fixes", [])]
-        position = next((i for i, f in enumerate(fixes) if f.verdict is None), None)
-        if position is None:
-            return False
-        need = 1 if self._control is not None else 2 if greedy_from(self.replayer, 0) else 2 * self.trials
-        if not self._afford(need):
-            return False
-        fix = fixes[position]
+    @staticmethod
+    def _fixes_of(h: HypothesisRecord) -> list[Fix]:
+        return [Fix.model_validate(f) for f in h.evidence.get("fixes", [])]
+
+    def _next_fix(self, h: HypothesisRecord) -> int | None:
+        return next((i for i, f in enumerate(self._fixes_of(h)) if f.verdict is None), None)
+
+    def _next_fixes(self) -> list[tuple[str, int]]:
+        """The next untried fix of each hypothesis still open, in order."""
+        return [
+            (h.id, position)
+            for h in self.hypotheses() if h.status == "proposed"
+            if (position := self._next_fix(h)) is not None
+        ]
+
+    def _replays_per_fix(self) -> int:
+        return 1 if self._control is not None else 2 if greedy_from(self.replayer, 0) else 2 * self.trials
+
+    def _affordable(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The first candidates (at most `parallel`) that the budget still pays for."""
+        need = self._replays_per_fix()
+        batch: list[tuple[str, int]] = []
+        for candidate in candidates[: self.parallel]:
+            if not self._afford(need * (len(batch) + 1)):
+                break
+            batch.append(candidate)
+        return batch
+
+    def _verify_batch(self, batch: list[tuple[str, int]]) -> None:
+        """Verify the batch's fixes at once; record them in order."""
+        stored = {h.id: h for h in self.hypotheses()}
+        jobs = [(stored[h_id], position, self._fixes_of(stored[h_id])[position]) for h_id, position in batch]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            outcomes = list(pool.map(lambda job: self._verify_fix(*job), jobs))
+        self._replays_done = 0
+        for (h, position, _), (fix, charged) in zip(jobs, outcomes, strict=True):
+            self._record(h.id, position, fix, charged)
+
+    def _verify_fix(self, h: HypothesisRecord, position: int, fix: Fix) -> tuple[Fix, list[str]]:
+        """One fix's verification and the replays it made (run in a batch thread; the store
+        is written by `_record`)."""
         try:
             plan = self.replayer.compile(Intervention.model_validate(fix.intervention), h.step)
         except CounterfactError as exc:
-            fix.verdict, fix.reason = "inconclusive", f"the edit does not apply: {exc}"
-        else:
-            self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
-            report = verify(
-                self.replayer, plan, trials=self.trials, control=self._control, sequential=True,
-                on_progress=self.on_progress, labels={"debug_session": self.session_id},
-            )
-            self._charge([r.run_id for r in report.treatment])
-            if self._control is None:
-                self._charge([r.run_id for r in report.control])
-            fix.verdict, fix.verdict_id, fix.reason = report.verdict, report.id, report.reason
+            return fix.model_copy(update={"verdict": "inconclusive", "reason": f"the edit does not apply: {exc}"}), []
+        self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
+        report = verify(
+            self.replayer, plan, trials=self.trials, control=self._control, sequential=True,
+            on_progress=lambda *_: self._count(), labels={"debug_session": self.session_id},
+            executor=self.executor,
+        )
+        charged = [r.run_id for r in report.treatment] + ([r.run_id for r in report.control] if self._control is None else [])
+        return fix.model_copy(update={"verdict": report.verdict, "verdict_id": report.id, "reason": report.reason}), charged
+
+    def _record(self, h_id: str, position: int, fix: Fix, charged: list[str]) -> None:
+        h = next(x for x in self.hypotheses() if x.id == h_id)  # as stored now
+        self._charge(charged)
+        fixes = self._fixes_of(h)
         fixes[position] = fix
-        evidence = {**h.evidence, "fixes": [f.model_dump() for f in fixes]}
-        self.store.update_hypothesis(h.id, evidence=evidence)
+        self.store.update_hypothesis(h.id, evidence={**h.evidence, "fixes": [f.model_dump() for f in fixes]})
         self._save_spent()
-        if fix.verdict == "validated":
+        if fix.verdict == "validated" and h.status == "proposed":
             self.store.update_hypothesis(h.id, status="verified", verdict_id=fix.verdict_id,
                                          intervention=fix.intervention)
-            return False
-        return True
 
     def _conclude(self, h: HypothesisRecord) -> None:
         """A hypothesis none of whose fixes validated: refuted if all were tried, else why not."""
@@ -443,14 +519,14 @@ class Debugger:
     def _sample_from(self, step: int, count: int) -> list[tuple[str, bool]]:
         """`count` fresh replays from `step` at the sampling temperature: (run id, success)."""
         plan = self.replayer.compile(None, step)
-        results = []
-        for k in range(count):
-            result = self.replayer.replay(
-                plan, arm="resample", seed=1000 + 97 * step + k, temperature=self.temperature,
-                labels={"debug_session": self.session_id},
-            )
-            results.append((result.run_id, result.success))
+        replays = self._replay([
+            replay_unit(self.replayer, plan, arm="resample", seed=1000 + 97 * step + k,
+                        temperature=self.temperature, labels={"debug_session": self.session_id})
+            for k in range(count)
+        ])
+        results = [(r.run_id, r.success) for r in replays]
         self._charge([r for r, _ in results])
+        self._replays_done = 0
         return results
 
     def _resample(self) -> None:

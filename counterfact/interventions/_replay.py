@@ -106,6 +106,20 @@ class ReplayResult(BaseModel):
     applied_detail: str = ""
 
 
+class ReplayerSpec(BaseModel):
+    """What a worker needs to build the same replayer: the run and the overrides given as
+    data (a graph or check given as an object is not: workers use what the run stored)."""
+
+    run_id: str
+    graph: str | None = None
+    check: str | dict[str, Any] | None = None
+    model: str | None = None
+    force: bool = False
+
+    def build(self, store: TraceStore, pool: Any = None) -> Replayer:
+        return Replayer(store, self.run_id, graph=self.graph, check=self.check, model=self.model, pool=pool, force=self.force)
+
+
 class Replayer:
     """Replays of one recorded run: a counterfact workflow's, or any recorded LangGraph app's.
 
@@ -131,6 +145,14 @@ class Replayer:
             store, run, graph=graph, check=check, model=model, pool=pool, force=force
         )
         self.parent: RunRecord = store.get_run(run.id)  # as the target may have scored it
+        check_data = check.model_dump() if isinstance(check, BaseModel) else check
+        self.spec = ReplayerSpec(
+            run_id=run.id,
+            graph=graph if isinstance(graph, str) else None,
+            check=check_data if isinstance(check_data, (str, dict)) else None,
+            model=model,
+            force=force,
+        )
         self.steps: list[StepRecord] = store.steps(self.parent.id)
         self.graph = self.target.recorded.graph
         self._nodes = self.graph.builder.nodes
@@ -336,11 +358,12 @@ class Replayer:
         live_tools: bool = False,
         intervention_id: str | None = None,
         labels: dict[str, Any] | None = None,
+        child_id: str | None = None,
     ) -> ReplayResult:
         """One child run from the plan's fork point; `arm` is "treatment" or "control"."""
         edited = arm == "treatment" and plan.intervention is not None
         child = RunRecord(
-            id=uuid.uuid4().hex,
+            id=child_id or uuid.uuid4().hex,
             workflow=self.parent.workflow,
             workflow_hash=self.parent.workflow_hash,
             task_input=self.parent.task_input,

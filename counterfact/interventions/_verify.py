@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -36,8 +35,10 @@ from scipy.stats import binomtest
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ActivationEdit, ChatMessage
+from counterfact.executors import Executor, LocalExecutor
 from counterfact.interventions._replay import Replayer, ReplayPlan, ReplayResult
 from counterfact.interventions._stats import ArmComparison, compare
+from counterfact.interventions._units import lend, replay_unit
 from counterfact.traces import VerdictKind
 
 ALPHA = 0.05
@@ -78,11 +79,13 @@ def verify(
     labels: dict[str, Any] | None = None,
     control: list[ReplayResult] | None = None,
     sequential: bool = False,
+    executor: Executor | None = None,
 ) -> VerdictReport:
     """Run the arms, compare them, store the intervention, its replays and the verdict.
 
     `control`: replays that stand for the control arm (deterministic runs only), so only the
     treatment is replayed. `sequential`: stop the pairs early once the verdict is settled.
+    `executor`: where the replays run (default: `concurrency` threads here).
     """
     if plan.intervention is None:
         raise CounterfactError("nothing to verify: give an edit")
@@ -98,26 +101,35 @@ def verify(
     arms = ("treatment",) if control is not None else ("treatment", "control")
     trials = 1 if control is not None or deterministic and sequential else trials
 
-    def one(job: tuple[str, int]) -> ReplayResult:
-        arm, s = job
-        return replayer.replay(
-            plan, arm=arm, seed=s, temperature=temperature, live_tools=live_tools,
-            intervention_id=intervention_id, labels=tags,
-        )
-
     results: list[ReplayResult] = []
     total = trials * len(arms)
     rounds = [[(arm, seed + i) for i in range(trials) for arm in arms]] if not sequential else [
         [(arm, seed + i) for arm in arms] for i in range(trials)
     ]
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    own = executor is None
+    executor = executor or LocalExecutor(store, concurrency=concurrency)
+    lend(executor, replayer)
+    done = 0
+
+    def progress(_: int, __: ReplayResult) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total)
+
+    try:
         for jobs in rounds:
-            for result in pool.map(one, jobs):
-                results.append(result)
-                if on_progress is not None:
-                    on_progress(len(results), total)
+            units = [
+                replay_unit(replayer, plan, arm=arm, seed=s, temperature=temperature, live_tools=live_tools,
+                            intervention_id=intervention_id, labels=tags)
+                for arm, s in jobs
+            ]
+            results.extend(executor.map(units, progress))
             if sequential and _settled(results, control, trials, min_effect):
                 break
+    finally:
+        if own:
+            executor.close()
     treatment = [r for r in results if r.arm == "treatment"]
     control = control[: len(treatment)] if control is not None else [r for r in results if r.arm == "control"]
     comparison = compare([r.success for r in treatment], [r.success for r in control])

@@ -1,0 +1,65 @@
+"""A cap on the model calls in flight per endpoint: remote APIs rate-limit by concurrency.
+
+The OpenAI backend holds the process's `CallLimit` around every request. `LocalCallLimit`
+counts in this process; a cluster executor installs one whose counts live in one place for
+every worker (see `counterfact.executors`), so the cap holds across the cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class CallLimit(ABC):
+    """At most `per_endpoint` calls in flight to one endpoint (a base URL)."""
+
+    per_endpoint: int
+
+    @abstractmethod
+    def acquire(self, endpoint: str) -> None: ...
+
+    @abstractmethod
+    def release(self, endpoint: str) -> None: ...
+
+    @contextmanager
+    def hold(self, endpoint: str) -> Iterator[None]:
+        self.acquire(endpoint)
+        try:
+            yield
+        finally:
+            self.release(endpoint)
+
+
+class LocalCallLimit(CallLimit):
+    def __init__(self, per_endpoint: int) -> None:
+        if per_endpoint < 1:
+            raise ValueError(f"a call limit is at least 1, got {per_endpoint}")
+        self.per_endpoint = per_endpoint
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def _slot(self, endpoint: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            return self._slots.setdefault(endpoint, threading.BoundedSemaphore(self.per_endpoint))
+
+    def acquire(self, endpoint: str) -> None:
+        self._slot(endpoint).acquire()
+
+    def release(self, endpoint: str) -> None:
+        self._slot(endpoint).release()
+
+
+_limit: CallLimit | None = None
+
+
+def set_call_limit(limit: CallLimit | None) -> None:
+    """Install the cap every OpenAI-compatible call of this process holds (None: no cap)."""
+    global _limit
+    _limit = limit
+
+
+def call_limit() -> CallLimit | None:
+    return _limit

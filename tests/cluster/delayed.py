@@ -1,0 +1,60 @@
+"""A model behind an OpenAI-compatible server on loopback that answers after a fixed delay, as
+a remote API does (for the cluster tests and benchmarks/bench_executors.py).
+
+The wait is an asyncio sleep, so any number of calls wait at once, and the server counts how
+many were in flight at most: the figure the endpoint limit must hold to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from counterfact.agents import ChatMessage, ChatModel, Completion, GenerationSettings, ScriptedChatModel
+from counterfact.agents._serve import create_app, running_server
+
+Brain = Callable[[list[ChatMessage]], str]
+
+
+class DelayedModel(ChatModel):
+    backend = "scripted"
+
+    def __init__(self, brain: Brain, delay: float, name: str = "brain") -> None:
+        self.inner = ScriptedChatModel(brain, name=name)
+        self.delay = delay
+        self.calls = 0
+        self.in_flight = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def complete(self, messages: list[ChatMessage], settings: GenerationSettings | None = None, **kwargs: Any) -> Completion:
+        time.sleep(self.delay)
+        return self.inner.complete(messages, settings, **kwargs)
+
+    async def acomplete(self, messages: list[ChatMessage], settings: GenerationSettings | None = None, **kwargs: Any) -> Completion:
+        with self._lock:
+            self.calls += 1
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            return self.inner.complete(messages, settings, **kwargs)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+@contextmanager
+def delayed_server(brain: Brain, delay: float, name: str = "brain") -> Iterator[tuple[str, DelayedModel]]:
+    """Serve `brain` as model `name` behind `delay` seconds per call; yields (base URL, model)."""
+    model = DelayedModel(brain, delay, name)
+    with running_server(create_app(model)) as url:
+        yield url, model
