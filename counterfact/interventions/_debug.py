@@ -325,14 +325,26 @@ class Debugger:
     def _shared_control(self) -> None:
         """For a greedy run: one full replay; if it reproduces every step's output it is the
         control arm of every fix (a replay from any later step would repeat it exactly)."""
-        if self._control is not None or not greedy_from(self.replayer, 0) or not self._afford(1):
+        if self._control is not None or not greedy_from(self.replayer, 0):
             return
-        self.say("control: replaying the whole run unedited")
-        [result] = self._replay([
-            replay_unit(self.replayer, self.replayer.compile(None, 0), arm="control", seed=0,
-                        labels={"debug_session": self.session_id})
-        ])
-        self._charge([result.run_id])
+        labels = {"debug_session": self.session_id, "shared_control": True}
+        made = [r for r in self.store.list_runs(labels=labels, limit=None) if r.status in ("succeeded", "failed")]
+        if made:  # a resumed session: the control made before the interruption (already paid)
+            run = made[0]
+            result = ReplayResult(
+                run_id=run.id, arm="control", seed=0, status=run.status,
+                success=bool(run.outcome and run.outcome.success), score=run.outcome.score if run.outcome else 0.0,
+                answer=final_answer(self.store.steps(run.id)),
+            )
+        elif self._afford(1):
+            self.say("control: replaying the whole run unedited")
+            [result] = self._replay([
+                replay_unit(self.replayer, self.replayer.compile(None, 0), arm="control", seed=0, labels=labels)
+            ])
+            self._charge([result.run_id])
+            self._save_spent()
+        else:
+            return
         if result.success:
             self._reproduces = False
             return

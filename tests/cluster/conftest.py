@@ -3,6 +3,7 @@ and the delayed model server its workers call."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
@@ -34,13 +36,34 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail("Ray is not installed: scripts/setup.sh installs the ray extra")
         pytest.skip("Ray is not installed (pip install 'counterfact[ray]')")
     port = _free_port()
+    temp = tmp_path_factory.mktemp("ray")  # its own: `ray stop` would stop every Ray here
     env = {**os.environ, **RAY_ENV}
     subprocess.run(
         [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
-         "--num-cpus=4", "--disable-usage-stats"],
+         "--num-cpus=4", "--disable-usage-stats", f"--temp-dir={temp}"],
         check=True, env=env, capture_output=True, timeout=120,
     )
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop(str(temp))
+
+
+def _stop(temp: str) -> None:
+    """Stop this cluster's processes (each names its temp dir), and their workers."""
+    ours = [p for p in psutil.process_iter(["cmdline"]) if any(temp in part for part in p.info["cmdline"] or [])]
+    family = {q for p in ours for q in [p, *_children(p)]}
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(family, timeout=15)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
