@@ -392,6 +392,10 @@ def _print_summary(results: list[Any], title: str) -> None:
     if scored:
         ok = sum(r.success for r in scored)
         console.print(f"success: {ok}/{len(scored)} ({100 * ok / len(scored):.0f}%)")
+    cut_off = [r for r in results if r.status == "running"]
+    if cut_off:
+        console.print(f"[yellow]{len(cut_off)} runs were cut off ({cut_off[0].error}): "
+                      "finish them with `counterfact resume --interrupted`[/yellow]")
 
 
 @app.command("run")

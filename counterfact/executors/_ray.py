@@ -16,6 +16,7 @@ call, so it holds across the cluster; a dead worker's places are given back by t
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -286,10 +287,10 @@ def _connect(ray: Any, address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
     try:
         if address:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(
-                namespace=NAMESPACE, log_to_driver=False, include_dashboard=False,
+                namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False,
                 _node_ip_address="127.0.0.1", num_cpus=os.cpu_count(),
             )
     except Exception as exc:

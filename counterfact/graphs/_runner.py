@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, shared_model
@@ -127,6 +128,9 @@ class WorkflowRunner:
         )
 
 
+INTERRUPTED = "cut off by a lost database connection"  # such runs wait for `resume --interrupted`
+
+
 class RunUnit(Unit):
     """One suite run, as a unit of work: the worker builds the workflow once and keeps it."""
 
@@ -146,9 +150,17 @@ class RunUnit(Unit):
         if attempt > 1:
             discard_run(context.store, self.run_id)  # what the lost attempt wrote
         runner = runner_in(context, self.spec, self.model)
-        return runner.run(
-            self.task, suite=self.suite, trial=self.trial, seed=self.seed, run_id=self.run_id, attempt=attempt
-        )
+        try:
+            return runner.run(
+                self.task, suite=self.suite, trial=self.trial, seed=self.seed, run_id=self.run_id, attempt=attempt
+            )
+        except DBAPIError as exc:  # the database went away mid-run: the run stays resumable
+            reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+            return RunSummary(
+                run_id=self.run_id, task_id=self.task.id, trial=self.trial, status="running", success=False,
+                score=0.0, answer=None, expected=self.task.answer, steps=0, tokens=0, seconds=0.0,
+                error=f"{INTERRUPTED}: {reason}",
+            )
 
 
 def pool_in(context: WorkerContext, model: str | None) -> ModelPool:
