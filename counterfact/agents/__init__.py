@@ -1,6 +1,6 @@
 """Agents and their models: OpenAI-compatible endpoints, a white-box local model, tools."""
 
-from counterfact.agents._activations import ActivationEdit
+from counterfact.agents._edits import ActivationEdit
 from counterfact.agents._agent import Agent, AgentReply
 from counterfact.agents._langchain import ChatCounterfact
 from counterfact.agents._limits import CallLimit, LocalCallLimit, call_limit, set_call_limit

@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from pydantic import BaseModel, Field
 from scipy.stats import binomtest
 
@@ -248,6 +247,8 @@ def _activation_effect(replayer: Replayer, plan: ReplayPlan, treatment_run: str)
     model = replayer.model_of(step)
     messages = [ChatMessage.model_validate(m) for m in call.request]
     edits = [ActivationEdit.model_validate(e) for e in plan.directives.activation_edits]
+    import torch  # only activation edits need it: remote-model users never load it
+
     edited = torch.log_softmax(model.next_token_logits(messages, edits).double(), -1)
     plain = torch.log_softmax(model.next_token_logits(messages).double(), -1)
     kl = float(torch.sum(edited.exp() * (edited - plain)))
