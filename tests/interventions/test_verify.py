@@ -118,6 +118,11 @@ def test_sampled_arms_use_common_seeds(sqlite_path: str) -> None:
     assert not report.deterministic
     seeds = model.seeds[1:]
     assert len(seeds) == 20 and len(set(seeds)) == 10  # each seed used once in each arm
+    # pair i of both arms replays with seed 40+i: the arms' seeds pair up, arm by arm
+    assert [r.seed for r in report.treatment] == [r.seed for r in report.control] == list(range(40, 50))
+    for treated, control in zip(report.treatment, report.control, strict=True):
+        stored = (store.get_run(treated.run_id).labels, store.get_run(control.run_id).labels)
+        assert stored[0]["replay_seed"] == stored[1]["replay_seed"] == treated.seed
     assert report.comparison.treatment_rate == 1.0 and report.comparison.control_rate < 0.5
     assert report.verdict == "validated", report.reason
     assert report.comparison.p_value < 0.05
