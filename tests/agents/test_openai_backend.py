@@ -24,6 +24,8 @@ from counterfact.agents._types import (
 )
 from counterfact.traces._records import collect_calls
 
+from ..cluster.delayed import delayed_server
+
 KEY = "test-key"
 
 
@@ -93,12 +95,39 @@ def test_tool_calls_are_sent_and_parsed(base_url: str, scripted: ScriptedChatMod
     assert scripted.requests[-1].messages == history
 
 
-async def test_acomplete_runs_concurrently(base_url: str) -> None:
-    model = OpenAIChatModel("echo-model", base_url=base_url, api_key=KEY)
-    results = await asyncio.gather(
-        *(model.acomplete([ChatMessage(role="user", content=f"m{i}")]) for i in range(4))
-    )
+async def test_acomplete_runs_concurrently() -> None:
+    """Four calls are in flight at the server at once (its delay is an asyncio sleep)."""
+    with delayed_server(lambda messages: f"echo: {messages[-1].content}", 0.3) as (url, served):
+        model = OpenAIChatModel("brain", base_url=url, api_key=KEY)
+        results = await asyncio.gather(
+            *(model.acomplete([ChatMessage(role="user", content=f"m{i}")]) for i in range(4))
+        )
     assert [r.text for r in results] == [f"echo: m{i}" for i in range(4)]
+    assert served.peak == 4
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_the_endpoint_limit_caps_calls_in_flight(asynchronous: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from counterfact.agents import LocalCallLimit, set_call_limit
+
+    with delayed_server(lambda messages: "ok", 0.2) as (url, served):
+        model = OpenAIChatModel("brain", base_url=url, api_key=KEY)
+        set_call_limit(LocalCallLimit(2))
+        try:
+            if asynchronous:
+                async def six() -> list[Completion]:
+                    return await asyncio.gather(*(model.acomplete([ChatMessage(role="user", content="x")]) for _ in range(6)))
+
+                results = asyncio.run(six())
+            else:
+                with ThreadPoolExecutor(6) as pool:
+                    results = list(pool.map(lambda _: model.complete([ChatMessage(role="user", content="x")]), range(6)))
+        finally:
+            set_call_limit(None)
+    assert [r.text for r in results] == ["ok"] * 6 and served.calls == 6
+    assert served.peak == 2
 
 
 def test_check_lists_the_model(base_url: str) -> None:
