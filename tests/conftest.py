@@ -21,6 +21,26 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+WHOWHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "whowhen"
+
+
+def require(present: bool, reason: str) -> None:
+    """Skip a test whose prerequisite is missing, with the reason; under CI (CI set), fail:
+    there a missing prerequisite is a broken setup, not a test to leave out."""
+    if present:
+        return
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{reason} (CI is set: a missing prerequisite fails)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def whowhen() -> Path:
+    """The Who&When logs beside the project (../shared/data/whowhen)."""
+    require((WHOWHEN / "Hand-Crafted").is_dir(), f"the Who&When subset is not at {WHOWHEN}")
+    return WHOWHEN
+
+
 def _pg_available() -> bool:
     try:
         with create_engine(PG_ADMIN_URL).connect():
@@ -32,8 +52,7 @@ def _pg_available() -> bool:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of its own for this test session, dropped afterwards."""
-    if not _pg_available():
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}; start it (see .ci/run)")
+    require(_pg_available(), f"PostgreSQL is not reachable at {PG_ADMIN_URL}; start it (see .ci/run)")
     name = f"cf_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

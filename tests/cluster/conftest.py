@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ..conftest import require
+
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
 # Read by Ray when it is imported: the cluster listens on loopback only, and the drivers of
 # these tests send the token that `ray start` writes (token authentication is on in 2.60).
@@ -31,10 +33,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address of a one-node Ray cluster bound to 127.0.0.1, stopped after the session."""
-    if RAY is None:
-        if os.environ.get("CI"):
-            pytest.fail("Ray is not installed: scripts/setup.sh installs the ray extra")
-        pytest.skip("Ray is not installed (pip install 'counterfact[ray]')")
+    require(RAY is not None, "Ray is not installed: scripts/setup.sh installs the ray extra")
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")  # its own: `ray stop` would stop every Ray here
     env = {**os.environ, **RAY_ENV}

@@ -15,7 +15,7 @@ from counterfact.agents._local import LocalModel
 from counterfact.interventions._attribute import attribute, score_attributions
 from counterfact.traces import TraceStore, import_whowhen
 
-WHOWHEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "whowhen"
+from ..conftest import WHOWHEN, require
 AGENTS = ["Planner_Expert", "Coder_Expert", "Computer_terminal", "Verifier_Expert"]
 REASON = "The coder used the wrong unit conversion factor."
 GROUND_TRUTH = "forty-two kilometres"
@@ -222,8 +222,7 @@ def test_all_at_once_on_real_logs_with_the_embedded_model(
     sqlite_path: str, embedded: LocalModel
 ) -> None:
     logs = [WHOWHEN / "Algorithm-Generated" / f"{n}.json" for n in (41, 93)]
-    if not all(p.is_file() for p in logs):
-        pytest.skip(f"the Who&When subset is not at {WHOWHEN.resolve()}")
+    require(all(p.is_file() for p in logs), f"the Who&When subset is not at {WHOWHEN.resolve()}")
     store = TraceStore.open(sqlite_path)
     ids = _import(store, *logs)
     results = attribute(store, ids, embedded, "all_at_once")
@@ -233,5 +232,9 @@ def test_all_at_once_on_real_logs_with_the_embedded_model(
         steps = len(store.steps(run_id, payloads=False))
         assert (result.step is not None and 0 <= result.step < steps) or result.errors
         assert "all_at_once" in store.get_run(run_id).labels["attribution"]
+    parsed = [r for r in results if r.step is not None and r.agent is not None]
+    assert parsed, [r.errors for r in results]  # the embedded model's answers are read, not only errors
+    agents = {s.agent for run_id in ids for s in store.steps(run_id, payloads=False)}
+    assert all(r.agent in agents for r in parsed)  # an agent of the log, not made up
     score = score_attributions(store, ids, "all_at_once")
     assert score.runs == 2 and score.agent_correct + len(score.unpredicted) <= 2

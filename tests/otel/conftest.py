@@ -22,6 +22,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from ..conftest import require
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PHOENIX = REPO / ".venv-phoenix" / "bin" / "phoenix"
 START_TIMEOUT = 120.0
@@ -144,11 +146,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
     """A Phoenix server of its own for the module, on free ports of 127.0.0.1."""
     exe = Path(os.environ.get("COUNTERFACT_PHOENIX") or DEFAULT_PHOENIX)
-    if not (exe.is_file() and os.access(exe, os.X_OK)):
-        pytest.skip(
-            f"Phoenix is not installed ({exe} is missing): "
-            "scripts/setup.sh installs it into .venv-phoenix"
-        )
+    require(
+        exe.is_file() and os.access(exe, os.X_OK),
+        f"Phoenix is not installed ({exe} is missing): scripts/setup.sh installs it into .venv-phoenix",
+    )
     workdir = tmp_path_factory.mktemp("phoenix")
     log = workdir / "phoenix.log"
     port, grpc_port = _free_port(), _free_port()

@@ -11,11 +11,9 @@ import pytest
 from counterfact.traces import StoreError, TraceStore
 from counterfact.traces._whowhen import import_whowhen
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "whowhen"
-needs_data = pytest.mark.skipif(
-    not (DATA / "Hand-Crafted").is_dir(),
-    reason=f"the Who&When subset is not at {DATA}",
-)
+from ..conftest import WHOWHEN as DATA
+
+needs_data = pytest.mark.usefixtures("whowhen")
 
 
 def _hand_crafted(**overrides: Any) -> dict[str, Any]:
