@@ -85,7 +85,9 @@ def test_concurrent_writers_lose_no_step(backend: str, request: pytest.FixtureRe
             for table in (Step, Run):
                 conn.execute(table.__table__.delete())
     workers, runs, limit = 3, 4, 6
-    procs = [_worker(db, runs, limit, f"w{w}-") for w in range(workers)]
+    # slow nodes: each writer records for a second or more, so the writers overlap however
+    # long each takes to start
+    procs = [_worker(db, runs, limit, f"w{w}-", env={"CF_TEST_NODE_DELAY": "0.05"}) for w in range(workers)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
@@ -94,3 +96,10 @@ def test_concurrent_writers_lose_no_step(backend: str, request: pytest.FixtureRe
     for run in all_runs:
         assert run.status == "succeeded"
         assert _assert_steps_have_checkpoints(store, run.id) == 2 * limit - 1
+    windows = [
+        (min(r.created_at for r in mine), max(r.ended_at for r in mine if r.ended_at))
+        for w in range(workers)
+        if (mine := [r for r in all_runs if r.id.startswith(f"w{w}-")])
+    ]
+    assert len(windows) == workers
+    assert max(start for start, _ in windows) < min(end for _, end in windows), windows  # all writing at once
