@@ -116,9 +116,15 @@ def test_killed_run_resumes_from_its_last_checkpoint(sqlite_path: str) -> None:
     before = store.steps("killme", payloads=False)
     assert 1 <= len(before) < 3 and store.get_run("killme").status == "running"
 
-    summary = resume_run(store, "killme", pool=trio_pool())
+    pool = trio_pool()
+    summary = resume_run(store, "killme", pool=pool)
     assert summary.success and summary.answer == "1500"
     steps = store.steps("killme")
     assert [s.node for s in steps] == ["researcher", "solver", "reporter"]
     assert steps[0].digest == before[0].digest  # what was recorded before the kill is kept
+    # the model answered exactly the calls of the steps not recorded before the kill: nothing
+    # that was stored ran again
+    made = pool("test").requests  # type: ignore[attr-defined]
+    assert len(made) == sum(len(s.model_calls) for s in steps[len(before):]) > 0
+    assert not any("Find facts" in r.messages[0].content for r in made)
     assert store.get_run("killme").status == "succeeded"
