@@ -9,16 +9,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 from rich.table import Table
 
 from counterfact._errors import CounterfactError
 from counterfact.executors import ExecutorKind, ExecutorSettings
 from counterfact.graphs import CheckerName
-from counterfact.traces import TraceStore
+from counterfact.interventions import Method
+from counterfact.traces import RunStatus, TraceStore
 
 app = typer.Typer(
     help="Record multi-agent LLM runs as replayable traces, and debug failures by replay.",
@@ -37,7 +39,13 @@ DbOption = Annotated[
     str | None,
     typer.Option("--db", help="Database file or SQLAlchemy URL [env: COUNTERFACT_DB; default ./counterfact.db]"),
 ]
-FormatOption = Annotated[str, typer.Option("--format", help="text or json")]
+OutputFormat = Literal["text", "json"]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="a table for people, or JSON for programs")]
+SinceOption = Annotated[
+    datetime | None,
+    typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"],
+                 help="created at or after this date or time"),
+]
 GraphOption = Annotated[
     str | None,
     typer.Option("--graph", help="module:attribute (or file.py:attribute) of the run's graph, builder or factory, if not the recorded one"),
@@ -104,7 +112,13 @@ def _replayer(
 @contextmanager
 def _bar(label: str, *, shown: bool = True) -> Iterator[Callable[[int, int], None]]:
     """A progress bar the library drives through its (done, total) callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -122,9 +136,6 @@ def _suite_bar(label: str) -> Iterator[Callable[[Any, int], None]]:
         yield lambda _summary, total: update(next(done), total)
 
 
-def _check_format(fmt: str) -> None:
-    if fmt not in ("text", "json"):
-        raise CounterfactError(f"--format must be text or json, not {fmt!r}")
 
 
 def _print_json(value: Any) -> None:
@@ -156,36 +167,24 @@ def _parse_labels(labels: list[str]) -> dict[str, str]:
     return parsed
 
 
-def _parse_since(since: str | None) -> datetime | None:
-    if since is None:
-        return None
-    try:
-        return datetime.fromisoformat(since)
-    except ValueError:
-        raise CounterfactError(f"--since takes an ISO date or time, got {since!r}") from None
-
-
 @runs_app.command("list")
 def runs_list(
-    status: Annotated[str | None, typer.Option(help="running, succeeded, failed or error")] = None,
+    status: Annotated[RunStatus | None, typer.Option(help="only runs in this state")] = None,
     workflow: Annotated[str | None, typer.Option(help="workflow name")] = None,
     agent: Annotated[str | None, typer.Option(help="runs in which this agent took a step")] = None,
     label: Annotated[list[str], typer.Option(help="KEY=VALUE on the run's labels")] = [],  # noqa: B006
-    since: Annotated[str | None, typer.Option(help="created at or after (ISO date/time)")] = None,
+    since: SinceOption = None,
     limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
     fmt: FormatOption = "text",
     db: DbOption = None,
 ) -> None:
     """List runs, newest first."""
-    _check_format(fmt)
-    if status is not None and status not in ("running", "succeeded", "failed", "error"):
-        raise CounterfactError(f"--status must be running, succeeded, failed or error, not {status!r}")
     runs = _open(db).list_runs(
         status=status,
         workflow=workflow,
         agent=agent,
         labels=_parse_labels(label),
-        since=_parse_since(since),
+        since=since,
         limit=limit,
     )
     if fmt == "json":
@@ -224,7 +223,6 @@ def runs_show(
     """Show a run as a tree of steps: agent, message, plan changes, calls, timings, errors."""
     from counterfact.traces._show import render_run
 
-    _check_format(fmt)
     store = _open(db)
     record = store.get_run(run)
     steps = store.steps(record.id)
@@ -342,7 +340,11 @@ def export_command(
     jsonl: Annotated[Path | None, typer.Option("--jsonl", help="write runs (steps, payloads, checkpoints) as JSON lines, to import elsewhere")] = None,
     otlp: Annotated[str | None, typer.Option("--otlp", help="send runs as OpenTelemetry spans to this OTLP/HTTP collector URL")] = None,
     otlp_json: Annotated[Path | None, typer.Option("--otlp-json", help="write runs as OpenTelemetry spans in OTLP JSON lines")] = None,
-    since: Annotated[str | None, typer.Option(help="with no run ids: the runs created at or after (ISO date/time)")] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"],
+                     help="with no run ids: the runs created at or after this date or time"),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Export runs: as JSON lines to import elsewhere, or as OpenTelemetry spans."""
@@ -355,7 +357,7 @@ def export_command(
     if runs and since:
         raise CounterfactError("give run ids or --since, not both")
     ids = [store.resolve_run_id(r) for r in runs] if runs else [
-        r.id for r in reversed(store.list_runs(since=_parse_since(since), limit=None))]
+        r.id for r in reversed(store.list_runs(since=since, limit=None))]
     if not ids:
         raise CounterfactError("no run to export" + (f" since {since}" if since else ""))
     if jsonl is not None:
@@ -522,7 +524,6 @@ def replay_command(
     """
     from counterfact.interventions import load_intervention, verify
 
-    _check_format(fmt)
     intervention = load_intervention(edit) if edit else None  # parse errors before anything runs
     replayer = _replayer(db, run, model=model, graph=graph, check=check, expect=expect,
                          checker=checker, answer=answer, force=force)
@@ -602,9 +603,14 @@ def debug_command(
 
     An interrupted session (Ctrl-C, a crash) resumes from what the store holds when the same
     command runs again, or explicitly with --resume."""
-    from counterfact.interventions import STRATEGIES, Budget, Debugger, report_table, write_html
+    from counterfact.interventions import (
+        STRATEGIES,
+        Budget,
+        Debugger,
+        report_table,
+        write_html,
+    )
 
-    _check_format(fmt)
     chosen = list(STRATEGIES) if strategy == "all" else [s.strip() for s in strategy.split(",")]
     unknown = [s for s in chosen if s not in STRATEGIES]
     if unknown:
@@ -648,7 +654,7 @@ def debug_command(
 def attribute_command(
     runs: Annotated[list[str] | None, typer.Argument(help="run ids (default: every imported run of --workflow)")] = None,
     workflow: Annotated[str, typer.Option(help="which runs, when none are named")] = "whowhen/algorithm-generated",
-    method: Annotated[str, typer.Option(help="all_at_once, step_by_step or binary_search")] = "all_at_once",
+    method: Annotated[Method, typer.Option(help="how the judge reads the log")] = "all_at_once",
     model: Annotated[str, typer.Option(help="model spec of the judge")] = "embedded",
     score: Annotated[bool, typer.Option("--score", help="score stored predictions instead of making them")] = False,
     limit: Annotated[int | None, typer.Option(help="only the first N runs")] = None,
@@ -664,11 +670,8 @@ def attribute_command(
     """Log-only failure attribution (which agent, which step) on runs that cannot be replayed."""
     from rich.progress import Progress
 
-    from counterfact.interventions import METHODS, attribute, score_attributions
+    from counterfact.interventions import attribute, score_attributions
 
-    _check_format(fmt)
-    if method not in METHODS:
-        raise CounterfactError(f"--method takes {', '.join(METHODS)}, not {method!r}")
     store = _open(db)
     ids = [store.resolve_run_id(r) for r in runs] if runs else [
         r.id for r in store.list_runs(workflow=workflow, limit=None)
@@ -721,7 +724,6 @@ def diff_command(
     """Two runs' steps aligned by index, with what changed (bold) and what did not (dim)."""
     from counterfact.interventions import diff_runs, diff_table
 
-    _check_format(fmt)
     store = _open(db)
     a, b = store.resolve_run_id(run_a), store.resolve_run_id(run_b)
     rows = diff_runs(store, a, b)
@@ -772,12 +774,22 @@ def ui_command(
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 1."""
+    """Entry point: user errors (bad arguments included) become one line on stderr and exit
+    code 1."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except TyperException as exc:  # typer's own parsing: a bad or missing argument
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        sys.stderr.write(f"error: {' '.join(message.replace('Value error, ', '').split())}\n")
+        sys.exit(1)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
     except CounterfactError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

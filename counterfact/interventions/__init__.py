@@ -1,9 +1,10 @@
 """Interventions: edit a recorded run at one step, replay it, and verify against a control arm."""
 
 from counterfact.interventions._attribute import (
-    METHODS,
     Attribution,
     AttributionScore,
+    METHODS,
+    Method,
     attribute,
     score_attributions,
     score_predictions,
@@ -74,6 +75,7 @@ from counterfact.interventions._verify import Progress, VerdictReport, decide, v
 
 __all__ = [
     "METHODS",
+    "Method",
     "Attribution",
     "AttributionScore",
     "attribute",
