@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from counterfact._errors import validation_message
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
@@ -187,10 +188,7 @@ def _parse_edits(raw: list[dict[str, Any]] | None, model: ChatModel) -> list[Any
 
 
 def _describe(exc: ValidationError | RequestValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
-        for e in exc.errors()
-    )
+    return validation_message(exc, every=True, skip=("body",))  # type: ignore[arg-type]
 
 
 def create_app(model: ChatModel) -> FastAPI:

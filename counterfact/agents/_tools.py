@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from counterfact._errors import validation_message
 from counterfact.agents._types import ToolCall
 from counterfact.traces._records import ToolCallRecord, report_tool_call
 
@@ -69,11 +70,7 @@ class Tool(BaseModel):
         try:
             result = self.function(self.arguments.model_validate(arguments))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            error = f"invalid arguments for {self.name}: {problems}"
+            error = f"invalid arguments for {self.name}: {validation_message(exc, arguments, every=True)}"
         except Exception as exc:  # a tool's failure is data for the model, not a crash
             error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ToolError) else str(exc)
         record = ToolCallRecord(

@@ -15,7 +15,7 @@ import yaml
 from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from counterfact._errors import CounterfactError
+from counterfact._errors import CounterfactError, validation_message
 from counterfact.agents import Agent, ChatMessage, ChatModel, GenerationSettings
 from counterfact.graphs import _builders
 from counterfact.graphs._tools import TOOLS
@@ -90,17 +90,7 @@ def parse_workflow(data: Any, *, source: str = "workflow") -> WorkflowSpec:
     try:
         return WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = list(error["loc"])
-        if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
-            agents = data.get("agents") if isinstance(data, dict) else None
-            agent = agents[loc[1]] if isinstance(agents, list) and loc[1] < len(agents) else None
-            name = agent.get("name") if isinstance(agent, dict) else None
-            where = f"agents[{loc[1]}]" + (f" ({name})" if name else "")
-            where += "." + ".".join(str(p) for p in loc[2:]) if loc[2:] else ""
-        else:
-            where = ".".join(str(p) for p in loc) or "(top level)"
-        raise WorkflowError(f"{source}: {where}: {error['msg']}") from None
+        raise WorkflowError(f"{source}: {validation_message(exc, data)}") from None
 
 
 def build_graph(

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from counterfact._errors import CounterfactError
+from counterfact._errors import CounterfactError, validation_message
 from counterfact.graphs._state import WorkflowState
 from counterfact.traces import Outcome
 
@@ -190,18 +190,6 @@ def load_suite(path: str | Path) -> Suite:
     try:
         return Suite.model_validate(data)
     except ValidationError as exc:
-        raise SuiteError(f"{path}: {describe_error(exc, data)}") from None
+        raise SuiteError(f"{path}: {validation_message(exc, data)}") from None
 
 
-def describe_error(exc: ValidationError, data: Any) -> str:
-    """The first validation error as `field: what was expected`, naming the task by id."""
-    error = exc.errors()[0]
-    location = list(error["loc"])
-    where = ".".join(str(part) for part in location) or "(top level)"
-    if len(location) >= 2 and location[0] == "tasks" and isinstance(location[1], int):
-        tasks = data.get("tasks") if isinstance(data, dict) else None
-        task = tasks[location[1]] if isinstance(tasks, list) and location[1] < len(tasks) else None
-        task_id = task.get("id") if isinstance(task, dict) else None
-        rest = ".".join(str(part) for part in location[2:]) or "(the task)"
-        where = f"task {location[1]}" + (f" ({task_id})" if task_id else "") + f", field {rest}"
-    return f"{where}: {error['msg']}"

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
-from counterfact._errors import CounterfactError
+from counterfact._errors import CounterfactError, validation_message
 from counterfact.agents import ActivationEdit
 
 
@@ -253,9 +253,7 @@ def parse_intervention(data: Any, *, source: str = "edit") -> Intervention:
     try:
         return Intervention(edits=_EDITS.validate_python(raw), note=note)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        raise InterventionError(f"{source}: {where}: {error['msg']}") from None
+        raise InterventionError(f"{source}: {validation_message(exc, raw)}") from None
 
 
 def load_intervention(path: str | Path) -> Intervention:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, Validati
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from counterfact._errors import validation_message
 from counterfact.traces._models import RunRecord, StepRecord
 from counterfact.traces._schema import Blob, Checkpoint, CheckpointWrite, ModelCall, Run, Step
 from counterfact.traces._store import StoreError, TraceStore
@@ -216,10 +217,8 @@ def _read_lines(source: Path) -> list[tuple[int, RunExport]]:
                 "nothing was imported"
             ) from None
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "line"
             raise StoreError(
-                f"{source}:{number}: not a counterfact run export: {where}: {first['msg']}; "
+                f"{source}:{number}: not a counterfact run export: {validation_message(exc)}; "
                 "nothing was imported"
             ) from None
         if line.run.id in seen:

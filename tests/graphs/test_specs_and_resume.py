@@ -60,9 +60,9 @@ def test_bad_workflow_files_name_the_file_and_field(tmp_path: Path, text: str, e
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("tasks:\n  - {id: a, question: q, answer: '1', checker: {kind: fuzzy}}\n", "task 0 (a), field checker.kind"),
+        ("tasks:\n  - {id: a, question: q, answer: '1', checker: {kind: fuzzy}}\n", "tasks[0] (a).checker.kind: Input should be"),
         ("tasks:\n  - {id: a, question: q}\n  - {id: a, question: q}\n", "task id 'a' appears twice"),
-        ("tasks:\n  - {id: b, answer: '1'}\n", "task 0 (b), field question: Field required"),
+        ("tasks:\n  - {id: b, answer: '1'}\n", "tasks[0] (b).question: Field required"),
         ("tasks:\n  - {id: c, question: q, milestones: [{name: m}]}\n", "exactly one of `contains` or `function`"),
     ],
 )
