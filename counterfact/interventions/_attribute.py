@@ -35,7 +35,6 @@ a model with neither). A prompt that is over budget is shrunk in two stages unti
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
@@ -49,7 +48,7 @@ from pydantic import BaseModel, Field, computed_field
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
 from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
-from counterfact.traces import RunRecord, StepRecord, TraceStore
+from counterfact.traces import output_text, RunRecord, StepRecord, TraceStore
 
 Method = Literal["all_at_once", "step_by_step", "binary_search"]
 METHODS: tuple[Method, ...] = ("all_at_once", "step_by_step", "binary_search")
@@ -268,12 +267,12 @@ def _load_log(store: TraceStore, run_ref: str) -> tuple[str, _Log]:
     run = store.get_run(run_ref)
     question = run.task_input.get("question")
     if not isinstance(question, str):
-        question = _as_text(run.task_input)
+        question = output_text(run.task_input)
     steps = store.steps(run.id)
     return run.id, _Log(
         question=question,
         lines=[
-            _Line(index=s.index if s.index is not None else n, agent=_author(s), text=_text(s))
+            _Line(index=s.index if s.index is not None else n, agent=_author(s), text=output_text(s.output))
             for n, s in enumerate(steps)
         ],
     )
@@ -281,18 +280,6 @@ def _load_log(store: TraceStore, run_ref: str) -> tuple[str, _Log]:
 
 def _author(step: StepRecord) -> str:
     return step.agent or step.node
-
-
-def _text(step: StepRecord) -> str:
-    """A step's output as text: a message's content, or the output as JSON."""
-    output = step.output
-    if isinstance(output, dict) and isinstance(output.get("content"), str):
-        return output["content"]
-    return _as_text(output)
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _store_prediction(store: TraceStore, result: Attribution) -> None:

@@ -45,7 +45,7 @@ from counterfact._errors import CounterfactError
 from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
 from counterfact.executors import Executor, LocalExecutor
 from counterfact.interventions._fixes import Fix, takes_temperature, thinking_fixes
-from counterfact.interventions._grounding import find_suspects, numbers_in, output_text
+from counterfact.interventions._grounding import find_suspects, numbers_in
 from counterfact.interventions._replay import Replayer, ReplayResult
 from counterfact.interventions._specs import (
     ActivationIntervention,
@@ -58,7 +58,7 @@ from counterfact.interventions._specs import (
 from counterfact.interventions._units import ReplayUnit, lend, replay_unit
 from counterfact.interventions._verify import Progress, greedy_from, verify
 from counterfact.graphs import question_of
-from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord, TraceStore, discard_run
+from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord, TraceStore, discard_run, output_text
 from counterfact.traces._show import excerpt
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]

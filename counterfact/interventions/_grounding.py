@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from counterfact.traces import StepRecord
+from counterfact.traces import output_text, StepRecord
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?![\w])")
 _TRIVIAL = 10  # one-digit numbers are list markers and counts as often as claims
@@ -56,15 +56,6 @@ def _significant(number: str) -> bool:
         return abs(float(number)) >= _TRIVIAL
     except ValueError:
         return False
-
-
-def output_text(output: Any) -> str:
-    """What a step said: a message's content, or its output as JSON."""
-    if isinstance(output, dict) and isinstance(output.get("content"), str):
-        return output["content"]
-    if isinstance(output, str):
-        return output
-    return json.dumps(output, default=str) if output is not None else ""
 
 
 def find_suspects(steps: list[StepRecord], question: str) -> list[Suspect]:

@@ -42,6 +42,7 @@ from counterfact.interventions._specs import (
     ToolEdit,
 )
 from counterfact.traces import (
+    output_text,
     NODE_METADATA_KEY,
     Directives,
     ModelResponse,
@@ -205,7 +206,7 @@ class Replayer:
         ours = self._ours(target)
         here = plan.directives
         if isinstance(edit, MessageEdit):
-            edited = _edited_text(edit, _text_of(target.output))
+            edited = _edited_text(edit, output_text(target.output))
             if ours:
                 here.reply = edited
             else:
@@ -439,7 +440,7 @@ class Replayer:
 def _shown(evidence: Evidence, target: StepRecord, steps: list[StepRecord]) -> bool:
     """Whether the replay's steps (from the fork on) show one piece of evidence."""
     if evidence.kind == "prefix":
-        return _text_of(target.output).startswith(evidence.value.strip())
+        return output_text(target.output).startswith(evidence.value.strip())
     if evidence.kind == "sampled":
         temperature, seed = evidence.value.split(":")
         return bool(target.model_calls) and all(
@@ -461,7 +462,7 @@ def _shown(evidence: Evidence, target: StepRecord, steps: list[StepRecord]) -> b
         return (len(steps) > 1 and steps[1].node == evidence.value) or (evidence.value == END and len(steps) == 1)
     seen = "\n".join(str(m.get("content", "")) for s in steps for call in s.model_calls for m in call.request)
     seen += "\n" + "\n".join(str(m.get("content", "")) for s in steps[1:] for m in (s.input or []) if isinstance(m, dict))
-    return evidence.value in seen or evidence.value in _text_of(target.output)
+    return evidence.value in seen or evidence.value in output_text(target.output)
 
 
 _TEXT_TOOL = re.compile(r"^- ([A-Za-z_][A-Za-z0-9_-]*): ", re.MULTILINE)
@@ -502,12 +503,6 @@ def parse_step(text: str) -> StepRef:
     if match.group(1):
         return StepRef(agent=name, invocation=invocation)
     return StepRef(node=name, invocation=invocation)
-
-
-def _text_of(output: Any) -> str:
-    if isinstance(output, dict):
-        return str(output.get("content", ""))
-    return "" if output is None else str(output)
 
 
 def _edited_text(edit: MessageEdit, original: str) -> str:

@@ -3,6 +3,7 @@
 from counterfact.traces._audit import ChainReport, redact_run_text, verify_run
 from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver, state_at
+from counterfact.traces._show import excerpt, output_text
 from counterfact.traces._discard import discard_run
 from counterfact.traces._instrument import instrument
 from counterfact.traces._intercept import install_langchain_hooks
@@ -69,6 +70,8 @@ from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve
 from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, import_whowhen
 
 __all__ = [
+    "excerpt",
+    "output_text",
     "discard_run",
     "CallCapture",
     "install_langchain_hooks",

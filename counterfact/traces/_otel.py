@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from counterfact._errors import CounterfactError
+from counterfact.traces._show import output_text
 from counterfact.traces._models import RunRecord, StepRecord, VerdictRecord
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 
@@ -65,12 +66,6 @@ def _ns(moment: datetime) -> int:
     """Nanoseconds since the epoch of a naive UTC time, exactly (no float rounding)."""
     delta = moment.replace(tzinfo=None) - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
 class SpanWriter:
@@ -114,7 +109,7 @@ class SpanWriter:
             "session.id": run.id,
         }
         if run.task_input:
-            attributes["input.value"] = self._redact(_text(_question(run.task_input)))
+            attributes["input.value"] = self._redact(output_text(_question(run.task_input)))
             attributes["input.mime_type"] = "text/plain"
         if run.outcome is not None:
             attributes["counterfact.outcome.success"] = run.outcome.success
@@ -168,9 +163,9 @@ class SpanWriter:
         if step.agent:
             attributes["counterfact.step.agent"] = step.agent
         if step.input:
-            attributes["input.value"] = self._redact(_text(step.input[-1]))
+            attributes["input.value"] = self._redact(output_text(step.input[-1]))
         if step.output is not None:
-            attributes["output.value"] = self._redact(_text(step.output))
+            attributes["output.value"] = self._redact(output_text(step.output))
         name = f"invoke_agent {agent}" if is_agent else step.node
         self._span(name, trace_id, step_span, span_id_of("run", run_id), attributes,
                    step.started_at, step.ended_at, error=step.error)
@@ -227,7 +222,7 @@ class SpanWriter:
             "llm.invocation_parameters": json.dumps(params, default=str),
             "input.value": request_json,
             "input.mime_type": "application/json",
-            "output.value": _text(response),
+            "output.value": output_text(response),
             "counterfact.model.backend": call.backend,
             "counterfact.model.latency_ms": call.latency_ms,
         }
@@ -240,10 +235,10 @@ class SpanWriter:
         for i, message in enumerate(request if isinstance(request, list) else []):
             if isinstance(message, dict):
                 attributes[f"llm.input_messages.{i}.message.role"] = str(message.get("role", ""))
-                attributes[f"llm.input_messages.{i}.message.content"] = _text(message.get("content", ""))
+                attributes[f"llm.input_messages.{i}.message.content"] = output_text(message.get("content", ""))
         if isinstance(response, dict):
             attributes["llm.output_messages.0.message.role"] = str(response.get("role", "assistant"))
-            attributes["llm.output_messages.0.message.content"] = _text(response.get("content", ""))
+            attributes["llm.output_messages.0.message.content"] = output_text(response.get("content", ""))
         self._span(f"chat {call.model}".strip(), trace_id, span_id, parent, attributes, start, end, client=True)
 
     def _tool_call(self, trace_id: int, span_id: int, parent: int, call: ToolCallRecord,
@@ -260,7 +255,7 @@ class SpanWriter:
             "input.mime_type": "application/json",
         }
         if call.error is None:
-            result = self._redact(_text(call.result))
+            result = self._redact(output_text(call.result))
             attributes["gen_ai.tool.call.result"] = result
             attributes["output.value"] = result
         self._span(f"execute_tool {call.name}", trace_id, span_id, parent, attributes, start, end,

@@ -14,12 +14,18 @@ from counterfact.traces._models import RunRecord, StepRecord
 EXCERPT = 160
 
 
+def output_text(output: Any) -> str:
+    """What a step said: a message's content, else its output as JSON ("" for none)."""
+    if isinstance(output, dict) and isinstance(output.get("content"), str):
+        return output["content"]
+    if isinstance(output, str):
+        return output
+    return "" if output is None else json.dumps(output, ensure_ascii=False, default=str)
+
+
 def excerpt(value: Any, width: int = EXCERPT) -> str:
     """One line of at most `width` characters for any payload."""
-    if isinstance(value, dict) and "content" in value:
-        value = value["content"]
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
+    text = " ".join(output_text(value).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
