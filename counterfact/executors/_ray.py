@@ -289,9 +289,9 @@ def _connect(ray: Any, address: str | None) -> None:
         if address:
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(
-                namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False,
-                _node_ip_address="127.0.0.1", num_cpus=os.cpu_count(),
+            ray.init(  # "local": a new Ray of this process, never one `ray start` left running
+                address="local", namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
+                include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=os.cpu_count(),
             )
     except Exception as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"

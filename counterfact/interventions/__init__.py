@@ -1,6 +1,7 @@
 """Interventions: edit a recorded run at one step, replay it, and verify against a control arm."""
 
 from counterfact.interventions._attribute import (
+    AttributeUnit,
     Attribution,
     AttributionScore,
     METHODS,
@@ -36,6 +37,7 @@ from counterfact.interventions._fixes import Fix, thinking_fixes
 from counterfact.interventions._grounding import Suspect, find_suspects
 from counterfact.interventions._replay import (
     Evidence,
+    ReplayerSpec,
     Replayer,
     ReplayPlan,
     ReplayResult,
@@ -71,7 +73,8 @@ from counterfact.interventions._stats import (
     newcombe_paired,
     wilson,
 )
-from counterfact.interventions._verify import Progress, VerdictReport, decide, verify
+from counterfact.interventions._units import ReplayUnit
+from counterfact.interventions._verify import Progress, VerdictReport, decide, validating_looks, verify
 
 __all__ = [
     "METHODS",
@@ -139,6 +142,10 @@ __all__ = [
     "ReplayTree",
     "replay_tree",
     "run_tree",
+    "validating_looks",
     "verify",
     "wilson",
+    "ReplayUnit",
+    "AttributeUnit",
+    "ReplayerSpec",
 ]

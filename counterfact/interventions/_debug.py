@@ -367,9 +367,8 @@ class Debugger:
                 self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
             return
         first_pass = [(h.id, position) for h in pending if (position := self._next_fix(h)) is not None]
-        while first_pass:
-            batch = self._affordable(first_pass)
-            first_pass = first_pass[len(batch):] if batch else []
+        while first_pass and (batch := self._affordable(first_pass)):
+            first_pass = first_pass[len(batch):]
             self._verify_batch(batch)
         while batch := self._affordable(self._next_fixes()):
             self._verify_batch(batch)

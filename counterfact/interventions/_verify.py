@@ -14,12 +14,13 @@ treatment replay then decides, and the control may be one shared by many verific
 replay of the run that reproduced every step: `control=`).
 
 Sequential mode (`sequential=True`) runs the pairs one at a time and stops as soon as the
-verdict cannot change: validated at the first look where the exact test passes (at
-alpha / trials, a Bonferroni split over the looks, so early stopping keeps the 5% level),
-refuted once a rise of `min_effect` is excluded, or stopped when even all remaining pairs
-going the treatment's way could not reach significance. The final verdict is taken at the
-same split level: a sequential run that went to its last pair without passing alpha / trials
-is not validated by the unsplit test at its end.
+verdict cannot change: validated at the first look where the exact test passes, refuted once
+a rise of `min_effect` is excluded, or stopped when even all remaining pairs going the
+treatment's way could not reach significance. Validation is looked for only at the looks that
+can reach significance at all (with n pairs the smallest p is 0.5^n), and alpha is split
+evenly over those looks (Bonferroni), so early stopping keeps the 5% level without giving up
+the power of the test at the last pair: 6 pairs get one look, at the end, at 0.05; 8 pairs get
+looks at 6, 7 and 8 pairs at 0.05/3. The final verdict is taken at the same level.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def verify(
         applied = applied and bool(hits) and (moved or not first_token)
         detail = f"hooks changed activations {hits} times; first-token KL {kl:.4g}" if kl is not None else detail
     milestone_p = _milestone_p(treatment, control)
-    alpha = ALPHA / trials if sequential else ALPHA  # the level every look was held to
+    alpha = validating_looks(trials)[1] if sequential else ALPHA  # the level every look was held to
     verdict, reason = decide(comparison, deterministic, applied, detail, milestone_p, min_effect, alpha=alpha)
     report = VerdictReport(
         id=verdict_id,
@@ -201,6 +202,17 @@ def decide(
     return "inconclusive", f"too few trials to decide ({rates}, 95% CI {c.ci_low:+.2f}..{c.ci_high:+.2f})"
 
 
+def validating_looks(trials: int) -> tuple[int, float]:
+    """Of a sequential verification of `trials` pairs: the first look (pairs done) at which it
+    may validate, and the level each such look is held to. The looks are the last k, for the
+    largest k such that each of them could pass at alpha / k."""
+    for k in range(trials, 1, -1):
+        first = trials - k + 1
+        if compare([True] * first, [False] * first).p_value < ALPHA / k:
+            return first, ALPHA / k
+    return trials, ALPHA
+
+
 def _settled(results: list[ReplayResult], shared: list[ReplayResult] | None, trials: int, min_effect: float) -> bool:
     """Whether more pairs could still change a sequential verdict (see the module docstring)."""
     treatment = [r.success for r in results if r.arm == "treatment"]
@@ -208,11 +220,12 @@ def _settled(results: list[ReplayResult], shared: list[ReplayResult] | None, tri
         r.success for r in results if r.arm == "control"
     ]
     c = compare(treatment, control)
-    if c.p_value < ALPHA / trials or c.ci_high < min_effect:
+    first, level = validating_looks(trials)
+    if (c.n >= first and c.p_value < level) or c.ci_high < min_effect:
         return True
     left = trials - c.n
     best = compare(treatment + [True] * left, control + [False] * left)
-    return best.p_value >= ALPHA / trials
+    return best.p_value >= level
 
 
 def greedy_from(replayer: Replayer, step: int, temperature: float | None = None) -> bool:

@@ -306,6 +306,20 @@ def test_each_hypothesis_gets_its_best_fix_before_any_gets_a_second(sqlite_path:
     assert report.spent.replays == 4
 
 
+def test_a_budget_that_runs_out_in_the_first_pass_leaves_the_rest_undecided(sqlite_path: str) -> None:
+    """Control and the solver's first fix use the budget up: the reporter's first fix cannot be
+    paid for, and the session ends with it untried (it used to crash on an empty batch)."""
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, inventing(heeds=False), task="sum")
+    report = _debugger(store, run_id, pool, strategies=["grounded", "llm"], budget=Budget(replays=2),
+                       samples=1, hypothesis_model=_critic(2, "the reporter repeated a wrong sum")).run()
+    by_step = {h.step: h for h in report.hypotheses}
+    assert [f.verdict for f in by_step[1].fixes] == ["refuted", None]
+    assert [f.verdict for f in by_step[2].fixes] == [None, None]
+    assert by_step[2].note == "budget: 0 of 2 fixes tried before the budget ran out"
+    assert report.spent.replays == 2 and report.status == "done"
+
+
 def test_a_budget_too_small_for_every_fix_leaves_the_hypothesis_undecided(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     run_id, pool = _record(store, ignores_the_note)

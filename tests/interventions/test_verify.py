@@ -20,6 +20,7 @@ from counterfact.interventions import (
     newcombe,
     parse_intervention,
     run_tree,
+    validating_looks,
     verify,
     wilson,
 )
@@ -53,12 +54,46 @@ def test_decision_rules() -> None:
     assert decide(sampled, False, True, "", None, 0.5)[0] == "validated"
     assert decide(compare([True, False, False], [False] * 3), False, True, "", None, 0.5)[0] == "inconclusive"
     assert decide(compare([False] * 12, [False] * 12), False, True, "", None, 0.5)[0] == "refuted"
-    # a sequential verification of 6 looks holds its final test to alpha / 6 too: 5/6 vs 0/6
-    # (one-sided p = 0.031) passes the unsplit 5% level but not 0.05 / 6
-    borderline = compare([True] * 5 + [False], [False] * 6)
-    assert 0.05 / 6 < borderline.p_value < 0.05
+    # a sequential verification holds its final test to its looks' split level too: with 8
+    # pairs it looks at 6, 7 and 8 (0.05 / 3 each), and 6/8 vs 0/8 (p = 0.016) passes the
+    # unsplit 5% level and 0.05 / 3, while 5/8 vs 0/8 (p = 0.031) passes 5% only
+    assert validating_looks(8) == (6, pytest.approx(0.05 / 3))
+    borderline = compare([True] * 5 + [False] * 3, [False] * 8)
+    assert 0.05 / 3 < borderline.p_value < 0.05
     assert decide(borderline, False, True, "", None, 0.5)[0] == "validated"
-    assert decide(borderline, False, True, "", None, 0.5, alpha=0.05 / 6)[0] == "inconclusive"
+    assert decide(borderline, False, True, "", None, 0.5, alpha=0.05 / 3)[0] == "inconclusive"
+
+
+def test_sequential_looks_are_those_that_can_reach_significance() -> None:
+    """With n pairs the smallest p is 0.5^n: looks before one could pass are not counted, so a
+    short verification keeps its power (6 pairs: one look, at 0.05), and a longer one splits
+    alpha over its possible looks only."""
+    assert [validating_looks(t) for t in (1, 4, 5, 6)] == [(1, 0.05), (4, 0.05), (5, 0.05), (6, 0.05)]
+    assert validating_looks(7) == (6, 0.025)
+    for trials in range(1, 30):
+        first, level = validating_looks(trials)
+        looks = trials - first + 1
+        assert level == pytest.approx(0.05 / looks)  # Bonferroni over the looks taken
+        if trials >= 5:
+            assert compare([True] * first, [False] * first).p_value < level  # each look can pass
+
+
+def test_a_sequential_verification_of_six_pairs_can_validate(sqlite_path: str) -> None:
+    """6 pairs of a sampled run where the edit always repairs it: validated at the last look
+    (alpha split over all six looks made this impossible: 0.5^6 > 0.05/6)."""
+    store = TraceStore.open(sqlite_path)
+    model = CoinModel()
+    spec = parse_workflow(
+        {"name": "coin", "topology": "pipeline", "model": "coin",
+         "agents": [{"name": "a", "role": "A.", "settings": {"temperature": 0.8}}]}
+    )
+    pool = ModelPool("coin", {"coin": model})
+    run_id = WorkflowRunner(spec, store, pool).run(load_suite(SUITE).task("wrong"), seed=123).run_id
+    replayer = Replayer(store, run_id, pool=pool)
+    plan = replayer.compile(parse_intervention({"kind": "prefix", "text": "FINAL ANSWER: 999."}), 0)
+    report = verify(replayer, plan, trials=6, seed=40, sequential=True)
+    assert report.comparison.n == 6 and report.comparison.treatment_rate == 1.0
+    assert report.verdict == "validated", report.reason
 
 
 def test_verify_stores_intervention_replays_and_verdict(sqlite_path: str) -> None:
