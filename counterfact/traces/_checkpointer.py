@@ -167,7 +167,7 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             "metadata": meta,
         }
         writer = self._writers.get(thread_id) if ns == "" else None
-        with self.store.begin() as conn:
+        with self.store.begin(blind=True) as conn:
             conn.execute(self.store.sql.upsert_checkpoint, row)
             if writer is not None:
                 for step in self._take_staged(thread_id, None):
@@ -206,7 +206,7 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             for type_, value in [self.serde.dumps_typed(val)]
         ]
         writer = self._writers.get(thread_id) if ns == "" else None
-        with self.store.begin() as conn:
+        with self.store.begin(blind=True) as conn:
             if rows:
                 special = all(w[0] in WRITES_IDX_MAP for w in writes)
                 sql = self.store.sql

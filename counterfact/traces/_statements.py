@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -47,8 +47,14 @@ class Statements:
             set_={k: wr.excluded[k] for k in ("channel", "type", "value", "task_path")},
         )
         self.insert_blobs = upsert(Blob.__table__).on_conflict_do_nothing(index_elements=["digest"])
-        self.insert_step = insert(Step.__table__).returning(Step.id)
-        self.insert_step_only = insert(Step.__table__)
-        self.insert_model_calls = insert(ModelCall.__table__)
-        self.insert_tool_calls = insert(ToolCall.__table__)
+        # Nothing is read back (no implicit RETURNING of the new id): a step's calls find it by
+        # (run_id, step_index), so that a step's statements can all go out in one round trip.
+        self.insert_step = insert(Step.__table__).inline()
+        step_id = (
+            select(Step.id)
+            .where(Step.run_id == bindparam("run_id"), Step.index == bindparam("step_index"))
+            .scalar_subquery()
+        )
+        self.insert_model_calls = insert(ModelCall.__table__).values(step_id=step_id).inline()
+        self.insert_tool_calls = insert(ToolCall.__table__).values(step_id=step_id).inline()
         self.insert_run = insert(Run.__table__)

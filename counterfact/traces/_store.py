@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -34,7 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from counterfact._errors import CounterfactError
 from counterfact.traces._models import (
@@ -53,7 +53,12 @@ from counterfact.traces._models import (
     utcnow,
 )
 from counterfact.traces._otel import intervention_of, live_export
-from counterfact.traces._payloads import canonical_json, digest_of, sha256_hex, to_jsonable
+from counterfact.traces._payloads import (
+    canonical_json,
+    digest_of,
+    sha256_hex,
+    to_jsonable,
+)
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 from counterfact.traces._redact import Redactor
 from counterfact.traces._schema import (
@@ -132,6 +137,17 @@ def _safe_url(url: str) -> str:
     return url
 
 
+class _PipelineMode:
+    """psycopg's pipeline mode on a connection, held from one transaction to the next."""
+
+    def __init__(self, raw: Any) -> None:
+        self._stack = ExitStack()
+        self.sync = self._stack.enter_context(raw.pipeline()).sync
+
+    def close(self) -> None:
+        self._stack.close()
+
+
 class TraceStore:
     """Runs, steps, calls and blobs in one database. Thread-safe; share one per process."""
 
@@ -141,9 +157,11 @@ class TraceStore:
         self.redact = redactor or Redactor()
         self._known_blobs: set[str] = set()
         self._message_cache: OrderedDict[Any, tuple[Any, tuple[str, bytes, str]]] = OrderedDict()
+        self._chunk_cache: OrderedDict[Any, tuple[list[Any], list[tuple[str, bytes, str]]]] = OrderedDict()
         self._known_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._write_conn: Connection | None = None
+        self._pipeline: _PipelineMode | None = None  # the write connection's, while it is on
         try:
             with self.engine.connect():
                 pass
@@ -174,6 +192,8 @@ class TraceStore:
     def close(self) -> None:
         with self._write_lock:
             if self._write_conn is not None:
+                if self._pipeline is not None:
+                    self._set_pipeline(self._write_conn, False)
                 self._write_conn.close()
                 self._write_conn = None
         self.engine.dispose()
@@ -185,34 +205,89 @@ class TraceStore:
         self.close()
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
+    def begin(self, *, blind: bool = False) -> Iterator[Connection]:
         """One write transaction, on this store's one write connection.
 
         Writers of this process queue on a Python lock (on SQLite, its busy handler sleeps in
         coarse steps, which made LangGraph's concurrent put/put_writes wait milliseconds for
         each other); other processes queue on the database's own locking. Keeping one
         connection also saves a pool checkout per transaction on the recording hot path.
+
+        `blind`: the transaction only writes and reads nothing back (the recording hot path).
+        On PostgreSQL it then runs in psycopg's pipeline mode, in one round trip (see
+        `_pipelined`).
         """
         with self._write_lock:
-            if self._write_conn is None or self._write_conn.closed or self._write_conn.invalidated:
-                self._write_conn = self.engine.connect()
-                if self.dialect == "sqlite":
-                    # Take the write lock at BEGIN, so that writers of several processes queue
-                    # on busy_timeout instead of failing when a read lock cannot be upgraded.
-                    self._write_conn.connection.dbapi_connection.isolation_level = "IMMEDIATE"
-                else:
-                    # Commits do not wait for the WAL flush: a killed client loses nothing
-                    # committed, a server crash may lose the last few transactions whole (never
-                    # half of one): the guarantee SQLite's WAL with synchronous=NORMAL gives.
-                    self._write_conn.exec_driver_sql("SET synchronous_commit = off")
-                    self._write_conn.commit()
-            conn = self._write_conn
+            conn = self._write_connection()
+            if self.dialect == "postgresql":
+                self._set_pipeline(conn, blind)
             try:
-                with conn.begin():
+                with conn.begin(), self._pipelined(conn, self._pipeline) if self._pipeline else nullcontext():
                     yield conn
             except SQLAlchemyError:
-                conn.invalidate()  # a broken connection is replaced on the next write
+                self._drop_write_connection()  # a broken connection is replaced on the next write
                 raise
+
+    def _write_connection(self) -> Connection:
+        if self._write_conn is None or self._write_conn.closed or self._write_conn.invalidated:
+            self._drop_write_connection()
+            self._write_conn = self.engine.connect()
+            if self.dialect == "sqlite":
+                # Take the write lock at BEGIN, so that writers of several processes queue
+                # on busy_timeout instead of failing when a read lock cannot be upgraded.
+                self._write_conn.connection.dbapi_connection.isolation_level = "IMMEDIATE"
+            else:
+                # Commits do not wait for the WAL flush: a killed client loses nothing
+                # committed, a server crash may lose the last few transactions whole (never
+                # half of one): the guarantee SQLite's WAL with synchronous=NORMAL gives.
+                self._write_conn.exec_driver_sql("SET synchronous_commit = off")
+                self._write_conn.commit()
+        return self._write_conn
+
+    def _set_pipeline(self, conn: Connection, on: bool) -> None:
+        """Put the (idle) PostgreSQL write connection in or out of psycopg's pipeline mode.
+
+        It stays in the mode from one blind transaction to the next: leaving it costs a round
+        trip. In the mode the connection is in autocommit: `_pipelined` delimits transactions
+        by the pipeline's syncs (psycopg would wait for the result of a BEGIN of its own).
+        """
+        raw = conn.connection.driver_connection
+        if on and self._pipeline is None:
+            raw.autocommit = True
+            self._pipeline = _PipelineMode(raw)
+        elif not on and self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            pipeline.close()
+            raw.autocommit = False
+
+    @contextmanager
+    def _pipelined(self, conn: Connection, pipeline: _PipelineMode) -> Iterator[None]:
+        """A transaction in pipeline mode: the statements are queued and sent together, and
+        only the commit waits for the server, once, where each statement would wait for its
+        own round trip. PostgreSQL runs what comes between two syncs as one (implicit)
+        transaction, committed at the sync; a statement's error, which shows at the sync,
+        undoes all of it, and so does the ROLLBACK sent when the block raises."""
+        error = conn.dialect.loaded_dbapi.Error
+        try:
+            yield
+        except BaseException:
+            with suppress(error):  # the block's exception is the one to report
+                conn.connection.driver_connection.execute("ROLLBACK")
+                pipeline.sync()
+            raise
+        try:
+            pipeline.sync()
+        except error as exc:
+            raise DBAPIError.instance("COMMIT", None, exc, error) from None
+
+    def _drop_write_connection(self) -> None:
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            with suppress(Exception):  # the connection may be broken: it is discarded anyway
+                pipeline.close()
+        if self._write_conn is not None and not self._write_conn.closed:
+            self._write_conn.invalidate()
+        self._write_conn = None
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -276,14 +351,45 @@ class TraceStore:
         Manifests form a chain of fixed chunks ({"prefix": previous manifest, "messages": up to
         MANIFEST_CHUNK digests}), so a history resent at every step shares all its full chunks
         with the previous step: the store grows linearly with the run, not quadratically.
+        A chunk whose manifest is already stored is left out of the rows (its messages were
+        stored with it), so the cost of a step does not grow with the history either.
         """
-        rows = [self._encode_message(m) for m in messages]
-        digests = [d for d, _, _ in rows]
+        rows: list[tuple[str, bytes, str]] = []
         prefix: str | None = None
-        for start in range(0, max(len(digests), 1), MANIFEST_CHUNK):
-            body = canonical_json({"prefix": prefix, "messages": digests[start : start + MANIFEST_CHUNK]})
-            prefix = sha256_hex(body)
-            rows.append((prefix, body, MESSAGES_MEDIA_TYPE))
+        for start in range(0, max(len(messages), 1), MANIFEST_CHUNK):
+            chunk = list(messages[start : start + MANIFEST_CHUNK])
+            chunk_rows = self._encode_chunk(prefix, chunk)
+            prefix = chunk_rows[-1][0]
+            with self._known_lock:
+                stored = prefix in self._known_blobs
+            if not stored:
+                rows.extend(chunk_rows)
+        if not rows:  # the head manifest is the caller's digest of the history
+            rows.append(chunk_rows[-1])
+        return rows
+
+    def _encode_chunk(self, prefix: str | None, chunk: list[Any]) -> list[tuple[str, bytes, str]]:
+        """One chunk's message rows and its manifest (last). A full chunk of message objects
+        is remembered by the identity of its messages (checked through weak references: one
+        that died may have left its id to another object), as the same objects come back in
+        the history of every later step."""
+        key = (prefix, *map(id, chunk)) if len(chunk) == MANIFEST_CHUNK else None
+        if key is not None:
+            with self._known_lock:
+                hit = self._chunk_cache.get(key)
+                if hit is not None:
+                    self._chunk_cache.move_to_end(key)
+            if hit is not None and all(ref() is m for ref, m in zip(hit[0], chunk, strict=True)):
+                return hit[1]
+        rows = [self._encode_message(m) for m in chunk]
+        body = canonical_json({"prefix": prefix, "messages": [d for d, _, _ in rows]})
+        rows.append((sha256_hex(body), body, MESSAGES_MEDIA_TYPE))
+        if key is not None and all(_is_message_object(m) for m in chunk):
+            refs = [weakref.ref(m) for m in chunk]
+            with self._known_lock:
+                self._chunk_cache[key] = (refs, rows)
+                if len(self._chunk_cache) > 2_000:
+                    self._chunk_cache.popitem(last=False)
         return rows
 
     def get_value(self, digest: str | None) -> Any:
@@ -1123,19 +1229,12 @@ class RunWriter:
                 "digest": link,
             }
             sql = self.store.sql
-            if not (prepared.model_rows or prepared.tool_rows):
-                conn.execute(sql.insert_step_only, row)
-            else:
-                step_id = conn.execute(sql.insert_step, row).scalar_one()
+            conn.execute(sql.insert_step, row)
+            key = {"run_id": self.run_id, "step_index": index}
             if prepared.model_rows:
-                conn.execute(
-                    sql.insert_model_calls,
-                    [{**m, "step_id": step_id} for m in prepared.model_rows],
-                )
+                conn.execute(sql.insert_model_calls, [{**m, **key} for m in prepared.model_rows])
             if prepared.tool_rows:
-                conn.execute(
-                    sql.insert_tool_calls, [{**t, "step_id": step_id} for t in prepared.tool_rows]
-                )
+                conn.execute(sql.insert_tool_calls, [{**t, **key} for t in prepared.tool_rows])
             self.next_index = index + 1
             self.head = link
             written = record.model_copy(update={"index": index, "digest": link})
