@@ -54,7 +54,7 @@ def pg_url() -> Iterator[str]:
     """A PostgreSQL database of its own for this test session, dropped afterwards."""
     require(_pg_available(), f"PostgreSQL is not reachable at {PG_ADMIN_URL}; start it (see .ci/run)")
     name = f"cf_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, shared_model
@@ -21,7 +21,7 @@ from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
 from counterfact.graphs._spec import WorkflowSpec, build_graph, parse_workflow
 from counterfact.graphs._state import initial_state
 from counterfact.graphs._tasks import Suite, Task
-from counterfact.traces import RecordedGraph, RunRecord, StoreError, TraceStore, discard_run, record
+from counterfact.traces import RecordedGraph, RunRecord, StoreError, TraceStore, discard_run, lost_database, record
 
 
 class RunSummary(BaseModel):
@@ -129,6 +129,15 @@ class WorkflowRunner:
 
 
 INTERRUPTED = "cut off by a lost database connection"  # such runs wait for `resume --interrupted`
+START_RETRIES = 2  # a run the lost database kept from starting is started again this often
+
+
+def _started(store: TraceStore, run_id: str) -> bool:
+    """Whether the run has a row (True too when the database cannot say: leave it be)."""
+    try:
+        return bool(store.existing_run_ids([run_id]))
+    except SQLAlchemyError:
+        return True
 
 
 class RunUnit(Unit):
@@ -150,17 +159,26 @@ class RunUnit(Unit):
         if attempt > 1:
             discard_run(context.store, self.run_id)  # what the lost attempt wrote
         runner = runner_in(context, self.spec, self.model)
-        try:
-            return runner.run(
-                self.task, suite=self.suite, trial=self.trial, seed=self.seed, run_id=self.run_id, attempt=attempt
-            )
-        except DBAPIError as exc:  # the database went away mid-run: the run stays resumable
-            reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
-            return RunSummary(
-                run_id=self.run_id, task_id=self.task.id, trial=self.trial, status="running", success=False,
-                score=0.0, answer=None, expected=self.task.answer, steps=0, tokens=0, seconds=0.0,
-                error=f"{INTERRUPTED}: {reason}",
-            )
+        retries = 0
+        while True:
+            try:
+                return runner.run(
+                    self.task, suite=self.suite, trial=self.trial, seed=self.seed, run_id=self.run_id, attempt=attempt
+                )
+            except SQLAlchemyError as exc:
+                if not lost_database(exc):
+                    raise
+                if retries < START_RETRIES and not _started(context.store, self.run_id):
+                    retries += 1
+                    time.sleep(retries)  # nothing written yet: start again on a new connection
+                    continue
+                # cut off mid-run (or the database is still away): the run stays resumable
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                return RunSummary(
+                    run_id=self.run_id, task_id=self.task.id, trial=self.trial, status="running", success=False,
+                    score=0.0, answer=None, expected=self.task.answer, steps=0, tokens=0, seconds=0.0,
+                    error=f"{INTERRUPTED}: {reason}",
+                )
 
 
 def pool_in(context: WorkerContext, model: str | None) -> ModelPool:

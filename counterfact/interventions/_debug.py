@@ -327,7 +327,7 @@ class Debugger:
         control arm of every fix (a replay from any later step would repeat it exactly)."""
         if self._control is not None or not greedy_from(self.replayer, 0):
             return
-        labels = {"debug_session": self.session_id, "shared_control": True}
+        labels = {"debug_session": self.session_id, "debug_role": "shared-control"}
         made = [r for r in self.store.list_runs(labels=labels, limit=None) if r.status in ("succeeded", "failed")]
         if made:  # a resumed session: the control made before the interruption (already paid)
             run = made[0]

@@ -52,6 +52,7 @@ from counterfact.traces._recorder import (
     check_label,
     find_ref,
     import_ref,
+    lost_database,
     record,
     score_state,
 )
@@ -70,6 +71,7 @@ from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve
 from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, import_whowhen
 
 __all__ = [
+    "lost_database",
     "excerpt",
     "output_text",
     "discard_run",

@@ -26,6 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from langgraph.utils.runnable import RunnableCallable
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
 from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver
@@ -61,6 +62,22 @@ class RunResult(BaseModel):
     status: RunStatus
     state: dict[str, Any] | None = None
     error: str | None = None
+
+
+def lost_database(error: BaseException) -> bool:
+    """Whether an exception (or one it arose from) is the store's connection failing, not the
+    graph: SQLAlchemy reports a lost connection as an OperationalError, or, once a transaction
+    on it is broken, as a PendingRollbackError."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, (OperationalError, PendingRollbackError)) or (
+            isinstance(seen, DBAPIError) and seen.connection_invalidated
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class RecordedGraph:
@@ -202,6 +219,12 @@ class RecordedGraph:
         if error is None and state is not None and "__interrupt__" in state:
             # waiting for a human: the run goes on when invoked with Command(resume=...)
             return RunResult(run_id=run_id, status="running", state=state)
+        if error is not None and lost_database(error):
+            # the database went away, not the graph: the run is not an error of its own but
+            # cut off, and stays `running` for `resume` (its steps so far are committed whole)
+            if raise_errors:
+                raise error
+            return RunResult(run_id=run_id, status="running", state=None, error=message)
         status: RunStatus = "error" if error else "succeeded"
         if finish:
             self.store.finish_run(run_id, status, error=message)

@@ -271,7 +271,9 @@ class TraceStore:
         try:
             yield
         except BaseException:
-            with suppress(error):  # the block's exception is the one to report
+            # the block's exception is the one to report, whatever the (perhaps lost)
+            # connection makes of the rollback
+            with suppress(Exception):
                 conn.connection.driver_connection.execute("ROLLBACK")
                 pipeline.sync()
             raise

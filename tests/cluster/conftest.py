@@ -16,6 +16,8 @@ import psutil
 import pytest
 
 from ..conftest import require
+from ..graphs.scripted import arithmetic_brain
+from .delayed import DelayedModel, delayed_server
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
 # Read by Ray when it is imported: the cluster listens on loopback only, and the drivers of
@@ -66,3 +68,24 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
         return process.children(recursive=True)
     except psutil.Error:
         return []
+
+
+@pytest.fixture(scope="session")
+def brain_server() -> Iterator[DelayedModel]:
+    """One delayed model server for the session, reached as `openai:brain` (a process resolves
+    a model spec once, so the URL must not change): 0.3 s per call. Tests choose its brain."""
+    with delayed_server(arithmetic_brain, 0.3) as (url, model):
+        before = os.environ.get("OPENAI_BASE_URL")
+        os.environ["OPENAI_BASE_URL"] = url
+        yield model
+        if before is None:
+            del os.environ["OPENAI_BASE_URL"]
+        else:
+            os.environ["OPENAI_BASE_URL"] = before
+
+
+@pytest.fixture
+def brain(brain_server: DelayedModel, request: pytest.FixtureRequest) -> DelayedModel:
+    """The server with the brain the test module names in `BRAIN`, its counters at zero."""
+    brain_server.use(request.module.BRAIN)
+    return brain_server

@@ -35,6 +35,12 @@ class DelayedModel(ChatModel):
     def name(self) -> str:
         return self.inner.name
 
+    def use(self, brain: Brain) -> None:
+        """Answer with another brain from now on, and count afresh."""
+        self.inner = ScriptedChatModel(brain, name=self.inner.name)
+        with self._lock:
+            self.calls = self.peak = 0
+
     def complete(self, messages: list[ChatMessage], settings: GenerationSettings | None = None, **kwargs: Any) -> Completion:
         time.sleep(self.delay)
         return self.inner.complete(messages, settings, **kwargs)

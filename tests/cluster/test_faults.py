@@ -22,9 +22,9 @@ from counterfact.traces import TraceStore, verify_run
 from counterfact.traces._schema import Run, Step
 
 from ..conftest import _truncate
-from ..graphs.scripted import PIPELINE_YAML, arithmetic_brain, trio_spec
+from ..graphs.scripted import PIPELINE_YAML, trio_spec
 from ..interventions.test_debug import ignores_the_note
-from .delayed import DelayedModel, delayed_server
+from .delayed import DelayedModel
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 COUNTERFACT = str(Path(sys.executable).parent / "counterfact")
@@ -39,15 +39,11 @@ def critic_and_agents(messages: list[ChatMessage]) -> str:
     return ignores_the_note(messages)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, DelayedModel]]:
-    with delayed_server(critic_and_agents, 0.3) as served:
-        yield served
+BRAIN = critic_and_agents  # the delayed server's brain in this module (see conftest)
 
 
 @pytest.fixture
-def pg_store(pg_url: str, server: tuple[str, DelayedModel], monkeypatch: pytest.MonkeyPatch) -> Iterator[TraceStore]:
-    monkeypatch.setenv("OPENAI_BASE_URL", server[0])
+def pg_store(pg_url: str, brain: DelayedModel) -> Iterator[TraceStore]:
     store = TraceStore.open(pg_url)
     _truncate(store)
     yield store
@@ -112,9 +108,13 @@ def _restart_postgres() -> None:
 
 
 @pytest.mark.skipif(not Path("/etc/postgresql").is_dir() or os.geteuid() != 0, reason="restarting PostgreSQL needs root and pg_ctlcluster")
-def test_postgres_restarted_under_a_suite_run_loses_and_doubles_no_step(pg_store: TraceStore, pg_url: str, tmp_path: Path) -> None:
+def test_postgres_restarted_under_a_suite_run_loses_and_doubles_no_step(
+    pg_store: TraceStore, pg_url: str, tmp_path: Path, brain: DelayedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(brain, "delay", 1.5)  # runs of about 8 s: the restart lands mid-run
     suite = tmp_path / "suite.jsonl"
-    suite.write_text("\n".join(json.dumps(t.model_dump(mode="json")) for t in SUITE.tasks * 4) + "\n")
+    tasks = [t.model_copy(update={"id": f"{t.id}-{k}"}) for k in range(4) for t in SUITE.tasks]
+    suite.write_text("\n".join(json.dumps(t.model_dump(mode="json")) for t in tasks) + "\n")
     spec = tmp_path / "trio.yaml"
     spec.write_text(json.dumps({**PIPELINE_YAML, "model": "openai:brain"}))
     run = subprocess.Popen(_cli("run", str(spec), "--suite", str(suite), "--concurrency", "8", db=pg_url),
@@ -126,21 +126,23 @@ def test_postgres_restarted_under_a_suite_run_loses_and_doubles_no_step(pg_store
             steps = conn.execute(select(func.count()).select_from(Step)).scalar_one()
         if started == 8 and steps >= 4:
             break
-        assert time.monotonic() < deadline and run.poll() is None
+        assert time.monotonic() < deadline and run.poll() is None, run.stdout.read() if run.stdout else ""
         time.sleep(0.05)
     _restart_postgres()
     output, _ = run.communicate(timeout=300)
     assert "Traceback" not in output
+    assert "runs were cut off" in output and "counterfact resume --interrupted" in output  # said so
     pg_store.engine.dispose()
     resumed = subprocess.run(_cli("resume", "--interrupted", db=pg_url), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, (resumed.stderr, output, [(r.status, r.error) for r in pg_store.list_runs(limit=None)])
     runs = pg_store.list_runs(limit=None)
     assert len(runs) == 8 and {r.status for r in runs} <= {"succeeded", "failed"}
+    brain.delay = 0.3  # the reference runs need not be slow
     expected = {t.id: [s.node for s in _steps_of_clean_run(pg_store, t)] for t in SUITE.tasks}
     for r in runs:
         steps = pg_store.steps(r.id, payloads=False)
         assert [s.index for s in steps] == list(range(len(steps)))
-        assert [s.node for s in steps] == expected[r.labels["task_id"]], r.id  # none lost, none doubled
+        assert [s.node for s in steps] == expected[r.labels["task_id"].rsplit("-", 1)[0]], r.id  # none lost, none doubled
         assert all(s.checkpoint_after for s in steps)
         assert verify_run(pg_store, r.id).ok
 

@@ -20,12 +20,14 @@ from counterfact.traces import TraceStore, verify_run
 from counterfact.traces._schema import Run
 
 from ..conftest import _truncate
-from ..graphs.scripted import arithmetic_brain, trio_spec
+from ..graphs.scripted import trio_spec
 from ..interventions.test_debug import heeds_the_note
-from .delayed import DelayedModel, delayed_server
+from .delayed import DelayedModel
+from .units import Fatal
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 SUITE = load_suite("tests/graphs/suite.yaml")
+BRAIN = heeds_the_note  # the delayed server's brain in this module (see conftest)
 
 
 @pytest.fixture
@@ -34,26 +36,6 @@ def pg_store(pg_url: str) -> Iterator[TraceStore]:
     _truncate(store)
     yield store
     store.close()
-
-
-@pytest.fixture(scope="module")
-def brain_server() -> Iterator[DelayedModel]:
-    """The arithmetic brain behind 0.3 s per call; workers reach it as `openai:brain`. One
-    server for the module: a process resolves a model spec once (`shared_model`)."""
-    with delayed_server(heeds_the_note, 0.3) as (url, model):
-        before = os.environ.get("OPENAI_BASE_URL")
-        os.environ["OPENAI_BASE_URL"] = url
-        yield model
-        if before is None:
-            del os.environ["OPENAI_BASE_URL"]
-        else:
-            os.environ["OPENAI_BASE_URL"] = before
-
-
-@pytest.fixture
-def brain(brain_server: DelayedModel) -> DelayedModel:
-    brain_server.peak = 0
-    return brain_server
 
 
 def _answers(results: list) -> list[tuple[str, int, str, str | None]]:
@@ -65,7 +47,7 @@ def test_a_suite_on_ray_matches_the_local_executor_and_the_endpoint_limit_holds(
 ) -> None:
     suite = Suite(name="tiny", tasks=SUITE.tasks)
     local = run_suite(trio_spec(), suite, pg_store, model="openai:brain", trials=3, concurrency=4)
-    brain.peak = 0
+    brain.use(heeds_the_note)
     with RayExecutor(pg_store, address=ray_address, workers=2, concurrency=3, endpoint_limit=2) as ray:
         assert len(set(ray.worker_pids()) | {os.getpid()}) == 3  # two worker processes of their own
         remote = run_suite(trio_spec(), suite, pg_store, model="openai:brain", trials=3, executor=ray)
@@ -152,16 +134,6 @@ def test_an_in_memory_store_cannot_be_shared() -> None:
 
 def test_a_unit_lost_again_and_again_fails_with_its_name(pg_store: TraceStore, ray_address: str) -> None:
     """A unit that kills every worker it lands on is not retried forever."""
-    from counterfact.executors import Unit, WorkerContext
-
-    class Fatal(Unit):
-        @property
-        def label(self) -> str:
-            return "the fatal unit"
-
-        def perform(self, context: WorkerContext, *, attempt: int = 1) -> None:
-            os.kill(os.getpid(), signal.SIGKILL)
-
     with RayExecutor(pg_store, address=ray_address, workers=1, concurrency=1) as ray:
         with pytest.raises(CounterfactError, match="the fatal unit was lost with its worker 3 times"):
             ray.map([Fatal()])

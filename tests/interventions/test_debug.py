@@ -430,7 +430,7 @@ def test_an_interrupted_session_resumes_where_it_stopped(sqlite_path: str) -> No
     assert h.fixes[0].verdict_id == first_verdict.id  # the first fix was not verified again
     assert (h.status, h.verdict, report.status) == ("verified", "refuted", "done")
     assert report.spent.replays == 3  # control and fix 1, then fix 2 against the stored control
-    assert len(store.list_runs(labels={"shared_control": True}, limit=None)) == 1
+    assert len(store.list_runs(labels={"debug_role": "shared-control"}, limit=None)) == 1
 
 
 def test_bad_input(sqlite_path: str) -> None:
