@@ -78,9 +78,8 @@ def brain_server() -> Iterator[DelayedModel]:
         before = os.environ.get("OPENAI_BASE_URL")
         os.environ["OPENAI_BASE_URL"] = url
         yield model
-        if before is None:
-            del os.environ["OPENAI_BASE_URL"]
-        else:
+        os.environ.pop("OPENAI_BASE_URL", None)
+        if before is not None:
             os.environ["OPENAI_BASE_URL"] = before
 
 
