@@ -78,10 +78,27 @@ def test_sequential_looks_are_those_that_can_reach_significance() -> None:
             assert compare([True] * first, [False] * first).p_value < level  # each look can pass
 
 
-def test_a_sequential_verification_of_six_pairs_can_validate(sqlite_path: str) -> None:
-    """6 pairs of a sampled run where the edit always repairs it: validated at the last look
-    (alpha split over all six looks made this impossible: 0.5^6 > 0.05/6)."""
-    store = TraceStore.open(sqlite_path)
+class CoinModel(ChatModel):
+    """Answers right with probability 0.1, drawn from the request's seed: a sampling model."""
+
+    backend = "scripted"
+
+    def __init__(self) -> None:
+        self.seeds: list[int | None] = []
+
+    @property
+    def name(self) -> str:
+        return "coin"
+
+    def complete(self, messages, settings=None, *, tools=None, activation_edits=None):  # type: ignore[no-untyped-def]
+        seed = settings.seed if settings else None
+        self.seeds.append(seed)
+        right = random.Random(seed).random() < 0.1
+        return Completion(text="FINAL ANSWER: 999" if right else "FINAL ANSWER: 1")
+
+
+def _coin_run(store: TraceStore) -> tuple[CoinModel, Replayer, object]:
+    """A sampled one-agent run of the coin model, and a prefix edit that always repairs it."""
     model = CoinModel()
     spec = parse_workflow(
         {"name": "coin", "topology": "pipeline", "model": "coin",
@@ -90,7 +107,31 @@ def test_a_sequential_verification_of_six_pairs_can_validate(sqlite_path: str) -
     pool = ModelPool("coin", {"coin": model})
     run_id = WorkflowRunner(spec, store, pool).run(load_suite(SUITE).task("wrong"), seed=123).run_id
     replayer = Replayer(store, run_id, pool=pool)
-    plan = replayer.compile(parse_intervention({"kind": "prefix", "text": "FINAL ANSWER: 999."}), 0)
+    return model, replayer, replayer.compile(parse_intervention({"kind": "prefix", "text": "FINAL ANSWER: 999."}), 0)
+
+
+def test_sampled_arms_use_common_seeds(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    model, replayer, plan = _coin_run(store)
+    report = verify(replayer, plan, trials=10, seed=40)
+    assert not report.deterministic
+    seeds = model.seeds[1:]
+    assert len(seeds) == 20 and len(set(seeds)) == 10  # each seed used once in each arm
+    # pair i of both arms replays with seed 40+i: the arms' seeds pair up, arm by arm
+    assert [r.seed for r in report.treatment] == [r.seed for r in report.control] == list(range(40, 50))
+    for treated, control in zip(report.treatment, report.control, strict=True):
+        stored = (store.get_run(treated.run_id).labels, store.get_run(control.run_id).labels)
+        assert stored[0]["replay_seed"] == stored[1]["replay_seed"] == treated.seed
+    assert report.comparison.treatment_rate == 1.0 and report.comparison.control_rate < 0.5
+    assert report.verdict == "validated", report.reason
+    assert report.comparison.p_value < 0.05
+
+
+def test_a_sequential_verification_of_six_pairs_can_validate(sqlite_path: str) -> None:
+    """6 pairs of a sampled run where the edit always repairs it: validated at the last look
+    (alpha split over all six looks made this impossible: 0.5^6 > 0.05/6)."""
+    store = TraceStore.open(sqlite_path)
+    _, replayer, plan = _coin_run(store)
     report = verify(replayer, plan, trials=6, seed=40, sequential=True)
     assert report.comparison.n == 6 and report.comparison.treatment_rate == 1.0
     assert report.verdict == "validated", report.reason
@@ -117,50 +158,6 @@ def test_verify_stores_intervention_replays_and_verdict(sqlite_path: str) -> Non
     tree = run_tree(store, run_id)
     assert "validated" in str(tree.children[0].label)
     assert len(tree.children[0].children) == 4
-
-
-class CoinModel(ChatModel):
-    """Answers right with probability 0.1, drawn from the request's seed: a sampling model."""
-
-    backend = "scripted"
-
-    def __init__(self) -> None:
-        self.seeds: list[int | None] = []
-
-    @property
-    def name(self) -> str:
-        return "coin"
-
-    def complete(self, messages, settings=None, *, tools=None, activation_edits=None):  # type: ignore[no-untyped-def]
-        seed = settings.seed if settings else None
-        self.seeds.append(seed)
-        right = random.Random(seed).random() < 0.1
-        return Completion(text="FINAL ANSWER: 999" if right else "FINAL ANSWER: 1")
-
-
-def test_sampled_arms_use_common_seeds(sqlite_path: str) -> None:
-    store = TraceStore.open(sqlite_path)
-    model = CoinModel()
-    spec = parse_workflow(
-        {"name": "coin", "topology": "pipeline", "model": "coin",
-         "agents": [{"name": "a", "role": "A.", "settings": {"temperature": 0.8}}]}
-    )
-    pool = ModelPool("coin", {"coin": model})
-    run_id = WorkflowRunner(spec, store, pool).run(load_suite(SUITE).task("wrong"), seed=123).run_id
-    replayer = Replayer(store, run_id, pool=pool)
-    plan = replayer.compile(parse_intervention({"kind": "prefix", "text": "FINAL ANSWER: 999."}), 0)
-    report = verify(replayer, plan, trials=10, seed=40)
-    assert not report.deterministic
-    seeds = model.seeds[1:]
-    assert len(seeds) == 20 and len(set(seeds)) == 10  # each seed used once in each arm
-    # pair i of both arms replays with seed 40+i: the arms' seeds pair up, arm by arm
-    assert [r.seed for r in report.treatment] == [r.seed for r in report.control] == list(range(40, 50))
-    for treated, control in zip(report.treatment, report.control, strict=True):
-        stored = (store.get_run(treated.run_id).labels, store.get_run(control.run_id).labels)
-        assert stored[0]["replay_seed"] == stored[1]["replay_seed"] == treated.seed
-    assert report.comparison.treatment_rate == 1.0 and report.comparison.control_rate < 0.5
-    assert report.verdict == "validated", report.reason
-    assert report.comparison.p_value < 0.05
 
 
 def test_activation_edit_on_a_local_model_is_checked_by_kl_and_hooks(sqlite_path: str, tiny: object) -> None:
