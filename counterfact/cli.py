@@ -20,7 +20,7 @@ from counterfact._errors import CounterfactError
 from counterfact.executors import ExecutorKind, ExecutorSettings
 from counterfact.graphs import CheckerName
 from counterfact.interventions import Method
-from counterfact.traces import RunStatus, TraceStore
+from counterfact.traces import RunStatus, TraceStore, coloured
 
 app = typer.Typer(
     help="Record multi-agent LLM runs as replayable traces, and debug failures by replay.",
@@ -200,18 +200,13 @@ def runs_list(
         row = [
             r.id[:12],
             r.workflow,
-            _status_style(r.status),
+            coloured(r.status),
             outcome,
             str(r.total_tokens),
             r.created_at.strftime("%m-%d %H:%M"),
         ]
         table.add_row(*row, *([(r.parent_run_id or "")[:12]] if replays else []))
     console.print(table)
-
-
-def _status_style(status: str) -> str:
-    color = {"succeeded": "green", "failed": "red", "error": "magenta", "running": "yellow"}[status]
-    return f"[{color}]{status}[/{color}]"
 
 
 @runs_app.command("show")
@@ -551,8 +546,7 @@ def replay_command(
 
 def _print_verdict(report: Any) -> None:
     c = report.comparison
-    colour = {"validated": "green", "refuted": "red"}.get(report.verdict, "yellow")
-    console.print(f"[bold {colour}]{report.verdict}[/bold {colour}]: {report.reason}")
+    console.print(f"[bold]{coloured(report.verdict)}[/bold]: {report.reason}")
     table = Table(show_header=True)
     for column in ("", "with edit", "control"):
         table.add_column(column)

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from counterfact.traces import RunRecord, StepRecord, TraceStore, VerdictRecord
-from counterfact.traces._show import excerpt
+from counterfact.traces._show import coloured, excerpt
 
 
 class ReplayGroup(BaseModel):
@@ -60,9 +60,8 @@ def _draw(branch: Tree, node: ReplayTree) -> None:
     for group in node.groups:
         under = branch
         if group.verdict is not None:
-            colour = {"validated": "green", "refuted": "red"}.get(group.verdict.verdict, "yellow")
             under = branch.add(
-                f"[{colour}]{group.verdict.verdict}[/{colour}] at step {group.children[0].run.fork_step}: "
+                f"{coloured(group.verdict.verdict)} at step {group.children[0].run.fork_step}: "
                 f"{group.verdict.reason}"
             )
         for child in group.children:

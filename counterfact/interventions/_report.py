@@ -20,10 +20,7 @@ from rich.text import Text
 
 from counterfact.interventions._debug import DebugReport, HypothesisView
 from counterfact.interventions._fixes import Fix
-from counterfact.traces._show import excerpt
-
-_STYLE = {"validated": "green", "refuted": "red", "inconclusive": "yellow", "undecided": "yellow"}
-
+from counterfact.traces._show import coloured, excerpt
 
 def verdict_of(h: HypothesisView) -> str:
     """What the hypothesis came to: validated, refuted, or undecided."""
@@ -139,7 +136,6 @@ def report_table(report: DebugReport) -> Group:
     table.add_column("fixes tried", ratio=3, overflow="fold")
     for i, h in enumerate(report.hypotheses, start=1):
         verdict = verdict_of(h)
-        style = _STYLE.get(verdict, "dim")
         about = [f"[bold]{escape(', '.join(h.proposed_by) or h.strategy)}[/bold]: {escape(h.reason)}"]
         about += [f"[dim]{escape(line)}[/dim]" for line in describe_evidence(h.evidence)]
         if not h.decided and h.note:
@@ -148,15 +144,14 @@ def report_table(report: DebugReport) -> Group:
             about.append(f"[dim]{escape(h.verdict_reason)}[/dim]")
         fixes = []
         for fix in h.fixes:
-            fstyle = _STYLE.get(fix.verdict or "", "dim")
             line = (
                 f"[bold]{escape(fix.label)}[/bold] ({escape(fix.strategy)}): {escape(describe_fix(fix))}\n"
-                f"  [{fstyle}]{fix_verdict(fix)}[/{fstyle}]" + (f": [dim]{escape(fix.reason)}[/dim]" if fix.reason else "")
+                f"  {coloured(fix_verdict(fix), 'dim')}" + (f": [dim]{escape(fix.reason)}[/dim]" if fix.reason else "")
             )
             fixes.append(line)
         table.add_row(
             str(i),
-            f"[{style}]{verdict}[/{style}]",
+            coloured(verdict, "dim"),
             ("-" if h.step is None else str(h.step)) + (f" {escape(h.agent)}" if h.agent else ""),
             "\n".join(about),
             "\n".join(fixes) or "[dim]no fix[/dim]",

@@ -3,7 +3,7 @@
 from counterfact.traces._audit import ChainReport, redact_run_text, verify_run
 from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver, state_at
-from counterfact.traces._show import excerpt, output_text
+from counterfact.traces._show import coloured, excerpt, output_text
 from counterfact.traces._discard import discard_run
 from counterfact.traces._instrument import instrument
 from counterfact.traces._intercept import install_langchain_hooks
@@ -72,6 +72,7 @@ from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, im
 
 __all__ = [
     "lost_database",
+    "coloured",
     "excerpt",
     "output_text",
     "discard_run",

@@ -29,9 +29,23 @@ def excerpt(value: Any, width: int = EXCERPT) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# One colour per state a person scans for, in every table and tree: runs and verdicts.
+STATE_COLOURS = {
+    "succeeded": "green", "validated": "green",
+    "failed": "red", "refuted": "red",
+    "error": "magenta",
+    "running": "yellow", "inconclusive": "yellow", "undecided": "yellow",
+}
+
+
+def coloured(state: str, default: str = "yellow") -> str:
+    """`state` in its colour, as rich markup."""
+    colour = STATE_COLOURS.get(state, default)
+    return f"[{colour}]{escape(state)}[/{colour}]"
+
+
 def render_run(run: RunRecord, steps: Sequence[StepRecord]) -> Tree:
-    status = {"succeeded": "green", "failed": "red", "error": "magenta"}.get(run.status, "yellow")
-    title = f"[bold]{run.id}[/bold] {escape(run.workflow)} [{status}]{run.status}[/{status}]"
+    title = f"[bold]{run.id}[/bold] {escape(run.workflow)} {coloured(run.status)}"
     if run.outcome is not None:
         title += f" score {run.outcome.score:.2f}"
     if run.parent_run_id:
