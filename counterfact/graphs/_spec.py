@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from counterfact._errors import CounterfactError, validation_message
+from counterfact._files import load_yaml
 from counterfact.agents import Agent, ChatMessage, ChatModel, GenerationSettings
 from counterfact.graphs import _builders
 from counterfact.graphs._tools import TOOLS
@@ -76,14 +76,7 @@ class WorkflowSpec(BaseModel):
 
 def load_workflow(path: str | Path) -> WorkflowSpec:
     """Read and validate a workflow YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkflowError(f"workflow file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise WorkflowError(f"{path}: not YAML ({' '.join(str(exc).split())})") from None
-    return parse_workflow(data, source=str(path))
+    return parse_workflow(load_yaml(path, "workflow", WorkflowError), source=str(path))
 
 
 def parse_workflow(data: Any, *, source: str = "workflow") -> WorkflowSpec:

@@ -16,10 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from counterfact._errors import CounterfactError, validation_message
+from counterfact._files import parse_yaml, read_text_file
 from counterfact.graphs._state import WorkflowState
 from counterfact.traces import Outcome
 
@@ -166,9 +166,7 @@ def _import(ref: str) -> Callable[..., Any]:
 def load_suite(path: str | Path) -> Suite:
     """Read a suite from YAML (`name:` and `tasks:`) or JSONL (one task a line)."""
     path = Path(path)
-    if not path.is_file():
-        raise SuiteError(f"suite file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "suite", SuiteError)
     if path.suffix == ".jsonl":
         raw_tasks = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -180,10 +178,7 @@ def load_suite(path: str | Path) -> Suite:
                 raise SuiteError(f"{path}:{number}: not JSON ({exc.msg})") from None
         data: Any = {"name": path.stem, "tasks": raw_tasks}
     else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SuiteError(f"{path}: not YAML ({' '.join(str(exc).split())})") from None
+        data = parse_yaml(text, str(path), SuiteError, as_json=path.suffix == ".json")
         if not isinstance(data, dict):
             raise SuiteError(f"{path}: expected a mapping with `name` and `tasks`")
         data.setdefault("name", path.stem)

@@ -8,15 +8,14 @@ intervention, applied in order.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from counterfact._errors import CounterfactError, validation_message
+from counterfact._files import load_yaml
 from counterfact.agents import ActivationEdit
 
 
@@ -258,14 +257,4 @@ def parse_intervention(data: Any, *, source: str = "edit") -> Intervention:
 
 def load_intervention(path: str | Path) -> Intervention:
     """Read an edit file (YAML or JSON)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InterventionError(f"edit file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InterventionError(f"{path}: does not parse ({' '.join(str(exc).split())})") from None
-    if data is None:
-        raise InterventionError(f"{path}: is empty")
-    return parse_intervention(data, source=str(path))
+    return parse_intervention(load_yaml(path, "edit", InterventionError), source=str(path))

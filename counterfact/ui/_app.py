@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import yaml
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import (
     HTMLResponse,
@@ -38,7 +37,8 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from counterfact._errors import CounterfactError
-from counterfact.interventions import render_html, session_report
+from counterfact._files import parse_yaml
+from counterfact.interventions import InterventionError, render_html, session_report
 from counterfact.traces import StoreError, TraceStore
 from counterfact.ui._forks import compare_runs, fork_tree
 from counterfact.ui._jobs import DebugRequest, Jobs, ReplayRequest
@@ -160,7 +160,7 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
     @app.post("/api/runs/{run_id}/replays", status_code=202)
     def api_replay(run_id: str, request: ReplayRequest) -> Any:
         if isinstance(request.edit, str):
-            request.edit = _yaml(request.edit)
+            request.edit = parse_yaml(request.edit, "edit", InterventionError)
         return jobs.start_replay(run_id, request).model_dump(mode="json")
 
     @app.post("/api/runs/{run_id}/debug", status_code=202)
@@ -272,16 +272,6 @@ def _since(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"since: {text!r} is not an ISO date or time") from None
-
-
-def _yaml(text: str) -> Any:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"edit: does not parse ({' '.join(str(exc).split())})") from None
-    if data is None:
-        raise ValueError("edit: is empty")
-    return data
 
 
 def _job(jobs: Jobs, job_id: str) -> Any:

@@ -45,7 +45,7 @@ def test_builtin_demo_files_are_valid() -> None:
         ("name: x\ntopology: orchestrator\nagents: [{name: a, role: r}]\n", "needs `lead: <agent name>`"),
         ("name: x\ntopology: pipeline\nagents: [{name: a, role: r, settings: {max_tokens: many}}]\n",
          "agents[0] (a).settings.max_tokens: Input should be a valid integer"),
-        ("name: [unclosed\n", "not YAML"),
+        ("name: [unclosed\n", "does not parse as YAML"),
     ],
 )
 def test_bad_workflow_files_name_the_file_and_field(tmp_path: Path, text: str, expected: str) -> None:

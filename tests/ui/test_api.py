@@ -171,7 +171,7 @@ def test_edit_and_replay_job_runs_to_a_verdict_and_grows_the_tree(store: TraceSt
     c = client(store)
     headers = {TOKEN_HEADER: TOKEN}
     bad = c.post(f"/api/runs/{run_id}/replays", json={"at": "planner#0", "edit": "kind: [\n"}, headers=headers)
-    assert bad.status_code == 400 and bad.json()["error"].startswith("edit: does not parse")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("edit: does not parse as YAML")
     unknown = c.post(f"/api/runs/{run_id}/replays", json={"at": "nobody#0", "edit": {"kind": "message", "text": "x"}},
                      headers=headers)
     assert unknown.status_code == 400 and "nobody" in unknown.json()["error"]
