@@ -12,7 +12,6 @@ jitter) and honours a server's `Retry-After` of up to two minutes.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from contextlib import nullcontext
@@ -44,14 +43,7 @@ def to_openai_message(message: ChatMessage) -> dict[str, Any]:
     if message.name is not None:
         out["name"] = message.name
     if message.tool_calls:
-        out["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-            }
-            for call in message.tool_calls
-        ]
+        out["tool_calls"] = [call.to_openai() for call in message.tool_calls]
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
     return out

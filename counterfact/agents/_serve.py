@@ -239,14 +239,7 @@ def create_app(model: ChatModel) -> FastAPI:
             raise _ApiError(500, str(exc), kind="model_error") from None
         message: dict[str, Any] = {"role": "assistant", "content": completion.text}
         if completion.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-                }
-                for call in completion.tool_calls
-            ]
+            message["tool_calls"] = [call.to_openai() for call in completion.tool_calls]
         finish_reason = "stop" if completion.finish_reason == "error" else completion.finish_reason
         usage = {
             "prompt_tokens": completion.usage.prompt_tokens,
