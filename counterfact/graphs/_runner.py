@@ -96,9 +96,9 @@ class WorkflowRunner:
         run_id = self.recorded.start_run(task.input(), run_id=run_id, labels=labels)
         config = with_directives({"recursion_limit": 100}, Directives(seed=seed))
         result = self.recorded.continue_run(run_id, initial_state(task.input()), config=config)
-        return self.close(run_id, task, trial, result.state, result.error, started)
+        return self.score_run(run_id, task, trial, result.state, result.error, started)
 
-    def close(
+    def score_run(
         self,
         run_id: str,
         task: Task,
@@ -257,7 +257,7 @@ def resume_run(
     runner, task = rebuild(store, run, model=model, pool=pool)
     started = time.perf_counter()
     result = runner.recorded.resume(run.id)
-    return runner.close(run.id, task, int(run.labels.get("trial", 0)), result.state, result.error, started)
+    return runner.score_run(run.id, task, int(run.labels.get("trial", 0)), result.state, result.error, started)
 
 
 def summary_rows(results: Sequence[RunSummary]) -> list[list[str]]:
