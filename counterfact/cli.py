@@ -151,7 +151,7 @@ def db_upgrade(db: DbOption = None) -> None:
     from counterfact.traces._migrate import current_revision
 
     store = TraceStore.open(db)
-    console.print(f"schema at revision {current_revision(store.engine)} in {store.url}")
+    console.print(f"schema at revision {current_revision(store.engine)} in {store.display_url}")
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -467,7 +467,7 @@ def demo_command(
     spec = _workflow("demo")
     console.print(
         f"[bold]counterfact demo[/bold]: workflow {spec.name!r} ({spec.topology}, "
-        f"{len(spec.agents)} agents) on the built-in suite, embedded model, store {store.url}"
+        f"{len(spec.agents)} agents) on the built-in suite, embedded model, store {store.display_url}"
     )
     with _suite_bar("demo") as on_result:
         results = run_suite(
@@ -760,7 +760,7 @@ def ui_command(
     url = f"http://{shown}:{port}/"
 
     def announce() -> None:
-        console.print(f"[bold]counterfact ui[/bold] on {store.url}", soft_wrap=True)
+        console.print(f"[bold]counterfact ui[/bold] on {store.display_url}", soft_wrap=True)
         console.print(f"open {url}" if is_loopback(host) else f"open {url}?token={token}", soft_wrap=True)
         console.print(f"API token (header X-Counterfact-Token): {token}", soft_wrap=True)
 

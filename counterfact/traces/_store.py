@@ -34,6 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from counterfact._errors import CounterfactError
@@ -129,12 +130,13 @@ def _make_engine(url: str) -> Engine:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
+    """The URL with its password hidden, for messages (SQLAlchemy renders it)."""
+    try:
+        parsed = make_url(url)
+        secret = {k: "***" for k in parsed.query if k.lower() in ("password", "sslpassword")}
+        return parsed.update_query_dict(secret).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the database URL given"  # unparseable: say nothing of what may be a secret
 
 
 class _PipelineMode:
@@ -184,6 +186,11 @@ class TraceStore:
     @classmethod
     def open(cls, db: str | None = None, **kwargs: Any) -> TraceStore:
         return cls(resolve_url(db), **kwargs)
+
+    @property
+    def display_url(self) -> str:
+        """The store's URL for people to read: the password hidden."""
+        return _safe_url(self.url)
 
     @property
     def dialect(self) -> str:
