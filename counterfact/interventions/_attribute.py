@@ -39,16 +39,21 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from importlib import resources
-from string import Template
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, Field, computed_field
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
+from counterfact.agents import (
+    ChatMessage,
+    ChatModel,
+    GenerationSettings,
+    ModelError,
+    shared_model,
+)
 from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
-from counterfact.traces import output_text, RunRecord, StepRecord, TraceStore
+from counterfact.interventions._prompts import prompt
+from counterfact.traces import RunRecord, StepRecord, TraceStore, output_text
 
 Method = Literal["all_at_once", "step_by_step", "binary_search"]
 METHODS: tuple[Method, ...] = ("all_at_once", "step_by_step", "binary_search")
@@ -313,11 +318,7 @@ class _Asker:
         self.method = method
         self.settings = settings
         self.limit = limit
-        self.template = Template(
-            resources.files("counterfact.interventions")
-            .joinpath(f"prompts/attribution_{method}.txt")
-            .read_text(encoding="utf-8")
-        )
+        self.template = prompt(f"attribution_{method}")
 
     def run(self, log: _Log, run_id: str) -> Attribution:
         result = Attribution(run_id=run_id, method=self.method, model=self.model.name)

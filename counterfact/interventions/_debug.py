@@ -36,16 +36,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatMessage, ChatModel, GenerationSettings, ModelError, shared_model
+from counterfact.agents import (
+    ChatMessage,
+    ChatModel,
+    GenerationSettings,
+    ModelError,
+    shared_model,
+)
 from counterfact.executors import Executor, LocalExecutor
+from counterfact.graphs import question_of
 from counterfact.interventions._fixes import Fix, takes_temperature, thinking_fixes
 from counterfact.interventions._grounding import find_suspects, numbers_in
+from counterfact.interventions._prompts import prompt
 from counterfact.interventions._replay import Replayer, ReplayResult
 from counterfact.interventions._specs import (
     ActivationIntervention,
@@ -57,8 +64,14 @@ from counterfact.interventions._specs import (
 )
 from counterfact.interventions._units import ReplayUnit, lend, replay_unit
 from counterfact.interventions._verify import Progress, greedy_from, verify
-from counterfact.graphs import question_of
-from counterfact.traces import DebugSpend, HypothesisRecord, StepRecord, TraceStore, discard_run, output_text
+from counterfact.traces import (
+    DebugSpend,
+    HypothesisRecord,
+    StepRecord,
+    TraceStore,
+    discard_run,
+    output_text,
+)
 from counterfact.traces._show import excerpt
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]
@@ -505,15 +518,15 @@ class Debugger:
 
     def _llm(self) -> None:
         model = self._model()
-        template = resources.files("counterfact.interventions").joinpath("prompts/debug_hypotheses.txt").read_text()
         for segment in split_segments(self.steps):
             shown = self.steps[segment.first_step : segment.last_step + 1]
             lines = "\n".join(f"[{s.index}] {s.agent or s.node}: {_one_line(s.output)}" for s in shown)
-            prompt = template.format(question=self.replayer.target.question, steps=lines,
-                                     answer=final_answer(self.steps))
+            question = prompt("debug_hypotheses").substitute(
+                question=self.replayer.target.question, steps=lines, answer=repr(final_answer(self.steps))
+            )
             schema = hypothesis_schema([s.index or 0 for s in shown])
             text = model.complete(
-                [ChatMessage(role="user", content=prompt)],
+                [ChatMessage(role="user", content=question)],
                 # room for the schema's longest answer: a cut-off reply would be malformed JSON
                 GenerationSettings(max_tokens=224, temperature=0.0, json_schema=schema),
             ).text
