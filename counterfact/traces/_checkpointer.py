@@ -15,6 +15,7 @@ import random
 import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -29,11 +30,12 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from sqlalchemy import Connection, delete, insert, select, tuple_
+from sqlalchemy.exc import SQLAlchemyError
 
 from counterfact.traces._payloads import to_jsonable
 from counterfact.traces._schema import Checkpoint as CheckpointRow
 from counterfact.traces._schema import CheckpointWrite
-from counterfact.traces._store import PreparedStep, RunWriter, TraceStore
+from counterfact.traces._store import PreparedStep, RunWriter, StoreError, TraceStore
 
 _CP = CheckpointRow.__table__
 _WR = CheckpointWrite.__table__
@@ -47,6 +49,11 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         self.store = store
         self._writers: dict[str, RunWriter] = {}
         self._staged: dict[str, dict[str, PreparedStep]] = defaultdict(dict)
+        # Recorded threads whose write failed, with the error. LangGraph stores a task's
+        # writes in the background and goes on with the next step: after a failed write the
+        # run must stop there, or it would go on recording with a step missing.
+        self._failed: dict[str, BaseException] = {}
+        self._thread_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # -- the recorder's side ------------------------------------------------------------------
@@ -55,13 +62,16 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         """Record steps of `thread_id` into `writer`'s run."""
         with self._lock:
             self._writers[thread_id] = writer
+            self._failed.pop(thread_id, None)
 
     def detach(self, thread_id: str) -> None:
         """Stop recording `thread_id`, writing any step still staged."""
         with self._lock:
             writer = self._writers.pop(thread_id, None)
             staged = self._staged.pop(thread_id, {})
-        if writer is not None and staged:
+            failed = self._failed.pop(thread_id, None)
+            self._thread_locks.pop(thread_id, None)
+        if writer is not None and staged and failed is None:
             with self.store.begin() as conn:
                 for step in staged.values():
                     writer.write(conn, step)
@@ -69,6 +79,50 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
     def writer(self, thread_id: str) -> RunWriter | None:
         """The writer recording `thread_id`, if it is being recorded."""
         return self._writers.get(thread_id)
+
+    @contextmanager
+    def _recording(
+        self, thread_id: str, writer: RunWriter | None, writes_of: str | None = None
+    ) -> Iterator[Connection]:
+        """A write transaction for a thread; for a recorded run, none after one failed.
+
+        `writes_of`: the checkpoint whose task writes these are. If they fail, a later
+        checkpoint that LangGraph stored meanwhile (it stores a task's writes in the background)
+        would make a resume skip the task whose step and writes were lost: such checkpoints
+        are removed, so the resume runs that task again."""
+        if writer is None:
+            with self.store.begin(blind=True) as conn:
+                yield conn
+            return
+        with self._thread_lock(thread_id):  # a write of this run waits for the last to settle
+            failed = self._failed.get(thread_id)
+            if failed is not None:
+                raise StoreError(
+                    f"recording of run {thread_id} stopped at a failed write; nothing after it is stored"
+                ) from failed
+            try:
+                with self.store.begin(blind=True) as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                self._failed[thread_id] = exc
+                if writes_of is not None:
+                    with suppress(SQLAlchemyError):  # best effort: the database may be away
+                        self._forget_after(thread_id, writes_of)
+                raise
+
+    def _thread_lock(self, thread_id: str) -> threading.Lock:
+        with self._lock:
+            return self._thread_locks.setdefault(thread_id, threading.Lock())
+
+    def _forget_after(self, thread_id: str, checkpoint_id: str) -> None:
+        """Remove the thread's checkpoints newer than `checkpoint_id` (ids sort by time)."""
+        with self.store.begin() as conn:
+            later = conn.execute(
+                select(_CP.c.thread_id, _CP.c.checkpoint_ns, _CP.c.checkpoint_id).where(
+                    _CP.c.thread_id == thread_id, _CP.c.checkpoint_ns == "", _CP.c.checkpoint_id > checkpoint_id
+                )
+            ).all()
+            self._delete_checkpoints(conn, [tuple(k) for k in later])
 
     def stage_step(self, thread_id: str, task_id: str, step: PreparedStep) -> None:
         """Hold a finished node's step until its writes or next checkpoint are stored."""
@@ -167,7 +221,7 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             "metadata": meta,
         }
         writer = self._writers.get(thread_id) if ns == "" else None
-        with self.store.begin(blind=True) as conn:
+        with self._recording(thread_id, writer) as conn:
             conn.execute(self.store.sql.upsert_checkpoint, row)
             if writer is not None:
                 for step in self._take_staged(thread_id, None):
@@ -206,7 +260,7 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             for type_, value in [self.serde.dumps_typed(val)]
         ]
         writer = self._writers.get(thread_id) if ns == "" else None
-        with self.store.begin(blind=True) as conn:
+        with self._recording(thread_id, writer, writes_of=str(conf["checkpoint_id"])) as conn:
             if rows:
                 special = all(w[0] in WRITES_IDX_MAP for w in writes)
                 sql = self.store.sql

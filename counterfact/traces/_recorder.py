@@ -64,6 +64,18 @@ class RunResult(BaseModel):
     error: str | None = None
 
 
+def _database_error(error: BaseException) -> BaseException:
+    """The driver's own error behind a store failure (what the database said), else `error`."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, DBAPIError) and seen.orig is not None:
+            return seen.orig
+        seen = seen.__cause__ or seen.__context__
+    return error
+
+
 def lost_database(error: BaseException) -> bool:
     """Whether an exception (or one it arose from) is the store's connection failing, not the
     graph: SQLAlchemy reports a lost connection as an OperationalError, or, once a transaction
@@ -224,7 +236,12 @@ class RecordedGraph:
             # cut off, and stays `running` for `resume` (its steps so far are committed whole)
             if raise_errors:
                 raise error
-            return RunResult(run_id=run_id, status="running", state=None, error=message)
+            cause = _database_error(error)
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            return RunResult(
+                run_id=run_id, status="running", state=None,
+                error=f"the store failed in the middle of the run ({reason}): resume it once the database is back",
+            )
         status: RunStatus = "error" if error else "succeeded"
         if finish:
             self.store.finish_run(run_id, status, error=message)

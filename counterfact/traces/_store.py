@@ -271,20 +271,26 @@ class TraceStore:
     def _pipelined(self, conn: Connection, pipeline: _PipelineMode) -> Iterator[None]:
         """A transaction in pipeline mode: the statements are queued and sent together, and
         only the commit waits for the server, once, where each statement would wait for its
-        own round trip. PostgreSQL runs what comes between two syncs as one (implicit)
-        transaction, committed at the sync; a statement's error, which shows at the sync,
-        undoes all of it, and so does the ROLLBACK sent when the block raises."""
+        own round trip. The BEGIN and COMMIT are queued like the statements: the transaction
+        must be explicit, because psycopg syncs inside it (its executemany runs in a nested
+        pipeline, which syncs on exit) and a sync ends an implicit transaction, so a step could
+        be committed without its checkpoint writes when the connection died between the two
+        (a test drops the connection mid-run). A statement's error undoes all of it, and so
+        does the ROLLBACK sent when the block raises."""
         error = conn.dialect.loaded_dbapi.Error
+        raw = conn.connection.driver_connection
+        raw.execute("BEGIN")
         try:
             yield
         except BaseException:
             # the block's exception is the one to report, whatever the (perhaps lost)
             # connection makes of the rollback
             with suppress(Exception):
-                conn.connection.driver_connection.execute("ROLLBACK")
+                raw.execute("ROLLBACK")
                 pipeline.sync()
             raise
         try:
+            raw.execute("COMMIT")
             pipeline.sync()
         except error as exc:
             raise DBAPIError.instance("COMMIT", None, exc, error) from None
