@@ -17,7 +17,8 @@ def validation_message(exc: ValidationError, data: Any = None, *, every: bool = 
     line says `agents[1] (solver).settings.temperature`, not `agents.1.settings.temperature`;
     location parts in `skip` (such as FastAPI's "body") are left out."""
     errors = exc.errors() if every else exc.errors()[:1]
-    return "; ".join(f"{_where(e['loc'], data, skip)}: {e['msg']}" for e in errors)
+    line = "; ".join(f"{_where(e['loc'], data, skip)}: {e['msg']}" for e in errors)
+    return " ".join(line.split())  # names and values from the input may hold line breaks
 
 
 def _where(location: tuple[int | str, ...], data: Any, skip: tuple[str, ...]) -> str:

@@ -52,7 +52,10 @@ class Checker(BaseModel):
         if self.kind == "callable" and not self.function:
             raise ValueError("a callable checker needs `function: module:name`")
         if self.pattern is not None:
-            re.compile(self.pattern)
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:  # pydantic reports ValueErrors only
+                raise ValueError(f"pattern is not a regular expression ({exc})") from None
         return self
 
     def check(self, answer: str | None, expected: str) -> bool:

@@ -494,7 +494,7 @@ def _describe(evidence: Evidence) -> str:
 def parse_step(text: str) -> StepRef:
     """`7`, `solver#1` (node, nth invocation), `agent:researcher#0`."""
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() too, but int() refuses it
         return StepRef(step=int(text))
     match = re.fullmatch(r"(agent:)?([^#]+)(?:#(\d+))?", text)
     if not match:

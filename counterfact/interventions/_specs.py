@@ -66,7 +66,10 @@ class MessageEdit(_Edit):
         if self.mode == "regex":
             if not self.pattern:
                 raise ValueError("a regex message edit needs `pattern`")
-            re.compile(self.pattern)
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:  # pydantic reports ValueErrors only
+                raise ValueError(f"pattern is not a regular expression ({exc})") from None
         return self
 
 

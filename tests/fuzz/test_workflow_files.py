@@ -108,8 +108,6 @@ def test_load_suite_damaged_yaml(tmp_path_factory: pytest.TempPathFactory, raw: 
     _check("suite: load_suite(damaged YAML bytes)", lambda: load_suite(path), SuiteError, str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: counterfact/graphs/_tasks.py:55 Checker re.compile(pattern) in a "
-                   "pydantic validator raises re.error, which escapes load_suite as a traceback, not SuiteError")
 def test_suite_bad_checker_regex_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "tasks": [
@@ -119,8 +117,6 @@ def test_suite_bad_checker_regex_is_a_clear_error(tmp_path: Path) -> None:
     assert_clear(info.value, str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: counterfact/_errors.py:30-31 validation_message puts an agent's "
-                   "name raw into the location, so a name with a newline gives a multi-line WorkflowError")
 def test_agent_name_with_newline_gives_one_line() -> None:
     with pytest.raises(WorkflowError) as info:
         parse_workflow({"name": "x", "topology": "pipeline", "agents": [{"name": "a\nb", "role": "r"}]}, source="wf.yaml")
