@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -132,3 +132,20 @@ def known_bug(exc: BaseException) -> str | None:
     if isinstance(exc, CounterfactError) and re.search(r"\[\d+\] \([^)]*[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]", str(exc)):
         return "a list item's name/id put raw into the error line"
     return None
+
+
+def check_property(prop: str, call: Callable[[], object], error: type[BaseException], *names: str) -> None:
+    """The property of a file or data surface: `call` works, or raises one clear `error`
+    naming `names` (a known bug is counted apart)."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the property is about which exceptions
+        if known_bug(exc):
+            count(prop, "known_bug")
+            return
+        assert_clear(exc, *names)
+        assert isinstance(exc, error), f"{type(exc).__name__}, not {error.__name__}: {exc}"
+        count(prop, "rejected")
+    else:
+        count(prop)
+

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from counterfact.interventions import InterventionError, load_intervention, parse_intervention
 from tests.fuzz._mutate import dumps, mutated, mutated_bytes
-from tests.fuzz.conftest import assert_clear, count, known_bug
+from tests.fuzz.conftest import assert_clear, check_property
 
 # One real edit of each kind of counterfact/interventions/_specs.py.
 EDITS = {
@@ -47,30 +47,16 @@ def test_real_edits_parse() -> None:
         parse_intervention(base, source="real.yaml")
 
 
-def _check(prop: str, call, *names: str) -> None:
-    try:
-        call()
-    except Exception as exc:  # noqa: BLE001 - the property is about which exceptions
-        if known_bug(exc):
-            count(prop, "known_bug")
-            return
-        assert_clear(exc, *names)
-        assert isinstance(exc, InterventionError)
-        count(prop, "rejected")
-    else:
-        count(prop)
-
-
 @given(data=base_edit.flatmap(mutated))
 def test_parse_intervention_mutated(data: object) -> None:
-    _check("edit: parse_intervention(mutated data)", lambda: parse_intervention(data, source="fuzz.yaml"), "fuzz.yaml")
+    check_property("edit: parse_intervention(mutated data)", lambda: parse_intervention(data, source="fuzz.yaml"), InterventionError, "fuzz.yaml")
 
 
 @given(data=base_edit.flatmap(mutated), suffix=st.sampled_from([".yaml", ".json"]))
 def test_load_intervention_mutated_file(tmp_path_factory: pytest.TempPathFactory, data: object, suffix: str) -> None:
     path = tmp_path_factory.mktemp("edit") / f"edit{suffix}"
     path.write_text(dumps(data) if suffix == ".json" else yaml.safe_dump(json.loads(dumps(data)), allow_unicode=False))
-    _check("edit: load_intervention(mutated file)", lambda: load_intervention(path), str(path))
+    check_property("edit: load_intervention(mutated file)", lambda: load_intervention(path), InterventionError, str(path))
 
 
 @given(raw=st.tuples(base_edit, st.sampled_from([".yaml", ".json"])).flatmap(
@@ -80,7 +66,7 @@ def test_load_intervention_damaged_bytes(tmp_path_factory: pytest.TempPathFactor
     data, suffix = raw
     path = tmp_path_factory.mktemp("edit") / f"edit{suffix}"
     path.write_bytes(data)
-    _check("edit: load_intervention(damaged bytes)", lambda: load_intervention(path), str(path))
+    check_property("edit: load_intervention(damaged bytes)", lambda: load_intervention(path), InterventionError, str(path))
 
 
 def test_missing_edit_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from counterfact.graphs import DEMO_SUITE, DEMO_WORKFLOW, load_suite, load_workf
 from counterfact.graphs._spec import WorkflowError
 from counterfact.graphs._tasks import SuiteError
 from tests.fuzz._mutate import dumps, mutated, mutated_bytes
-from tests.fuzz.conftest import assert_clear, count, known_bug
+from tests.fuzz.conftest import assert_clear, check_property
 
 TESTS = Path(__file__).parents[1]
 WORKFLOWS = [
@@ -47,37 +47,23 @@ def test_real_files_parse() -> None:
     load_suite(TESTS / "graphs" / "suite.yaml")
 
 
-def _check(prop: str, call, error: type, *names: str) -> None:
-    try:
-        call()
-    except Exception as exc:  # noqa: BLE001 - the property is about which exceptions
-        if known_bug(exc):
-            count(prop, "known_bug")
-            return
-        assert_clear(exc, *names)
-        assert isinstance(exc, error), f"{type(exc).__name__}, not {error.__name__}: {exc}"
-        count(prop, "rejected")
-    else:
-        count(prop)
-
-
 @given(data=st.sampled_from(WORKFLOWS).flatmap(mutated))
 def test_parse_workflow_mutated(data: object) -> None:
-    _check("workflow: parse_workflow(mutated data)", lambda: parse_workflow(data, source="wf.yaml"), WorkflowError, "wf.yaml")
+    check_property("workflow: parse_workflow(mutated data)", lambda: parse_workflow(data, source="wf.yaml"), WorkflowError, "wf.yaml")
 
 
 @given(data=st.sampled_from(WORKFLOWS).flatmap(mutated), suffix=st.sampled_from([".yaml", ".json"]))
 def test_load_workflow_mutated_file(tmp_path_factory: pytest.TempPathFactory, data: object, suffix: str) -> None:
     path = tmp_path_factory.mktemp("wf") / f"workflow{suffix}"
     path.write_text(dumps(data) if suffix == ".json" else yaml.safe_dump(json.loads(dumps(data))))
-    _check("workflow: load_workflow(mutated file)", lambda: load_workflow(path), WorkflowError, str(path))
+    check_property("workflow: load_workflow(mutated file)", lambda: load_workflow(path), WorkflowError, str(path))
 
 
 @given(raw=mutated_bytes(Path(DEMO_WORKFLOW).read_bytes()))
 def test_load_workflow_damaged_bytes(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     path = tmp_path_factory.mktemp("wf") / "workflow.yaml"
     path.write_bytes(raw)
-    _check("workflow: load_workflow(damaged bytes)", lambda: load_workflow(path), WorkflowError, str(path))
+    check_property("workflow: load_workflow(damaged bytes)", lambda: load_workflow(path), WorkflowError, str(path))
 
 
 @given(data=st.sampled_from(SUITES).flatmap(mutated), suffix=st.sampled_from([".yaml", ".json", ".jsonl"]))
@@ -89,7 +75,7 @@ def test_load_suite_mutated_file(tmp_path_factory: pytest.TempPathFactory, data:
         path.write_text("".join(dumps(t) + "\n" for t in items))
     else:
         path.write_text(dumps(data) if suffix == ".json" else yaml.safe_dump(json.loads(dumps(data))))
-    _check("suite: load_suite(mutated file)", lambda: load_suite(path), SuiteError, str(path))
+    check_property("suite: load_suite(mutated file)", lambda: load_suite(path), SuiteError, str(path))
 
 
 @given(raw=st.sampled_from(SUITES).flatmap(
@@ -98,14 +84,14 @@ def test_load_suite_mutated_file(tmp_path_factory: pytest.TempPathFactory, data:
 def test_load_suite_damaged_jsonl(tmp_path_factory: pytest.TempPathFactory, raw: bytes, suffix: str) -> None:
     path = tmp_path_factory.mktemp("suite") / f"suite{suffix}"
     path.write_bytes(raw)
-    _check("suite: load_suite(damaged JSONL bytes)", lambda: load_suite(path), SuiteError, str(path))
+    check_property("suite: load_suite(damaged JSONL bytes)", lambda: load_suite(path), SuiteError, str(path))
 
 
 @given(raw=mutated_bytes((TESTS / "graphs" / "suite.yaml").read_bytes()))
 def test_load_suite_damaged_yaml(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     path = tmp_path_factory.mktemp("suite") / "suite.yaml"
     path.write_bytes(raw)
-    _check("suite: load_suite(damaged YAML bytes)", lambda: load_suite(path), SuiteError, str(path))
+    check_property("suite: load_suite(damaged YAML bytes)", lambda: load_suite(path), SuiteError, str(path))
 
 
 def test_suite_bad_checker_regex_is_a_clear_error(tmp_path: Path) -> None:
