@@ -392,7 +392,7 @@ def _print_summary(results: list[Any], title: str) -> None:
     cut_off = [r for r in results if r.status == "running"]
     if cut_off:
         console.print(f"[yellow]{len(cut_off)} runs were cut off ({cut_off[0].error}): "
-                      "finish them with `counterfact resume --interrupted`[/yellow]")
+                      "finish them with `counterfact resume --interrupted`[/yellow]", soft_wrap=True)
 
 
 @app.command("run")

@@ -131,7 +131,8 @@ def test_postgres_restarted_under_a_suite_run_loses_and_doubles_no_step(
     _restart_postgres()
     output, _ = run.communicate(timeout=300)
     assert "Traceback" not in output
-    assert "runs were cut off" in output and "counterfact resume --interrupted" in output  # said so
+    said = " ".join(output.split())  # as printed, wrapped to the terminal's width
+    assert "runs were cut off" in said and "counterfact resume --interrupted" in said
     pg_store.engine.dispose()
     resumed = subprocess.run(_cli("resume", "--interrupted", db=pg_url), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, (resumed.stderr, output, [(r.status, r.error) for r in pg_store.list_runs(limit=None)])
