@@ -26,6 +26,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from counterfact._errors import validation_message
@@ -91,6 +92,23 @@ class _StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class _ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class _Tool(BaseModel):
+    """A tool offered to the model, in OpenAI's shape (checked here, not in the model)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"] = "function"
+    function: _ToolFunction
+
+
 class _ResponseFormat(BaseModel):
     type: str
     json_schema: dict[str, Any] | None = None
@@ -130,7 +148,7 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(default=1, ge=1)
     stream: bool = False
     stream_options: _StreamOptions | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[_Tool] | None = None
     response_format: _ResponseFormat | None = None
     counterfact_activation_edits: list[dict[str, Any]] | None = None
 
@@ -208,6 +226,11 @@ def create_app(model: ChatModel) -> FastAPI:
         param = ".".join(str(p) for p in first if p != "body") or None
         return _ApiError(400, _describe(exc), param).response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body that is not UTF-8, say), in OpenAI's error shape too
+        return _ApiError(exc.status_code, str(exc.detail)).response()
+
     @app.exception_handler(404)
     async def not_found(request: Request, _: Exception) -> JSONResponse:
         return _ApiError(404, f"no route {request.url.path}", kind="not_found_error").response()
@@ -233,7 +256,8 @@ def create_app(model: ChatModel) -> FastAPI:
         edits = _parse_edits(body.counterfact_activation_edits, model)
         try:
             completion = await model.acomplete(
-                messages, body.settings(), tools=body.tools, activation_edits=edits
+                messages, body.settings(), activation_edits=edits,
+                tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools is not None else None,
             )
         except ModelError as exc:
             raise _ApiError(500, str(exc), kind="model_error") from None

@@ -38,17 +38,7 @@ def client() -> TestClient:
     return TestClient(create_app(model), raise_server_exceptions=False)
 
 
-def _known_bug(response: Any, body: Any) -> bool:
-    """The two bugs pinned by the xfail tests below."""
-    if response.status_code == 500 and isinstance(body, dict) and isinstance(body.get("tools"), list):
-        return any(isinstance(t, dict) and not isinstance(t.get("function", {}), dict) for t in body["tools"])
-    return response.status_code == 400 and response.text == '{"detail":"There was an error parsing the body"}'
-
-
 def _check(prop: str, response: Any, body: Any = None) -> None:
-    if _known_bug(response, body):
-        count(prop, "known_bug")
-        return
     assert response.status_code < 500, f"{response.status_code}: {response.text[:500]}"
     if response.status_code == 200:
         if response.headers["content-type"].startswith("text/event-stream"):
@@ -107,9 +97,6 @@ def test_not_json_content_type(client: TestClient, content_type: str | None) -> 
     _check("serve: /v1/chat/completions (content type)", client.post("/v1/chat/completions", content=b"a=b", headers=headers))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: counterfact/agents/_serve.py:131 `tools: list[dict[str, Any]]` leaves "
-                   "each tool's `function` unchecked; a non-object one reaches the model (AttributeError at "
-                   "counterfact/agents/_scripted.py:98) and the server answers a plain-text 500, not a 400")
 def test_tool_function_not_an_object_is_a_400(client: TestClient) -> None:
     body = {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": [{"name": "f"}]}]}
     response = client.post("/v1/chat/completions", json=body)
@@ -117,8 +104,6 @@ def test_tool_function_not_an_object_is_a_400(client: TestClient) -> None:
     assert set(response.json()) == {"error"}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: counterfact/agents/_serve.py:198-218 has no handler for FastAPI's own "
-                   "HTTPException: a body that is not UTF-8 gets {'detail': ...}, not OpenAI's error shape")
 def test_non_utf8_body_gets_openai_error_shape(client: TestClient) -> None:
     response = client.post("/v1/chat/completions", content=b'\xfb{"messages": []}', headers={"content-type": "application/json"})
     assert response.status_code == 400
