@@ -14,9 +14,9 @@ from counterfact.traces import TraceStore
 class LocalExecutor(Executor):
     kind: ClassVar[ExecutorKind] = "local"
 
-    def __init__(self, store: TraceStore, *, concurrency: int = 8, context: WorkerContext | None = None) -> None:
+    def __init__(self, store: TraceStore, *, concurrency: int = 8) -> None:
         self.width = max(1, concurrency)
-        self.context = context or WorkerContext(store)
+        self.context = WorkerContext(store)
         self._pool = ThreadPoolExecutor(max_workers=self.width, thread_name_prefix="counterfact-unit")
 
     def keep(self, key: Hashable, value: Any) -> None:

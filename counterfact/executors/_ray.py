@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -267,9 +267,6 @@ class RayExecutor(Executor):
                 self._give_back(worker)
             raise
         return results
-
-    def keep(self, key: Hashable, value: Any) -> None:
-        """Workers build their own state from the units; nothing of the driver's is shared."""
 
     def close(self) -> None:
         for worker in getattr(self, "_workers", []):

@@ -9,11 +9,9 @@ from counterfact.graphs._runner import (
     RunSummary,
     RunUnit,
     WorkflowRunner,
-    pool_in,
     rebuild,
     resume_run,
     run_suite,
-    runner_in,
 )
 from counterfact.graphs._spec import (
     AgentSpec,
@@ -68,8 +66,6 @@ __all__ = [
     "Route",
     "RunSummary",
     "RunUnit",
-    "pool_in",
-    "runner_in",
     "Suite",
     "SuiteError",
     "Task",

@@ -117,8 +117,8 @@ class ReplayerSpec(BaseModel):
     model: str | None = None
     force: bool = False
 
-    def build(self, store: TraceStore, pool: Any = None) -> Replayer:
-        return Replayer(store, self.run_id, graph=self.graph, check=self.check, model=self.model, pool=pool, force=self.force)
+    def build(self, store: TraceStore) -> Replayer:
+        return Replayer(store, self.run_id, graph=self.graph, check=self.check, model=self.model, force=self.force)
 
 
 class Replayer:

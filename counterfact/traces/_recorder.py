@@ -14,7 +14,7 @@ import inspect
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,32 +64,29 @@ class RunResult(BaseModel):
     error: str | None = None
 
 
-def _database_error(error: BaseException) -> BaseException:
-    """The driver's own error behind a store failure (what the database said), else `error`."""
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error` and the exceptions it arose from (a few levels: enough for wrapped store errors)."""
     seen: BaseException | None = error
     for _ in range(8):
         if seen is None:
-            break
-        if isinstance(seen, DBAPIError) and seen.orig is not None:
-            return seen.orig
+            return
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return error
+
+
+def _database_error(error: BaseException) -> BaseException:
+    """The driver's own error behind a store failure (what the database said), else `error`."""
+    return next((e.orig for e in _chain(error) if isinstance(e, DBAPIError) and e.orig is not None), error)
 
 
 def lost_database(error: BaseException) -> bool:
     """Whether an exception (or one it arose from) is the store's connection failing, not the
     graph: SQLAlchemy reports a lost connection as an OperationalError, or, once a transaction
     on it is broken, as a PendingRollbackError."""
-    seen: BaseException | None = error
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, (OperationalError, PendingRollbackError)) or (
-            isinstance(seen, DBAPIError) and seen.connection_invalidated
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(
+        isinstance(e, (OperationalError, PendingRollbackError)) or (isinstance(e, DBAPIError) and e.connection_invalidated)
+        for e in _chain(error)
+    )
 
 
 class RecordedGraph:
