@@ -61,7 +61,7 @@ def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[st
     started = time.perf_counter()
     debugger = Debugger(
         Replayer(store, run_id, pool=pool), strategies=strategies,  # type: ignore[arg-type]
-        budget=Budget(replays=args.budget), samples=args.samples, trials=args.trials,
+        budget=Budget(replays=args.budget), samples=args.samples, pairs=args.pairs,
         hypothesis_model=args.hypothesis_model,
     )
     done = [s for s in store.debug_sessions(run_id, strategies, status="done")
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the suite run")
     parser.add_argument("--budget", type=int, default=24, help="replays per debug session")
     parser.add_argument("--samples", type=int, default=3, help="sampled fixes per hypothesis")
-    parser.add_argument("--trials", type=int, default=6, help="most pairs per fix on sampled runs")
+    parser.add_argument("--pairs", type=int, default=6, help="most pairs per fix on sampled runs")
     parser.add_argument("--configs", default=",".join([*STRATEGIES, "all"]), help="strategies alone, and 'all'")
     parser.add_argument("--hypothesis-model", default=None, help="model spec of the llm strategy")
     parser.add_argument("--runs", type=int, default=None, help="only the first N failed runs")

@@ -19,13 +19,13 @@ bound below for why they differ; the table titles say which C each part ran at.
 
 1. Suite: `--runs` (64) runs of the trio workflow (researcher with lookups, solver with the
    calculator, reporter: 5 model calls a run) on tests/graphs/suite.yaml's tasks "sum" and
-   "wrong", as tasks x trials, by `run_suite(..., executor=)`. Timed: the `run_suite` call.
+   "wrong", as tasks x repeats, by `run_suite(..., executor=)`. Timed: the `run_suite` call.
    64 independent runs: every configuration's slots stay full, so C=2 compares them fairly.
 2. Debug: a session of `Debugger` with a budget of `--budget` (64) replays on a failed run of a
    relay workflow (7 agents, one model call each): a solver that invents 1740 for 700 plus 800,
    `--relays` (5) agents that pass the result on, each adding a ticket number nothing supports,
    and a reporter; every agent at temperature 0.7, so each fix is verified by sequential
-   treatment/control pairs, at most `--trials` (5) of them. Strategy grounded: every step but
+   treatment/control pairs, at most `--pairs` (5) of them. Strategy grounded: every step but
    the reporter's states an unsupported number, so the first `--hypotheses` (6) suspects are
    hypotheses (steps 0-5), and `--parallel` (6, the same in every configuration) of their fixes
    are verified at once. A noted agent computes the sum, so every first fix repairs the run.
@@ -39,12 +39,12 @@ bound below for why they differ; the table titles say which C each part ran at.
    verdicts, reasons and spent replays, once ids, run ids, verdict ids and times are masked.
 
 After each configuration the store must hold exactly what was asked: the suite's runs, one per
-(task, trial), none left running; the session's replays, as many as its `spent.replays`, none
+(task, repeat), none left running; the session's replays, as many as its `spent.replays`, none
 running, and no other runs.
 
 The bound on the debug part. A fix's pairs run one after another (each look decides whether
 the next pair is needed), so a fix has at most 2 replays in flight, and the debugger verifies
-at most min(parallel, budget // (2 x trials)) fixes at once: here min(6, 64 // 10) = 6, so
+at most min(parallel, budget // (2 x pairs)) fixes at once: here min(6, 64 // 10) = 6, so
 never more than 12 replays are in flight, and their number falls as the short fixes (from the
 late steps) finish. ray-k has k x C slots. For ray-4 to approach 4x ray-1 the session must keep
 ray-4's 4C slots busy until near the end, and the longest fix (5 pairs from step 0, 5 x 7 = 35
@@ -213,28 +213,28 @@ def executor_for(config: str, store: TraceStore, concurrency: int) -> Iterator[t
 
 def run_suite_config(config: str, stores: Stores, model: DelayedModel, args: argparse.Namespace) -> Result:
     suite = load_suite(SUITE)
-    trials = args.runs // len(suite.tasks)
+    repeats = args.runs // len(suite.tasks)
     store = stores.fresh(f"suite_{config}")
     model.peak, calls = 0, model.calls
     with executor_for(config, store, args.concurrency) as (executor, startup):
         started = time.perf_counter()
-        results = run_suite(trio_spec(), suite, store, model=MODEL, trials=trials, executor=executor)
+        results = run_suite(trio_spec(), suite, store, model=MODEL, repeats=repeats, executor=executor)
         seconds = time.perf_counter() - started
     runs = store.list_runs(limit=None)
     problems = []
-    if len(runs) != len(suite.tasks) * trials:
-        problems.append(f"{len(runs)} runs stored, {len(suite.tasks) * trials} asked")
-    keys = {(r.labels.get("task_id"), r.labels.get("trial")) for r in runs}
+    if len(runs) != len(suite.tasks) * repeats:
+        problems.append(f"{len(runs)} runs stored, {len(suite.tasks) * repeats} asked")
+    keys = {(r.labels.get("task_id"), r.labels.get("repeat")) for r in runs}
     if len(keys) != len(runs):
-        problems.append(f"{len(runs) - len(keys)} duplicate (task, trial)")
+        problems.append(f"{len(runs) - len(keys)} duplicate (task, repeat)")
     if {r.id for r in runs} != {r.run_id for r in results}:
         problems.append("stored run ids differ from the results'")
     running = [r for r in runs if r.status == "running"]
     if running:
         problems.append(f"{len(running)} left running")
     outcomes = {s: sum(r.status == s for r in runs) for s in ("succeeded", "failed")}
-    if outcomes["succeeded"] != trials:  # "sum" succeeds, "wrong" fails
-        problems.append(f"{outcomes['succeeded']} succeeded, {trials} expected")
+    if outcomes["succeeded"] != repeats:  # "sum" succeeds, "wrong" fails
+        problems.append(f"{outcomes['succeeded']} succeeded, {repeats} expected")
     store.close()
     check = "ok" if not problems else "; ".join(problems)
     return Result("suite", config, len(results), seconds, startup, model.peak, model.calls - calls, check,
@@ -252,7 +252,7 @@ def run_debug_config(
     with executor_for(config, store, args.debug_concurrency) as (executor, startup):
         debugger = Debugger(
             Replayer(store, failed), strategies=["grounded"], budget=Budget(replays=args.budget),
-            trials=args.trials, samples=1, temperature=TEMPERATURE, max_hypotheses=args.hypotheses,
+            pairs=args.pairs, samples=1, temperature=TEMPERATURE, max_hypotheses=args.hypotheses,
             executor=executor, parallel=args.parallel,
         )
         started = time.perf_counter()
@@ -411,9 +411,9 @@ def main() -> None:
                              "the session wants at most 12 at once, 3 per slot of ray-4 at C=1)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="Ray worker counts")
     parser.add_argument("--no-local", action="store_true", help="skip the local executor")
-    parser.add_argument("--runs", type=int, default=64, help="suite runs (tasks x trials)")
+    parser.add_argument("--runs", type=int, default=64, help="suite runs (tasks x repeats)")
     parser.add_argument("--budget", type=int, default=64, help="the debug session's replay budget")
-    parser.add_argument("--trials", type=int, default=5, help="most pairs per verified fix (5: one look, at the end)")
+    parser.add_argument("--pairs", type=int, default=5, help="most pairs per verified fix (5: one look, at the end)")
     parser.add_argument("--parallel", type=int, default=6, help="fixes verified at once (every config)")
     parser.add_argument("--relays", type=int, default=5, help="relay agents between solver and reporter")
     parser.add_argument("--hypotheses", type=int, default=6, help="grounded hypotheses (the first suspects)")
@@ -432,7 +432,7 @@ def main() -> None:
         relay = any(mark in system for mark in ("Compute the answer", "Relay the result", "relayed result"))
         return relay_brain(messages) if relay else arithmetic_brain(messages)
 
-    fixes = min(args.parallel, args.hypotheses, args.budget // (2 * args.trials))
+    fixes = min(args.parallel, args.hypotheses, args.budget // (2 * args.pairs))
     console.print(f"executors: {', '.join(configs)}; delay {args.delay} s; store {args.db}; "
                   f"parts {', '.join(parts)}; {os.cpu_count()} cores")
     if "suite" in parts:

@@ -236,7 +236,7 @@ class DemoShapes:
         from counterfact.traces._models import Outcome
 
         task = self.suite.tasks[index % len(self.suite.tasks)]
-        trial = index // len(self.suite.tasks)
+        repeat = index // len(self.suite.tasks)
         success = rnd.random() < 0.4
         facts = list(task.facts.items())
         key, value = rnd.choice(facts)
@@ -312,7 +312,7 @@ class DemoShapes:
         labels = {
             "graph": self.graph_label,
             "input_digest": hashlib.sha256(json.dumps(task_input, sort_keys=True).encode()).hexdigest(),
-            "suite": self.suite.name, "task_id": task.id, "trial": trial,
+            "suite": self.suite.name, "task_id": task.id, "repeat": repeat,
             "task": task.model_dump(mode="json"), "workflow_spec": self.spec_label, "model": "embedded",
             MARK: "1",
         }

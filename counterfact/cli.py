@@ -401,7 +401,7 @@ def run_command(
     task: Annotated[str | None, typer.Option(help="one question to run the workflow on")] = None,
     suite: Annotated[Path | None, typer.Option(help="a suite of tasks (YAML or JSONL)")] = None,
     model: Annotated[str | None, typer.Option(help="run every agent on this model spec")] = None,
-    trials: Annotated[int, typer.Option(help="runs per task")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per task")] = 1,
     limit: Annotated[int | None, typer.Option(help="only the first N tasks")] = None,
     concurrency: Annotated[int, typer.Option(help="runs at once per process (a local model batches them)")] = 8,
     seed: Annotated[int | None, typer.Option(help="base seed for sampling agents")] = None,
@@ -422,7 +422,7 @@ def run_command(
     with _executor(store, executor, address=address, workers=workers, concurrency=concurrency,
                    endpoint_limit=endpoint_limit) as where, _suite_bar(f"{spec.name} on {tasks.name}") as on_result:
         results = run_suite(
-            spec, tasks, store, model=model, trials=trials, limit=limit, seed=seed, on_result=on_result,
+            spec, tasks, store, model=model, repeats=repeats, limit=limit, seed=seed, on_result=on_result,
             executor=where,
         )
     _print_summary(results, f"{spec.name} on {tasks.name}")
@@ -494,7 +494,7 @@ def replay_command(
     run: Annotated[str, typer.Argument(help="run id (or unique prefix) of a recorded run")],
     at: Annotated[str | None, typer.Option("--at", help="step: index, NODE#N or agent:NAME#N")] = None,
     edit: Annotated[Path | None, typer.Option("--edit", help="edit file (YAML or JSON)")] = None,
-    trials: Annotated[int, typer.Option(help="replays per arm (treatment and control)")] = 3,
+    pairs: Annotated[int, typer.Option(min=1, help="replays per arm: treatment and control replays paired by seed")] = 3,
     seed: Annotated[int, typer.Option(help="first seed; pair i uses seed+i in both arms")] = 0,
     temperature: Annotated[float | None, typer.Option(help="sample every agent at this temperature")] = None,
     live_tools: Annotated[bool, typer.Option(help="re-run tools instead of reusing recorded results")] = False,
@@ -535,7 +535,7 @@ def replay_command(
     with _executor(replayer.store, executor, address=address, workers=workers, concurrency=concurrency,
                    endpoint_limit=endpoint_limit) as where, _bar("replays", shown=fmt == "text") as on_progress:
         report = verify(
-            replayer, plan, trials=trials, seed=seed, temperature=temperature, live_tools=live_tools,
+            replayer, plan, pairs=pairs, seed=seed, temperature=temperature, live_tools=live_tools,
             on_progress=on_progress, executor=where,
         )
     if fmt == "json":
@@ -569,7 +569,7 @@ def debug_command(
     strategy: Annotated[str, typer.Option(help="grounded, llm, resample, patch, or all (comma-separated)")] = "all",
     budget: Annotated[int, typer.Option("--budget", help="most replays to spend")] = 24,
     budget_tokens: Annotated[int | None, typer.Option(help="most tokens to spend on replays")] = None,
-    trials: Annotated[int, typer.Option(help="most replays per arm of a fix (sampled runs; greedy runs need one)")] = 6,
+    pairs: Annotated[int, typer.Option(min=1, help="most treatment/control pairs per fix (sampled runs; greedy runs need one)")] = 6,
     samples: Annotated[int, typer.Option(help="sampled redrafts per hypothesis, and fresh samples per resampled step")] = 3,
     temperature: Annotated[float, typer.Option(help="sampling temperature of resampling")] = 0.8,
     hypothesis_model: Annotated[str | None, typer.Option(help="model spec for the llm strategy")] = None,
@@ -616,7 +616,7 @@ def debug_command(
                   checker=checker, answer=answer, force=force),
         strategies=chosen,  # type: ignore[arg-type]
         budget=Budget(replays=budget, tokens=budget_tokens),
-        trials=trials,
+        pairs=pairs,
         samples=samples,
         temperature=temperature,
         hypothesis_model=hypothesis_model,

@@ -112,7 +112,7 @@ def test_demo_runs_the_builtin_suite_on_the_embedded_model(sqlite_path: str) -> 
     run = failed[0]
     edit = Path(sqlite_path).with_name("fix.yaml")
     edit.write_text(f"kind: message\ntext: 'FINAL ANSWER: {run.labels['task']['answer']}'\n")
-    result = cli("replay", run.id, "--at", "reporter#0", "--edit", str(edit), "--trials", "2",
+    result = cli("replay", run.id, "--at", "reporter#0", "--edit", str(edit), "--pairs", "2",
                  "--format", "json", "--db", sqlite_path, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     verdict = json.loads(result.stdout)
@@ -148,7 +148,7 @@ def test_replaying_a_user_graph_from_the_cli(tmp_path: Path, sqlite_path: str) -
     store.close()
     edit = tmp_path / "edit.yaml"
     edit.write_text("kind: message\ntext: compute 2+3\n")
-    result = cli("replay", run_id, "--at", "planner#0", "--edit", str(edit), "--trials", "1",
+    result = cli("replay", run_id, "--at", "planner#0", "--edit", str(edit), "--pairs", "1",
                  "--expect", "5", "--answer", "answer", "--format", "json", "--db", sqlite_path)
     assert result.returncode == 0, result.stderr[-2000:]
     verdict = json.loads(result.stdout)

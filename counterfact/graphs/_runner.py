@@ -29,7 +29,7 @@ class RunSummary(BaseModel):
 
     run_id: str
     task_id: str
-    trial: int = 0
+    repeat: int = 0  # which repeat of its task (0 .. repeats-1)
     status: str
     success: bool
     score: float
@@ -68,11 +68,11 @@ class WorkflowRunner:
         self.model_spec = models.override or spec.model
         self.recorded: RecordedGraph = record(build_graph(spec, models), store, workflow=spec.name)
 
-    def labels(self, task: Task, suite: str, trial: int) -> dict[str, Any]:
+    def labels(self, task: Task, suite: str, repeat: int) -> dict[str, Any]:
         return {
             "suite": suite,
             "task_id": task.id,
-            "trial": trial,
+            "repeat": repeat,
             "task": task.model_dump(mode="json"),
             "workflow_spec": self.spec.model_dump(mode="json"),
             "model": self.model_spec,
@@ -83,7 +83,7 @@ class WorkflowRunner:
         task: Task,
         *,
         suite: str = "adhoc",
-        trial: int = 0,
+        repeat: int = 0,
         seed: int | None = None,
         run_id: str | None = None,
         attempt: int = 1,
@@ -92,17 +92,17 @@ class WorkflowRunner:
         from counterfact.traces import Directives, with_directives
 
         started = time.perf_counter()
-        labels = self.labels(task, suite, trial) | ({"attempt": attempt} if attempt > 1 else {})
+        labels = self.labels(task, suite, repeat) | ({"attempt": attempt} if attempt > 1 else {})
         run_id = self.recorded.start_run(task.input(), run_id=run_id, labels=labels)
         config = with_directives({"recursion_limit": 100}, Directives(seed=seed))
         result = self.recorded.continue_run(run_id, initial_state(task.input()), config=config)
-        return self.score_run(run_id, task, trial, result.state, result.error, started)
+        return self.score_run(run_id, task, repeat, result.state, result.error, started)
 
     def score_run(
         self,
         run_id: str,
         task: Task,
-        trial: int,
+        repeat: int,
         state: dict[str, Any] | None,
         error: str | None,
         started: float,
@@ -115,7 +115,7 @@ class WorkflowRunner:
         return RunSummary(
             run_id=run_id,
             task_id=task.id,
-            trial=trial,
+            repeat=repeat,
             status=run.status,
             success=bool(outcome and outcome.success),
             score=outcome.score if outcome else 0.0,
@@ -148,12 +148,12 @@ class RunUnit(Unit):
     model: str | None
     task: Task
     suite: str
-    trial: int
+    repeat: int
     seed: int | None
 
     @property
     def label(self) -> str:
-        return f"run {self.run_id[:12]} (task {self.task.id}, trial {self.trial})"
+        return f"run {self.run_id[:12]} (task {self.task.id}, repeat {self.repeat})"
 
     def perform(self, context: WorkerContext, *, attempt: int = 1) -> RunSummary:
         if attempt > 1:
@@ -163,7 +163,7 @@ class RunUnit(Unit):
         while True:
             try:
                 return runner.run(
-                    self.task, suite=self.suite, trial=self.trial, seed=self.seed, run_id=self.run_id, attempt=attempt
+                    self.task, suite=self.suite, repeat=self.repeat, seed=self.seed, run_id=self.run_id, attempt=attempt
                 )
             except SQLAlchemyError as exc:
                 if not lost_database(exc):
@@ -175,7 +175,7 @@ class RunUnit(Unit):
                 # cut off mid-run (or the database is still away): the run stays resumable
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 return RunSummary(
-                    run_id=self.run_id, task_id=self.task.id, trial=self.trial, status="running", success=False,
+                    run_id=self.run_id, task_id=self.task.id, repeat=self.repeat, status="running", success=False,
                     score=0.0, answer=None, expected=self.task.answer, steps=0, tokens=0, seconds=0.0,
                     error=f"{INTERRUPTED}: {reason}",
                 )
@@ -198,7 +198,7 @@ def run_suite(
     store: TraceStore,
     *,
     model: str | None = None,
-    trials: int = 1,
+    repeats: int = 1,
     limit: int | None = None,
     concurrency: int = 8,
     seed: int | None = None,
@@ -206,12 +206,12 @@ def run_suite(
     pool: ModelPool | None = None,
     executor: Executor | None = None,
 ) -> list[RunSummary]:
-    """Run every task (`trials` times each) on `executor` (default: `concurrency` threads
+    """Run every task (`repeats` times each) on `executor` (default: `concurrency` threads
     here, so a local model batches them). Results follow the suite's order.
 
     `on_result(summary, total)` is called as each run ends (for a progress display)."""
-    if trials < 1:
-        raise CounterfactError(f"trials must be at least 1, got {trials}")
+    if repeats < 1:
+        raise CounterfactError(f"repeats must be at least 1, got {repeats}")
     pool = pool or ModelPool(model)
     for agent in spec.agents:  # fail before any run on a model that cannot be used
         check = getattr(pool(agent.model or spec.model), "check", None)
@@ -220,10 +220,10 @@ def run_suite(
     units = [
         RunUnit(
             run_id=uuid.uuid4().hex, spec=spec, model=model, task=task, suite=suite.name,
-            trial=trial, seed=None if seed is None else seed + trial,
+            repeat=repeat, seed=None if seed is None else seed + repeat,
         )
         for task in suite.tasks[:limit]
-        for trial in range(trials)
+        for repeat in range(repeats)
     ]
     own = executor is None
     executor = executor or LocalExecutor(store, concurrency=concurrency)
@@ -257,7 +257,8 @@ def resume_run(
     runner, task = rebuild(store, run, model=model, pool=pool)
     started = time.perf_counter()
     result = runner.recorded.resume(run.id)
-    return runner.score_run(run.id, task, int(run.labels.get("trial", 0)), result.state, result.error, started)
+    repeat = int(run.labels.get("repeat", run.labels.get("trial", 0)))  # runs stored before 0.2 say "trial"
+    return runner.score_run(run.id, task, repeat, result.state, result.error, started)
 
 
 def summary_rows(results: Sequence[RunSummary]) -> list[list[str]]:

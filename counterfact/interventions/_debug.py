@@ -154,7 +154,7 @@ class Debugger:
         *,
         strategies: list[Strategy],
         budget: Budget,
-        trials: int = 6,
+        pairs: int = 6,
         samples: int = 3,
         temperature: float = 0.8,
         hypothesis_model: str | ChatModel | None = None,
@@ -181,7 +181,7 @@ class Debugger:
         self.store = replayer.store
         self.strategies = strategies
         self.budget = budget
-        self.trials = trials  # most pairs of a sequential verification (sampled runs)
+        self.pairs = pairs  # most pairs of a sequential verification (sampled runs)
         self.samples = samples  # sampled fixes per hypothesis; fresh replays per resampled step
         self.temperature = temperature
         self.reference = reference
@@ -219,7 +219,7 @@ class Debugger:
             self.say(f"resuming debug session {self.session_id[:12]}"
                      + (f" ({len(cut_off)} unfinished replays discarded)" if cut_off else ""))
             return self.session_id
-        settings = {"budget": self.budget.model_dump(), "trials": self.trials,
+        settings = {"budget": self.budget.model_dump(), "pairs": self.pairs,
                     "samples": self.samples, "temperature": self.temperature}
         self.session_id = self.store.create_debug_session(run_id, list(self.strategies), settings).id
         return self.session_id
@@ -405,7 +405,7 @@ class Debugger:
         ]
 
     def _replays_per_fix(self) -> int:
-        return 1 if self._control is not None else 2 if greedy_from(self.replayer, 0) else 2 * self.trials
+        return 1 if self._control is not None else 2 if greedy_from(self.replayer, 0) else 2 * self.pairs
 
     def _affordable(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The first candidates (at most `parallel`) that the budget still pays for."""
@@ -436,7 +436,7 @@ class Debugger:
             return fix.model_copy(update={"verdict": "inconclusive", "reason": f"the edit does not apply: {exc}"}), []
         self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
         report = verify(
-            self.replayer, plan, trials=self.trials, control=self._control, sequential=True,
+            self.replayer, plan, pairs=self.pairs, control=self._control, sequential=True,
             on_progress=lambda *_: self._count(), labels={"debug_session": self.session_id},
             executor=self.executor,
         )

@@ -95,7 +95,7 @@ def compare(treatment: Sequence[bool], control: Sequence[bool]) -> ArmComparison
             f"got {len(treatment)} and {len(control)}"
         )
     if not treatment:
-        raise ValueError("no trials to compare")
+        raise ValueError("no replays to compare")
     n = len(treatment)
     st, sc = sum(treatment), sum(control)
     b = sum(t and not c for t, c in zip(treatment, control, strict=True))

@@ -3,10 +3,10 @@ fork point, paired by seed, scored by the task's checker, and a stored verdict.
 
 validated     the edit raised success (or, failing that, milestone progress) over the control,
               by a one-sided exact test at the 5% level;
-refuted       the edit reached the agents and success did not rise, and the trials are enough
+refuted       the edit reached the agents and success did not rise, and the pairs are enough
               to exclude a rise of `min_effect` (the upper end of the 95% interval is below it);
 inconclusive  otherwise, with the reason: not applied, the failure does not reproduce in the
-              control arm, too few trials.
+              control arm, too few pairs.
 
 When every agent decodes greedily the replays are deterministic: each arm's outcome is then
 exact, and the verdict rests on it rather than on a p-value (which is still reported). One
@@ -69,7 +69,7 @@ def verify(
     replayer: Replayer,
     plan: ReplayPlan,
     *,
-    trials: int = 3,
+    pairs: int = 3,
     seed: int = 0,
     temperature: float | None = None,
     live_tools: bool = False,
@@ -83,14 +83,15 @@ def verify(
 ) -> VerdictReport:
     """Run the arms, compare them, store the intervention, its replays and the verdict.
 
+    `pairs`: replays per arm; the i-th treatment and control replays share seed `seed + i`.
     `control`: replays that stand for the control arm (deterministic runs only), so only the
     treatment is replayed. `sequential`: stop the pairs early once the verdict is settled.
     `executor`: where the replays run (default: `concurrency` threads here).
     """
     if plan.intervention is None:
         raise CounterfactError("nothing to verify: give an edit")
-    if trials < 1:
-        raise CounterfactError(f"trials must be at least 1, got {trials}")
+    if pairs < 1:
+        raise CounterfactError(f"pairs must be at least 1, got {pairs}")
     store = replayer.store
     intervention_id = store.add_intervention(replayer.parent.id, plan.step, plan.intervention.dump()).id
     verdict_id = uuid.uuid4().hex
@@ -99,12 +100,12 @@ def verify(
     if control is not None and not deterministic:
         raise CounterfactError("a shared control arm stands only for deterministic (greedy) replays")
     arms = ("treatment",) if control is not None else ("treatment", "control")
-    trials = 1 if control is not None or deterministic and sequential else trials
+    pairs = 1 if control is not None or deterministic and sequential else pairs
 
     results: list[ReplayResult] = []
-    total = trials * len(arms)
-    rounds = [[(arm, seed + i) for i in range(trials) for arm in arms]] if not sequential else [
-        [(arm, seed + i) for arm in arms] for i in range(trials)
+    total = pairs * len(arms)
+    rounds = [[(arm, seed + i) for i in range(pairs) for arm in arms]] if not sequential else [
+        [(arm, seed + i) for arm in arms] for i in range(pairs)
     ]
     own = executor is None
     executor = executor or LocalExecutor(store, concurrency=concurrency)
@@ -125,7 +126,7 @@ def verify(
                 for arm, s in jobs
             ]
             results.extend(executor.map(units, progress))
-            if sequential and _settled(results, control, trials, min_effect):
+            if sequential and _settled(results, control, pairs, min_effect):
                 break
     finally:
         if own:
@@ -144,7 +145,7 @@ def verify(
         applied = applied and bool(hits) and (moved or not first_token)
         detail = f"hooks changed activations {hits} times; first-token KL {kl:.4g}" if kl is not None else detail
     milestone_p = _milestone_p(treatment, control)
-    alpha = validating_looks(trials)[1] if sequential else ALPHA  # the level every look was held to
+    alpha = validating_looks(pairs)[1] if sequential else ALPHA  # the level every look was held to
     verdict, reason = decide(comparison, deterministic, applied, detail, milestone_p, min_effect, alpha=alpha)
     report = VerdictReport(
         id=verdict_id,
@@ -199,31 +200,31 @@ def decide(
         return "validated", f"milestones improve (p = {milestone_p:.3g}) though {rates}"
     if c.ci_high < min_effect:
         return "refuted", f"{rates}; a rise of {min_effect:.0%} is excluded (95% CI up to {c.ci_high:+.2f})"
-    return "inconclusive", f"too few trials to decide ({rates}, 95% CI {c.ci_low:+.2f}..{c.ci_high:+.2f})"
+    return "inconclusive", f"too few pairs to decide ({rates}, 95% CI {c.ci_low:+.2f}..{c.ci_high:+.2f})"
 
 
-def validating_looks(trials: int) -> tuple[int, float]:
-    """Of a sequential verification of `trials` pairs: the first look (pairs done) at which it
+def validating_looks(pairs: int) -> tuple[int, float]:
+    """Of a sequential verification of `pairs` pairs: the first look (pairs done) at which it
     may validate, and the level each such look is held to. The looks are the last k, for the
     largest k such that each of them could pass at alpha / k."""
-    for k in range(trials, 1, -1):
-        first = trials - k + 1
+    for k in range(pairs, 1, -1):
+        first = pairs - k + 1
         if compare([True] * first, [False] * first).p_value < ALPHA / k:
             return first, ALPHA / k
-    return trials, ALPHA
+    return pairs, ALPHA
 
 
-def _settled(results: list[ReplayResult], shared: list[ReplayResult] | None, trials: int, min_effect: float) -> bool:
+def _settled(results: list[ReplayResult], shared: list[ReplayResult] | None, pairs: int, min_effect: float) -> bool:
     """Whether more pairs could still change a sequential verdict (see the module docstring)."""
     treatment = [r.success for r in results if r.arm == "treatment"]
     control = [r.success for r in shared[: len(treatment)]] if shared is not None else [
         r.success for r in results if r.arm == "control"
     ]
     c = compare(treatment, control)
-    first, level = validating_looks(trials)
+    first, level = validating_looks(pairs)
     if (c.n >= first and c.p_value < level) or c.ci_high < min_effect:
         return True
-    left = trials - c.n
+    left = pairs - c.n
     best = compare(treatment + [True] * left, control + [False] * left)
     return best.p_value >= level
 

@@ -120,7 +120,7 @@ class DebugSessionRecord(BaseModel):
     id: str = Field(default_factory=new_id)
     run_id: str
     strategies: list[str] = Field(default_factory=list)
-    settings: dict[str, Any] = Field(default_factory=dict)  # budget, trials, models
+    settings: dict[str, Any] = Field(default_factory=dict)  # budget, pairs, samples, temperature
     status: DebugStatus = "running"
     spent: DebugSpend = Field(default_factory=DebugSpend)
     completed: list[str] = Field(default_factory=list)  # the stages finished, in order

@@ -120,7 +120,7 @@ class SpanWriter:
                 attributes["output.value"] = self._redact(run.outcome.detail)
         if run.total_tokens:
             attributes["llm.token_count.total"] = run.total_tokens
-        for key in ("arm", "verification_id", "trial", "model", "task_id"):
+        for key in ("arm", "verification_id", "repeat", "model", "task_id"):
             if isinstance(run.labels.get(key), str | int | float | bool):
                 attributes[f"counterfact.label.{key}"] = run.labels[key]
         links = []

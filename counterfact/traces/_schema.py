@@ -209,7 +209,7 @@ class DebugSession(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     strategies: Mapped[list[Any]] = mapped_column(default=list)
-    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # budget, trials, models
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # budget, pairs, samples, temperature
     status: Mapped[str] = mapped_column(String(16))  # running | done
     spent: Mapped[dict[str, Any]] = mapped_column(default=dict)  # replays, tokens, seconds
     # the stages finished (strategies, then "patch-layers"), so a resumed session skips them

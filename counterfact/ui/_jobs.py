@@ -29,11 +29,11 @@ JobStatus = Literal["queued", "running", "done", "failed"]
 
 
 class ReplayRequest(BaseModel):
-    """A verified replay: the edit (as an edit file holds it), where, and how many trials."""
+    """A verified replay: the edit (as an edit file holds it), where, and how many pairs of replays."""
 
     at: str
     edit: Any
-    trials: int = Field(default=1, ge=1, le=50)
+    pairs: int = Field(default=1, ge=1, le=50)
     seed: int = 0
     model: str | None = None
     expect: str | None = None  # a check for runs recorded without one
@@ -42,7 +42,7 @@ class ReplayRequest(BaseModel):
 class DebugRequest(BaseModel):
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
     budget: int = Field(default=24, ge=1, le=500)
-    trials: int = Field(default=6, ge=1, le=50)
+    pairs: int = Field(default=6, ge=1, le=50)
     samples: int = Field(default=3, ge=1, le=20)
     model: str | None = None
     expect: str | None = None
@@ -103,7 +103,7 @@ class Jobs:
         job = self._new("replay", replayer.parent.id)
 
         def work(progress: Callable[[int, int], None], _say: Callable[[str], None]) -> dict[str, Any]:
-            report = verify(replayer, plan, trials=request.trials, seed=request.seed, on_progress=progress)
+            report = verify(replayer, plan, pairs=request.pairs, seed=request.seed, on_progress=progress)
             return report.model_dump(mode="json")
 
         return self._submit(job, work)
@@ -114,7 +114,7 @@ class Jobs:
         replayer = self._replayer(run_ref, request.model, request.expect)
         debugger = Debugger(
             replayer, strategies=request.strategies,  # type: ignore[arg-type]
-            budget=Budget(replays=request.budget), trials=request.trials, samples=request.samples,
+            budget=Budget(replays=request.budget), pairs=request.pairs, samples=request.samples,
         )
         job = self._new("debug", replayer.parent.id)
 

@@ -39,18 +39,18 @@ def pg_store(pg_url: str) -> Iterator[TraceStore]:
 
 
 def _answers(results: list) -> list[tuple[str, int, str, str | None]]:
-    return [(r.task_id, r.trial, r.status, r.answer) for r in results]
+    return [(r.task_id, r.repeat, r.status, r.answer) for r in results]
 
 
 def test_a_suite_on_ray_matches_the_local_executor_and_the_endpoint_limit_holds(
     pg_store: TraceStore, brain: DelayedModel, ray_address: str
 ) -> None:
     suite = Suite(name="tiny", tasks=SUITE.tasks)
-    local = run_suite(trio_spec(), suite, pg_store, model="openai:brain", trials=3, concurrency=4)
+    local = run_suite(trio_spec(), suite, pg_store, model="openai:brain", repeats=3, concurrency=4)
     brain.use(heeds_the_note)
     with RayExecutor(pg_store, address=ray_address, workers=2, concurrency=3, endpoint_limit=2) as ray:
         assert len(set(ray.worker_pids()) | {os.getpid()}) == 3  # two worker processes of their own
-        remote = run_suite(trio_spec(), suite, pg_store, model="openai:brain", trials=3, executor=ray)
+        remote = run_suite(trio_spec(), suite, pg_store, model="openai:brain", repeats=3, executor=ray)
         peaks = ray.endpoint_peaks()
     assert _answers(remote) == _answers(local)
     assert {r.status for r in remote} == {"succeeded", "failed"}  # "sum" succeeds, "wrong" fails
@@ -66,7 +66,7 @@ def test_without_a_limit_the_workers_call_the_model_concurrently(
 ) -> None:
     """The other side of the limit test: the same suite makes more than two calls at once."""
     with RayExecutor(pg_store, address=ray_address, workers=2, concurrency=3) as ray:
-        run_suite(trio_spec(), Suite(name="tiny", tasks=SUITE.tasks), pg_store, model="openai:brain", trials=3, executor=ray)
+        run_suite(trio_spec(), Suite(name="tiny", tasks=SUITE.tasks), pg_store, model="openai:brain", repeats=3, executor=ray)
     assert brain.peak > 2
 
 
@@ -99,7 +99,7 @@ def test_a_worker_killed_mid_replay_is_replaced_and_its_replays_retried_once(
 
         killer = threading.Thread(target=kill_when_replaying)
         killer.start()
-        report = verify(replayer, plan, trials=4, executor=ray)
+        report = verify(replayer, plan, pairs=4, executor=ray)
         killer.join()
         assert killed and pids[0] not in ray.worker_pids()  # replaced by a new process
     assert report.verdict == "validated"

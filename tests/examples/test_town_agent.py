@@ -55,7 +55,7 @@ def test_a_failed_run_is_repaired_by_a_verified_edit(base_url: str, tmp_path: An
     replayer = Replayer(store, run_id, graph=graph)
     # the agent's last turn answers from what the tools returned: force it to say the sum
     edit = {"kind": "response", "text": "The answer is 5365."}
-    report = verify(replayer, replayer.compile(parse_intervention(edit), last), trials=1)
+    report = verify(replayer, replayer.compile(parse_intervention(edit), last), pairs=1)
     if store.get_run(run_id).status == "succeeded":
         assert report.verdict == "inconclusive"  # nothing to repair: the control succeeds too
     else:
@@ -70,6 +70,6 @@ def test_the_app_on_chat_counterfact_takes_an_activation_edit(embedded: Any, tmp
     replayer = Replayer(store, run_id, graph=graph)
     edit = {"kind": "activation", "layers": [12], "positions": "all", "strength": 8.0,
             "vector": {"contrastive": {"positive": ["CALL population"], "negative": ["The answer is"]}}}
-    report = verify(replayer, replayer.compile(parse_intervention(edit), "agent#0"), trials=1)
+    report = verify(replayer, replayer.compile(parse_intervention(edit), "agent#0"), pairs=1)
     assert report.edit_hits and report.kl_divergence is not None and report.kl_divergence > 1e-3
     assert report.applied, report.applied_detail

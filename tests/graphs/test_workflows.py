@@ -134,18 +134,19 @@ def test_runner_scores_runs_and_stores_outcomes(sqlite_path: str) -> None:
     assert [c.result for c in researcher.tool_calls] == ["1000", "500"]
 
 
-def test_trials_run_each_task_several_times(sqlite_path: str) -> None:
+def test_repeats_run_each_task_several_times(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     suite = load_suite(HERE / "suite.yaml")
-    results = run_suite(trio_spec(), suite, store, pool=trio_pool(), trials=3)
-    assert [(r.task_id, r.trial) for r in results] == [
+    results = run_suite(trio_spec(), suite, store, pool=trio_pool(), repeats=3)
+    assert [(r.task_id, r.repeat) for r in results] == [
         ("sum", 0), ("sum", 1), ("sum", 2), ("wrong", 0), ("wrong", 1), ("wrong", 2)
     ]
     assert len({r.run_id for r in results}) == 6
+    assert sorted(run.labels["repeat"] for run in store.list_runs(limit=None)) == [0, 0, 1, 1, 2, 2]
 
 
-def test_a_bad_trials_count_is_refused(sqlite_path: str) -> None:
+def test_a_bad_repeats_count_is_refused(sqlite_path: str) -> None:
     from counterfact._errors import CounterfactError
 
-    with pytest.raises(CounterfactError, match="trials must be at least 1"):
-        run_suite(trio_spec(), load_suite(HERE / "suite.yaml"), TraceStore.open(sqlite_path), trials=0)
+    with pytest.raises(CounterfactError, match="repeats must be at least 1"):
+        run_suite(trio_spec(), load_suite(HERE / "suite.yaml"), TraceStore.open(sqlite_path), repeats=0)

@@ -376,7 +376,7 @@ def test_resample_finds_the_point_of_no_return_and_patch_transplants(sqlite_path
     store = TraceStore.open(sqlite_path)
     run_id, pool = _record(store, Flaky(), task="sum")
     report = _debugger(store, run_id, pool, strategies=["resample", "patch"], budget=Budget(replays=30),
-                       trials=2).run()
+                       pairs=2).run()
     assert [h.step for h in report.hypotheses] == [1, 2]
     solver, reporter = report.hypotheses
     assert (solver.strategy, solver.proposed_by, solver.agent) == ("resample", ["resample", "patch"], "solver")

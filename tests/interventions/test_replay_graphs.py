@@ -183,7 +183,7 @@ def test_verify_on_a_user_graph(local_store: TraceStore) -> None:
     run_id = _run(local_store, apps.pipeline, {"messages": [("user", "go")]}, check=apps.answer_is_5)
     replayer = Replayer(local_store, run_id)
     plan = replayer.compile(parse_intervention({"kind": "message", "text": "compute 2+3"}), "planner#0")
-    report = verify(replayer, plan, trials=1)
+    report = verify(replayer, plan, pairs=1)
     assert report.deterministic and report.verdict == "validated", report.reason
     assert report.applied and report.comparison.treatment_successes == 1
 
@@ -224,13 +224,13 @@ def test_a_user_graph_on_chat_counterfact_takes_prefix_and_activation_edits(loca
     assert local_store.steps(same.run_id)[0].output["content"] == step.output["content"]
     # a prefix edit makes the answer start with it, and repairs the run
     plan = replayer.compile(parse_intervention({"kind": "prefix", "text": "YES"}), "answer#0")
-    report = verify(replayer, plan, trials=1)
+    report = verify(replayer, plan, pairs=1)
     assert report.verdict == "validated" and report.applied, report.reason
     # an activation edit reaches the model's hooks
     vector = np.random.default_rng(0).normal(size=64).tolist()
     edit = {"kind": "activation", "layers": [1], "positions": "all", "strength": 20.0, "vector": {"values": vector}}
     plan = replayer.compile(parse_intervention(edit), "answer#0")
-    report = verify(replayer, plan, trials=1)
+    report = verify(replayer, plan, pairs=1)
     assert report.edit_hits and report.kl_divergence is not None and report.kl_divergence > 0
     assert report.applied, report.applied_detail
 

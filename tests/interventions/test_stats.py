@@ -106,5 +106,5 @@ def test_interval_contains_the_observed_difference_and_stays_in_range() -> None:
 def test_compare_rejects_unpaired_or_empty_arms() -> None:
     with pytest.raises(ValueError, match="paired by seed.*got 3 and 2"):
         compare([True, False, True], [True, False])
-    with pytest.raises(ValueError, match="no trials"):
+    with pytest.raises(ValueError, match="no replays"):
         compare([], [])

@@ -70,11 +70,11 @@ def test_sequential_looks_are_those_that_can_reach_significance() -> None:
     alpha over its possible looks only."""
     assert [validating_looks(t) for t in (1, 4, 5, 6)] == [(1, 0.05), (4, 0.05), (5, 0.05), (6, 0.05)]
     assert validating_looks(7) == (6, 0.025)
-    for trials in range(1, 30):
-        first, level = validating_looks(trials)
-        looks = trials - first + 1
+    for pairs in range(1, 30):
+        first, level = validating_looks(pairs)
+        looks = pairs - first + 1
         assert level == pytest.approx(0.05 / looks)  # Bonferroni over the looks taken
-        if trials >= 5:
+        if pairs >= 5:
             assert compare([True] * first, [False] * first).p_value < level  # each look can pass
 
 
@@ -113,7 +113,7 @@ def _coin_run(store: TraceStore) -> tuple[CoinModel, Replayer, object]:
 def test_sampled_arms_use_common_seeds(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     model, replayer, plan = _coin_run(store)
-    report = verify(replayer, plan, trials=10, seed=40)
+    report = verify(replayer, plan, pairs=10, seed=40)
     assert not report.deterministic
     seeds = model.seeds[1:]
     assert len(seeds) == 20 and len(set(seeds)) == 10  # each seed used once in each arm
@@ -132,7 +132,7 @@ def test_a_sequential_verification_of_six_pairs_can_validate(sqlite_path: str) -
     (alpha split over all six looks made this impossible: 0.5^6 > 0.05/6)."""
     store = TraceStore.open(sqlite_path)
     _, replayer, plan = _coin_run(store)
-    report = verify(replayer, plan, trials=6, seed=40, sequential=True)
+    report = verify(replayer, plan, pairs=6, seed=40, sequential=True)
     assert report.comparison.n == 6 and report.comparison.treatment_rate == 1.0
     assert report.verdict == "validated", report.reason
 
@@ -142,7 +142,7 @@ def test_verify_stores_intervention_replays_and_verdict(sqlite_path: str) -> Non
     run_id, _, pool = _recorded_trio(store, "wrong")
     replayer = Replayer(store, run_id, pool=pool)
     plan = replayer.compile(parse_intervention({"kind": "message", "text": "RESULT: 999"}), "solver#0")
-    report = verify(replayer, plan, trials=2)
+    report = verify(replayer, plan, pairs=2)
     assert report.verdict == "validated" and report.deterministic and report.applied
     assert [r.answer for r in report.treatment] == ["999", "999"]
     assert [r.answer for r in report.control] == ["1000", "1000"]
@@ -173,7 +173,7 @@ def test_activation_edit_on_a_local_model_is_checked_by_kl_and_hooks(sqlite_path
     vector = np.random.default_rng(0).normal(size=64).tolist()
     edit = {"kind": "activation", "layers": [1], "positions": "all", "operation": "add",
             "strength": 8.0, "vector": {"values": vector}}
-    report = verify(replayer, replayer.compile(parse_intervention(edit), "b#0"), trials=1)
+    report = verify(replayer, replayer.compile(parse_intervention(edit), "b#0"), pairs=1)
     assert report.applied and report.edit_hits and report.edit_hits > 0
     assert report.kl_divergence is not None and report.kl_divergence > 1e-3
     treated = store.steps(report.treatment[0].run_id)[1]

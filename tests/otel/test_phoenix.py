@@ -60,7 +60,7 @@ def test_runs_replays_and_verdicts_arrive_in_phoenix(tmp_path: Any, phoenix: Pho
     run_id = record(apps.pipeline, store, check=apps.answer_is_5).invoke({"messages": [("user", "go")]}).run_id
     replayer = Replayer(store, run_id)
     report = verify(replayer, replayer.compile(parse_intervention({"kind": "message", "text": "compute 2+3"}), "planner#0"),
-                    trials=1)
+                    pairs=1)
     runs = [r.id for r in reversed(store.list_runs(limit=None))]
     count, sent = export_otlp(store, runs, phoenix.url, project="cf-apps")
     assert count == 4
@@ -100,7 +100,7 @@ def test_the_demos_runs_and_a_verified_replay_arrive_in_phoenix(tmp_path: Any, p
     run = store.get_run(results[0].run_id)
     answer = f"FINAL ANSWER: {run.labels['task']['answer']}"
     replayer = Replayer(store, run.id)
-    verify(replayer, replayer.compile(parse_intervention({"kind": "message", "text": answer}), "reporter#0"), trials=1)
+    verify(replayer, replayer.compile(parse_intervention({"kind": "message", "text": answer}), "reporter#0"), pairs=1)
     runs = [r.id for r in reversed(store.list_runs(limit=None))]
     export_otlp(store, runs, phoenix.otlp_url, project="cf-demo")
     spans = _check_runs_in_phoenix(store, phoenix, "cf-demo", runs)

@@ -36,7 +36,7 @@ def _runs_with_a_verified_replay(store: TraceStore) -> tuple[str, str]:
                       check="tests.interventions.apps:answer_is_5").invoke({"messages": [("user", "add 2 and 2")]}).run_id
     run_id = record(apps.pipeline, store, check=apps.answer_is_5).invoke({"messages": [("user", "go")]}).run_id
     replayer = Replayer(store, run_id)
-    verify(replayer, replayer.compile(parse_intervention({"kind": "message", "text": "compute 2+3"}), "planner#0"), trials=1)
+    verify(replayer, replayer.compile(parse_intervention({"kind": "message", "text": "compute 2+3"}), "planner#0"), pairs=1)
     return tool_run, run_id
 
 

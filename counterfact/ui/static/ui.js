@@ -105,7 +105,7 @@ function wireStep(root) {
     const data = new FormData(form);
     try {
       const job = await post(`/api/runs/${form.dataset.run}/replays`, {
-        at: form.dataset.step, edit: data.get("edit"), trials: Number(data.get("trials")),
+        at: form.dataset.step, edit: data.get("edit"), pairs: Number(data.get("pairs")),
         seed: Number(data.get("seed")), expect: data.get("expect") || null, model: data.get("model") || null,
       });
       follow(job, box, (final, status) => {
