@@ -1,5 +1,6 @@
 """Agents and their models: OpenAI-compatible endpoints, a white-box local model, tools."""
 
+from counterfact.agents._ask import UnreadableAnswer, ask_readable
 from counterfact.agents._edits import ActivationEdit
 from counterfact.agents._agent import Agent, AgentReply
 from counterfact.agents._langchain import ChatCounterfact
@@ -47,7 +48,9 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolError",
+    "UnreadableAnswer",
     "Usage",
+    "ask_readable",
     "calculate",
     "calculator_tool",
     "format_text_results",

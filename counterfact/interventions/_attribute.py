@@ -47,8 +47,11 @@ from counterfact._errors import CounterfactError
 from counterfact.agents import (
     ChatMessage,
     ChatModel,
+    Completion,
     GenerationSettings,
     ModelError,
+    UnreadableAnswer,
+    ask_readable,
     shared_model,
 )
 from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
@@ -120,10 +123,6 @@ class _CountsTokens(Protocol):
     context_window: int
 
     def prompt_ids(self, messages: list[ChatMessage]) -> list[int]: ...
-
-
-class _Malformed(Exception):
-    """The model's answer could not be read; the message says what was missing."""
 
 
 class _Line(BaseModel):
@@ -332,7 +331,7 @@ class _Asker:
                 self._step_by_step(log, result)
             else:
                 self._binary_search(log, result)
-        except _Malformed as exc:
+        except UnreadableAnswer as exc:
             result.errors.append(f"unreadable answer after a retry: {exc}")
         except ModelError as exc:
             result.errors.append(f"model error: {exc}")
@@ -456,26 +455,14 @@ class _Asker:
     def _ask(self, prompt: _Prompt, result: Attribution, read: Callable[[str], T]) -> T:
         """Ask once; if the answer cannot be read, ask again with a format reminder."""
         result.truncated |= prompt.truncated
-        messages = list(prompt.messages)
-        for attempt in range(2):
-            completion = self.model.complete(messages, self.settings)
+
+        def count(messages: list[ChatMessage], completion: Completion) -> None:
             result.questions += 1
             result.prompt_tokens += completion.usage.prompt_tokens or self._count(messages)
             result.raw_outputs.append(completion.text)
-            try:
-                return read(completion.text)
-            except _Malformed:
-                if attempt == 1:
-                    raise
-                messages += [
-                    ChatMessage(role="assistant", content=completion.text),
-                    ChatMessage(
-                        role="user",
-                        content="I could not read that answer. Reply in exactly this format:\n"
-                        + _FORMAT_HINTS[self.method],
-                    ),
-                ]
-        raise AssertionError("unreachable")
+
+        reminder = "I could not read that answer. Reply in exactly this format:\n" + _FORMAT_HINTS[self.method]
+        return ask_readable(self.model, list(prompt.messages), self.settings, read, reminder, on_completion=count)
 
 
 def _cut(text: str, cap: int | None) -> tuple[str, bool]:
@@ -517,7 +504,7 @@ def _read_blame(
     numbers = _NUMBER.findall(text)
     raw = match.group(1) if match else numbers[0] if len(numbers) == 1 else None
     if raw is None or int(raw) not in by_index:
-        raise _Malformed(f"no step number of this run (0 to {log.lines[-1].index})")
+        raise UnreadableAnswer(f"no step number of this run (0 to {log.lines[-1].index})")
     step = int(raw)
     named = _AGENT.search(text)
     agent = _match_agent(named.group(1), log.agents) if named else None
@@ -529,12 +516,12 @@ def _read_blame(
 def _read_yes_no(text: str) -> bool:
     match = _YES_NO.search(text)
     if match is None:
-        raise _Malformed("neither yes nor no")
+        raise UnreadableAnswer("neither yes nor no")
     return match.group(1).lower() == "yes"
 
 
 def _read_half(text: str) -> str:
     match = _HALF.search(text.strip())
     if match is None:
-        raise _Malformed("neither A nor B")
+        raise UnreadableAnswer("neither A nor B")
     return match.group(1)

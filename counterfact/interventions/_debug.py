@@ -46,6 +46,8 @@ from counterfact.agents import (
     ChatModel,
     GenerationSettings,
     ModelError,
+    UnreadableAnswer,
+    ask_readable,
     shared_model,
 )
 from counterfact.executors import Executor, LocalExecutor
@@ -525,14 +527,16 @@ class Debugger:
                 question=self.replayer.target.question, steps=lines, answer=repr(final_answer(self.steps))
             )
             schema = hypothesis_schema([s.index or 0 for s in shown])
-            text = model.complete(
-                [ChatMessage(role="user", content=question)],
-                # room for the schema's longest answer: a cut-off reply would be malformed JSON
-                GenerationSettings(max_tokens=224, temperature=0.0, json_schema=schema),
-            ).text
             try:
-                step, reason = read_hypothesis(text, schema)
-            except ValueError as exc:
+                step, reason = ask_readable(
+                    model, [ChatMessage(role="user", content=question)],
+                    # room for the schema's longest answer: a cut-off reply would be malformed JSON
+                    GenerationSettings(max_tokens=224, temperature=0.0, json_schema=schema),
+                    lambda text: read_hypothesis(text, schema),
+                    'I could not read that answer. Reply with only a JSON object: {"step": one of the '
+                    'step numbers shown, "reason": what went wrong, in one sentence}.',
+                )
+            except UnreadableAnswer as exc:
                 self._note("llm", f"segment {segment.index}: the hypothesis model's answer is not a hypothesis ({exc})")
                 continue
             note = f"Someone checking your last answer found this mistake: {reason}. Write your answer again without it."
@@ -733,19 +737,19 @@ def hypothesis_schema(steps: list[int]) -> dict[str, Any]:
 
 
 def read_hypothesis(text: str, schema: dict[str, Any]) -> tuple[int, str]:
-    """(step, reason) from a hypothesis model's JSON answer; ValueError says what is wrong (only
+    """(step, reason) from a hypothesis model's JSON answer; `UnreadableAnswer` says what is wrong (only
     a model that ignores the schema, such as a remote one without structured output, errs)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        raise ValueError(f"not JSON: {text[:80]!r}") from None
+        raise UnreadableAnswer(f"not JSON: {text[:80]!r}") from None
     if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+        raise UnreadableAnswer("not a JSON object")
     step, reason = data.get("step"), data.get("reason")
     if not isinstance(step, int) or step not in schema["properties"]["step"]["enum"]:
-        raise ValueError(f"step {step!r} is not one of the steps shown")
+        raise UnreadableAnswer(f"step {step!r} is not one of the steps shown")
     if not isinstance(reason, str) or not reason.strip():
-        raise ValueError("no reason")
+        raise UnreadableAnswer("no reason")
     return step, " ".join(reason.split())
 
 

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatMessage, ChatModel, Completion, ScriptedChatModel
+from counterfact.agents import ChatMessage, ChatModel, Completion, ScriptedChatModel, UnreadableAnswer
 from counterfact.graphs import (
     ModelPool,
     Task,
@@ -138,17 +138,17 @@ def test_hypothesis_schema_and_reading_answers() -> None:
     assert read_hypothesis('{"step": 4, "reason": "  copied the\\nwrong   number "}', schema) == (
         4, "copied the wrong number"
     )
-    with pytest.raises(ValueError, match="step 9 is not one of the steps shown"):
+    with pytest.raises(UnreadableAnswer, match="step 9 is not one of the steps shown"):
         read_hypothesis('{"step": 9, "reason": "wrong number"}', schema)
-    with pytest.raises(ValueError, match="step '4' is not one of the steps shown"):
+    with pytest.raises(UnreadableAnswer, match="step '4' is not one of the steps shown"):
         read_hypothesis('{"step": "4", "reason": "wrong number"}', schema)
-    with pytest.raises(ValueError, match="not JSON: 'STEP: 4 | REASON: x'"):
+    with pytest.raises(UnreadableAnswer, match="not JSON: 'STEP: 4 | REASON: x'"):
         read_hypothesis("STEP: 4 | REASON: x", schema)
-    with pytest.raises(ValueError, match="not a JSON object"):
+    with pytest.raises(UnreadableAnswer, match="not a JSON object"):
         read_hypothesis("[4]", schema)
-    with pytest.raises(ValueError, match="no reason"):
+    with pytest.raises(UnreadableAnswer, match="no reason"):
         read_hypothesis('{"step": 4}', schema)
-    with pytest.raises(ValueError, match="no reason"):
+    with pytest.raises(UnreadableAnswer, match="no reason"):
         read_hypothesis('{"step": 4, "reason": "   "}', schema)
 
 
@@ -207,12 +207,27 @@ def test_a_malformed_llm_answer_is_a_note_not_a_hypothesis(sqlite_path: str) -> 
     critic = ScriptedChatModel(lambda messages: "I am not sure.")
     report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4),
                        hypothesis_model=critic).run()
-    assert len(critic.requests) == 1  # no retry: the schema is the guard
+    assert len(critic.requests) == 2  # asked once more, with a reminder of the format
     assert report.hypotheses == []
     assert report.notes == [
         "llm: segment 0: the hypothesis model's answer is not a hypothesis (not JSON: 'I am not sure.')"
     ]
     assert report.spent.replays == 0  # nothing to verify, not even a control
+
+
+def test_an_llm_answer_mended_after_the_reminder_is_a_hypothesis(sqlite_path: str) -> None:
+    """A model without structured output (a remote one, say) may answer in prose first."""
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, heeds_the_note)
+    answers = iter(["The solver is wrong.", json.dumps({"step": 1, "reason": "the solver kept the looked-up value"})])
+    critic = ScriptedChatModel(lambda messages: next(answers))
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4),
+                       hypothesis_model=critic).run()
+    first, second = critic.requests
+    assert [m.role for m in second.messages] == ["user", "assistant", "user"]
+    assert second.messages[1].content == "The solver is wrong." and "JSON object" in second.messages[2].content
+    assert [(h.step, h.reason) for h in report.hypotheses] == [(1, "the solver kept the looked-up value")]
+    assert report.notes == []
 
 
 def test_an_llm_answer_naming_a_step_not_shown_is_a_note(sqlite_path: str) -> None:
