@@ -20,11 +20,17 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from counterfact.agents import resolve_model
-from counterfact.interventions._attribute import (
+from counterfact.interventions import (
     METHODS,
     Attribution,
     AttributionScore,

@@ -40,10 +40,13 @@ from rich.console import Console
 from rich.table import Table
 from transformers import DynamicCache
 
-from counterfact.agents._activations import ActivationEdit, HookSet, RowPass, resolve_edits
-from counterfact.agents._embedded import load_embedded
-from counterfact.agents._local import LocalModel
-from counterfact.agents._types import ChatMessage
+from counterfact.agents import ChatMessage, LocalModel, load_embedded
+from counterfact.agents._activations import (
+    ActivationEdit,
+    HookSet,
+    RowPass,
+    resolve_edits,
+)
 
 PROMPT_TOKENS = 200
 LAYER = 15

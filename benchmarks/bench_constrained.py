@@ -28,10 +28,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from counterfact.agents import (
+    ChatMessage,
+    Completion,
+    GenerationSettings,
+    LocalModel,
+    load_embedded,
+)
 from counterfact.agents._constrained import Grammars
-from counterfact.agents._embedded import load_embedded
-from counterfact.agents._local import LocalModel
-from counterfact.agents._types import ChatMessage, Completion, GenerationSettings
 
 AGENTS = ["planner", "researcher", "coder", "reviewer"]
 SCHEMA: dict[str, Any] = {

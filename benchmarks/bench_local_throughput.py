@@ -13,10 +13,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from counterfact.agents._embedded import load_embedded
+from counterfact.agents import ChatMessage, LocalModel, load_embedded
 from counterfact.agents._engine import Request, Result
-from counterfact.agents._local import LocalModel
-from counterfact.agents._types import ChatMessage
 
 NEW_TOKENS = 64
 CONCURRENT = 8

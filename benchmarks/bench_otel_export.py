@@ -229,11 +229,11 @@ class DemoShapes:
     def run(self, rnd: random.Random, index: int, created: datetime) -> tuple[Any, list[Any]]:
         from counterfact.traces import (
             ModelCallRecord,
+            Outcome,
             RunRecord,
             StepRecord,
             ToolCallRecord,
         )
-        from counterfact.traces._models import Outcome
 
         task = self.suite.tasks[index % len(self.suite.tasks)]
         repeat = index // len(self.suite.tasks)

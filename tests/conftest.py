@@ -13,7 +13,7 @@ import pytest
 import torch
 from sqlalchemy import create_engine, text
 
-from counterfact.agents._local import LocalModel
+from counterfact.agents import LocalModel
 from counterfact.traces import TraceStore
 
 PG_ADMIN_URL = os.environ.get(
@@ -145,6 +145,6 @@ def tiny(tiny_dir: Path) -> Iterator[LocalModel]:
 
 @pytest.fixture(scope="session")
 def embedded() -> LocalModel:
-    from counterfact.agents._embedded import load_embedded
+    from counterfact.agents import load_embedded
 
     return load_embedded()

@@ -1,4 +1,13 @@
-"""Agents and their models: OpenAI-compatible endpoints, a white-box local model, tools."""
+"""Agents and their models: OpenAI-compatible endpoints, a white-box local model, tools.
+
+The model backends and the model server are loaded on first use (PEP 562), so importing this
+package does not import torch, openai or uvicorn for a user who needs none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from counterfact.agents._ask import UnreadableAnswer, ask_readable
 from counterfact.agents._edits import ActivationEdit
@@ -28,11 +37,35 @@ from counterfact.agents._types import (
     Usage,
 )
 
+if TYPE_CHECKING:
+    from counterfact.agents._embedded import load_embedded
+    from counterfact.agents._local import LocalModel
+    from counterfact.agents._openai import OpenAIChatModel
+    from counterfact.agents._serve import create_app, running_server, serve
+
+_LAZY = {
+    "LocalModel": "counterfact.agents._local",
+    "OpenAIChatModel": "counterfact.agents._openai",
+    "load_embedded": "counterfact.agents._embedded",
+    "create_app": "counterfact.agents._serve",
+    "running_server": "counterfact.agents._serve",
+    "serve": "counterfact.agents._serve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "MODEL_SPEC_FORMS",
     "ActivationEdit",
     "Agent",
     "ChatCounterfact",
+    "LocalModel",
+    "OpenAIChatModel",
     "AgentReply",
     "CallLimit",
     "LocalCallLimit",
@@ -52,6 +85,10 @@ __all__ = [
     "Usage",
     "ask_readable",
     "calculate",
+    "create_app",
+    "load_embedded",
+    "running_server",
+    "serve",
     "calculator_tool",
     "format_text_results",
     "lookup_tool",

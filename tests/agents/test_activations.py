@@ -10,10 +10,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
+from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelError
 from counterfact.agents._activations import ActivationEdit, resolve_edits
 from counterfact.agents._engine import Request
-from counterfact.agents._local import LocalModel
-from counterfact.agents._types import ChatMessage, GenerationSettings, ModelError
 from counterfact.traces import collect_calls
 
 HELLO = [ChatMessage(role="user", content="Hello, how are you today?")]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from counterfact.agents._agent import Agent
-from counterfact.agents._scripted import ScriptedChatModel
-from counterfact.agents._tools import calculator_tool, lookup_tool
-from counterfact.agents._types import ChatMessage, Completion, GenerationSettings, ToolCall
-from counterfact.traces._records import collect_calls
+from counterfact.agents import (
+    Agent,
+    ChatMessage,
+    Completion,
+    GenerationSettings,
+    ScriptedChatModel,
+    ToolCall,
+    calculator_tool,
+    lookup_tool,
+)
+from counterfact.traces import collect_calls
 
 QUESTION = [ChatMessage(role="user", content="What is 6*7?")]
 

@@ -32,13 +32,19 @@ from langchain_core.tools import tool
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from counterfact.agents import _registry
+from counterfact.agents import (
+    ChatMessage,
+    Completion,
+    LocalModel,
+    ModelError,
+    ScriptedChatModel,
+    ToolCall,
+    Usage,
+    _registry,
+    calculate,
+    shared_model,
+)
 from counterfact.agents._langchain import ChatCounterfact, to_chat_messages
-from counterfact.agents._local import LocalModel
-from counterfact.agents._registry import shared_model
-from counterfact.agents._scripted import ScriptedChatModel
-from counterfact.agents._tools import calculate
-from counterfact.agents._types import ChatMessage, Completion, ModelError, ToolCall, Usage
 from counterfact.traces import (
     Directives,
     ModelResponse,
@@ -49,11 +55,11 @@ from counterfact.traces import (
     collect_calls,
     derive_seed,
     directing,
+    install_langchain_hooks,
     record,
     with_directives,
 )
 from counterfact.traces._capture import SELF_RECORDING, CallCapture
-from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._records import at_step
 
 AT_AGENT = StepAddress(run_id="r", node="agent", invocation=0)

@@ -17,18 +17,19 @@ import pytest
 from fastapi import Request
 from fastapi.responses import Response
 
-from counterfact.agents._constrained import Grammars
-from counterfact.agents._local import LocalModel
-from counterfact.agents._openai import OpenAIChatModel
-from counterfact.agents._scripted import ScriptedChatModel
-from counterfact.agents._serve import create_app, running_server
-from counterfact.agents._tools import calculator_tool
-from counterfact.agents._types import (
+from counterfact.agents import (
     ChatMessage,
     Completion,
     GenerationSettings,
+    LocalModel,
     ModelError,
+    OpenAIChatModel,
+    ScriptedChatModel,
+    calculator_tool,
+    create_app,
+    running_server,
 )
+from counterfact.agents._constrained import Grammars
 from counterfact.traces import collect_calls
 
 SCHEMA: dict[str, Any] = {

@@ -10,11 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from counterfact.agents import _embedded
-from counterfact.agents._embedded import embedded_cache_dir, embedded_gguf, load_embedded
+from counterfact.agents import (
+    ChatMessage,
+    GenerationSettings,
+    LocalModel,
+    ModelError,
+    _embedded,
+)
+from counterfact.agents._embedded import (
+    embedded_cache_dir,
+    embedded_gguf,
+    load_embedded,
+)
 from counterfact.agents._engine import Request
-from counterfact.agents._local import LocalModel
-from counterfact.agents._types import ChatMessage, GenerationSettings, ModelError
 
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

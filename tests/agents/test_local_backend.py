@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelError
 from counterfact.agents._engine import Request
-from counterfact.agents._local import LocalModel
-from counterfact.agents._types import ChatMessage, GenerationSettings, ModelError
 from counterfact.traces import collect_calls
 
 PROMPTS = [

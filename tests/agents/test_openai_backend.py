@@ -11,18 +11,19 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from counterfact.agents._openai import OpenAIChatModel
-from counterfact.agents._scripted import ScriptedChatModel
-from counterfact.agents._serve import create_app, running_server
-from counterfact.agents._types import (
+from counterfact.agents import (
     ChatMessage,
     Completion,
     GenerationSettings,
     ModelError,
+    OpenAIChatModel,
+    ScriptedChatModel,
     ToolCall,
     Usage,
+    create_app,
+    running_server,
 )
-from counterfact.traces._records import collect_calls
+from counterfact.traces import collect_calls
 
 from ..cluster.delayed import delayed_server
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from counterfact.agents._local import LocalModel
+from counterfact.agents import ChatMessage, GenerationSettings, LocalModel
 from counterfact.agents._prefix_cache import PrefixCache
-from counterfact.agents._types import ChatMessage, GenerationSettings
 
 SYSTEM = "You answer questions about places. " * 20  # several blocks, shared by every prompt
 

@@ -24,10 +24,9 @@ import pytest
 import pyvene as pv  # installed with --no-deps: its declared deps are heavy (see setup.sh)
 import torch
 
+from counterfact.agents import ChatMessage, GenerationSettings, LocalModel
 from counterfact.agents._activations import ActivationEdit, HookPoint, resolve_edits
 from counterfact.agents._engine import Request
-from counterfact.agents._local import LocalModel
-from counterfact.agents._types import ChatMessage, GenerationSettings
 
 TOLERANCE = 1e-5
 # Far above float noise and far below what a misplaced edit does (>0.1 on this model).

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from counterfact.agents._scripted import ScriptedChatModel
-from counterfact.agents._types import (
+from counterfact.agents import (
     ChatMessage,
     Completion,
     GenerationSettings,
     ModelError,
+    ScriptedChatModel,
     ToolCall,
 )
-from counterfact.traces._records import collect_calls
+from counterfact.traces import collect_calls
 
 
 def _user(text: str) -> list[ChatMessage]:

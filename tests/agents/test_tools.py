@@ -7,7 +7,7 @@ import time
 import pytest
 from pydantic import BaseModel
 
-from counterfact.agents._tools import (
+from counterfact.agents import (
     Tool,
     ToolError,
     calculate,
@@ -17,7 +17,7 @@ from counterfact.agents._tools import (
     parse_text_calls,
     text_protocol_prompt,
 )
-from counterfact.traces._records import collect_calls
+from counterfact.traces import collect_calls
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from counterfact.agents import ChatMessage, ChatModel, Completion, GenerationSettings, ScriptedChatModel
-from counterfact.agents._serve import create_app, running_server
+from counterfact.agents import (
+    ChatMessage,
+    ChatModel,
+    Completion,
+    GenerationSettings,
+    ScriptedChatModel,
+    create_app,
+    running_server,
+)
 
 Brain = Callable[[list[ChatMessage]], str]
 

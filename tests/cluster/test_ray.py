@@ -12,10 +12,16 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from counterfact._errors import CounterfactError
+from counterfact import CounterfactError
 from counterfact.executors import LocalExecutor, RayExecutor, RayUnavailable
 from counterfact.graphs import Suite, load_suite, run_suite
-from counterfact.interventions import InstructionEdit, Intervention, Replayer, StepRef, verify
+from counterfact.interventions import (
+    InstructionEdit,
+    Intervention,
+    Replayer,
+    StepRef,
+    verify,
+)
 from counterfact.traces import TraceStore, verify_run
 from counterfact.traces._schema import Run
 

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 
-from counterfact.agents import ChatCounterfact
-from counterfact.agents._serve import create_app, running_server
+from counterfact.agents import ChatCounterfact, create_app, running_server
 from counterfact.interventions import Replayer, parse_intervention, verify
 from counterfact.traces import TraceStore, record
 from examples.town_agent import app

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from counterfact.graphs import WorkflowRunner, initial_state
-from counterfact.graphs._tasks import Task
+from counterfact.graphs import Task, WorkflowRunner, initial_state
 from counterfact.traces import TraceStore
 from tests.graphs.scripted import trio_pool, trio_spec
 

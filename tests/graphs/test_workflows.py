@@ -146,7 +146,7 @@ def test_repeats_run_each_task_several_times(sqlite_path: str) -> None:
 
 
 def test_a_bad_repeats_count_is_refused(sqlite_path: str) -> None:
-    from counterfact._errors import CounterfactError
+    from counterfact import CounterfactError
 
     with pytest.raises(CounterfactError, match="repeats must be at least 1"):
         run_suite(trio_spec(), load_suite(HERE / "suite.yaml"), TraceStore.open(sqlite_path), repeats=0)

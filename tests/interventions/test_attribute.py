@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from counterfact.agents import ChatMessage, ScriptedChatModel
-from counterfact.agents._local import LocalModel
-from counterfact.interventions._attribute import attribute, score_attributions
+from counterfact.agents import ChatMessage, LocalModel, ScriptedChatModel
+from counterfact.interventions import attribute, score_attributions
 from counterfact.traces import TraceStore, import_whowhen
 
 from ..conftest import WHOWHEN, require
+
 AGENTS = ["Planner_Expert", "Coder_Expert", "Computer_terminal", "Verifier_Expert"]
 REASON = "The coder used the wrong unit conversion factor."
 GROUND_TRUTH = "forty-two kilometres"

@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from counterfact._errors import CounterfactError
-from counterfact.agents import ChatMessage, ChatModel, Completion, ScriptedChatModel, UnreadableAnswer
+from counterfact import CounterfactError
+from counterfact.agents import (
+    ChatMessage,
+    ChatModel,
+    Completion,
+    ScriptedChatModel,
+    UnreadableAnswer,
+)
 from counterfact.graphs import (
     ModelPool,
     Task,

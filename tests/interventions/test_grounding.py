@@ -6,8 +6,7 @@ from typing import Any
 
 from counterfact.interventions import find_suspects
 from counterfact.interventions._grounding import numbers_in
-from counterfact.traces import StepRecord
-from counterfact.traces._records import ToolCallRecord
+from counterfact.traces import StepRecord, ToolCallRecord
 
 QUESTION = "What is the population of Avalon plus the population of Brindle?"
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from counterfact.interventions._stats import compare, newcombe, newcombe_paired
+from counterfact.interventions import compare, newcombe, newcombe_paired
 
 
 def _arms(both: int, treatment_only: int, control_only: int, neither: int) -> tuple[list[bool], list[bool]]:

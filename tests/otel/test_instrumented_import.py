@@ -61,7 +61,7 @@ def test_a_langgraph_app_traced_by_openinference_is_imported_and_attributed(tmp_
         InMemorySpanExporter,
     )
 
-    from counterfact.agents._serve import create_app, running_server
+    from counterfact.agents import create_app, running_server
 
     memory = InMemorySpanExporter()
     provider = TracerProvider()

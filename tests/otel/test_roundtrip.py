@@ -22,11 +22,11 @@ from counterfact.traces import (
     OtelImportError,
     Redactor,
     TraceStore,
+    excerpt,
     import_otel,
     record,
     write_otlp_json,
 )
-from counterfact.traces._show import excerpt
 
 from ..interventions import apps
 

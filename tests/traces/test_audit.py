@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text, update
 
-from counterfact.traces import TraceStore, record
-from counterfact.traces._audit import redact_run_text, verify_run
+from counterfact.traces import TraceStore, record, redact_run_text, verify_run
 from counterfact.traces._schema import Blob, Step
 
 from .graphs import loop_graph, loop_input

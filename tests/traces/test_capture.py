@@ -24,10 +24,18 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from sqlalchemy import select
 
-from counterfact.agents._scripted import ScriptedChatModel
-from counterfact.agents._serve import create_app, running_server
-from counterfact.agents._types import ChatMessage, Completion, GenerationSettings, ToolCall, Usage
+from counterfact.agents import (
+    ChatMessage,
+    Completion,
+    GenerationSettings,
+    ScriptedChatModel,
+    ToolCall,
+    Usage,
+    create_app,
+    running_server,
+)
 from counterfact.traces import (
+    CallCapture,
     Directives,
     ModelResponse,
     RecordedGraph,
@@ -38,12 +46,11 @@ from counterfact.traces import (
     TraceStore,
     collect_calls,
     directing,
+    instrument,
     record,
     tool_call_key,
     with_directives,
 )
-from counterfact.traces._capture import CallCapture
-from counterfact.traces._instrument import instrument
 from counterfact.traces._intercept import install_langchain_hooks, without_removed_tools
 from counterfact.traces._records import at_step
 from counterfact.traces._schema import Blob, ModelCall

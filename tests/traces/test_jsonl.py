@@ -22,13 +22,14 @@ from counterfact.traces import (
     StoreError,
     ToolCallRecord,
     TraceStore,
+    export_jsonl,
+    import_jsonl,
+    import_whowhen,
     record,
     report_model_call,
     report_tool_call,
 )
-from counterfact.traces._jsonl import export_jsonl, import_jsonl
 from counterfact.traces._schema import Checkpoint, CheckpointWrite
-from counterfact.traces._whowhen import import_whowhen
 
 WHOWHEN_LOG = {
     "question": "Which year?",

@@ -11,8 +11,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
-from counterfact.traces import TraceStore, record
-from counterfact.traces._models import RunRecord
+from counterfact.traces import RunRecord, TraceStore, record
 from counterfact.traces._schema import Blob, Step
 from counterfact.traces._store import MANIFEST_CHUNK
 

@@ -16,14 +16,21 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import create_engine, delete, func, select, text, update
 
-from counterfact.traces import RunRecord, StoreError, TraceStore
-from counterfact.traces._migrate import alembic_config, current_revision, head_revision, upgrade
-from counterfact.traces._models import (
+from counterfact.traces import (
     DebugSessionRecord,
     DebugSpend,
     HypothesisRecord,
     InterventionRecord,
+    RunRecord,
+    StoreError,
+    TraceStore,
     VerdictRecord,
+)
+from counterfact.traces._migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
 )
 from counterfact.traces._schema import (
     DebugSession,

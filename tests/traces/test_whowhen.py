@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from counterfact.traces import StoreError, TraceStore
-from counterfact.traces._whowhen import import_whowhen
+from counterfact.traces import StoreError, TraceStore, import_whowhen
 
 from ..conftest import WHOWHEN as DATA
 
