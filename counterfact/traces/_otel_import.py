@@ -18,11 +18,11 @@ import json
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
-from counterfact._errors import CounterfactError
+from counterfact._errors import CounterfactError, validation_message
 from counterfact.traces._models import Outcome, RunRecord, StepRecord
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 from counterfact.traces._store import TraceStore
@@ -59,6 +59,7 @@ class Span(BaseModel):
     attributes: dict[str, Any]
     error: str | None = None
     resource: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""  # the file and where in it, for errors
 
     @property
     def kind(self) -> str:
@@ -78,87 +79,222 @@ class Span(BaseModel):
         return "UNKNOWN"
 
 
+_EXPECTED = ("expected ExportTraceServiceRequest objects with resourceSpans, as an OpenTelemetry "
+             "collector's file exporter writes; nothing was imported")
+
+
 def read_otlp_json(path: Path) -> list[Span]:
     """Every span in one OTLP JSON file: one ExportTraceServiceRequest per line, or one
-    document (an object, or a list of them)."""
-    text = path.read_text(encoding="utf-8")
-    documents: list[Any] = []
-    try:
-        documents = [json.loads(text)]
-    except json.JSONDecodeError:
-        try:
-            documents = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise OtelImportError(f"{path}: not OTLP JSON (line {exc.lineno}: {exc.msg}); expected "
-                                  "ExportTraceServiceRequest objects with resourceSpans") from None
-    if len(documents) == 1 and isinstance(documents[0], list):
-        documents = documents[0]
+    document (an object, or a list of them). Raises `OtelImportError` naming the file, the
+    object or line, the span and the field of the first thing that is not OTLP JSON."""
     spans: list[Span] = []
-    for number, document in enumerate(documents, start=1):
+    for where, document in _documents(path):
         if not isinstance(document, dict) or not isinstance(document.get("resourceSpans"), list):
-            raise OtelImportError(f"{path}: not OTLP JSON (object {number} has no resourceSpans list); expected "
-                                  "ExportTraceServiceRequest objects, as an OpenTelemetry collector's file exporter writes")
-        for resource_spans in document["resourceSpans"]:
-            resource = _attributes((resource_spans.get("resource") or {}).get("attributes") or [])
-            for scope in resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or []:
-                for raw in scope.get("spans") or []:
-                    spans.append(_span(path, raw, resource))
+            raise OtelImportError(f"{path}: not OTLP JSON ({where} has no resourceSpans list); {_EXPECTED}")
+        try:
+            export = ExportTraceServiceRequest.model_validate(document)
+        except ValidationError as exc:
+            raise OtelImportError(f"{path}: not OTLP JSON ({where}: {validation_message(exc, document)}); {_EXPECTED}") from None
+        number = 0
+        for resource_spans in export.resourceSpans:
+            resource = _attributes(resource_spans.resource.attributes if resource_spans.resource else None)
+            for scope in resource_spans.scopeSpans or resource_spans.instrumentationLibrarySpans or []:
+                for raw in scope.spans or []:
+                    number += 1
+                    spans.append(_span(path, f"{where}, span {number}", raw, resource))
     return spans
 
 
-def _span(path: Path, raw: dict[str, Any], resource: dict[str, Any]) -> Span:
+def _documents(path: Path) -> list[tuple[str, Any]]:
+    """The file's JSON documents, each with where it is: `object N` or `line N`."""
     try:
-        status = raw.get("status") or {}
-        error = None
-        if status.get("code") in (2, "STATUS_CODE_ERROR"):
-            error = status.get("message") or "error"
-        return Span(
-            trace_id=_hex(raw["traceId"], 16), span_id=_hex(raw["spanId"], 8),
-            parent_id=_hex(raw["parentSpanId"], 8) if raw.get("parentSpanId") else None,
-            name=str(raw.get("name", "")), start=_time(raw["startTimeUnixNano"]),
-            end=_time(raw.get("endTimeUnixNano") or raw["startTimeUnixNano"]),
-            attributes=_attributes(raw.get("attributes") or []), error=error, resource=resource,
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise OtelImportError(f"{path}: span {raw.get('name', '?')!r} is not an OTLP span ({exc}); expected "
-                              "traceId, spanId and startTimeUnixNano") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OtelImportError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise OtelImportError(f"{path}: not OTLP JSON (not UTF-8 text: {exc.reason} at byte {exc.start}); {_EXPECTED}") from None
+    number = 0
+    try:
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            documents = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    documents.append((f"line {number}", json.loads(line)))
+            return documents
+    except json.JSONDecodeError as exc:
+        raise OtelImportError(f"{path}: not OTLP JSON (line {number or exc.lineno}: {exc.msg}); {_EXPECTED}") from None
+    except RecursionError:
+        raise OtelImportError(f"{path}: not OTLP JSON (line {number or 1} nests too deeply); {_EXPECTED}") from None
+    if isinstance(whole, list):
+        return [(f"object {n}", document) for n, document in enumerate(whole, start=1)]
+    return [("object 1", whole)]
+
+
+def _span(path: Path, where: str, raw: Any, resource: dict[str, Any]) -> Span:
+    if not isinstance(raw, dict):
+        kind = "null" if raw is None else "a list" if isinstance(raw, list) else f"the {type(raw).__name__} {str(raw)[:40]!r}"
+        raise OtelImportError(f"{path}: not OTLP JSON ({where} is {kind}, not an object); {_EXPECTED}")
+    name = raw.get("name")
+    span = f"span {name[:80]!r}" if isinstance(name, str) else "a span"
+    try:
+        otlp = OtlpSpan.model_validate(raw)
+    except ValidationError as exc:
+        raise OtelImportError(f"{path}: {span} is not an OTLP span ({where}: {validation_message(exc, raw)}); expected "
+                              "traceId, spanId and startTimeUnixNano as OTLP JSON writes them; nothing was imported") from None
+    attributes = _attributes(otlp.attributes)
+    try:
+        typed = _ReadAttributes.model_validate(attributes)
+    except ValidationError as exc:
+        raise OtelImportError(f"{path}: {span} has an attribute of the wrong type ({where}: "
+                              f"{validation_message(exc)}); nothing was imported") from None
+    attributes.update(typed.model_dump(by_alias=True, exclude_unset=True))
+    status = otlp.status or Status()
+    return Span(
+        trace_id=otlp.traceId, span_id=otlp.spanId, parent_id=otlp.parentSpanId, name=otlp.name,
+        start=_time(otlp.startTimeUnixNano), end=_time(otlp.endTimeUnixNano or otlp.startTimeUnixNano),
+        attributes=attributes, resource=resource, source=f"{path} ({where})",
+        error=(status.message or "error") if status.code in (2, "STATUS_CODE_ERROR") else None,
+    )
 
 
 def _hex(value: str, size: int) -> str:
     """An id as hex: OTLP JSON writes hex, protobuf's own JSON mapping base64."""
     if len(value) == size * 2 and all(c in "0123456789abcdefABCDEF" for c in value):
         return value.lower()
-    decoded = base64.b64decode(value, validate=True)
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error, or a character that is not ASCII
+        decoded = b""
     if len(decoded) != size:
-        raise ValueError(f"id {value!r} is neither {size * 2} hex digits nor base64 of {size} bytes")
+        raise ValueError(f"neither {size * 2} hex digits nor base64 of {size} bytes")
     return decoded.hex()
 
 
-def _time(nanos: str | int) -> datetime:
-    nanos = int(nanos)
+def _time(nanos: int) -> datetime:
     return _EPOCH + timedelta(microseconds=nanos // 1000)
 
 
-def _value(value: dict[str, Any]) -> Any:
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "intValue" in value:
-        return int(value["intValue"])
-    if "doubleValue" in value:
-        return float(value["doubleValue"])
-    if "boolValue" in value:
-        return bool(value["boolValue"])
-    if "arrayValue" in value:
-        return [_value(v) for v in (value["arrayValue"].get("values") or [])]
-    if "kvlistValue" in value:
-        return _attributes(value["kvlistValue"].get("values") or [])
-    if "bytesValue" in value:
-        return value["bytesValue"]
-    return None
+def _attributes(items: list[KeyValue] | None) -> dict[str, Any]:
+    return {item.key: item.value.python() if item.value else None for item in items or [] if item.key is not None}
 
 
-def _attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {item["key"]: _value(item.get("value") or {}) for item in items if "key" in item}
+# -- the OTLP JSON shape (protobuf's JSON mapping of ExportTraceServiceRequest) ---------------
+
+
+def _storable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (a \ud800 escape): no database can store it
+        raise ValueError(f"holds {text[exc.start]!r}, half of a UTF-16 surrogate pair, which is not text") from None
+    return text
+
+
+_Text = Annotated[str, AfterValidator(_storable)]
+_MAX_NANOS = (datetime.max - _EPOCH) // timedelta(microseconds=1) * 1000
+_Nanos = Annotated[int, Field(ge=0, le=_MAX_NANOS)]  # fixed64, a string in OTLP JSON
+
+
+def _id(size: int) -> AfterValidator:
+    return AfterValidator(lambda value: _hex(value, size))
+
+
+class AnyValue(BaseModel):
+    """OTLP's AnyValue: one of these set."""
+
+    stringValue: _Text | None = None
+    intValue: int | None = None  # int64, a string in OTLP JSON
+    doubleValue: float | None = None
+    boolValue: bool | None = None
+    arrayValue: ArrayValue | None = None
+    kvlistValue: KeyValueList | None = None
+    bytesValue: _Text | None = None  # base64, kept as it is
+
+    def python(self) -> Any:
+        for field in type(self).model_fields:
+            if field in self.model_fields_set:
+                value = getattr(self, field)
+                if isinstance(value, ArrayValue):
+                    return [item.python() for item in value.values or []]
+                if isinstance(value, KeyValueList):
+                    return _attributes(value.values)
+                return value
+        return None
+
+
+class KeyValue(BaseModel):
+    key: _Text | None = None  # an attribute without a key is skipped
+    value: AnyValue | None = None
+
+
+class ArrayValue(BaseModel):
+    values: list[AnyValue] | None = None
+
+
+class KeyValueList(BaseModel):
+    values: list[KeyValue] | None = None
+
+
+class Status(BaseModel):
+    code: int | _Text | None = None
+    message: _Text | None = None
+
+
+class OtlpSpan(BaseModel):
+    traceId: Annotated[_Text, _id(16)]
+    spanId: Annotated[_Text, _id(8)]
+    parentSpanId: Annotated[_Text, _id(8)] | None = None
+    name: _Text = ""
+    startTimeUnixNano: _Nanos
+    endTimeUnixNano: _Nanos | None = None
+    attributes: list[KeyValue] | None = None
+    status: Status | None = None
+
+    @field_validator("parentSpanId", mode="before")
+    @classmethod
+    def _no_parent(cls, value: Any) -> Any:
+        return value or None  # "" is a root span
+
+
+class Resource(BaseModel):
+    attributes: list[KeyValue] | None = None
+
+
+class ScopeSpans(BaseModel):
+    spans: list[Any] | None = None  # each read as an OtlpSpan on its own, to name it in an error
+
+
+class ResourceSpans(BaseModel):
+    resource: Resource | None = None
+    scopeSpans: list[ScopeSpans] | None = None
+    instrumentationLibrarySpans: list[ScopeSpans] | None = None  # before OTLP 0.15
+
+
+class ExportTraceServiceRequest(BaseModel):
+    resourceSpans: list[ResourceSpans]
+
+
+class _ReadAttributes(BaseModel):
+    """The attributes this importer converts, with the types it needs (other attributes are
+    kept as they come)."""
+
+    score: float | None = Field(None, alias="counterfact.outcome.score")
+    milestones: list[_Text] | None = Field(None, alias="counterfact.outcome.milestones")
+    fork_step: int | None = Field(None, alias="counterfact.replay.fork_step")
+    intervention_id: _Text | None = Field(None, alias="counterfact.replay.intervention_id")
+    invocation: int | None = Field(None, alias="counterfact.step.invocation")
+    step_agent: _Text | None = Field(None, alias="counterfact.step.agent")
+    agent_name: _Text | None = Field(None, alias="gen_ai.agent.name")
+    openinference_agent: _Text | None = Field(None, alias="agent.name")
+    input_tokens: int | None = Field(None, alias="gen_ai.usage.input_tokens")
+    output_tokens: int | None = Field(None, alias="gen_ai.usage.output_tokens")
+    prompt_tokens: int | None = Field(None, alias="llm.token_count.prompt")
+    completion_tokens: int | None = Field(None, alias="llm.token_count.completion")
+    latency_ms: float | None = Field(None, alias="counterfact.model.latency_ms")
+
+
+AnyValue.model_rebuild()
 
 
 # -- traces into runs -----------------------------------------------------------------------
@@ -233,6 +369,9 @@ def _run_of(trace_id: str, spans: list[Span], report: OtelImport) -> tuple[RunRe
     for group in children.values():
         group.sort(key=lambda s: (s.start, s.end))
     roots = children.get(None, [])
+    if not roots:
+        raise OtelImportError(f"{spans[0].source}: trace {trace_id} has no root span (each span's parent is "
+                              "another of its spans: a cycle); nothing was imported")
     root = roots[0]
     if len(roots) == 1 and "counterfact.verification.id" in root.attributes and "counterfact.run.id" not in root.attributes:
         report.verifications += 1
@@ -252,7 +391,7 @@ def _run_of(trace_id: str, spans: list[Span], report: OtelImport) -> tuple[RunRe
         outcome = Outcome(success=attrs["counterfact.outcome.success"],
                           score=float(attrs.get("counterfact.outcome.score") or 0.0),
                           milestones=list(attrs.get("counterfact.outcome.milestones") or []),
-                          detail=attrs.get("output.value"))
+                          detail=_string(attrs["output.value"]) if attrs.get("output.value") is not None else None)
     workflow = attrs.get("gen_ai.workflow.name") or (root.name if len(roots) == 1 else "otel")
     service = root.resource.get("service.name")
     parent = attrs.get("counterfact.replay.parent_run_id")
@@ -274,10 +413,13 @@ def _run_of(trace_id: str, spans: list[Span], report: OtelImport) -> tuple[RunRe
 def _descendants(span: Span, children: dict[str | None, list[Span]]) -> list[Span]:
     found: list[Span] = []
     pending = list(children.get(span.span_id, []))
+    expanded = {span.span_id}  # a span id twice in a trace must not loop
     while pending:
         child = pending.pop(0)
         found.append(child)
-        pending.extend(children.get(child.span_id, []))
+        if child.span_id not in expanded:
+            expanded.add(child.span_id)
+            pending.extend(children.get(child.span_id, []))
     return sorted(found, key=lambda s: (s.start, s.end))
 
 
@@ -337,7 +479,7 @@ def _messages(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     for key, value in attrs.items():
         if key.startswith(prefix):
             rest = key[len(prefix):].split(".", 2)
-            if len(rest) == 3 and rest[0].isdigit() and rest[1] == "message" and rest[2] in ("role", "content", "name"):
+            if len(rest) == 3 and rest[0].isdecimal() and rest[1] == "message" and rest[2] in ("role", "content", "name"):
                 found.setdefault(int(rest[0]), {})[rest[2]] = value
     return [found[i] for i in sorted(found)]
 

@@ -11,25 +11,32 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from contextlib import ExitStack, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, get_args
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    Text,
     and_,
+    case,
+    cast,
     create_engine,
     event,
+    exists,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -127,6 +134,26 @@ def _make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"cannot use database URL {_safe_url(url)}: {exc}") from None
+
+
+_LABEL_FUNCTION = "counterfact_label"  # an older SQLite's label read by Python (see _label_is)
+
+
+@cache
+def _sqlite_json_keeps_nul() -> bool:
+    """Whether this SQLite's JSON functions keep a NUL inside a string (3.51 does; 3.40 ends
+    the string there, so 'ab\\u0000zz' reads as 'ab')."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        return db.execute("""SELECT json_extract('["a\\u0000b"]', '$[0]') = 'a' || char(0) || 'b'""").fetchone()[0] == 1
+
+
+def _label_of(labels: str | None, key: str) -> Any:
+    """The value of label `key` of a run's labels (JSON text) as SQLite would read it."""
+    parsed = json.loads(labels) if labels else None
+    value = parsed.get(key) if isinstance(parsed, dict) else None
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return value
 
 
 def _safe_url(url: str) -> str:
@@ -548,8 +575,8 @@ class TraceStore:
             query = query.where(Run.parent_run_id == parent)
         if agent:
             query = query.where(Run.id.in_(select(Step.run_id).where(Step.agent == agent)))
-        for key, value in (labels or {}).items():
-            query = query.where(Run.labels[key].as_string() == value)
+        label_filters = [self._label_is(key, value) for key, value in (labels or {}).items()]
+        query = query.where(*label_filters)
         if text:
             query = query.where(Run.search_text.contains(text.lower(), autoescape=True))
         if before:
@@ -561,7 +588,25 @@ class TraceStore:
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
+            if label_filters and self.dialect == "sqlite" and not _sqlite_json_keeps_nul():
+                conn.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
+                    _LABEL_FUNCTION, 2, _label_of, deterministic=True)
             return [_run_record(row) for row in conn.execute(query).mappings()]
+
+    def _label_is(self, key: str, value: str) -> ColumnElement[bool]:
+        """Runs whose label `key` is `value` (a label that is not a string: its text form),
+        with key and value bound parameters: no key or value can change the query."""
+        if self.dialect != "sqlite":
+            return Run.labels[key].as_string() == value  # labels ->> :key = :value
+        label = func.json_each(Run.labels).table_valued("key", "value", joins_implicitly=True)
+        match = exists().where(label.c.key == key, cast(label.c.value, Text) == value)
+        if _sqlite_json_keeps_nul():
+            return match
+        # an older SQLite cuts a string at a NUL (\u0000) when it decodes JSON: rows holding one
+        # (rare) have their label read by Python instead; every other row stays in SQL
+        has_nul = func.instr(cast(Run.labels, Text), literal("\\u0000", Text)) > 0
+        exact = cast(getattr(func, _LABEL_FUNCTION)(cast(Run.labels, Text), key), Text) == value
+        return case((has_nul, exact), else_=match)
 
     def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         """Which of these exact run ids the store already holds (for imports to skip or refuse)."""

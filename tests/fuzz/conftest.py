@@ -34,24 +34,12 @@ settings.load_profile("counterfact-fuzz")
 TABLES = ("runs", "steps", "model_calls", "tool_calls", "blobs", "checkpoints",
           "checkpoint_writes", "interventions", "verdicts", "debug_sessions", "hypotheses")
 
-# property -> Counter(cases=, rejected=, known_bug=)
+# property -> Counter(cases=, rejected=)
 TALLY: dict[str, Counter[str]] = defaultdict(Counter)
-ORIGINS: Counter[str] = Counter()  # where known-bug exceptions came from
-
-
-def origin(exc: BaseException) -> str:
-    """file:line of the deepest counterfact frame of `exc`'s traceback."""
-    import traceback
-
-    where = "?"
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if "/counterfact/" in frame.filename and "/tests/" not in frame.filename:
-            where = f"counterfact/{frame.filename.rsplit('/counterfact/', 1)[1]}:{frame.lineno}"
-    return where
 
 
 def count(prop: str, outcome: str = "accepted") -> None:
-    """Count one case of `prop`: accepted, rejected (a clear error) or known_bug."""
+    """Count one case of `prop`: accepted or rejected (with a clear error)."""
     TALLY[prop]["cases"] += 1
     TALLY[prop][outcome] += 1
 
@@ -62,12 +50,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("fuzz cases")
     for prop in sorted(TALLY):
         t = TALLY[prop]
-        extra = f", {t['known_bug']} hit a known bug (xfail test)" if t["known_bug"] else ""
-        terminalreporter.write_line(
-            f"fuzz: {prop}: {t['cases']} cases ({t['rejected']} rejected with a clear error{extra})"
-        )
-    for where, n in ORIGINS.most_common():
-        terminalreporter.write_line(f"fuzz: known bug: {where}: {n} cases")
+        terminalreporter.write_line(f"fuzz: {prop}: {t['cases']} cases ({t['rejected']} rejected with a clear error)")
 
 
 def assert_clear(exc: BaseException, *names: str) -> None:
@@ -119,30 +102,12 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     store.close()
 
 
-def known_bug(exc: BaseException) -> str | None:
-    """Which known bug (each pinned by an xfail test) `exc` shows, if any."""
-    import re
-
-    if isinstance(exc, re.error):
-        return "re.error from a `pattern` validator"
-    where = origin(exc)
-    if not isinstance(exc, CounterfactError) and where.startswith("counterfact/traces/_otel_import.py"):
-        ORIGINS[f"{type(exc).__name__} at {where}"] += 1
-        return "OTLP reader lets a non-OtelImportError escape"
-    if isinstance(exc, CounterfactError) and re.search(r"\[\d+\] \([^)]*[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]", str(exc)):
-        return "a list item's name/id put raw into the error line"
-    return None
-
-
 def check_property(prop: str, call: Callable[[], object], error: type[BaseException], *names: str) -> None:
     """The property of a file or data surface: `call` works, or raises one clear `error`
-    naming `names` (a known bug is counted apart)."""
+    naming `names`."""
     try:
         call()
     except Exception as exc:  # noqa: BLE001 - the property is about which exceptions
-        if known_bug(exc):
-            count(prop, "known_bug")
-            return
         assert_clear(exc, *names)
         assert isinstance(exc, error), f"{type(exc).__name__}, not {error.__name__}: {exc}"
         count(prop, "rejected")

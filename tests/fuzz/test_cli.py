@@ -74,19 +74,12 @@ def test_replay_at_and_model(recorded: dict, db: str, capsys: pytest.CaptureFixt
     _run(["replay", run, "--at", at, "--model", model, "--db", db], capsys, monkeypatch, "cli: replay --at/--model")
 
 
-def _known_bug(text: str) -> bool:
-    return text.strip().isdigit() and not text.strip().isascii()
-
-
 @given(at=AT)
 def test_parse_step(at: str) -> None:
     prop = "cli: parse_step(--at)"
     try:
         parse_step(at)
     except Exception as exc:  # noqa: BLE001
-        if _known_bug(at):
-            count(prop, "known_bug")
-            return
         assert isinstance(exc, InterventionError)
         assert_clear(exc)
         count(prop, "rejected")
