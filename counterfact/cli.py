@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from typer.exceptions import TyperException
 from rich.table import Table
 
 from counterfact._errors import CounterfactError
 from counterfact.executors import ExecutorKind, ExecutorSettings
 from counterfact.graphs import CheckerName
-from counterfact.interventions import Method
+from counterfact.interventions import STRATEGIES, Budget, Method
 from counterfact.traces import RunStatus, TraceStore, coloured
 
 app = typer.Typer(
@@ -437,18 +439,28 @@ def resume_command(
     model: Annotated[str | None, typer.Option(help="model spec, if not the run's own")] = None,
     db: DbOption = None,
 ) -> None:
-    """Continue interrupted runs (crash, Ctrl-C, database restart) from their last checkpoints."""
+    """Continue interrupted runs (crash, Ctrl-C, database restart) from their last checkpoints;
+    a cut-off replay goes on with the edit, seed and settings it was started with."""
     from counterfact.graphs import resume_run
+    from counterfact.interventions import resume_replay
 
     store = _open(db)
     if interrupted == bool(runs):
         raise CounterfactError("name the runs to resume, or give --interrupted (not both)")
-    ids = list(runs or []) or [
-        r.id for r in store.list_runs(status="running", limit=None) if "workflow_spec" in r.labels and r.parent_run_id is None
+    chosen = [store.get_run(run) for run in runs or []] or [
+        r for r in store.list_runs(status="running", limit=None)
+        if "workflow_spec" in r.labels or r.parent_run_id is not None
     ]
-    if not ids:
+    if not chosen:
         raise CounterfactError("no interrupted run to resume")
-    _print_summary([resume_run(store, run, model=model) for run in ids], "resumed")
+    suite_runs = [resume_run(store, run.id, model=model) for run in chosen if run.parent_run_id is None]
+    if suite_runs:
+        _print_summary(suite_runs, "resumed")
+    for run in chosen:
+        if run.parent_run_id is not None:
+            replay = resume_replay(store, run.id, model=model)
+            console.print(f"resumed replay {replay.run_id[:12]} of run {run.parent_run_id[:12]} ({replay.arm}): "
+                          f"{coloured(replay.status)}, answer {escape(repr(replay.answer))}")
 
 
 @app.command("demo")
@@ -563,12 +575,17 @@ def _print_verdict(report: Any) -> None:
     console.print(f"verdict {report.id[:12]} for intervention {report.intervention_id[:12]}")
 
 
+def _least(model: type[BaseModel], field: str) -> int:
+    """The lower bound (`ge`) a pydantic model sets on `field`, so an option's range is the model's."""
+    return next(int(rule.ge) for rule in model.model_fields[field].metadata if getattr(rule, "ge", None) is not None)
+
+
 @app.command("debug")
 def debug_command(
     run: Annotated[str, typer.Argument(help="run id (or unique prefix) of a failed run")],
-    strategy: Annotated[str, typer.Option(help="grounded, llm, resample, patch, or all (comma-separated)")] = "all",
-    budget: Annotated[int, typer.Option("--budget", help="most replays to spend")] = 24,
-    budget_tokens: Annotated[int | None, typer.Option(help="most tokens to spend on replays")] = None,
+    strategy: Annotated[str, typer.Option(help=f"{', '.join(STRATEGIES)}, or all (comma-separated)")] = "all",
+    budget: Annotated[int, typer.Option(min=_least(Budget, "replays"), help="most replays to spend")] = 24,
+    budget_tokens: Annotated[int | None, typer.Option(min=_least(Budget, "tokens"), help="most tokens to spend on replays")] = None,
     pairs: Annotated[int, typer.Option(min=1, help="most treatment/control pairs per fix (sampled runs; greedy runs need one)")] = 6,
     samples: Annotated[int, typer.Option(help="sampled redrafts per hypothesis, and fresh samples per resampled step")] = 3,
     temperature: Annotated[float, typer.Option(help="sampling temperature of resampling")] = 0.8,
@@ -597,24 +614,13 @@ def debug_command(
 
     An interrupted session (Ctrl-C, a crash) resumes from what the store holds when the same
     command runs again, or explicitly with --resume."""
-    from counterfact.interventions import (
-        STRATEGIES,
-        Budget,
-        Debugger,
-        report_table,
-        write_html,
-    )
+    from counterfact.interventions import Debugger, report_table, strategies_from, write_html
 
-    chosen = list(STRATEGIES) if strategy == "all" else [s.strip() for s in strategy.split(",")]
-    unknown = [s for s in chosen if s not in STRATEGIES]
-    if unknown:
-        raise CounterfactError(f"--strategy takes {', '.join(STRATEGIES)} or all, not {', '.join(unknown)}")
-    if budget < 1:
-        raise CounterfactError("--budget must be at least 1 replay: a debug session with no replays proves nothing")
+    chosen = strategies_from([name.strip() for name in strategy.split(",")])
     debugger = Debugger(
         _replayer(db, run, model=model, graph=graph, check=check, expect=expect,
                   checker=checker, answer=answer, force=force),
-        strategies=chosen,  # type: ignore[arg-type]
+        strategies=chosen,
         budget=Budget(replays=budget, tokens=budget_tokens),
         pairs=pairs,
         samples=samples,

@@ -254,6 +254,8 @@ def resume_run(
 ) -> RunSummary:
     """Continue an interrupted run from its last checkpoint, then score it."""
     run = store.get_run(run_ref)
+    if run.parent_run_id is not None:  # its edit and seed live with the replayer, not the workflow
+        raise StoreError(f"run {run.id} is a replay of run {run.parent_run_id}: resume it with `interventions.resume_replay`")
     runner, task = rebuild(store, run, model=model, pool=pool)
     started = time.perf_counter()
     result = runner.recorded.resume(run.id)

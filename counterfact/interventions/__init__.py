@@ -32,6 +32,7 @@ from counterfact.interventions._debug import (
     read_hypothesis,
     session_report,
     split_segments,
+    strategies_from,
 )
 from counterfact.interventions._fixes import Fix, thinking_fixes
 from counterfact.interventions._grounding import Suspect, find_suspects
@@ -42,6 +43,7 @@ from counterfact.interventions._replay import (
     ReplayPlan,
     ReplayResult,
     parse_step,
+    resume_replay,
 )
 from counterfact.interventions._report import render_html, report_table, write_html
 from counterfact.interventions._specs import (
@@ -101,6 +103,7 @@ __all__ = [
     "report_table",
     "session_report",
     "split_segments",
+    "strategies_from",
     "render_html",
     "write_html",
     "ActivationIntervention",
@@ -119,6 +122,7 @@ __all__ = [
     "ReplayPlan",
     "ReplayResult",
     "Replayer",
+    "resume_replay",
     "ResponseEdit",
     "ResumeEdit",
     "RouteEdit",

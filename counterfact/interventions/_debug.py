@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -78,6 +78,19 @@ from counterfact.traces._show import excerpt
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]
 STRATEGIES: tuple[Strategy, ...] = ("grounded", "llm", "resample", "patch")
+
+
+def strategies_from(names: Sequence[str]) -> list[Strategy]:
+    """`names` checked against `STRATEGIES` ("all" stands for every one), in the order given."""
+    chosen = list(STRATEGIES) if list(names) == ["all"] else list(names)
+    unknown = [name for name in chosen if name not in STRATEGIES]
+    if not chosen or unknown:
+        raise CounterfactError(
+            f"choose strategies among {', '.join(STRATEGIES)} or all" + (f", not {', '.join(unknown)}" if unknown else "")
+        )
+    return chosen  # type: ignore[return-value]
+
+
 # After a validated transplant on a local model: which layers carry the repair. An analysis of
 # a validated hypothesis, not a failure hypothesis of its own: reports count it apart.
 LAYER_SCAN = "patch-layers"
@@ -154,7 +167,7 @@ class Debugger:
         self,
         replayer: Replayer,
         *,
-        strategies: list[Strategy],
+        strategies: Sequence[str],  # checked by `strategies_from`
         budget: Budget,
         pairs: int = 6,
         samples: int = 3,
@@ -174,14 +187,9 @@ class Debugger:
             raise CounterfactError(
                 f"run {run.id} has no check of its final state, so replays cannot be scored: give one"
             )
-        unknown = [s for s in strategies if s not in STRATEGIES]
-        if not strategies or unknown:
-            raise CounterfactError(
-                f"choose strategies among {', '.join(STRATEGIES)}" + (f", not {', '.join(unknown)}" if unknown else "")
-            )
         self.replayer = replayer
         self.store = replayer.store
-        self.strategies = strategies
+        self.strategies = strategies_from(strategies)
         self.budget = budget
         self.pairs = pairs  # most pairs of a sequential verification (sampled runs)
         self.samples = samples  # sampled fixes per hypothesis; fresh replays per resampled step
@@ -218,13 +226,50 @@ class Debugger:
             cut_off = self.store.list_runs(status="running", labels={"debug_session": session.id}, limit=None)
             for run in cut_off:
                 discard_run(self.store, run.id)
+            adopted = self._adopt_verdicts()
             self.say(f"resuming debug session {self.session_id[:12]}"
-                     + (f" ({len(cut_off)} unfinished replays discarded)" if cut_off else ""))
+                     + (f" ({len(cut_off)} unfinished replays discarded)" if cut_off else "")
+                     + (f" ({adopted} verdicts stored before the interruption kept)" if adopted else ""))
             return self.session_id
         settings = {"budget": self.budget.model_dump(), "pairs": self.pairs,
                     "samples": self.samples, "temperature": self.temperature}
         self.session_id = self.store.create_debug_session(run_id, list(self.strategies), settings).id
         return self.session_id
+
+    def _adopt_verdicts(self) -> int:
+        """On resuming: what verifications the interruption cut off left behind. A verdict is
+        stored when its verification ends, and recorded on its fix (and its replays charged)
+        only when the session records the batch it belongs to; a verdict stored in between is
+        recorded now rather than made again, and the finished replays of a verification that
+        stored no verdict are discarded (they count for nothing). Returns the verdicts kept."""
+        replays = self.store.list_runs(labels={"debug_session": self.session_id}, limit=None)
+        verifications = {r.labels["verification_id"] for r in replays if r.labels.get("verification_id")}
+        stored = {v.id: v for v in self.store.verdicts(run_id=self.replayer.parent.id) if v.id in verifications}
+        for run in replays:
+            if run.labels.get("verification_id") and run.labels["verification_id"] not in stored:
+                discard_run(self.store, run.id)
+        shared = {r.id for r in replays if r.labels.get("debug_role") == "shared-control"}
+        recorded = {f.verdict_id for h in self.hypotheses() for f in self._fixes_of(h) if f.verdict_id}
+        adopted = 0
+        for verdict in sorted(stored.values(), key=lambda v: (v.created_at, v.id)):
+            if verdict.id in recorded:
+                continue
+            spec = self.store.get_intervention(verdict.intervention_id).spec
+            found = next(
+                ((h, i, f) for h in self.hypotheses() if h.status == "proposed"
+                 for i, f in enumerate(self._fixes_of(h))
+                 if f.verdict is None and Intervention.model_validate(f.intervention).dump() == spec),
+                None,
+            )
+            if found is None:
+                continue
+            h, position, fix = found
+            charged = [*verdict.stats.get("treatment_runs", []),
+                       *(r for r in verdict.stats.get("control_runs", []) if r not in shared)]
+            fix = fix.model_copy(update={"verdict": verdict.verdict, "verdict_id": verdict.id, "reason": verdict.reason})
+            self._record(h.id, position, fix, charged)
+            adopted += 1
+        return adopted
 
     def report_of(self, session_id: str) -> DebugReport:
         """The report of a stored session of this run (a finished one, to show it again); the

@@ -49,6 +49,7 @@ from counterfact.traces import (
     RunRecord,
     StepDirectives,
     StepRecord,
+    StoreError,
     ToolChange,
     TraceStore,
     from_jsonable_update,
@@ -363,40 +364,69 @@ class Replayer:
     ) -> ReplayResult:
         """One child run from the plan's fork point; `arm` is "treatment" or "control"."""
         edited = arm == "treatment" and plan.intervention is not None
+        settings: dict[str, Any] = {"replay_seed": seed}
+        if temperature is not None:
+            settings["replay_temperature"] = temperature
+        if live_tools:
+            settings["replay_live_tools"] = True
         child = RunRecord(
             id=child_id or uuid.uuid4().hex,
             workflow=self.parent.workflow,
             workflow_hash=self.parent.workflow_hash,
             task_input=self.parent.task_input,
-            labels={**self.parent.labels, **(labels or {}), "arm": arm, "replay_seed": seed},
+            labels={**self.parent.labels, **(labels or {}), "arm": arm, **settings},
             intervention_id=intervention_id if edited else None,
         )
         fork = fork_run(self.store, self.parent.id, plan.step, child)
+        if edited:
+            self._write_updates(plan, fork)
+        graph_input = Command(resume=plan.resume) if edited and plan.resumes else None
+        return self._run(plan, child, edited, graph_input)
+
+    def resume(self, child_ref: str) -> ReplayResult:
+        """Finish a replay of this run that was cut off (a crash, a kill) from its last
+        checkpoint, with the edit, seed, temperature and tool setting it was started with."""
+        child = self.store.get_run(child_ref)
+        if child.parent_run_id != self.parent.id or child.fork_step is None:
+            raise InterventionError(f"run {child.id} is not a replay of run {self.parent.id}")
+        if child.status != "running":
+            raise StoreError(f"run {child.id} already finished ({child.status}); nothing to resume")
+        spec = self.store.get_intervention(child.intervention_id).spec if child.intervention_id else None
+        plan = self.compile(Intervention.model_validate(spec) if spec else None, child.fork_step)
+        edited = spec is not None
+        # an interrupt's answer goes in only if the replay stopped before the edited step ran
+        before_edit = len(self.store.steps(child.id, payloads=False)) <= plan.step
+        graph_input = Command(resume=plan.resume) if edited and plan.resumes and before_edit else None
+        return self._run(plan, child, edited, graph_input)
+
+    def _run(self, plan: ReplayPlan, child: RunRecord, edited: bool, graph_input: Any) -> ReplayResult:
+        """Run (or go on running) the child from its thread's checkpoint, then score it."""
+        labels = child.labels
+        seed = labels.get("replay_seed")
         directives = Directives(
             seed=seed,
-            temperature=temperature,
-            reuse_tool_results={} if live_tools else self._recorded_tool_results(),
+            temperature=labels.get("replay_temperature"),
+            reuse_tool_results={} if labels.get("replay_live_tools") else self._recorded_tool_results(),
         )
         if edited:
-            directives.steps[step_key(fork.node, fork.invocation)] = plan.directives
+            target = self.steps[plan.step]
+            directives.steps[step_key(target.node, target.invocation)] = plan.directives
             directives.tool_changes = plan.tool_changes
-            self._write_updates(plan, fork)
         config = with_directives({"recursion_limit": 100}, directives)
         recorded = self.target.recorded
-        graph_input = Command(resume=plan.resume) if edited and plan.resumes else None
-        result = recorded.continue_run(fork.child_run_id, graph_input, config=config)
+        result = recorded.continue_run(child.id, graph_input, config=config)
         finished = result.error is None and "__interrupt__" not in (result.state or {})
         outcome = self.target.score(result.state) if finished else None
         if outcome is not None:
-            recorded.finish(fork.child_run_id, outcome)
+            recorded.finish(child.id, outcome)
         applied, detail = (None, "")
         if edited:
-            applied, detail = self.check_applied(plan, fork.child_run_id)
+            applied, detail = self.check_applied(plan, child.id)
         return ReplayResult(
-            run_id=fork.child_run_id,
-            arm=arm,
+            run_id=child.id,
+            arm=labels["arm"],
             seed=seed,
-            status=self.store.get_run(fork.child_run_id).status,
+            status=self.store.get_run(child.id).status,
             success=bool(outcome and outcome.success),
             score=outcome.score if outcome else 0.0,
             answer=self.target.answer(result.state),
@@ -547,3 +577,11 @@ def _new_texts(new: Any, old: Any) -> list[str]:
 
     fresh = strings(new) - strings(old)
     return sorted(s for s in fresh if len(s) > 3 and s not in ("pending", "in_progress", "done"))
+
+
+def resume_replay(store: TraceStore, run_ref: str, *, model: str | None = None) -> ReplayResult:
+    """Finish a cut-off replay (see `Replayer.resume`) of whatever run it forked from."""
+    child = store.get_run(run_ref)
+    if child.parent_run_id is None:
+        raise InterventionError(f"run {child.id} is not a replay: resume it as a run")
+    return Replayer(store, child.parent_run_id, model=model).resume(child.id)

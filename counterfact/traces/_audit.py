@@ -93,8 +93,13 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
         if problem:
             return bad(problem)
         previous = link
-    sealed = status != "running" or count > 0  # an unfinished run has no anchor yet
-    if sealed and (len(steps) != count or (steps and previous != head)):
+    if status == "running":
+        # an unfinished run is anchored only as far as it was when it was made: nothing for a
+        # new run, the copied steps for a fork (a replay cut off goes on past them)
+        cut = len(steps) < count or (count > 0 and steps[count - 1]["digest"] != head)
+    else:
+        cut = len(steps) != count or (bool(steps) and previous != head)
+    if cut:
         return ChainReport(
             run_id=run_id,
             steps=len(steps),

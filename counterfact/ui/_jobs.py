@@ -113,7 +113,7 @@ class Jobs:
         fail or cannot be scored), then run the session in the background."""
         replayer = self._replayer(run_ref, request.model, request.expect)
         debugger = Debugger(
-            replayer, strategies=request.strategies,  # type: ignore[arg-type]
+            replayer, strategies=request.strategies,
             budget=Budget(replays=request.budget), pairs=request.pairs, samples=request.samples,
         )
         job = self._new("debug", replayer.parent.id)
