@@ -94,6 +94,7 @@ def strategies_from(names: Sequence[str]) -> list[Strategy]:
 # After a validated transplant on a local model: which layers carry the repair. An analysis of
 # a validated hypothesis, not a failure hypothesis of its own: reports count it apart.
 LAYER_SCAN = "patch-layers"
+SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
 
 
 class Budget(BaseModel):
@@ -248,7 +249,9 @@ class Debugger:
         for run in replays:
             if run.labels.get("verification_id") and run.labels["verification_id"] not in stored:
                 discard_run(self.store, run.id)
-        shared = {r.id for r in replays if r.labels.get("debug_role") == "shared-control"}
+            elif run.labels.get("arm") == "resample" and "resample" not in self.completed:
+                discard_run(self.store, run.id)  # probes of a resampling cut off: it runs again whole
+        shared = {r.id for r in replays if r.labels.get("debug_role") == SHARED_CONTROL}
         recorded = {f.verdict_id for h in self.hypotheses() for f in self._fixes_of(h) if f.verdict_id}
         adopted = 0
         for verdict in sorted(stored.values(), key=lambda v: (v.created_at, v.id)):
@@ -387,10 +390,14 @@ class Debugger:
         control arm of every fix (a replay from any later step would repeat it exactly)."""
         if self._control is not None or not greedy_from(self.replayer, 0):
             return
-        labels = {"debug_session": self.session_id, "debug_role": "shared-control"}
+        labels = {"debug_session": self.session_id, "debug_role": SHARED_CONTROL}
         made = [r for r in self.store.list_runs(labels=labels, limit=None) if r.status in ("succeeded", "failed")]
-        if made:  # a resumed session: the control made before the interruption (already paid)
+        if made:  # a resumed session: the control made before the interruption
             run = made[0]
+            if SHARED_CONTROL not in self.completed:  # cut off between its end and its charge
+                self._charge([run.id])
+                self.completed.append(SHARED_CONTROL)
+                self._save_spent()
             result = ReplayResult(
                 run_id=run.id, arm="control", seed=0, status=run.status,
                 success=bool(run.outcome and run.outcome.success), score=run.outcome.score if run.outcome else 0.0,
@@ -402,7 +409,8 @@ class Debugger:
                 replay_unit(self.replayer, self.replayer.compile(None, 0), arm="control", seed=0, labels=labels)
             ])
             self._charge([result.run_id])
-            self._save_spent()
+            self.completed.append(SHARED_CONTROL)
+            self._save_spent()  # the charge and the stage in one update
         else:
             return
         if result.success:

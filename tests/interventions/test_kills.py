@@ -441,3 +441,66 @@ def test_a_treatment_replay_cut_off_before_its_edit_keeps_the_edit_when_resumed(
     assert store.get_run("cut").status == "succeeded"
     with pytest.raises(StoreError, match="already finished"):
         replayer.resume("cut")
+
+
+def test_a_shared_control_made_before_its_charge_was_saved_is_charged_once_on_resume(
+    sqlite_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared control replayed, the session dead before its charge reached the store: on
+    resuming the control is reused and charged once (it used to be reused for free)."""
+    store = TraceStore.open(sqlite_path)
+    died: list[bool] = []
+    real = Debugger._save_spent
+
+    def save_spent(self: Debugger, status: str = "running") -> None:
+        if "shared-control" in self.completed and not died:  # the control's own save
+            died.append(True)
+            raise Died
+        real(self, status)
+
+    monkeypatch.setattr(Debugger, "_save_spent", save_spent)
+    from .test_debug import _critic, _debugger, _record, ignores_the_note
+
+    run_id, pool = _record(store, ignores_the_note)
+    with pytest.raises(Died):
+        _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                  hypothesis_model=_critic(1)).run()
+    [session] = store.debug_sessions(run_id)
+    assert session.spent.replays == 0 and len(_session_runs(store, session.id)) == 1  # made, not charged
+    monkeypatch.undo()
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                       hypothesis_model=_critic(1)).run()
+    replays = _session_runs(store, session.id)
+    assert report.status == "done" and report.spent.replays == len(replays) == 3
+    assert len([r for r in replays if r.labels.get("debug_role") == "shared-control"]) == 1
+
+
+def test_probes_of_a_resampling_cut_off_are_made_again_not_doubled(
+    sqlite_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resampling's probes of one step finished, the session dead before the stage ended: on
+    resuming the stage runs again whole, and its earlier probes are gone rather than left beside
+    the new ones with the same seeds, uncharged."""
+    from .test_debug import Flaky, _debugger, _record
+
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, Flaky(), task="sum")
+    real = Debugger._sample_from
+
+    def dies_after_probing(self: Debugger, step: int, count: int) -> list[tuple[str, bool]]:
+        real(self, step, count)
+        raise Died
+
+    monkeypatch.setattr(Debugger, "_sample_from", dies_after_probing)
+    with pytest.raises(Died):
+        _debugger(store, run_id, pool, strategies=["resample"], budget=Budget(replays=30), pairs=2).run()
+    monkeypatch.undo()
+    [session] = store.debug_sessions(run_id)
+    assert len([r for r in _session_runs(store, session.id) if r.labels.get("arm") == "resample"]) > 0
+    report = _debugger(store, run_id, pool, strategies=["resample"], budget=Budget(replays=30), pairs=2).run()
+    replays = _session_runs(store, session.id)
+    assert report.session_id == session.id and report.status == "done"
+    assert report.spent.replays == len(replays)  # every replay in the store was charged, once
+    seeds = Counter((r.fork_step, r.labels["replay_seed"]) for r in replays if r.labels.get("arm") == "resample")
+    assert seeds and max(seeds.values()) == 1  # no probe made twice
+    _assert_sound(store)
