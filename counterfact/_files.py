@@ -12,14 +12,17 @@ import yaml
 from counterfact._errors import CounterfactError
 
 
-def read_text_file(path: Path, what: str, error: type[CounterfactError]) -> str:
-    """The file's text; `error` naming the file when it is missing or not UTF-8 text."""
+def read_text_file(path: Path, what: str, error: type[CounterfactError], *, then: str = "") -> str:
+    """The file's text; `error` naming the file when it is missing, unreadable or not UTF-8
+    text, followed by `then` (what did not happen because of it, say)."""
     if not path.is_file():
-        raise error(f"{what} file {path} does not exist")
+        raise error(f"{what} file {path} does not exist{then}")
     try:
         return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}{then}") from None
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}){then}") from None
 
 
 def parse_yaml(text: str, source: str, error: type[CounterfactError], *, as_json: bool = False) -> Any:

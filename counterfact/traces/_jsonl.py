@@ -21,6 +21,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from counterfact._errors import validation_message
+from counterfact._files import read_text_file
 from counterfact.traces._models import RunRecord, StepRecord
 from counterfact.traces._schema import Blob, Checkpoint, CheckpointWrite, ModelCall, Run, Step
 from counterfact.traces._store import StoreError, TraceStore
@@ -198,12 +199,7 @@ def import_jsonl(store: TraceStore, path: Path | str, *, skip_existing: bool = F
 
 def _read_lines(source: Path) -> list[tuple[int, RunExport]]:
     """Every line parsed and validated before anything is written."""
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StoreError(f"{source}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise StoreError(f"{source}: not UTF-8 text ({exc.reason}); nothing was imported") from None
+    text = read_text_file(source, "export", StoreError, then="; nothing was imported")
     lines: list[tuple[int, RunExport]] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):

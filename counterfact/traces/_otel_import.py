@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
 from counterfact._errors import CounterfactError, validation_message
+from counterfact._files import read_text_file
 from counterfact.traces._models import Outcome, RunRecord, StepRecord
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
 from counterfact.traces._store import TraceStore
@@ -107,12 +108,7 @@ def read_otlp_json(path: Path) -> list[Span]:
 
 def _documents(path: Path) -> list[tuple[str, Any]]:
     """The file's JSON documents, each with where it is: `object N` or `line N`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise OtelImportError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise OtelImportError(f"{path}: not OTLP JSON (not UTF-8 text: {exc.reason} at byte {exc.start}); {_EXPECTED}") from None
+    text = read_text_file(path, "OTLP JSON", OtelImportError, then=f"; {_EXPECTED}")
     number = 0
     try:
         try:
