@@ -150,10 +150,8 @@ def _print_json(value: Any) -> None:
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None) -> None:
     """Apply pending schema migrations (opening a store does this too)."""
-    from counterfact.traces._migrate import current_revision
-
     store = TraceStore.open(db)
-    console.print(f"schema at revision {current_revision(store.engine)} in {store.display_url}")
+    console.print(f"schema at revision {store.schema_revision} in {store.display_url}")
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -218,7 +216,7 @@ def runs_show(
     db: DbOption = None,
 ) -> None:
     """Show a run as a tree of steps: agent, message, plan changes, calls, timings, errors."""
-    from counterfact.traces._show import render_run
+    from counterfact.traces import render_run
 
     store = _open(db)
     record = store.get_run(run)
@@ -240,7 +238,7 @@ def verify(
     db: DbOption = None,
 ) -> None:
     """Re-walk each run's hash chain; report the first step where it breaks."""
-    from counterfact.traces._audit import verify_run
+    from counterfact.traces import verify_run
 
     store = _open(db)
     broken = 0
@@ -266,7 +264,7 @@ def redact(
     db: DbOption = None,
 ) -> None:
     """Redact payloads of a stored run; its hash chain stays verifiable."""
-    from counterfact.traces._audit import redact_run_text
+    from counterfact.traces import redact_run_text
 
     count = redact_run_text(_open(db), run, text, note)
     console.print(f"redacted {count} payloads")
@@ -379,7 +377,7 @@ def _workflow(ref: str) -> Any:
 
 
 def _print_summary(results: list[Any], title: str) -> None:
-    from counterfact.graphs._runner import summary_rows
+    from counterfact.graphs import summary_rows
 
     table = Table(title=title)
     for column in ("run", "task", "success", "answer", "expected", "steps", "tokens", "seconds"):

@@ -2,7 +2,13 @@
 
 from pathlib import Path
 
-from counterfact.graphs._builders import group_chat, orchestrator, parse_plan, parse_route, pipeline
+from counterfact.graphs._builders import (
+    group_chat,
+    orchestrator,
+    parse_plan,
+    parse_route,
+    pipeline,
+)
 from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent
 from counterfact.graphs._runner import (
     ModelPool,
@@ -12,6 +18,7 @@ from counterfact.graphs._runner import (
     rebuild,
     resume_run,
     run_suite,
+    summary_rows,
 )
 from counterfact.graphs._spec import (
     AgentSpec,
@@ -39,7 +46,15 @@ from counterfact.graphs._target import (
     value_at,
     workflow_target,
 )
-from counterfact.graphs._tasks import Checker, CheckerName, Milestone, Suite, SuiteError, Task, load_suite
+from counterfact.graphs._tasks import (
+    Checker,
+    CheckerName,
+    Milestone,
+    Suite,
+    SuiteError,
+    Task,
+    load_suite,
+)
 
 DATA = Path(__file__).parent / "data"
 DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
@@ -90,4 +105,5 @@ __all__ = [
     "resume_run",
     "run_agent",
     "run_suite",
+    "summary_rows",
 ]

@@ -6,8 +6,14 @@ from pydantic import BaseModel, Field
 from rich.table import Table
 from rich.tree import Tree
 
-from counterfact.traces import RunRecord, StepRecord, TraceStore, VerdictRecord
-from counterfact.traces._show import coloured, excerpt
+from counterfact.traces import (
+    RunRecord,
+    StepRecord,
+    TraceStore,
+    VerdictRecord,
+    coloured,
+    excerpt,
+)
 
 
 class ReplayGroup(BaseModel):

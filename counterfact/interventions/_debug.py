@@ -72,9 +72,9 @@ from counterfact.traces import (
     StepRecord,
     TraceStore,
     discard_run,
+    excerpt,
     output_text,
 )
-from counterfact.traces._show import excerpt
 
 Strategy = Literal["grounded", "llm", "resample", "patch"]
 STRATEGIES: tuple[Strategy, ...] = ("grounded", "llm", "resample", "patch")

@@ -27,24 +27,24 @@ from counterfact.agents import ModelError
 from counterfact.graphs import ReplayTarget, load_target
 from counterfact.interventions._specs import (
     ActivationIntervention,
+    InstructionEdit,
     Intervention,
     InterventionError,
     MessageEdit,
     PlanEdit,
-    InstructionEdit,
     PrefixEdit,
-    SampleEdit,
     ResponseEdit,
     ResumeEdit,
     RouteEdit,
+    SampleEdit,
     StateEdit,
     StepRef,
     ToolEdit,
 )
 from counterfact.traces import (
-    output_text,
     NODE_METADATA_KEY,
     Directives,
+    ForkPoint,
     ModelResponse,
     RunRecord,
     StepDirectives,
@@ -52,13 +52,14 @@ from counterfact.traces import (
     StoreError,
     ToolChange,
     TraceStore,
+    fork_run,
     from_jsonable_update,
+    output_text,
     step_key,
     to_jsonable,
     tool_call_key,
     with_directives,
 )
-from counterfact.traces._fork import ForkPoint, fork_run
 
 
 class StateUpdate(BaseModel):

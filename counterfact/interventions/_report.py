@@ -20,7 +20,8 @@ from rich.text import Text
 
 from counterfact.interventions._debug import DebugReport, HypothesisView
 from counterfact.interventions._fixes import Fix
-from counterfact.traces._show import coloured, excerpt
+from counterfact.traces import coloured, excerpt
+
 
 def verdict_of(h: HypothesisView) -> str:
     """What the hypothesis came to: validated, refuted, or undecided."""

@@ -3,10 +3,6 @@
 from counterfact.traces._audit import ChainReport, redact_run_text, verify_run
 from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver, state_at
-from counterfact.traces._show import coloured, excerpt, output_text
-from counterfact.traces._discard import discard_run
-from counterfact.traces._instrument import instrument
-from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._directives import (
     Directives,
     ModelResponse,
@@ -16,8 +12,8 @@ from counterfact.traces._directives import (
     derive_seed,
     directing,
     next_model_call,
-    step_key,
     step_instruction,
+    step_key,
     step_seed,
     step_temperature,
     tool_call_key,
@@ -25,9 +21,11 @@ from counterfact.traces._directives import (
     tool_result_for,
     with_directives,
 )
+from counterfact.traces._discard import discard_run
+from counterfact.traces._fork import ForkPoint, fork_run
+from counterfact.traces._instrument import instrument
+from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._jsonl import RunExport, export_jsonl, import_jsonl
-from counterfact.traces._otel import export_otlp, write_otlp_json
-from counterfact.traces._otel_import import OtelImport, OtelImportError, import_otel, read_otlp_json
 from counterfact.traces._models import (
     DebugSessionRecord,
     DebugSpend,
@@ -40,6 +38,13 @@ from counterfact.traces._models import (
     StepRecord,
     VerdictKind,
     VerdictRecord,
+)
+from counterfact.traces._otel import export_otlp, write_otlp_json
+from counterfact.traces._otel_import import (
+    OtelImport,
+    OtelImportError,
+    import_otel,
+    read_otlp_json,
 )
 from counterfact.traces._payloads import from_jsonable_update, to_jsonable
 from counterfact.traces._recorder import (
@@ -67,12 +72,21 @@ from counterfact.traces._records import (
     report_tool_call,
 )
 from counterfact.traces._redact import Redactor
+from counterfact.traces._show import coloured, excerpt, output_text, render_run
 from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve_url
-from counterfact.traces._whowhen import SkippedFile, Unmapped, WhoWhenReport, import_whowhen
+from counterfact.traces._whowhen import (
+    SkippedFile,
+    Unmapped,
+    WhoWhenReport,
+    import_whowhen,
+)
 
 __all__ = [
     "lost_database",
     "coloured",
+    "ForkPoint",
+    "fork_run",
+    "render_run",
     "excerpt",
     "output_text",
     "discard_run",

@@ -223,6 +223,13 @@ class TraceStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def schema_revision(self) -> str | None:
+        """The migration the store's tables are at (alembic is loaded only when asked)."""
+        from counterfact.traces._migrate import current_revision
+
+        return current_revision(self.engine)
+
     def close(self) -> None:
         with self._write_lock:
             if self._write_conn is not None:

@@ -12,9 +12,9 @@ from counterfact.traces import (
     StepRecord,
     TraceStore,
     VerdictRecord,
+    excerpt,
     verify_run,
 )
-from counterfact.traces._show import excerpt
 from counterfact.ui._graph import GraphView, graph_view
 from counterfact.ui._lists import (
     HIDDEN_LABELS,
