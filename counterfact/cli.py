@@ -19,6 +19,7 @@ from typer.exceptions import TyperException
 from rich.table import Table
 
 from counterfact._errors import CounterfactError
+from counterfact.agents import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TOKENS_LIMIT
 from counterfact.executors import ExecutorKind, ExecutorSettings
 from counterfact.graphs import CheckerName
 from counterfact.interventions import STRATEGIES, Budget, Method
@@ -739,11 +740,19 @@ def serve_command(
     model: Annotated[str, typer.Option(help="embedded | openai:NAME | local:PATH[#GGUF_FILE]")] = "embedded",
     host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    max_request_bytes: Annotated[
+        int,
+        typer.Option(min=1, envvar="COUNTERFACT_MAX_REQUEST_BYTES", help="largest request body accepted; larger is a 413"),
+    ] = DEFAULT_MAX_REQUEST_BYTES,
+    max_tokens_limit: Annotated[
+        int,
+        typer.Option(min=1, envvar="COUNTERFACT_MAX_TOKENS_LIMIT", help="largest max_tokens a request may ask for; more is a 400"),
+    ] = DEFAULT_MAX_TOKENS_LIMIT,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
-    from counterfact.agents._serve import serve
+    from counterfact.agents import serve
 
-    serve(model, host=host, port=port)
+    serve(model, host=host, port=port, max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit)
 
 
 @app.command("ui")

@@ -9,11 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from counterfact.agents._agent import Agent, AgentReply
 from counterfact.agents._ask import UnreadableAnswer, ask_readable
 from counterfact.agents._edits import ActivationEdit
-from counterfact.agents._agent import Agent, AgentReply
 from counterfact.agents._langchain import ChatCounterfact
-from counterfact.agents._limits import CallLimit, LocalCallLimit, call_limit, set_call_limit
+from counterfact.agents._limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_TOKENS_LIMIT,
+    CallLimit,
+    LocalCallLimit,
+    call_limit,
+    set_call_limit,
+)
 from counterfact.agents._registry import MODEL_SPEC_FORMS, resolve_model, shared_model
 from counterfact.agents._scripted import ScriptedChatModel, ScriptedRequest
 from counterfact.agents._tools import (
@@ -31,6 +38,7 @@ from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
     Completion,
+    ContextLengthExceeded,
     GenerationSettings,
     ModelError,
     ToolCall,
@@ -60,6 +68,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_MAX_TOKENS_LIMIT",
     "MODEL_SPEC_FORMS",
     "ActivationEdit",
     "Agent",
@@ -75,6 +85,7 @@ __all__ = [
     "ChatModel",
     "Completion",
     "GenerationSettings",
+    "ContextLengthExceeded",
     "ModelError",
     "ScriptedChatModel",
     "ScriptedRequest",

@@ -6,6 +6,10 @@ share a prompt prefix (`_prefix_cache`) and then join the running batch at the n
 keeps a shared KV cache, left padded: each row's keys sit at the right end, padded columns are
 masked out, and each row gets its own position ids, so a row decodes as it would alone.
 Finished rows leave the batch, and leading columns that no row needs any more are dropped.
+
+A caller that stops waiting cancels its request's future (asyncio cancellation of an awaiting
+coroutine reaches it through `asyncio.wrap_future`): a queued request is then never admitted,
+and a running one leaves the batch before the next decode step, so its place is free at once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import atexit
 import os
 import queue
 import threading
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,8 +33,9 @@ from counterfact.agents._prefix_cache import PrefixCache
 
 @dataclass
 class Request:
-    """One generation request; `logits_only` stops after the prompt pass, and a `constraint`
-    restricts every chosen token to those its grammar allows."""
+    """One generation request; `logits_only` stops after the prompt pass, a `constraint`
+    restricts every chosen token to those its grammar allows, and `on_token` is called on the
+    engine thread with each token as it is chosen (for streaming; it must not raise or block)."""
 
     prompt_ids: list[int]
     max_new_tokens: int
@@ -42,6 +48,7 @@ class Request:
     ignore_eos: bool = False
     logits_only: bool = False
     constraint: TokenMask | None = None
+    on_token: Callable[[int], None] | None = None
     future: Future[Result] = field(default_factory=Future)
 
 
@@ -69,6 +76,19 @@ class _Row:
 
     def pass_for(self, start: int) -> RowPass:
         return RowPass(start, self.prompt_len, self.req.edits, self.captures, self.hits)
+
+
+def _settle(future: Future[Result], outcome: Result | BaseException) -> None:
+    """Give a request its result or error, unless it has an outcome already: its caller may
+    have cancelled it at any moment (between any check and this set), or it finished earlier in
+    a step that then failed. Either way nobody waits for this one, and the batch goes on."""
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:
+        pass
 
 
 def _choose(logits: torch.Tensor, row: _Row) -> int:
@@ -113,6 +133,11 @@ class Engine:
         # A model thread still alive at interpreter exit makes torch abort the process.
         atexit.register(self.close)
 
+    @property
+    def active(self) -> int:
+        """Requests in the running batch now (not counting queued ones), for observers."""
+        return len(self._rows)
+
     def submit(self, request: Request) -> Future[Result]:
         if not self._thread.is_alive():
             raise RuntimeError("the generation engine is closed")
@@ -145,16 +170,18 @@ class Engine:
                     if req is None:
                         self._drain()
                         return
+                    if req.future.cancelled():
+                        continue
                     try:
                         self._admit(req)
                     except Exception as exc:  # noqa: BLE001 - the caller gets it, the loop goes on
-                        req.future.set_exception(exc)
+                        _settle(req.future, exc)
                 if self._rows:
                     try:
                         self._step()
                     except Exception as exc:  # noqa: BLE001 - fail the batch, keep the thread
                         for row in self._rows:
-                            row.req.future.set_exception(exc)
+                            _settle(row.req.future, exc)
                         self._reset()
 
     def _drain(self) -> None:
@@ -172,7 +199,7 @@ class Engine:
         if req.logits_only:
             self._finish(row, "stop", first_logits=logits.clone())
             return
-        if self._advance(row, logits):
+        if req.future.cancelled() or self._advance(row, logits):
             return
         self._join(row, cache)
 
@@ -226,7 +253,12 @@ class Engine:
         self._rows.append(row)
 
     def _step(self) -> None:
-        """One decode step for every row in the batch."""
+        """One decode step for every row in the batch, once cancelled rows have left it."""
+        live = [b for b, row in enumerate(self._rows) if not row.req.future.cancelled()]
+        if len(live) < len(self._rows):
+            self._select(live)
+            if not live:
+                return
         rows = self._rows
         assert self._cache is not None
         input_ids = torch.tensor([[row.generated[-1]] for row in rows])
@@ -275,6 +307,8 @@ class Engine:
             req.constraint.mask(logits)
         token = _choose(logits, row)
         row.generated.append(token)
+        if req.on_token is not None:
+            req.on_token(token)
         if req.constraint is not None:
             req.constraint.accept(token)
             if req.constraint.done:
@@ -315,7 +349,7 @@ class Engine:
             activations=activations,
             edit_hits=row.hits[0],
         )
-        row.req.future.set_result(result)
+        _settle(row.req.future, result)
 
 
 def _pad_left(x: torch.Tensor, total: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""A cap on the model calls in flight per endpoint: remote APIs rate-limit by concurrency.
+"""Limits on model calls: the calls in flight per endpoint a client makes (remote APIs
+rate-limit by concurrency), and what the model server accepts in one request.
 
 The OpenAI backend holds the process's `CallLimit` around every request. `LocalCallLimit`
 counts in this process; a cluster executor installs one whose counts live in one place for
@@ -11,6 +12,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # served requests: a long conversation is some KB; a MiB refuses only abuse
+DEFAULT_MAX_TOKENS_LIMIT = 2048  # served max_tokens: a quarter of the embedded model's context, minutes on a CPU
 
 
 class CallLimit(ABC):

@@ -3,6 +3,7 @@
 Generation goes through one batching engine per model (see _engine.py), so concurrent calls
 share decode steps; activation edits and captures are per request (see _activations.py), and so
 is a `json_schema`, which masks each step to the tokens its grammar allows (see _constrained.py).
+`astream` streams plain text token by token; closing the stream takes its row out of the batch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
     Completion,
+    ContextLengthExceeded,
     GenerationSettings,
     ModelError,
     Usage,
@@ -128,7 +131,7 @@ class LocalModel(ChatModel):
         )
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) >= self.context_window:
-            raise ModelError(
+            raise ContextLengthExceeded(
                 f"prompt has {len(ids)} tokens; the context window is {self.context_window}"
             )
         return ids
@@ -297,6 +300,61 @@ class LocalModel(ChatModel):
             messages, settings, request, result, started, activation_edits, capture, tools
         )
 
+    async def astream(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+    ) -> AsyncGenerator[str | Completion, None]:
+        """Check the request now; its stream sends plain text token by token. With tools, a JSON
+        schema or stop strings the text is final only at the end (tool lines are parsed out, a
+        stop string cuts it), so it comes whole, with the completion. The request reaches the
+        engine when the stream is first read; closing the stream cancels it."""
+        started = time.perf_counter()
+        messages, settings, template_tools = self._prepare(messages, settings, tools)
+        request = self._request(messages, settings, template_tools, activation_edits, None)
+        incremental = not tools and settings.json_schema is None and not settings.stop
+        return self._stream(messages, settings, request, started, activation_edits, tools, incremental)
+
+    async def _stream(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings,
+        request: Request,
+        started: float,
+        activation_edits: list[Any] | None,
+        tools: list[dict[str, Any]] | None,
+        incremental: bool,
+    ) -> AsyncGenerator[str | Completion, None]:
+        loop = asyncio.get_running_loop()
+        arrivals: asyncio.Queue[int | None] = asyncio.Queue()  # token ids, then None when done
+        future = request.future
+
+        def deliver(token: int | None) -> None:
+            """Runs on the engine thread; a closed loop means nobody reads any more: stop."""
+            try:
+                loop.call_soon_threadsafe(arrivals.put_nowait, token)
+            except RuntimeError:
+                future.cancel()
+
+        if incremental:
+            request.on_token = deliver
+        future.add_done_callback(lambda _: deliver(None))
+        deltas = _TextDeltas(self.tokenizer, self.engine.eos_ids)
+        self.engine.submit(request)
+        try:
+            while (token := await arrivals.get()) is not None:
+                if text := deltas.push(token):
+                    yield text
+            result = future.result()
+        finally:
+            future.cancel()  # the reader left early (a no-op once there is a result)
+        yield self._completion(
+            messages, settings, request, result, started, activation_edits, None, tools
+        )
+
     def next_token_logits(
         self, messages: list[ChatMessage], activation_edits: list[Any] | None = None
     ) -> torch.Tensor:
@@ -317,6 +375,33 @@ class LocalModel(ChatModel):
         return self.engine.submit(request).result().token_ids
 
 
+
+
+class _TextDeltas:
+    """Token ids in, text deltas out. Decodes a short window only (the tokens since the last
+    delta, with those of the delta before for the spacing they imply), and holds a delta back
+    while it ends inside a multi-byte character (decoded as U+FFFD until its last byte comes)."""
+
+    def __init__(self, tokenizer: Any, skipped: set[int]) -> None:
+        self.tokenizer = tokenizer
+        self.skipped = skipped
+        self.ids: list[int] = []
+        self.window = 0  # the first token decoded again, for context
+        self.sent = 0  # tokens whose text has gone out
+
+    def push(self, token: int) -> str:
+        if token in self.skipped:
+            return ""
+        self.ids.append(token)
+        before = self._decode(self.ids[self.window : self.sent])
+        after = self._decode(self.ids[self.window :])
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        self.window, self.sent = self.sent, len(self.ids)
+        return after[len(before) :]
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
 
 def with_text_protocol(messages: list[ChatMessage], tools: list[dict[str, Any]]) -> list[ChatMessage]:

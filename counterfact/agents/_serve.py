@@ -4,11 +4,20 @@ Other tools and agents can then talk to a local white-box model as if it were a 
 the usual fields (seed, temperature, top_p, max_tokens or max_completion_tokens, stop, tools,
 response_format: text, json_object or json_schema, enforced during decoding on a local model) a
 request may carry the extension field `counterfact_activation_edits`: a list of `ActivationEdit`
-objects as JSON, applied to that request only. Requests go through `model.acomplete`, so
-concurrent requests reach a batching local backend concurrently. `stream=true` is answered as
-server-sent events, but only once the completion is done (one content chunk, then the finish chunk
-and, with `stream_options.include_usage`, a usage chunk): clients that insist on streaming work,
-without token-by-token latency. Errors use OpenAI's error JSON shape.
+objects as JSON, applied to that request only. Requests go through `model.acomplete` (or
+`model.astream`), so concurrent requests reach a batching local backend concurrently.
+
+`stream=true` is answered with server-sent events in OpenAI's chunk shape (a role delta, content
+deltas, a finish chunk, a usage chunk with `stream_options.include_usage`, `data: [DONE]`) through
+`model.astream`: a local model streams plain text token by token, but with tools, a JSON schema or
+stop strings its text comes in one delta once done, as does any other model's. The response
+starts as soon as the request is accepted, so a client that disconnects mid-stream cancels its
+generation (a local model's batch drops the row before its next step).
+
+Limits, each refused with a 4xx in OpenAI's error JSON shape (as every error here): a request body
+over `max_request_bytes` (413, before the body is read when Content-Length says so), `max_tokens`
+or `max_completion_tokens` over `max_tokens_limit` (400), a prompt over the model's context window
+(400, param `messages`). `serve` binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -18,21 +27,29 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from counterfact._errors import validation_message
+from counterfact.agents._limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_TOKENS_LIMIT,
+)
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
+    Completion,
+    ContextLengthExceeded,
     GenerationSettings,
     ModelError,
     ToolCall,
@@ -152,9 +169,18 @@ class ChatCompletionRequest(BaseModel):
     response_format: _ResponseFormat | None = None
     counterfact_activation_edits: list[dict[str, Any]] | None = None
 
-    def settings(self) -> GenerationSettings:
+    def settings(self, max_tokens_limit: int) -> GenerationSettings:
+        """The decoding settings; `max_tokens_limit` refuses a larger request and caps the default."""
+        requested = self.max_completion_tokens or self.max_tokens
+        if requested is not None and requested > max_tokens_limit:
+            field = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+            raise _ApiError(
+                400,
+                f"{field} is {requested}; this server allows at most {max_tokens_limit}",
+                field,
+            )
         values: dict[str, Any] = {
-            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "max_tokens": requested or min(GenerationSettings().max_tokens, max_tokens_limit),
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
@@ -178,11 +204,49 @@ class _ApiError(Exception):
         self.param = param
         self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
 
-    def response(self) -> JSONResponse:
-        body = {
+    def body(self) -> dict[str, Any]:
+        return {
             "error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}
         }
-        return JSONResponse(body, status_code=self.status)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+def _too_large(limit: int) -> _ApiError:
+    return _ApiError(413, f"request body over this server's limit of {limit} bytes")
+
+
+class _BodyLimit:
+    """Refuses a request body over `limit` bytes with a 413 in OpenAI's shape: before reading
+    it when Content-Length says so, else once the bytes read (of a chunked body) pass the limit.
+    (Starlette's own limit answers in plain text.)"""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit).response()(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # an HTTPException, so that FastAPI passes it on from its body reading
+                    raise StarletteHTTPException(413)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _parse_edits(raw: list[dict[str, Any]] | None, model: ChatModel) -> list[Any] | None:
@@ -209,9 +273,15 @@ def _describe(exc: ValidationError | RequestValidationError) -> str:
     return validation_message(exc, every=True, skip=("body",))  # type: ignore[arg-type]
 
 
-def create_app(model: ChatModel) -> FastAPI:
+def create_app(
+    model: ChatModel,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_tokens_limit: int = DEFAULT_MAX_TOKENS_LIMIT,
+) -> FastAPI:
     """An OpenAI-compatible API serving `model` under its own name, whatever a request names."""
     app = FastAPI(title="counterfact model server")
+    app.add_middleware(_BodyLimit, limit=max_request_bytes)
 
     @app.exception_handler(_ApiError)
     async def api_error(_: Request, exc: _ApiError) -> JSONResponse:
@@ -229,6 +299,8 @@ def create_app(model: ChatModel) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI's own refusals (a body that is not UTF-8, say), in OpenAI's error shape too
+        if exc.status_code == 413:  # from _BodyLimit, raised while the body was read
+            return _too_large(max_request_bytes).response()
         return _ApiError(exc.status_code, str(exc.detail)).response()
 
     @app.exception_handler(404)
@@ -254,66 +326,97 @@ def create_app(model: ChatModel) -> FastAPI:
             raise _ApiError(400, "only n=1 is supported", "n")
         messages = [m.to_chat_message() for m in body.messages]
         edits = _parse_edits(body.counterfact_activation_edits, model)
+        settings = body.settings(max_tokens_limit)
+        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools is not None else None
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model.name}
         try:
-            completion = await model.acomplete(
-                messages, body.settings(), activation_edits=edits,
-                tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools is not None else None,
-            )
+            if body.stream:
+                events = await model.astream(messages, settings, tools=tools, activation_edits=edits)
+                include_usage = body.stream_options is not None and body.stream_options.include_usage
+                return StreamingResponse(
+                    _chunks(head, events, include_usage), media_type="text/event-stream"
+                )
+            completion = await model.acomplete(messages, settings, tools=tools, activation_edits=edits)
+        except ContextLengthExceeded as exc:
+            raise _ApiError(400, str(exc), "messages") from None
         except ModelError as exc:
             raise _ApiError(500, str(exc), kind="model_error") from None
         message: dict[str, Any] = {"role": "assistant", "content": completion.text}
         if completion.tool_calls:
             message["tool_calls"] = [call.to_openai() for call in completion.tool_calls]
-        finish_reason = "stop" if completion.finish_reason == "error" else completion.finish_reason
-        usage = {
-            "prompt_tokens": completion.usage.prompt_tokens,
-            "completion_tokens": completion.usage.completion_tokens,
-            "total_tokens": completion.usage.prompt_tokens + completion.usage.completion_tokens,
+        choice = {
+            "index": 0, "message": message, "finish_reason": _finish_reason(completion), "logprobs": None
         }
-        head = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "created": int(time.time()),
-            "model": model.name,
-        }
-        if body.stream:
-            include_usage = body.stream_options is not None and body.stream_options.include_usage
-            return StreamingResponse(
-                _events(head, message, finish_reason, usage if include_usage else None),
-                media_type="text/event-stream",
-            )
-        choice = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
-        return {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(completion)}
 
     return app
 
 
-def _events(
-    head: dict[str, Any],
-    message: dict[str, Any],
-    finish_reason: str,
-    usage: dict[str, int] | None,
-) -> Iterator[str]:
-    """A finished completion as Chat Completions stream chunks, ending with `[DONE]`."""
-    delta = dict(message)
-    if "tool_calls" in delta:
-        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
-    chunks: list[dict[str, Any]] = [
-        {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None},
-        {"index": 0, "delta": {}, "finish_reason": finish_reason, "logprobs": None},
-    ]
+def _finish_reason(completion: Completion) -> str:
+    return "stop" if completion.finish_reason == "error" else completion.finish_reason
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    prompt, generated = completion.usage.prompt_tokens, completion.usage.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
+
+
+async def _chunks(
+    head: dict[str, Any], events: AsyncGenerator[str | Completion, None], include_usage: bool
+) -> AsyncIterator[str]:
+    """A model's stream as Chat Completions chunks, ending with `[DONE]`. The stream is closed
+    however this ends, so a client's disconnect stops the generation too. An error after the
+    response started can only be told in the stream: an `error` event, as OpenAI sends."""
     head = {**head, "object": "chat.completion.chunk"}
-    for choice in chunks:
-        yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
-    if usage is not None:
-        yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
+
+    def event(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        return f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    streamed: list[str] = []
+    completion: Completion | None = None
+    async with aclosing(events):
+        try:
+            async for item in events:
+                if isinstance(item, Completion):
+                    completion = item
+                elif item:
+                    streamed.append(item)
+                    yield event({"content": item})
+            if completion is None:
+                raise ModelError("the model's stream ended without its completion")
+        except Exception as exc:  # noqa: BLE001 - the status line is sent: report in the stream
+            error = _ApiError(500, str(exc) or type(exc).__name__, kind="model_error")
+            yield f"data: {json.dumps(error.body())}\n\n"
+            return
+    sent = "".join(streamed)
+    if len(completion.text) > len(sent) and completion.text.startswith(sent):
+        yield event({"content": completion.text[len(sent) :]})
+    if completion.tool_calls:
+        calls = [{"index": i, **call.to_openai()} for i, call in enumerate(completion.tool_calls)]
+        yield event({"tool_calls": calls})
+    yield event({}, _finish_reason(completion))
+    if include_usage:
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': _usage(completion)})}\n\n"
     yield "data: [DONE]\n\n"
 
 
-def serve(model_spec: str = "embedded", host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    model_spec: str = "embedded",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_tokens_limit: int = DEFAULT_MAX_TOKENS_LIMIT,
+) -> None:
     """Serve the model named by `model_spec` (see `resolve_model`) until interrupted."""
     from counterfact.agents._registry import resolve_model
 
-    uvicorn.run(create_app(resolve_model(model_spec)), host=host, port=port, log_level="info")
+    app = create_app(
+        resolve_model(model_spec), max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -66,6 +67,10 @@ class ModelError(CounterfactError):
     """A model could not be used (bad configuration, unreachable endpoint, ...); one line."""
 
 
+class ContextLengthExceeded(ModelError):
+    """The prompt does not fit the model's context window: the request's fault, not the model's."""
+
+
 class ChatModel(ABC):
     """A chat model. `white_box` models run in this process and accept activation edits."""
 
@@ -102,3 +107,27 @@ class ChatModel(ABC):
         return await asyncio.to_thread(
             self.complete, messages, settings, tools=tools, activation_edits=activation_edits
         )
+
+    async def astream(
+        self,
+        messages: list[ChatMessage],
+        settings: GenerationSettings | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        activation_edits: list[Any] | None = None,
+    ) -> AsyncGenerator[str | Completion, None]:
+        """Check the request, then return its stream: text deltas as they are decoded, then the
+        finished `Completion`, whose text starts with the deltas joined (anything not streamed
+        yet follows them). A refused request raises here, before anything is streamed.
+
+        This default answers the whole completion first and streams it as one `Completion`;
+        backends that decode token by token override it. Closing the stream early stops it.
+        """
+        completion = await self.acomplete(
+            messages, settings, tools=tools, activation_edits=activation_edits
+        )
+
+        async def finished() -> AsyncGenerator[str | Completion, None]:
+            yield completion
+
+        return finished()

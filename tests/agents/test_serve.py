@@ -1,28 +1,36 @@
-"""The OpenAI-compatible server, the model registry, and (slow) the embedded model over HTTP."""
+"""The OpenAI-compatible server, the model registry, and (slow) the embedded model over HTTP;
+streaming, its cancellation down to the engine's batch, and the server's limits."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from counterfact.agents import _serve
-from counterfact.agents._openai import OpenAIChatModel
-from counterfact.agents._registry import resolve_model
-from counterfact.agents._scripted import ScriptedChatModel
-from counterfact.agents._serve import create_app, running_server
-from counterfact.agents._types import (
+from counterfact.agents import (
     ChatMessage,
     ChatModel,
     Completion,
     GenerationSettings,
+    LocalModel,
     ModelError,
+    OpenAIChatModel,
+    ScriptedChatModel,
     ToolCall,
     Usage,
+    _serve,
+    create_app,
+    resolve_model,
+    running_server,
 )
+from counterfact.agents._engine import Request
 
 
 def _client(model: ChatModel) -> httpx.AsyncClient:
@@ -178,14 +186,16 @@ def test_streaming_with_the_openai_client() -> None:
         )
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "streamed"
-        assert [c.choices[0].finish_reason for c in chunks if c.choices] == [None, "stop"]
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert [c.choices[0].finish_reason for c in chunks if c.choices] == [None, None, "stop"]
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 5
         tool_chunks = list(
             client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}], stream=True
             )
         )
-    [streamed_call] = tool_chunks[0].choices[0].delta.tool_calls or []
+    [with_calls] = [c for c in tool_chunks if c.choices and c.choices[0].delta.tool_calls]
+    [streamed_call] = with_calls.choices[0].delta.tool_calls or []
     assert (streamed_call.index, streamed_call.id) == (0, "c9")
     assert streamed_call.function is not None
     assert streamed_call.function.arguments == '{"expression": "1+1"}'
@@ -203,7 +213,7 @@ async def test_model_error_is_a_500_with_its_message() -> None:
 async def test_activation_edits_are_parsed_and_passed(
     client: httpx.AsyncClient, scripted: ScriptedChatModel
 ) -> None:
-    from counterfact.agents._activations import ActivationEdit
+    from counterfact.agents import ActivationEdit
 
     edit = {"layer": 3, "operation": "scale", "strength": 0.5, "positions": "prompt"}
     body = _body(counterfact_activation_edits=[edit])
@@ -296,7 +306,7 @@ def test_embedded_model_over_http_with_the_openai_client() -> None:
     import openai
     from openai.types.chat import ChatCompletionMessageParam
 
-    from counterfact.agents._embedded import load_embedded
+    from counterfact.agents import load_embedded
 
     model = load_embedded()
     question: list[ChatCompletionMessageParam] = [
@@ -336,3 +346,307 @@ def test_embedded_model_over_http_with_the_openai_client() -> None:
         edited = ask(extra_body={"counterfact_activation_edits": edits})
         assert edited != plain
         assert ask() == plain  # the edit applied to that request only
+
+
+# -- streaming -----------------------------------------------------------------------------
+
+
+class _StreamingModel(ChatModel):
+    """Streams `deltas`, then ends as `end` says: with that completion, by raising that error,
+    or (None) never: it waits until the stream is closed. It records that the stream was closed."""
+
+    backend = "test"
+
+    def __init__(self, deltas: list[str], end: Completion | Exception | None) -> None:
+        self.deltas = deltas
+        self.end = end
+        self.closed = threading.Event()  # set from the server's thread
+
+    @property
+    def name(self) -> str:
+        return "streaming"
+
+    def complete(self, *args: Any, **kwargs: Any) -> Completion:
+        raise AssertionError("a stream must go through astream")
+
+    async def astream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[str | Completion, None]:
+        async def stream() -> AsyncGenerator[str | Completion, None]:
+            try:
+                for delta in self.deltas:
+                    yield delta
+                if self.end is None:
+                    await asyncio.Event().wait()
+                elif isinstance(self.end, Exception):
+                    raise self.end
+                else:
+                    yield self.end
+            finally:
+                self.closed.set()
+
+        return stream()
+
+
+def _events(response: httpx.Response) -> list[Any]:
+    """The `data:` payloads of a server-sent event stream, JSON decoded (`[DONE]` as is)."""
+    payloads = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+    return [p if p == "[DONE]" else json.loads(p) for p in payloads]
+
+
+async def test_a_stream_sends_its_deltas_then_the_rest_of_the_completion() -> None:
+    end = Completion(text="Hello world", usage=Usage(prompt_tokens=3, completion_tokens=2))
+    model = _StreamingModel(["Hel", "lo"], end)
+    async with _client(model) as client:
+        body = _body(stream=True, stream_options={"include_usage": True})
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    *chunks, usage, done = _events(response)
+    assert done == "[DONE]"
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},
+        {"content": "lo"},
+        {"content": " world"},
+        {},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, None, "stop"]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 5
+    assert model.closed.is_set()
+
+
+def test_an_error_after_the_stream_started_reaches_the_openai_client() -> None:
+    import openai
+
+    model = _StreamingModel(["partial"], ModelError("the engine broke down"))
+    with running_server(create_app(model)) as url:
+        client = openai.OpenAI(base_url=url, api_key="test-key", max_retries=0)
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        received: list[str] = []
+        with pytest.raises(openai.APIError, match="the engine broke down"):
+            for chunk in stream:
+                received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received) == "partial"
+
+
+def test_a_client_that_disconnects_closes_the_stream_at_once() -> None:
+    model = _StreamingModel(["first"], None)
+    with running_server(create_app(model)) as url, httpx.Client(timeout=5) as client:
+        with client.stream("POST", f"{url}/chat/completions", json=_body(stream=True)) as response:
+            lines = response.iter_lines()  # held: a dropped line iterator closes the response
+            for line in lines:
+                if "first" in line:
+                    break
+            time.sleep(0.1)
+            assert not model.closed.is_set()  # still streaming, waiting for the model
+        # leaving the block closes the connection
+        assert model.closed.wait(1.0), "the server did not close the stream of a gone client"
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+async def test_a_request_body_over_the_limit_is_a_413(scripted: ScriptedChatModel) -> None:
+    app = create_app(scripted, max_request_bytes=1000)
+    pulled: list[int] = []
+
+    async def body(chunks: int) -> AsyncIterator[bytes]:
+        for i in range(chunks):
+            pulled.append(i)
+            yield b" " * 400
+        yield json.dumps(_body()).encode()
+
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        response = await client.post("/v1/chat/completions", json=_body(padding="x" * 2000))
+        _assert_error(response, 413, None, "limit of 1000 bytes")
+        declared = {**headers, "content-length": "5000"}
+        response = await client.post("/v1/chat/completions", content=body(12), headers=declared)
+        _assert_error(response, 413, None, "limit of 1000 bytes")
+        assert pulled == []  # refused on the declared length alone, before reading the body
+        response = await client.post("/v1/chat/completions", content=body(3), headers=headers)
+        _assert_error(response, 413, None, "limit of 1000 bytes")  # chunked, no length declared
+        assert pulled == [0, 1, 2]
+        assert (await client.post("/v1/chat/completions", json=_body())).status_code == 200
+
+
+async def test_max_tokens_over_the_limit_is_a_400(scripted: ScriptedChatModel) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(scripted, max_tokens_limit=100)),
+        base_url="http://t",
+    ) as client:
+        for field in ("max_tokens", "max_completion_tokens"):
+            for stream in (False, True):
+                response = await client.post(
+                    "/v1/chat/completions", json=_body(stream=stream, **{field: 101})
+                )
+                _assert_error(response, 400, field, f"{field} is 101; this server allows at most 100")
+        assert scripted.requests == []
+        assert (await client.post("/v1/chat/completions", json=_body(max_tokens=100))).status_code == 200
+        assert scripted.requests[-1].settings.max_tokens == 100
+        await client.post("/v1/chat/completions", json=_body())
+        assert scripted.requests[-1].settings.max_tokens == 100  # the default is capped too
+
+
+async def test_a_prompt_over_the_context_window_is_a_400_naming_messages(tiny: LocalModel) -> None:
+    long = {"messages": [{"role": "user", "content": "word " * 600}]}
+    async with _client(tiny) as client:
+        for stream in (False, True):
+            response = await client.post("/v1/chat/completions", json={**long, "stream": stream})
+            _assert_error(response, 400, "messages", "the context window is 512")
+
+
+def test_serve_command_binds_loopback_with_the_default_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from counterfact.cli import app
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(_serve, "serve", lambda spec, **kw: calls.append({"spec": spec, **kw}))
+    assert CliRunner().invoke(app, ["serve"]).exit_code == 0
+    assert calls[-1] == {
+        "spec": "embedded",
+        "host": "127.0.0.1",
+        "port": 8000,
+        "max_request_bytes": _serve.DEFAULT_MAX_REQUEST_BYTES,
+        "max_tokens_limit": _serve.DEFAULT_MAX_TOKENS_LIMIT,
+    }
+    monkeypatch.setenv("COUNTERFACT_MAX_TOKENS_LIMIT", "64")
+    result = CliRunner().invoke(app, ["serve", "--max-request-bytes", "4096", "--port", "9001"])
+    assert result.exit_code == 0, result.output
+    assert calls[-1]["max_tokens_limit"] == 64 and calls[-1]["max_request_bytes"] == 4096
+    assert calls[-1]["host"] == "127.0.0.1"
+    assert CliRunner().invoke(app, ["serve", "--max-tokens-limit", "0"]).exit_code == 2
+
+
+# -- a local model's stream, and the engine's side of a disconnect --------------------------
+
+
+def _ids(model: LocalModel, text: str) -> list[int]:
+    return model.prompt_ids([ChatMessage(role="user", content=text)])
+
+
+async def _collect(events: AsyncGenerator[str | Completion, None]) -> tuple[list[str], Completion]:
+    items = [item async for item in events]
+    assert isinstance(items[-1], Completion)
+    assert all(isinstance(item, str) for item in items[:-1])
+    return [item for item in items[:-1] if isinstance(item, str)], items[-1]
+
+
+async def test_a_local_stream_comes_token_by_token_and_matches_complete(tiny: LocalModel) -> None:
+    question = [ChatMessage(role="user", content="Tell me a story.")]
+    settings = GenerationSettings(max_tokens=40)
+    deltas, completion = await _collect(await tiny.astream(question, settings))
+    assert len(deltas) > 20  # the tiny model does not stop early: about a delta a token
+    assert "".join(deltas) == completion.text == (await tiny.acomplete(question, settings)).text
+    assert completion.usage.completion_tokens == 40 and completion.finish_reason == "length"
+    with_stop = settings.model_copy(update={"stop": ["never printed"]})
+    deltas, completion = await _collect(await tiny.astream(question, with_stop))
+    assert deltas == [] and completion.text == (await tiny.acomplete(question, settings)).text
+
+
+async def test_closing_a_local_stream_cancels_its_request(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted: list[Request] = []
+    submit = tiny.engine.submit
+    monkeypatch.setattr(tiny.engine, "submit", lambda r: submitted.append(r) or submit(r))
+    question = [ChatMessage(role="user", content="Tell me a story.")]
+    events = await tiny.astream(question, GenerationSettings(max_tokens=450))
+    assert submitted == []  # nothing reaches the engine before the stream is read
+    assert isinstance(await anext(events), str)
+    await events.aclose()
+    [request] = submitted
+    assert request.future.cancelled()
+    await _until(lambda: tiny.engine.active == 0, within=1.0)
+
+
+async def _until(condition: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not so within {within} s"
+        await asyncio.sleep(0.005)
+
+
+def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(tiny: LocalModel) -> None:
+    other = _ids(tiny, "Another prompt, of another length.")
+    alone = tiny.generate_ids(other, 40, ignore_eos=True)
+    produced: list[int] = []
+    running = threading.Event()
+
+    def count(token: int) -> None:
+        produced.append(token)
+        if len(produced) == 5:
+            running.set()
+
+    doomed = Request(_ids(tiny, "One."), 400, ignore_eos=True, on_token=count)
+    kept = Request(other, 40, ignore_eos=True)
+    tiny.engine.submit(doomed)
+    tiny.engine.submit(kept)
+    assert running.wait(10)
+    assert doomed.future.cancel()
+    assert kept.future.result(timeout=30).token_ids == alone
+    asyncio.run(_until(lambda: tiny.engine.active == 0, within=0.5))
+    stopped_at = len(produced)
+    time.sleep(0.2)
+    assert len(produced) == stopped_at < 100
+
+
+class _CountingPrefills:
+    """Stands in for the engine's model and counts prompt passes (those keep only the last
+    logits; decode steps keep all)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.config = model.config
+        self.prefills = 0
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.prefills += "logits_to_keep" in kwargs
+        return self.model(**kwargs)
+
+
+def test_a_cancelled_queued_request_is_never_admitted(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = _CountingPrefills(tiny.engine.model)
+    monkeypatch.setattr(tiny.engine, "model", counting)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(_: int) -> None:
+        """Keeps the engine thread at the first token of `first`, so `queued` stays queued."""
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+
+    prompt = _ids(tiny, "Hello.")
+    first = Request(prompt, 20, ignore_eos=True, on_token=hold)
+    tiny.engine.submit(first)
+    assert entered.wait(10)
+    chosen: list[int] = []
+    queued = Request(prompt, 20, ignore_eos=True, on_token=chosen.append)
+    tiny.engine.submit(queued)
+    assert queued.future.cancel()
+    prefills = counting.prefills
+    release.set()
+    assert len(first.future.result(timeout=30).token_ids) == 20
+    assert chosen == [] and counting.prefills == prefills  # not even its prompt pass ran
+
+
+def test_a_cancel_racing_with_the_finish_does_not_fail_the_batch(tiny: LocalModel) -> None:
+    other = _ids(tiny, "Another prompt, of another length.")
+    alone = tiny.generate_ids(other, 30, ignore_eos=True)
+    chosen: list[int] = []
+
+    def cancel_on_the_last(token: int) -> None:
+        chosen.append(token)
+        if len(chosen) == 10:  # the token that finishes it: its result is set just after
+            racing.future.cancel()
+
+    racing = Request(_ids(tiny, "One."), 10, ignore_eos=True, on_token=cancel_on_the_last)
+    kept = Request(other, 30, ignore_eos=True)
+    tiny.engine.submit(racing)
+    tiny.engine.submit(kept)
+    assert kept.future.result(timeout=30).token_ids == alone
+    assert racing.future.cancelled() and len(chosen) == 10

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from sqlalchemy import text
 
-from counterfact._errors import CounterfactError
+from counterfact import CounterfactError
 from counterfact.traces import TraceStore, verify_run
 
 _EXAMPLES = os.environ.get("COUNTERFACT_FUZZ_EXAMPLES")

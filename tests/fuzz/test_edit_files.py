@@ -10,7 +10,11 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counterfact.interventions import InterventionError, load_intervention, parse_intervention
+from counterfact.interventions import (
+    InterventionError,
+    load_intervention,
+    parse_intervention,
+)
 from tests.fuzz._mutate import dumps, mutated, mutated_bytes
 from tests.fuzz.conftest import assert_clear, check_property
 

@@ -13,8 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counterfact.traces import OtelImportError, TraceStore, import_jsonl, import_otel, verify_run
-from counterfact.traces._whowhen import import_whowhen
+from counterfact.traces import (
+    OtelImportError,
+    TraceStore,
+    import_jsonl,
+    import_otel,
+    import_whowhen,
+    verify_run,
+)
 from tests.conftest import WHOWHEN, require
 from tests.fuzz._mutate import dumps, mutated, mutated_bytes
 from tests.fuzz.conftest import assert_clear, count, row_counts

@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counterfact.agents import ScriptedChatModel
-from counterfact.agents._serve import create_app
+from counterfact.agents import ScriptedChatModel, create_app
 from tests.fuzz._mutate import VALUES, dumps, mutated, mutated_bytes
 from tests.fuzz.conftest import count
 

@@ -11,9 +11,15 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counterfact.graphs import DEMO_SUITE, DEMO_WORKFLOW, load_suite, load_workflow, parse_workflow
-from counterfact.graphs._spec import WorkflowError
-from counterfact.graphs._tasks import SuiteError
+from counterfact.graphs import (
+    DEMO_SUITE,
+    DEMO_WORKFLOW,
+    SuiteError,
+    WorkflowError,
+    load_suite,
+    load_workflow,
+    parse_workflow,
+)
 from tests.fuzz._mutate import dumps, mutated, mutated_bytes
 from tests.fuzz.conftest import assert_clear, check_property
 

@@ -418,7 +418,7 @@ def test_a_treatment_replay_cut_off_before_its_edit_keeps_the_edit_when_resumed(
     from counterfact.graphs import ModelPool, WorkflowRunner, resume_run
     from counterfact.traces import StoreError
     from counterfact.interventions import Replayer, parse_intervention
-    from counterfact.traces._fork import fork_run
+    from counterfact.traces import fork_run
 
     from ..graphs.scripted import arithmetic_brain
 
