@@ -278,9 +278,12 @@ class RayExecutor(Executor):
 
 def _connect(ray: Any, address: str | None) -> None:
     """Join the cluster at `address`, or start a Ray of this machine bound to loopback."""
-    if address and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
-        # `ray start` (2.60) turns token authentication on and writes the token there; a
-        # driver sends it only when asked to
+    has_token = "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ or (
+        Path.home() / ".ray" / "auth_token"
+    ).exists()
+    if address and "RAY_AUTH_MODE" not in os.environ and has_token:
+        # `ray start` (2.60) turns token authentication on and writes the token to ~/.ray (or
+        # the user gives one); a driver sends it only when asked to
         os.environ["RAY_AUTH_MODE"] = "token"
     try:
         if address:

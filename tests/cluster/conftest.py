@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from .delayed import DelayedModel, delayed_server
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
 # Read by Ray when it is imported: the cluster listens on loopback only, and the drivers of
-# these tests send the token that `ray start` writes (token authentication is on in 2.60).
+# these tests send the cluster's token (token authentication is on in 2.60).
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 os.environ.update(RAY_ENV)
 
@@ -38,6 +39,12 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require(RAY is not None, "Ray is not installed: scripts/setup.sh installs the ray extra")
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")  # its own: `ray stop` would stop every Ray here
+    # this cluster's own token: a new machine has none (`ray start` refuses to start without
+    # one when token authentication is asked for), and a user's ~/.ray is left alone
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)  # read by `ray start`, drivers and CLIs run here
     env = {**os.environ, **RAY_ENV}
     subprocess.run(
         [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
