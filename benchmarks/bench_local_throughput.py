@@ -52,20 +52,22 @@ def engine_concurrent(model: LocalModel, prompts: list[list[int]]) -> float:
     total = sum(len(f.result().token_ids) for f in futures)
     return total / (time.perf_counter() - started)
 
+# open-ended questions, so replies run to max_tokens (also the server load benchmark's)
+QUESTIONS = [
+    "Explain why the sky is blue.",
+    "Write a short poem about autumn leaves.",
+    "What are the benefits of regular exercise?",
+    "Describe how a bicycle works.",
+    "Give three tips for learning a new language.",
+    "What is photosynthesis?",
+    "Tell me a story about a brave mouse.",
+    "How do airplanes stay in the air?",
+]
+
 
 def main() -> None:
     model = load_embedded()
-    questions = [
-        "Explain why the sky is blue.",
-        "Write a short poem about autumn leaves.",
-        "What are the benefits of regular exercise?",
-        "Describe how a bicycle works.",
-        "Give three tips for learning a new language.",
-        "What is photosynthesis?",
-        "Tell me a story about a brave mouse.",
-        "How do airplanes stay in the air?",
-    ]
-    prompts = [model.prompt_ids([ChatMessage(role="user", content=q)]) for q in questions]
+    prompts = [model.prompt_ids([ChatMessage(role="user", content=q)]) for q in QUESTIONS]
     model.generate_ids(prompts[0], 4)  # warm up both paths
     hf_generate(model, prompts[0])
 

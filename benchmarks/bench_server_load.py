@@ -33,16 +33,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 from rich.table import Table
 
-QUESTIONS = [
-    "Explain why the sky is blue.",
-    "Write a short poem about autumn leaves.",
-    "What are the benefits of regular exercise?",
-    "Describe how a bicycle works.",
-    "Give three tips for learning a new language.",
-    "What is photosynthesis?",
-    "Tell me a story about a brave mouse.",
-    "How do airplanes stay in the air?",
-]
+from bench_local_throughput import QUESTIONS  # the same open-ended questions
+
 MEMORY_TOLERANCE = 0.10
 
 console = Console()
