@@ -15,8 +15,8 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
-from typer.exceptions import TyperException
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TOKENS_LIMIT
@@ -44,10 +44,9 @@ DbOption = Annotated[
 ]
 OutputFormat = Literal["text", "json"]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="a table for people, or JSON for programs")]
+SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]
 SinceOption = Annotated[
-    datetime | None,
-    typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"],
-                 help="created at or after this date or time"),
+    datetime | None, typer.Option(formats=SINCE_FORMATS, help="created at or after this date or time")
 ]
 GraphOption = Annotated[
     str | None,
@@ -137,8 +136,6 @@ def _suite_bar(label: str) -> Iterator[Callable[[Any, int], None]]:
     done = itertools.count(1)
     with _bar(label) as update:
         yield lambda _summary, total: update(next(done), total)
-
-
 
 
 def _print_json(value: Any) -> None:
@@ -338,8 +335,7 @@ def export_command(
     otlp_json: Annotated[Path | None, typer.Option("--otlp-json", help="write runs as OpenTelemetry spans in OTLP JSON lines")] = None,
     since: Annotated[
         datetime | None,
-        typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"],
-                     help="with no run ids: the runs created at or after this date or time"),
+        typer.Option(formats=SINCE_FORMATS, help="with no run ids: the runs created at or after this date or time"),
     ] = None,
     db: DbOption = None,
 ) -> None:

@@ -259,7 +259,7 @@ def resume_run(
     runner, task = rebuild(store, run, model=model, pool=pool)
     started = time.perf_counter()
     result = runner.recorded.resume(run.id)
-    repeat = int(run.labels.get("repeat", run.labels.get("trial", 0)))  # runs stored before 0.2 say "trial"
+    repeat = int(run.labels.get("repeat", run.labels.get("trial", 0)))  # runs recorded before the rename say "trial"
     return runner.score_run(run.id, task, repeat, result.state, result.error, started)
 
 

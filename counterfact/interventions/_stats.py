@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel
-from scipy.stats import binomtest
 
 Z95 = 1.959963984540054
 
@@ -87,6 +86,17 @@ def newcombe_paired(
     return max(-1.0, low), min(1.0, high)  # the limits can overshoot +-1 by a rounding error
 
 
+def sign_test(better: int, worse: int) -> float:
+    """One-sided exact p that `better` of the differing pairs favour the treatment by chance
+    (1.0 with none). scipy is loaded on first use: it is half a second of start-up for
+    everything that imports interventions, the CLI included."""
+    if better + worse == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(better, better + worse, 0.5, alternative="greater").pvalue)
+
+
 def compare(treatment: Sequence[bool], control: Sequence[bool]) -> ArmComparison:
     """Compare paired arms: pair i is treatment[i] and control[i], replayed with seed i."""
     if len(treatment) != len(control):
@@ -100,7 +110,7 @@ def compare(treatment: Sequence[bool], control: Sequence[bool]) -> ArmComparison
     st, sc = sum(treatment), sum(control)
     b = sum(t and not c for t, c in zip(treatment, control, strict=True))
     c_only = sum(c and not t for t, c in zip(treatment, control, strict=True))
-    p = binomtest(b, b + c_only, 0.5, alternative="greater").pvalue if b + c_only else 1.0
+    p = sign_test(b, c_only)
     low, high = newcombe_paired(st - b, b, c_only, n - st - c_only)
     return ArmComparison(
         n=n,

@@ -31,13 +31,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
-from scipy.stats import binomtest
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ActivationEdit, ChatMessage
 from counterfact.executors import Executor, LocalExecutor
 from counterfact.interventions._replay import Replayer, ReplayPlan, ReplayResult
-from counterfact.interventions._stats import ArmComparison, compare
+from counterfact.interventions._stats import ArmComparison, compare, sign_test
 from counterfact.interventions._units import lend, replay_unit
 from counterfact.traces import VerdictKind
 
@@ -245,9 +244,7 @@ def _milestone_p(treatment: list[ReplayResult], control: list[ReplayResult]) -> 
     """One-sided sign test on paired milestone scores, when there are differing pairs."""
     better = sum(t.score > c.score for t, c in zip(treatment, control, strict=True))
     worse = sum(t.score < c.score for t, c in zip(treatment, control, strict=True))
-    if better + worse == 0:
-        return None
-    return float(binomtest(better, better + worse, 0.5, alternative="greater").pvalue)
+    return sign_test(better, worse) if better + worse else None
 
 
 def _activation_effect(replayer: Replayer, plan: ReplayPlan, treatment_run: str) -> tuple[float | None, int]:

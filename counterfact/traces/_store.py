@@ -116,26 +116,6 @@ def resolve_url(db: str | None = None) -> str:
     return f"sqlite:///{Path(target).expanduser().resolve()}"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _make_engine(url: str) -> Engine:
-    try:
-        if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
-            return engine
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    except (ArgumentError, ImportError) as exc:
-        raise StoreError(f"cannot use database URL {_safe_url(url)}: {exc}") from None
-
-
 _LABEL_FUNCTION = "counterfact_label"  # an older SQLite's label read by Python (see _label_is)
 
 
@@ -154,6 +134,28 @@ def _label_of(labels: str | None, key: str) -> Any:
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return value
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+    if not _sqlite_json_keeps_nul():  # what label filters fall back on (see _label_is)
+        dbapi_connection.create_function(_LABEL_FUNCTION, 2, _label_of, deterministic=True)
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot use database URL {_safe_url(url)}: {exc}") from None
 
 
 def _safe_url(url: str) -> str:
@@ -595,9 +597,6 @@ class TraceStore:
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            if label_filters and self.dialect == "sqlite" and not _sqlite_json_keeps_nul():
-                conn.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
-                    _LABEL_FUNCTION, 2, _label_of, deterministic=True)
             return [_run_record(row) for row in conn.execute(query).mappings()]
 
     def _label_is(self, key: str, value: str) -> ColumnElement[bool]:
