@@ -12,8 +12,9 @@ Text protocol
     for example ``CALL calculator {"expression": "2+3"}``. The parser is lenient: ``CALL`` is
     case-insensitive and may be followed by a colon, the line may be indented or wrapped in
     backticks, the arguments may be in parentheses, may use Python-style single quotes, and, for a
-    tool with exactly one argument, may be given bare (``CALL calculator 2+3``). Lines naming an
-    unknown tool are ignored. Each result comes back to the model in a user message, one line per
+    tool with exactly one argument, may be given bare (``CALL calculator 2+3``). Text after the
+    arguments object is not part of the call (``CALL add {"a": 1, "b": 2}. Done.``). Lines naming
+    an unknown tool are ignored. Each result comes back to the model in a user message, one line per
     call: ``RESULT <tool name>: <result>`` (or ``RESULT <tool name>: error: <message>``).
     `text_protocol_prompt(tools)` returns the instructions that teach this protocol.
 
@@ -183,17 +184,53 @@ def _parse_text_arguments(raw: str, fields: list[str]) -> dict[str, Any]:
     raw = raw.strip()
     if raw.startswith("(") and raw.endswith(")"):
         raw = raw[1:-1].strip()
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            value = parse(raw)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            continue
-        if isinstance(value, dict):
-            return {str(k): v for k, v in value.items()}
-        break
+    # models often go on writing after the call: the leading object is the arguments, the rest not
+    if (leading := _leading_object(raw.removeprefix("(").lstrip())) is not None:
+        return leading
     if len(fields) == 1:
         return {fields[0]: raw.strip("\"'")}
     return {"_unparsed": raw}
+
+
+_JSON = json.JSONDecoder()
+
+
+def _leading_object(text: str) -> dict[str, Any] | None:
+    """The JSON (or Python-style) object `text` starts with, whatever text follows it."""
+    if not text.startswith("{"):
+        return None
+    try:
+        value, _ = _JSON.raw_decode(text)
+    except ValueError:  # not JSON: a Python-style object, up to the brace that closes it
+        end = _object_end(text)
+        try:
+            value = ast.literal_eval(text[:end]) if end is not None else None
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else None
+
+
+def _object_end(text: str) -> int | None:
+    """The index just past the brace that closes the one `text` starts with, skipping braces
+    inside quoted strings; None if it is never closed."""
+    depth, quote, escaped = 0, "", False
+    for index, char in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
 
 
 def format_text_results(records: list[ToolCallRecord]) -> str:

@@ -136,3 +136,36 @@ def test_text_protocol_prompt_names_every_tool_and_the_format() -> None:
     assert "CALL <tool name>" in prompt and "RESULT <tool name>" in prompt
     assert "- calculator: " in prompt and '"expression": <str>' in prompt
     assert "- lookup: " in prompt and '"key": <str>' in prompt
+
+
+def test_text_protocol_drops_text_after_the_arguments_object() -> None:
+    class Town(BaseModel):
+        town: str
+
+    class Pair(BaseModel):
+        a: int
+        b: int
+
+    tools = [
+        Tool(name="population", description="d", arguments=Town, function=lambda args: 1),
+        Tool(name="add", description="d", arguments=Pair, function=lambda args: args.a + args.b),
+        calculator_tool(),
+    ]
+    text = "\n".join(
+        [
+            'CALL population {"town": "Corfe"} and then I will add them',
+            'CALL add {"a": 1, "b": 2}. Done.',
+            "CALL add {'a': 3, 'b': 4} next, the {other} one",
+            'CALL add({"a": 5, "b": 6}) to be sure',
+            '`CALL calculator {"expression": "(1+2)*3"}` gives the product',
+            'CALL population {"town": "Corfe {castle}"}',
+        ]
+    )
+    assert [(c.name, c.arguments) for c in parse_text_calls(text, tools)] == [
+        ("population", {"town": "Corfe"}),
+        ("add", {"a": 1, "b": 2}),
+        ("add", {"a": 3, "b": 4}),
+        ("add", {"a": 5, "b": 6}),
+        ("calculator", {"expression": "(1+2)*3"}),
+        ("population", {"town": "Corfe {castle}"}),
+    ]
