@@ -73,6 +73,19 @@ async def test_models_lists_the_served_model(client: httpx.AsyncClient) -> None:
     assert response.json()["data"][0]["id"] == "echo-model"
 
 
+@pytest.mark.parametrize("name", ["echo-model", "smollm2-135m-instruct", "org/Model-7B:q4_k_m", "model.gguf"])
+async def test_every_listed_model_id_is_accepted_by_chat_completions(name: str) -> None:
+    model = ScriptedChatModel(lambda messages: Completion(text="ok"), name=name)
+    async with _client(model) as client:
+        ids = [entry["id"] for entry in (await client.get("/v1/models")).json()["data"]]
+        assert ids
+        for model_id in ids:
+            response = await client.post("/v1/chat/completions", json=_body(model=model_id))
+            assert response.status_code == 200, response.text
+            assert response.json()["model"] == model_id
+            assert response.json()["choices"][0]["message"]["content"] == "ok"
+
+
 async def test_chat_completion_passes_settings_and_returns_usage(
     client: httpx.AsyncClient, scripted: ScriptedChatModel
 ) -> None:
