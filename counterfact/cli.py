@@ -204,7 +204,9 @@ def runs_list(
             r.created_at.strftime("%m-%d %H:%M"),
         ]
         table.add_row(*row, *([(r.parent_run_id or "")[:12]] if replays else []))
-    console.print(table)
+    # piped, print the whole table (it is only as wide as its content): cut to 80 columns, a long
+    # workflow name squeezed the ids down to "fd…" and pushed the other columns off the line
+    (console if console.is_terminal else Console(width=1_000_000)).print(table)
 
 
 @runs_app.command("show")
