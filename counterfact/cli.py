@@ -356,14 +356,14 @@ def export_command(
         raise CounterfactError("no run to export" + (f" since {since}" if since else ""))
     if jsonl is not None:
         written = export_jsonl(store, ids, jsonl)
-        console.print(f"exported {len(written)} runs to {jsonl}")
+        console.print(f"exported {len(written)} runs to {jsonl}", soft_wrap=True)
         return
     with _bar("runs") as on_progress:
         if otlp is not None:
             count, spans = export_otlp(store, ids, otlp, on_progress=on_progress)
         else:
             count, spans = write_otlp_json(store, ids, otlp_json, on_progress=on_progress)  # type: ignore[arg-type]
-    console.print(f"exported {count} runs as {spans} spans to {otlp or otlp_json}")
+    console.print(f"exported {count} runs as {spans} spans to {otlp or otlp_json}", soft_wrap=True)
 
 
 # -- running workflows ----------------------------------------------------------------------

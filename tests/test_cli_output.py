@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from counterfact.cli import app
@@ -29,3 +32,17 @@ def test_runs_list_piped_prints_the_whole_table_uncut(sqlite_path: str) -> None:
     row = next(line for line in result.output.splitlines() if LONG_WORKFLOW in line)
     assert run_id[:12] in row and "succeeded" in row and "│" in row.rstrip()[-1:], result.output
 
+
+def test_export_otlp_json_says_how_many_runs_and_spans_it_wrote_where(tmp_path: Path, sqlite_path: str) -> None:
+    ids = _runs(sqlite_path, 2)
+    out = tmp_path / "spans.jsonl"
+    result = CliRunner().invoke(app, ["export", *ids, "--otlp-json", str(out), "--db", sqlite_path])
+    assert result.exit_code == 0, result.output
+    spans = sum(
+        len(scope["spans"])
+        for line in out.read_text().splitlines()
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+    )
+    assert spans > 2
+    assert f"exported 2 runs as {spans} spans to {out}" in result.output, result.output
