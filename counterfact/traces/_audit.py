@@ -20,6 +20,7 @@ from counterfact.traces._schema import Blob, ModelCall, Run, Step, ToolCall
 from counterfact.traces._store import (
     GENESIS,
     MESSAGES_MEDIA_TYPE,
+    PLACEMENT,
     BlobReader,
     StoreError,
     TraceStore,
@@ -114,7 +115,10 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
 def _hashed_calls(by_step: dict[int, list[Any]]) -> dict[int, list[dict[str, Any]]]:
     """Calls as the writer hashed them: their columns without the row and step ids."""
     return {
-        step_id: [{k: v for k, v in row.items() if k not in ("id", "step_id")} for row in rows]
+        step_id: [
+            {k: v for k, v in row.items() if k not in ("id", "step_id") and not (k in PLACEMENT and v is None)}
+            for row in rows
+        ]
         for step_id, rows in by_step.items()
     }
 

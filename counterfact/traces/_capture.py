@@ -27,9 +27,11 @@ from langchain_core.messages import BaseMessage, ChatMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from counterfact.traces._payloads import MESSAGE_ROLES
+from counterfact.traces._handoffs import handoff_of
 from counterfact.traces._records import (
     ModelCallRecord,
     ToolCallRecord,
+    nested_agent,
     report_model_call,
     report_tool_call,
 )
@@ -185,7 +187,7 @@ class CallCapture(BaseCallbackHandler):
                 "latency_ms": (time.perf_counter() - started.at) * 1000,
             }
         )
-        started.context.run(report_model_call, record)
+        started.context.run(report_model_call, record, started.at)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         if (started := self._pop(run_id)) is None:
@@ -197,7 +199,7 @@ class CallCapture(BaseCallbackHandler):
                 "latency_ms": (time.perf_counter() - started.at) * 1000,
             }
         )
-        started.context.run(report_model_call, record)
+        started.context.run(report_model_call, record, started.at)
 
     def on_tool_start(
         self,
@@ -211,6 +213,7 @@ class CallCapture(BaseCallbackHandler):
         record = ToolCallRecord(
             name=(serialized or {}).get("name") or "",
             arguments=tool_arguments(inputs, input_str),
+            agent=nested_agent((kwargs.get("metadata") or {}).get("langgraph_checkpoint_ns")),
         )
         self._start(run_id, record)
 
@@ -218,19 +221,22 @@ class CallCapture(BaseCallbackHandler):
         if (started := self._pop(run_id)) is None:
             return
         latency = (time.perf_counter() - started.at) * 1000
+        update: dict[str, Any]
         if isinstance(output, ToolMessage) and output.status == "error":
             update = {"error": str(output.content), "latency_ms": latency}
+        elif (handoff := handoff_of(output)) is not None:
+            update = {"result": handoff.text, "handoff": handoff.to, "latency_ms": latency}
         else:
             result = output.content if isinstance(output, ToolMessage) else output
             update = {"result": result, "latency_ms": latency}
-        started.context.run(report_tool_call, started.record.model_copy(update=update))
+        started.context.run(report_tool_call, started.record.model_copy(update=update), started.at)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         if (started := self._pop(run_id)) is None:
             return
         latency = (time.perf_counter() - started.at) * 1000
         update = {"error": _describe(error), "latency_ms": latency}
-        started.context.run(report_tool_call, started.record.model_copy(update=update))
+        started.context.run(report_tool_call, started.record.model_copy(update=update), started.at)
 
     def _start_model(
         self,
@@ -244,6 +250,7 @@ class CallCapture(BaseCallbackHandler):
             return
         provider = metadata.get("ls_provider") or (serialized.get("id") or ["unknown"])[-1]
         record = ModelCallRecord(
+            agent=nested_agent(metadata.get("langgraph_checkpoint_ns")),
             backend=f"langchain:{provider}",
             model=metadata.get("ls_model_name") or params.get("model") or "",
             params=model_settings(params),

@@ -12,6 +12,7 @@ import hashlib
 import json
 from datetime import datetime
 from enum import Enum
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,6 +29,8 @@ def to_jsonable(value: Any) -> Any:
         return sorted(items, key=canonical_json) if isinstance(value, (set, frozenset)) else items
     if _is_langchain_message(value):
         return _message_to_dict(value)
+    if type(value).__name__ == "Send" and hasattr(value, "node") and hasattr(value, "arg"):
+        return {"__send__": value.node, "arg": to_jsonable(value.arg)}  # a LangGraph Send
     if isinstance(value, BaseModel):
         return to_jsonable(value.model_dump(mode="json", exclude_none=True))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -75,12 +78,25 @@ def digest_of(value: Any) -> str:
     return sha256_hex(canonical_json(value))
 
 
-def step_output(delta: Any) -> Any:
-    """A step's own output: its newest message if it wrote messages, else its whole update."""
-    if isinstance(delta, dict) and isinstance(delta.get("messages"), list) and delta["messages"]:
-        return delta["messages"][-1]
-    return delta
+def step_output(delta: Any, handoff_tools: Iterable[str] = (), seen: Iterable[str] = ()) -> Any:
+    """A step's own output: its newest message if it wrote messages, else its whole update.
 
+    The update of a `Command` counts; messages the step found in the state (`seen`: their
+    ids; a handoff's update carries the whole history) and a handoff's own messages (a call
+    of a handoff tool, its "transferred" reply) are passed over when the step wrote others:
+    what an agent said before handing off is its output."""
+    from counterfact.traces._handoffs import is_handoff_message
+
+    if isinstance(delta, dict) and set(delta) == {"graph", "update", "resume", "goto"}:
+        delta = delta["update"]
+    if isinstance(delta, dict) and isinstance(delta.get("messages"), list) and delta["messages"]:
+        old = set(seen)
+        messages = [m for m in delta["messages"] if not (isinstance(m, dict) and m.get("id") in old)]
+        messages = messages or delta["messages"]
+        tools = list(handoff_tools)
+        spoken = [m for m in messages if not (isinstance(m, dict) and is_handoff_message(m, tools))]
+        return (spoken or messages)[-1]
+    return delta
 
 
 _MESSAGE_CLASSES = {"user": "HumanMessage", "assistant": "AIMessage", "system": "SystemMessage", "tool": "ToolMessage"}
@@ -114,11 +130,24 @@ def from_jsonable_update(update: Any) -> Any:
 
         return Command(
             graph=update["graph"], update=from_jsonable_update(update["update"]),
-            resume=update["resume"], goto=update["goto"] if update["goto"] is not None else (),
+            resume=update["resume"], goto=_goto(update["goto"]),
         )
     if isinstance(update, dict):
         return {key: _rebuild(value) for key, value in update.items()}
     return update
+
+
+def _goto(goto: Any) -> Any:
+    """A recorded Command's goto: names as they are, recorded `Send`s as Sends again."""
+    if goto is None:
+        return ()
+    if isinstance(goto, list):
+        return [_goto(g) for g in goto]
+    if isinstance(goto, dict) and "__send__" in goto:
+        from langgraph.types import Send
+
+        return Send(goto["__send__"], from_jsonable_update(goto.get("arg")))
+    return goto
 
 
 def _rebuild(value: Any) -> Any:

@@ -15,12 +15,13 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.runnables import Runnable, RunnableConfig
-from langgraph.errors import GraphBubbleUp
+from langgraph.errors import GraphBubbleUp, ParentCommand
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
@@ -34,7 +35,7 @@ from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._directives import StepDirectives, directing, directives_of
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord, utcnow
 from counterfact.traces._payloads import digest_of, from_jsonable_update, step_output, to_jsonable
-from counterfact.traces._records import StepAddress, at_step, collect_calls
+from counterfact.traces._records import StepAddress, StepCalls, at_step, collect_calls
 from counterfact.traces._store import StoreError, TraceStore, prepare_step
 
 NODE_METADATA_KEY = "counterfact"  # node metadata: {"counterfact": {"agent": ..., "kind": ...}}
@@ -284,21 +285,16 @@ class RecordedGraph:
                     self._invocations.setdefault(str(thread_id), {})[execution.task_id] = (node, step.invocation)
             return (str(thread_id), step)
 
-        def directed(result: Any, here: StepDirectives | None) -> Any:
-            """The node's result with a forced route: a Command's goto is replaced."""
-            if here is None or here.route is None or not isinstance(result, Command):
-                return result
-            return dataclasses.replace(result, goto=here.route)
-
-        def end(
-            started: tuple[Any, StepRecord], state: Any, calls: Any, result: Any, error: str | None
-        ) -> None:
+        def end(started: tuple[str, StepRecord], state: Any, calls: StepCalls, result: Any, error: str | None) -> None:
             thread_id, step = started
             _give_message_ids(result)
             delta = to_jsonable(result)
+            handoff_tools = [c.name for c in calls.tool_calls if c.handoff]
+            messages = state.get("messages") if isinstance(state, Mapping) else None
+            seen = [getattr(m, "id", None) for m in messages or []]
             step = step.model_copy(
                 update={
-                    "output": step_output(delta),
+                    "output": step_output(delta, handoff_tools, [i for i in seen if i]),
                     "delta": delta,
                     "ended_at": utcnow(),
                     "error": error,
@@ -306,49 +302,53 @@ class RecordedGraph:
                     "tool_calls": calls.tool_calls,
                 }
             )
-            messages = state.get("messages") if isinstance(state, Mapping) else None
             prepared = prepare_step(
                 saver.store, step, list(messages) if messages is not None else None
             )
             saver.stage_step(thread_id, step.task_id or "", prepared)
 
-        def run(state: Any, config: RunnableConfig) -> Any:
+        @contextmanager
+        def recorded_step(state: Any, config: RunnableConfig) -> Iterator[_Execution | None]:
+            """Record the node execution inside the block, however it ends: a result (a
+            `Command` too), a handoff raised to this graph as `ParentCommand`, or an error.
+            An interrupt is left to LangGraph: the node runs again, and is recorded, when the
+            run resumes."""
             started = begin(config)
             if started is None:
-                return inner.invoke(state, config)
+                yield None
+                return
             address = _address(started)
             with collect_calls() as calls, at_step(address), directing(address, directives_of(config)) as scope:
+                execution = _Execution(scope.here)
                 try:
-                    if scope.here is not None and scope.here.output is not None:
-                        result = from_jsonable_update(scope.here.output)
-                    else:
-                        result = directed(inner.invoke(state, config), scope.here)
+                    yield execution
+                except ParentCommand as exc:
+                    command = execution.directed(exc.args[0])
+                    exc.args = (command,)
+                    end(started, state, calls, dataclasses.replace(command, graph=None), None)
+                    raise
                 except GraphBubbleUp:
                     raise
                 except Exception as exc:
                     end(started, state, calls, None, f"{type(exc).__name__}: {exc}")
                     raise
-            end(started, state, calls, result, None)
-            return result
+            end(started, state, calls, execution.result, None)
+
+        def run(state: Any, config: RunnableConfig) -> Any:
+            with recorded_step(state, config) as execution:
+                if execution is None:
+                    return inner.invoke(state, config)
+                if execution.replaced:
+                    return execution.set(execution.replacement())
+                return execution.set(inner.invoke(state, config))
 
         async def arun(state: Any, config: RunnableConfig) -> Any:
-            started = begin(config)
-            if started is None:
-                return await inner.ainvoke(state, config)
-            address = _address(started)
-            with collect_calls() as calls, at_step(address), directing(address, directives_of(config)) as scope:
-                try:
-                    if scope.here is not None and scope.here.output is not None:
-                        result = from_jsonable_update(scope.here.output)
-                    else:
-                        result = directed(await inner.ainvoke(state, config), scope.here)
-                except GraphBubbleUp:
-                    raise
-                except Exception as exc:
-                    end(started, state, calls, None, f"{type(exc).__name__}: {exc}")
-                    raise
-            end(started, state, calls, result, None)
-            return result
+            with recorded_step(state, config) as execution:
+                if execution is None:
+                    return await inner.ainvoke(state, config)
+                if execution.replaced:
+                    return execution.set(execution.replacement())
+                return execution.set(await inner.ainvoke(state, config))
 
         # Not functools.wraps: LangGraph would read the inner signature and stop injecting config.
         return RunnableCallable(run, arun, name=node, trace=False)
@@ -517,10 +517,39 @@ def _execution_info(config: RunnableConfig) -> Any:
 def _give_message_ids(update: Any) -> None:
     """Give new messages their ids now, as `add_messages` would, so the recorded delta names
     the same message ids as the state (a replay replaces a message by its id)."""
+    if isinstance(update, Command):
+        update = update.update
     messages = update.get("messages") if isinstance(update, Mapping) else None
     for message in messages if isinstance(messages, list) else []:
         if getattr(message, "id", "") is None and hasattr(message, "content"):
             message.id = str(uuid.uuid4())
+
+
+class _Execution:
+    """One recorded node execution in progress: the directives aimed at it, and its result."""
+
+    def __init__(self, here: StepDirectives | None) -> None:
+        self.here = here
+        self.result: Any = None
+
+    @property
+    def replaced(self) -> bool:
+        """Whether a replay gives the step's output instead of running the node."""
+        return self.here is not None and self.here.output is not None
+
+    def replacement(self) -> Any:
+        assert self.here is not None
+        return from_jsonable_update(self.here.output)
+
+    def directed(self, result: Any) -> Any:
+        """The node's result with a forced route: a Command's goto (a handoff's too) is replaced."""
+        if self.here is None or self.here.route is None or not isinstance(result, Command):
+            return result
+        return dataclasses.replace(result, goto=self.here.route)
+
+    def set(self, result: Any) -> Any:
+        self.result = self.directed(result)
+        return self.result
 
 
 def _address(started: tuple[str, StepRecord]) -> StepAddress:

@@ -114,6 +114,8 @@ class ModelCall(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    offset_ms: Mapped[float | None] = mapped_column(Float, default=None)  # start, from the step's
+    agent: Mapped[str | None] = mapped_column(String(200), default=None)  # nested agent path
 
 
 class ToolCall(Base):
@@ -127,6 +129,9 @@ class ToolCall(Base):
     result_digest: Mapped[str | None] = mapped_column(String(64), default=None)  # None: it raised
     error: Mapped[str | None] = mapped_column(Text, default=None)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    offset_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    agent: Mapped[str | None] = mapped_column(String(200), default=None)
+    handoff: Mapped[str | None] = mapped_column(String(200), default=None)  # the agent it handed to
 
 
 class Blob(Base):

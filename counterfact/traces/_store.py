@@ -700,6 +700,8 @@ class TraceStore:
                             prompt_tokens=m["prompt_tokens"],
                             completion_tokens=m["completion_tokens"],
                             latency_ms=m["latency_ms"],
+                            offset_ms=m["offset_ms"],
+                            agent=m["agent"],
                         )
                         for m in mcalls[r["id"]]
                     ],
@@ -710,6 +712,9 @@ class TraceStore:
                             result=load(t["result_digest"]),
                             error=t["error"],
                             latency_ms=t["latency_ms"],
+                            offset_ms=t["offset_ms"],
+                            agent=t["agent"],
+                            handoff=t["handoff"],
                         )
                         for t in tcalls[r["id"]]
                     ],
@@ -1176,6 +1181,18 @@ class PreparedStep:
     blobs: list[tuple[str, bytes, str]]
 
 
+PLACEMENT = ("offset_ms", "agent", "handoff")  # call columns hashed only when set (added in 0006)
+
+
+_UNPLACED = {"offset_ms": None, "agent": None}  # every row of one insert names the same columns
+
+
+def _placed(call: ModelCallRecord | ToolCallRecord) -> dict[str, Any]:
+    """A call's place in its step, as columns; unset ones are left out of the row (and so of
+    the hash chain), so the links of calls recorded before these columns existed still hold."""
+    return {k: v for k in PLACEMENT if (v := getattr(call, k, None)) is not None}
+
+
 def prepare_step(
     store: TraceStore, step: StepRecord, input_messages: Sequence[Any] | None = None
 ) -> PreparedStep:
@@ -1229,6 +1246,7 @@ def prepare_step(
                 "prompt_tokens": call.prompt_tokens,
                 "completion_tokens": call.completion_tokens,
                 "latency_ms": call.latency_ms,
+                **_placed(call),
             }
         )
     tool_rows = [
@@ -1239,6 +1257,7 @@ def prepare_step(
             "result_digest": put(call.result),
             "error": store.redact.text(call.error) if call.error else None,
             "latency_ms": call.latency_ms,
+            **_placed(call),
         }
         for seq, call in enumerate(step.tool_calls)
     ]
@@ -1298,9 +1317,9 @@ class RunWriter:
             conn.execute(sql.insert_step, row)
             key = {"run_id": self.run_id, "step_index": index}
             if prepared.model_rows:
-                conn.execute(sql.insert_model_calls, [{**m, **key} for m in prepared.model_rows])
+                conn.execute(sql.insert_model_calls, [{**_UNPLACED, **m, **key} for m in prepared.model_rows])
             if prepared.tool_rows:
-                conn.execute(sql.insert_tool_calls, [{**t, **key} for t in prepared.tool_rows])
+                conn.execute(sql.insert_tool_calls, [{**_UNPLACED, "handoff": None, **t, **key} for t in prepared.tool_rows])
             self.next_index = index + 1
             self.head = link
             written = record.model_copy(update={"index": index, "digest": link})

@@ -185,7 +185,7 @@ def test_plan_and_route_edits_on_an_orchestrator(sqlite_path: str) -> None:
         replayer.compile(route, "finder#0")
 
 
-_VARYING = {"id", "task_id", "checkpoint_before", "checkpoint_after", "started_at", "ended_at", "digest", "latency_ms"}
+_VARYING = {"id", "task_id", "checkpoint_before", "checkpoint_after", "started_at", "ended_at", "digest", "latency_ms", "offset_ms"}
 
 
 def _comparable(step: StepRecord) -> object:

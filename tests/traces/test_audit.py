@@ -74,3 +74,22 @@ def test_redaction_keeps_the_chain_verifiable(store: TraceStore) -> None:
     texts = [str(s.output) for s in store.steps(run_id)]
     assert not any("turn 2" in t for t in texts)
     assert any("redacted" in t for t in texts)
+
+
+def test_call_placement_is_chained_where_set_and_older_calls_still_verify(store: TraceStore) -> None:
+    """Calls recorded before revision 0006 have no offset, agent or handoff (NULL): their links
+    hold; where those columns are set, changing one is found."""
+    from counterfact.traces import RunRecord, StepRecord, ToolCallRecord
+
+    old = StepRecord(node="a", tool_calls=[ToolCallRecord(name="lookup", result="1")])
+    new = StepRecord(node="b", tool_calls=[ToolCallRecord(name="transfer_to_b", result="ok", offset_ms=2.5,
+                                                           agent="team/a", handoff="b")])
+    store.write_run(RunRecord(id="placed", workflow="w"), [old, new])
+    assert verify_run(store, "placed").ok
+    _exec(store, "UPDATE tool_calls SET handoff = 'c' WHERE name = 'transfer_to_b'")
+    report = verify_run(store, "placed")
+    assert not report.ok and report.first_bad_step == 1
+    _exec(store, "UPDATE tool_calls SET handoff = 'b', agent = 'x' WHERE name = 'transfer_to_b'")
+    assert verify_run(store, "placed").first_bad_step == 1
+    _exec(store, "UPDATE tool_calls SET agent = 'x' WHERE name = 'lookup'")  # set where it was not
+    assert verify_run(store, "placed").first_bad_step == 0

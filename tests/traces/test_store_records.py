@@ -490,9 +490,9 @@ def test_migration_0005_fills_search_text_of_existing_runs(blank_url: str) -> No
     found = _old_run(old, id="RUN-Upper", workflow="Town", task_input={"question": "Population of Ivesley?"})
     other = _old_run(old, id="other", task_input={"question": "Founding year"})
     old.close()
-    store = TraceStore(blank_url)  # opening applies 0005
+    store = TraceStore(blank_url)  # opening applies 0005 and what came after
     try:
-        assert current_revision(store.engine) == "0005"
+        assert current_revision(store.engine) >= "0005"
         assert [r.id for r in store.list_runs(text="IVESLEY")] == [found]
         assert [r.id for r in store.list_runs(text="run-upper town")] == [found]
         assert [r.id for r in store.list_runs(text="founding")] == [other]
