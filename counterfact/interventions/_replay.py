@@ -46,6 +46,7 @@ from counterfact.traces import (
     Directives,
     ForkPoint,
     ModelResponse,
+    RunConfig,
     RunRecord,
     StepDirectives,
     StepRecord,
@@ -118,16 +119,22 @@ class ReplayerSpec(BaseModel):
     check: str | dict[str, Any] | None = None
     model: str | None = None
     force: bool = False
+    recursion_limit: int | None = None
 
     def build(self, store: TraceStore) -> Replayer:
-        return Replayer(store, self.run_id, graph=self.graph, check=self.check, model=self.model, force=self.force)
+        return Replayer(
+            store, self.run_id, graph=self.graph, check=self.check, model=self.model, force=self.force,
+            recursion_limit=self.recursion_limit,
+        )
 
 
 class Replayer:
     """Replays of one recorded run: a counterfact workflow's, or any recorded LangGraph app's.
 
     `graph` (an object or "module:attribute") and `check` override what the run stored;
-    `force` replays a graph whose structure changed since the run was recorded.
+    `force` replays a graph whose structure changed since the run was recorded. Replays run
+    under the run's own LangGraph config (its configurable keys and recursion limit);
+    `recursion_limit` replaces the limit, counted as the run would have counted it.
     """
 
     def __init__(
@@ -141,7 +148,10 @@ class Replayer:
         model: str | None = None,
         pool: Any = None,
         force: bool = False,
+        recursion_limit: int | None = None,
     ) -> None:
+        if recursion_limit is not None and recursion_limit < 1:
+            raise InterventionError(f"the recursion limit must be at least 1, not {recursion_limit}")
         self.store = store
         run = store.get_run(run_ref)
         self.target = target or load_target(
@@ -155,7 +165,10 @@ class Replayer:
             check=check_data if isinstance(check_data, (str, dict)) else None,
             model=model,
             force=force,
+            recursion_limit=recursion_limit,
         )
+        self.run_config = RunConfig.of_run(self.parent)
+        self.recursion_limit = recursion_limit if recursion_limit is not None else self.run_config.limit()
         self.steps: list[StepRecord] = store.steps(self.parent.id)
         self.graph = self.target.recorded.graph
         self._nodes = self.graph.builder.nodes
@@ -413,8 +426,8 @@ class Replayer:
             target = self.steps[plan.step]
             directives.steps[step_key(target.node, target.invocation)] = plan.directives
             directives.tool_changes = plan.tool_changes
-        config = with_directives({"recursion_limit": 100}, directives)
         recorded = self.target.recorded
+        config = with_directives(self._config(child.id, shifted=bool(edited and plan.updates)), directives)
         result = recorded.continue_run(child.id, graph_input, config=config)
         finished = result.error is None and "__interrupt__" not in (result.state or {})
         outcome = self.target.score(result.state) if finished else None
@@ -436,6 +449,18 @@ class Replayer:
             applied_detail=detail,
         )
 
+    def _config(self, child_id: str, *, shifted: bool) -> dict[str, Any]:
+        """The run's own config for a child resuming from its newest checkpoint, with the
+        recursion limit left as the run had it: LangGraph counts a limit from where an invoke
+        starts, so the child gets the super-steps the run had left at that point (`shifted`:
+        a state edit wrote one checkpoint more)."""
+        latest = self.target.recorded.saver.get_tuple({"configurable": {"thread_id": child_id, "checkpoint_ns": ""}})
+        step = int((latest.metadata if latest else {}).get("step", -1)) - int(shifted)
+        return {
+            "recursion_limit": max(1, self.recursion_limit - step - 2),
+            "configurable": dict(self.run_config.configurable),
+        }
+
     def _write_updates(self, plan: ReplayPlan, fork: ForkPoint) -> None:
         recorded = self.target.recorded
         config: Any = recorded.config(fork.child_run_id)
@@ -444,11 +469,13 @@ class Replayer:
             config = self.graph.update_state(config, copy.deepcopy(update.values), as_node=update.as_node)
 
     def _recorded_tool_results(self) -> dict[str, Any]:
+        """Recorded results to reuse, by call. A handoff's is not: its tool returned a `Command`
+        (the recorded text is only its message), so the tool runs again and hands off as it did."""
         return {
             tool_call_key(call.name, call.arguments): call.result
             for step in self.steps
             for call in step.tool_calls
-            if call.error is None
+            if call.error is None and call.handoff is None
         }
 
     # -- did the edit take effect? -------------------------------------------------------------

@@ -49,10 +49,12 @@ from counterfact.traces._otel_import import (
 from counterfact.traces._payloads import from_jsonable_update, to_jsonable
 from counterfact.traces._recorder import (
     CHECK_LABEL,
+    CONFIG_LABEL,
     GRAPH_LABEL,
     NODE_METADATA_KEY,
     GraphInfo,
     RecordedGraph,
+    RunConfig,
     RunResult,
     check_label,
     find_ref,
@@ -100,6 +102,7 @@ __all__ = [
     "VerdictKind",
     "VerdictRecord",
     "CHECK_LABEL",
+    "CONFIG_LABEL",
     "GRAPH_LABEL",
     "NODE_METADATA_KEY",
     "GraphInfo",
@@ -144,6 +147,7 @@ __all__ = [
     "ModelCallRecord",
     "Outcome",
     "RecordedGraph",
+    "RunConfig",
     "Redactor",
     "RunResult",
     "RunRecord",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
+import json
 import sys
 import threading
 import uuid
@@ -43,6 +44,49 @@ GRAPH_LABEL = "graph"  # run label: how to rebuild the graph (GraphInfo)
 CHECK_LABEL = "check"  # run label: how to score the final state (see `check_label`)
 
 Check = Callable[[Any], Any]  # final state -> bool, a score in [0, 1], or an Outcome
+
+
+CONFIG_LABEL = "config"  # run label: the LangGraph config it was invoked with (RunConfig)
+# configurable keys that belong to one thread or to LangGraph itself, never kept with a run
+_THREAD_KEYS = {"thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map"}
+
+
+class RunConfig(BaseModel):
+    """What of a run's LangGraph config a replay must run under again: the recursion limit (it
+    decides how a looping run ends) and the app's own configurable keys (JSON values only)."""
+
+    recursion_limit: int | None = None
+    configurable: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any] | None) -> RunConfig:
+        config = config or {}
+        kept: dict[str, Any] = {}
+        for key, value in dict(config.get("configurable") or {}).items():
+            if key in _THREAD_KEYS or key.startswith("__"):
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                continue  # an object (a client, a callback): not storable, not replayable
+            kept[key] = value
+        limit = config.get("recursion_limit")
+        return cls(recursion_limit=int(limit) if isinstance(limit, int) else None, configurable=kept)
+
+    @classmethod
+    def of_run(cls, run: RunRecord) -> RunConfig:
+        return cls.model_validate(run.labels.get(CONFIG_LABEL) or {})
+
+    def label(self) -> dict[str, Any]:
+        return self.model_dump(exclude_defaults=True)
+
+    def limit(self) -> int:
+        """The recursion limit the run had: its own, else LangGraph's default."""
+        if self.recursion_limit is not None:
+            return self.recursion_limit
+        from langgraph._internal._config import DEFAULT_RECURSION_LIMIT  # no public name for it
+
+        return int(DEFAULT_RECURSION_LIMIT)
 
 
 class GraphInfo(BaseModel):
@@ -177,29 +221,38 @@ class RecordedGraph:
     def invoke(
         self,
         graph_input: Any,
+        config: RunnableConfig | None = None,
         *,
         task_input: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         labels: Mapping[str, Any] | None = None,
-        config: RunnableConfig | None = None,
         raise_errors: bool = False,
     ) -> RunResult:
-        """Start a new recorded run of the graph on `graph_input`."""
+        """Start a new recorded run of the graph on `graph_input`, with LangGraph's `config`
+        (its recursion limit and configurable keys are kept with the run for replays)."""
+        kept = RunConfig.of(config)
         run_id = self.start_run(
             task_input if task_input is not None else _as_task_input(graph_input),
             run_id=run_id,
-            labels=labels,
+            labels={**({CONFIG_LABEL: kept.label()} if kept.label() else {}), **dict(labels or {})},
         )
         return self.continue_run(run_id, graph_input, config=config, raise_errors=raise_errors)
 
     def resume(self, run_ref: str, *, config: RunnableConfig | None = None) -> RunResult:
-        """Continue a run that stopped (crash, Ctrl-C) from its last checkpoint."""
+        """Continue a run that stopped (crash, Ctrl-C) from its last checkpoint, under the
+        config it was started with (`config` adds to it)."""
         run = self.store.get_run(run_ref)
         if run.status == "succeeded" or run.status == "failed":
             raise StoreError(f"run {run.id} already finished ({run.status}); nothing to resume")
         if self.saver.get_tuple(self.config(run.id)) is None:
             raise StoreError(f"run {run.id} has no checkpoint to resume from")
-        return self.continue_run(run.id, None, config=config)
+        kept = RunConfig.of_run(run)
+        base: dict[str, Any] = {"configurable": dict(kept.configurable)}
+        if kept.recursion_limit is not None:
+            base["recursion_limit"] = kept.recursion_limit
+        given = dict(config or {})
+        merged = {**base, **given, "configurable": {**base["configurable"], **given.get("configurable", {})}}
+        return self.continue_run(run.id, None, config=merged)
 
     def continue_run(
         self,
