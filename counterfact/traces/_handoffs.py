@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from counterfact.traces._models import StepRecord
+
 # Tool names the multi-agent libraries give their handoff tools ("transfer_to_math",
 # "transfer_back_to_supervisor"); a handoff made without a captured tool call (the synthetic
 # messages langgraph-supervisor writes when a worker hands back) is known by them alone.
@@ -81,3 +83,27 @@ def is_handoff_message(message: Mapping[str, Any], tools: Iterable[str] = ()) ->
         and bool(calls)
         and all(handoff_tool(c.get("name")) for c in calls if isinstance(c, Mapping))
     )
+
+
+class HandoffEdge(Handoff):
+    """A handoff as a trace shows it: from which agent, to which, through which tool."""
+
+    source: str
+    nested: bool = False  # made inside the step's subgraph (a team's own supervisor, say)
+
+
+def step_handoffs(step: StepRecord) -> list[HandoffEdge]:
+    """The handoffs a recorded step made: the step's own (its result was a Command with a
+    goto) and those between agents nested in it, in the order they happened."""
+    own_source = step.agent or step.node
+    edges: list[HandoffEdge] = []
+    for call in step.tool_calls:
+        if call.handoff is None:
+            continue
+        nested = call.agent is not None
+        source = call.agent.rsplit("/", 1)[-1] if call.agent else own_source
+        edges.append(HandoffEdge(source=source, to=call.handoff, text=str(call.result or ""), tool=call.name, nested=nested))
+    own = handoff_of(step.delta)
+    if own is not None and not any(not e.nested and e.to == own.to for e in edges):
+        edges.append(HandoffEdge(source=own_source, to=own.to, text=own.text))
+    return edges

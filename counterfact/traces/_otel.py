@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from counterfact._errors import CounterfactError
+from counterfact.traces._handoffs import step_handoffs
 from counterfact.traces._show import output_text
 from counterfact.traces._models import RunRecord, StepRecord, VerdictRecord
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
@@ -166,19 +167,26 @@ class SpanWriter:
             attributes["input.value"] = self._redact(output_text(step.input[-1]))
         if step.output is not None:
             attributes["output.value"] = self._redact(output_text(step.output))
+        if edges := step_handoffs(step):
+            attributes["counterfact.handoffs"] = [f"{e.source} -> {e.to}" for e in edges]
+            own = [e for e in edges if not e.nested]
+            if own:
+                attributes["counterfact.handoff.to"] = own[-1].to
+                if own[-1].tool:
+                    attributes["counterfact.handoff.tool"] = own[-1].tool
         name = f"invoke_agent {agent}" if is_agent else step.node
         self._span(name, trace_id, step_span, span_id_of("run", run_id), attributes,
                    step.started_at, step.ended_at, error=step.error)
         moment = step.started_at
         for kind, seq in call_order(step.model_calls, step.tool_calls):
-            if kind == "model":
-                call = step.model_calls[seq]
-                took = timedelta(milliseconds=call.latency_ms)
+            call: ModelCallRecord | ToolCallRecord = (step.model_calls if kind == "model" else step.tool_calls)[seq]
+            took = timedelta(milliseconds=call.latency_ms)
+            if call.offset_ms is not None:  # recorded when it started: no need to lay calls end to end
+                moment = step.started_at + timedelta(milliseconds=call.offset_ms)
+            if isinstance(call, ModelCallRecord):
                 self._model_call(trace_id, span_id_of("model", run_id, index, seq), step_span, call, moment, moment + took)
             else:
-                tool = step.tool_calls[seq]
-                took = timedelta(milliseconds=tool.latency_ms)
-                self._tool_call(trace_id, span_id_of("tool", run_id, index, seq), step_span, tool, moment, moment + took)
+                self._tool_call(trace_id, span_id_of("tool", run_id, index, seq), step_span, call, moment, moment + took)
             moment += took
 
     def verification(self, verdict: VerdictRecord, replays: Sequence[RunRecord], fork_step: int | None) -> None:
@@ -258,6 +266,10 @@ class SpanWriter:
             result = self._redact(output_text(call.result))
             attributes["gen_ai.tool.call.result"] = result
             attributes["output.value"] = result
+        if call.handoff is not None:
+            attributes["counterfact.tool.handoff"] = call.handoff
+        if call.agent is not None:
+            attributes["counterfact.call.agent"] = call.agent
         self._span(f"execute_tool {call.name}", trace_id, span_id, parent, attributes, start, end,
                    error=call.error and self._redact(call.error))
 
@@ -297,10 +309,13 @@ def _link_to_run(run_id: str, attributes: dict[str, Any]) -> Any:
 
 
 def call_order(models: Sequence[ModelCallRecord], tools: Sequence[ToolCallRecord]) -> list[tuple[str, int]]:
-    """A step's calls in the order they most likely ran: the store keeps model and tool calls
-    in two lists, so each tool call goes after the first model call (not yet followed by one)
-    whose answer asked for it, by a tool call of that name or a `CALL name` line; the rest
-    after the last model call."""
+    """A step's calls in the order they ran: by their recorded starts; for calls recorded
+    without one (before revision 0006, or imported), each tool call goes after the first model
+    call (not yet followed by one) whose answer asked for it, by a tool call of that name or a
+    `CALL name` line, and the rest after the last model call."""
+    placed = [("model", m, c.offset_ms) for m, c in enumerate(models)] + [("tool", t, c.offset_ms) for t, c in enumerate(tools)]
+    if placed and all(offset is not None for _, _, offset in placed):
+        return [(kind, seq) for kind, seq, _ in sorted(placed, key=lambda p: p[2] or 0.0)]
     asked = [_asked_tools(call.response) for call in models]
     after: dict[int, list[int]] = {}
     used = -1

@@ -9,7 +9,9 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree
 
+from counterfact.traces._handoffs import step_handoffs
 from counterfact.traces._models import RunRecord, StepRecord
+from counterfact.traces._records import ModelCallRecord, timeline
 
 EXCERPT = 160
 
@@ -75,15 +77,23 @@ def render_run(run: RunRecord, steps: Sequence[StepRecord]) -> Tree:
             for key in ("plan", "ledger", "route"):
                 if key in step.delta:
                     node.add(f"[yellow]{key}[/yellow] {escape(excerpt(step.delta[key]))}")
-        for call in step.model_calls:
+        for call in timeline(step.model_calls, step.tool_calls):
+            by = f"[blue]{escape(call.agent)}[/blue] " if call.agent else ""
+            if isinstance(call, ModelCallRecord):
+                used = (
+                    "[yellow]forced by the replay[/yellow] (no model call)" if call.params.get("forced")
+                    else f"{call.prompt_tokens}+{call.completion_tokens} tokens, {call.latency_ms:.0f} ms"
+                )
+                node.add(f"{by}[dim]model {escape(call.model)} ({call.backend}): {used}, {call.finish_reason or '-'}[/dim]")
+            elif call.handoff is None:
+                result = f"[red]{escape(call.error)}[/red]" if call.error else escape(excerpt(call.result, 80))
+                node.add(f"{by}[dim]tool[/dim] {escape(call.name)}({escape(excerpt(call.arguments, 60))}) -> {result}")
+        for edge in step_handoffs(step):
+            via = f" via {escape(edge.tool)}" if edge.tool else ""
             node.add(
-                f"[dim]model {escape(call.model)} ({call.backend}): "
-                f"{call.prompt_tokens}+{call.completion_tokens} tokens, {call.latency_ms:.0f} ms, "
-                f"{call.finish_reason or '-'}[/dim]"
+                f"[yellow]handoff[/yellow] {escape(edge.source)} -> [bold]{escape(edge.to)}[/bold]{via}"
+                f"{': ' + escape(excerpt(edge.text, 80)) if edge.text else ''}"
             )
-        for call in step.tool_calls:
-            result = f"[red]{escape(call.error)}[/red]" if call.error else escape(excerpt(call.result, 80))
-            node.add(f"[dim]tool[/dim] {escape(call.name)}({escape(excerpt(call.arguments, 60))}) -> {result}")
         if step.error:
             node.add(f"[red]error[/red] {escape(step.error)}")
     return tree
