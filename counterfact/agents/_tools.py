@@ -81,7 +81,7 @@ class Tool(BaseModel):
             error=error,
             latency_ms=(time.perf_counter() - start) * 1000,
         )
-        report_tool_call(record)
+        report_tool_call(record, start)
         return record
 
 

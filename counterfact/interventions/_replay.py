@@ -27,6 +27,7 @@ from counterfact.agents import ModelError
 from counterfact.graphs import ReplayTarget, load_target
 from counterfact.interventions._specs import (
     ActivationIntervention,
+    HandoffEdit,
     InstructionEdit,
     Intervention,
     InterventionError,
@@ -55,6 +56,7 @@ from counterfact.traces import (
     TraceStore,
     fork_run,
     from_jsonable_update,
+    step_handoffs,
     output_text,
     step_key,
     to_jsonable,
@@ -231,6 +233,8 @@ class Replayer:
             self._compile_state_edit(edit, plan)
         elif isinstance(edit, RouteEdit):
             self._compile_route(edit, target, ours, plan)
+        elif isinstance(edit, HandoffEdit):
+            self._compile_handoff(edit, target, plan)
         elif isinstance(edit, ResponseEdit):
             calls = [
                 {"name": c["name"], "args": c.get("args", c.get("arguments", {})), "id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}"}
@@ -286,6 +290,35 @@ class Replayer:
             raise InterventionError(f"route: no node {edit.next!r} in the graph; it has {', '.join(sorted(self._nodes))}")
         plan.directives.route = edit.next
         plan.evidence.append(Evidence(kind="route", value=edit.next))
+
+    def _compile_handoff(self, edit: HandoffEdit, target: StepRecord, plan: ReplayPlan) -> None:
+        """A handoff the step made goes elsewhere, is not made, or carries another message.
+        Redirecting replaces the goto of the step's Command (as a route edit does); keeping
+        control answers the handoff tool with a note instead of its Command, so the agent goes
+        on (a node that handed off by itself runs again instead)."""
+        edges = [e for e in step_handoffs(target) if not e.nested]
+        if not edges:
+            nested = [f"{e.source} -> {e.to}" for e in step_handoffs(target)]
+            where = f" (handoffs nested in it: {', '.join(nested)}; edit the step of the team that made them)" if nested else ""
+            raise InterventionError(f"step {plan.step} ({target.node}) made no handoff of its own{where}; use a route edit")
+        made = edges[-1]
+        if edit.keeps_control:
+            note = edit.message or f"The handoff to {made.to} was not made: go on with the task yourself."
+            if made.tool:
+                plan.directives.kept_handoffs[made.tool] = note
+                plan.evidence.append(Evidence(kind="tool_result", value=note, tool=made.tool))
+            else:
+                plan.directives.route = target.node
+                plan.evidence.append(Evidence(kind="route", value=target.node))
+            return
+        if edit.to and not edit.keeps_control:
+            if edit.to not in self._nodes:
+                raise InterventionError(f"handoff: no agent {edit.to!r} in the graph; it has {', '.join(sorted(self._nodes))}")
+            plan.directives.route = edit.to
+            plan.evidence.append(Evidence(kind="route", value=edit.to))
+        if edit.message is not None:
+            plan.directives.handoff_message = edit.message
+            plan.evidence.append(Evidence(kind="seen", value=edit.message))
 
     def _compile_state_edit(self, edit: StateEdit | PlanEdit, plan: ReplayPlan) -> None:
         before = self._state_before(plan.step)

@@ -96,6 +96,10 @@ def describe_edit(edit: dict[str, Any]) -> str:
         )
     if kind == "route":
         return f"route to {edit['next']} at {where}: {_short(edit.get('instruction', ''))!r}"
+    if kind == "handoff":
+        to = "no one (the agent keeps control)" if edit.get("to") == "none" else edit.get("to") or "the same agent"
+        said = f" with the message {_short(edit['message'])!r}" if edit.get("message") is not None else ""
+        return f"the handoff at {where} goes to {to}{said}"
     if kind == "tool":
         return f"tool {edit['tool']}: {edit.get('action', 'result')} {_short(str(edit.get('result', '')))!r} at {where}"
     if kind == "prefix":

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, field_validator, Field, TypeAdapter, ValidationError, model_validator
 
 from counterfact._errors import CounterfactError, validation_message
 from counterfact._files import load_yaml
@@ -102,6 +102,31 @@ class RouteEdit(_Edit):
     kind: Literal["route"] = "route"
     next: str
     instruction: str = ""
+
+
+class HandoffEdit(_Edit):
+    """Change a handoff the step made: send control to another agent (`to: AGENT`), keep it
+    with the agent that handed off (`to: null`, kept as "none"), and/or change the message
+    handed over."""
+
+    kind: Literal["handoff"] = "handoff"
+    to: str = ""  # "": where the step sent it
+    message: str | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _null(cls, to: Any) -> Any:
+        return "none" if to is None else to
+
+    @model_validator(mode="after")
+    def _something(self) -> HandoffEdit:
+        if not self.to and self.message is None:
+            raise ValueError("a handoff edit needs `to` (an agent, or null to keep control) or `message`")
+        return self
+
+    @property
+    def keeps_control(self) -> bool:
+        return self.to == "none"
 
 
 class ToolEdit(_Edit):
@@ -222,6 +247,7 @@ Edit = Annotated[
     | StateEdit
     | PlanEdit
     | RouteEdit
+    | HandoffEdit
     | ResponseEdit
     | ResumeEdit
     | ToolEdit

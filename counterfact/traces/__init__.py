@@ -23,6 +23,7 @@ from counterfact.traces._directives import (
 )
 from counterfact.traces._discard import discard_run
 from counterfact.traces._fork import ForkPoint, fork_run
+from counterfact.traces._handoffs import Handoff, HandoffEdge, handoff_of, step_handoffs
 from counterfact.traces._instrument import instrument
 from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._jsonl import RunExport, export_jsonl, import_jsonl
@@ -64,6 +65,7 @@ from counterfact.traces._recorder import (
     score_state,
 )
 from counterfact.traces._records import (
+    timeline,
     ModelCallRecord,
     StepAddress,
     StepCalls,
@@ -84,6 +86,11 @@ from counterfact.traces._whowhen import (
 )
 
 __all__ = [
+    "timeline",
+    "Handoff",
+    "HandoffEdge",
+    "handoff_of",
+    "step_handoffs",
     "lost_database",
     "coloured",
     "ForkPoint",

@@ -50,6 +50,8 @@ class StepDirectives(BaseModel):
     tool_results: dict[str, Any] = Field(default_factory=dict)  # tool name -> forced result
     model_responses: list[ModelResponse] = Field(default_factory=list)
     route: str | None = None  # the node that runs next, whatever the step's routing decides
+    handoff_message: str | None = None  # the message a handoff made at the step carries instead
+    kept_handoffs: dict[str, str] = Field(default_factory=dict)  # handoff tool -> the note its first call answers
 
 
 class ToolChange(BaseModel):
@@ -109,6 +111,7 @@ class StepScope:
     directives: Directives
     here: StepDirectives | None
     model_calls: int = 0
+    kept: set[str] = field(default_factory=set)  # handoff tools whose first call was answered
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -162,6 +165,12 @@ def tool_result_for(name: str, arguments: Any) -> tuple[bool, Any]:
         return False, None
     if scope.here is not None and name in scope.here.tool_results:
         return True, scope.here.tool_results[name]
+    if scope.here is not None and name in scope.here.kept_handoffs:
+        with scope._lock:  # the handoff the step made is not made; a later one goes through
+            first = name not in scope.kept
+            scope.kept.add(name)
+        if first:
+            return True, scope.here.kept_handoffs[name]
     recorded = scope.directives.reuse_tool_results.get(tool_call_key(name, arguments), _MISSING)
     return (False, None) if recorded is _MISSING else (True, recorded)
 

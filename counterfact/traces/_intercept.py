@@ -278,7 +278,7 @@ def _hook_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
 def _answer(tool: BaseTool, tool_input: str | dict[str, Any]) -> tuple[bool, Any]:
     """`tool_result_for` this call; cheap when the step has no tool results to give."""
     directives, here = current_directives()
-    if not directives.reuse_tool_results and not (here is not None and here.tool_results):
+    if not directives.reuse_tool_results and not (here is not None and (here.tool_results or here.kept_handoffs)):
         return False, None
     return tool_result_for(tool.name, tool_arguments(*_inputs(tool, tool_input)))
 

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
 from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver
+from counterfact.traces._handoffs import handoff_of
 from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._directives import StepDirectives, directing, directives_of
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord, utcnow
@@ -378,6 +379,7 @@ class RecordedGraph:
                 except ParentCommand as exc:
                     command = execution.directed(exc.args[0])
                     exc.args = (command,)
+                    _follow_redirect(calls, command)
                     end(started, state, calls, dataclasses.replace(command, graph=None), None)
                     raise
                 except GraphBubbleUp:
@@ -595,14 +597,36 @@ class _Execution:
         return from_jsonable_update(self.here.output)
 
     def directed(self, result: Any) -> Any:
-        """The node's result with a forced route: a Command's goto (a handoff's too) is replaced."""
-        if self.here is None or self.here.route is None or not isinstance(result, Command):
+        """The node's result as a replay directs it: a Command's goto (a handoff's too) goes
+        to a forced route, and a handoff's message says what the replay gives it."""
+        if self.here is None or not isinstance(result, Command):
             return result
-        return dataclasses.replace(result, goto=self.here.route)
+        if self.here.route is not None:
+            result = dataclasses.replace(result, goto=self.here.route)
+        if self.here.handoff_message is not None:
+            result = dataclasses.replace(result, update=_with_last_text(result.update, self.here.handoff_message))
+        return result
 
     def set(self, result: Any) -> Any:
         self.result = self.directed(result)
         return self.result
+
+
+def _follow_redirect(calls: StepCalls, command: Command) -> None:
+    """The step's own handoff tool call names where control went, also when a replay sent it
+    elsewhere than the tool said."""
+    handoff = handoff_of(command)
+    for n, call in enumerate(calls.tool_calls):
+        if call.handoff is not None and call.agent is None and handoff is not None and call.handoff != handoff.to:
+            calls.tool_calls[n] = call.model_copy(update={"handoff": handoff.to})
+
+
+def _with_last_text(update: Any, text: str) -> Any:
+    """A state update whose last message says `text` instead (same id, so it replaces)."""
+    messages = update.get("messages") if isinstance(update, Mapping) else None
+    if not isinstance(messages, list) or not messages or not hasattr(messages[-1], "model_copy"):
+        return update
+    return {**update, "messages": [*messages[:-1], messages[-1].model_copy(update={"content": text})]}
 
 
 def _address(started: tuple[str, StepRecord]) -> StepAddress:

@@ -78,7 +78,9 @@ def test_calculator_tool_records_results_and_errors_without_raising() -> None:
     assert good.result == 42 and good.error is None
     assert bad.result is None and "unsupported syntax" in (bad.error or "")
     assert invalid.error is not None and "expression" in invalid.error
-    assert calls.tool_calls == [good, bad, invalid]
+    # the step's copy also says when each call started
+    assert [c.model_copy(update={"offset_ms": None}) for c in calls.tool_calls] == [good, bad, invalid]
+    assert all(c.offset_ms is not None for c in calls.tool_calls)
 
 
 def test_raising_tool_is_an_error_result() -> None:
