@@ -65,6 +65,8 @@ AnswerOption = Annotated[
     str, typer.Option("--answer", help="dotted path to the answer in the final state (indices may be negative)")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="replay even if the graph changed since the run")]
+RecursionLimitOption = Annotated[int | None, typer.Option(
+    "--recursion-limit", min=1, help="LangGraph recursion limit of the replays, counted as the run counts it (default: the run's own)")]
 ExecutorOption = Annotated[
     ExecutorKind,
     typer.Option("--executor", envvar="COUNTERFACT_EXECUTOR", help="where runs and replays go: threads here, or a Ray cluster"),
@@ -100,7 +102,7 @@ def _executor(
 
 def _replayer(
     db: str | None, run: str, *, model: str | None, graph: str | None, check: str | None,
-    expect: str | None, checker: CheckerName, answer: str, force: bool,
+    expect: str | None, checker: CheckerName, answer: str, force: bool, recursion_limit: int | None = None,
 ) -> Any:
     from counterfact.graphs import ExpectCheck
     from counterfact.interventions import Replayer
@@ -108,7 +110,8 @@ def _replayer(
     if check is not None and expect is not None:
         raise CounterfactError("give --check or --expect, not both")
     given = ExpectCheck(expect=expect, checker=checker.value, answer=answer) if expect is not None else check
-    return Replayer(_open(db), run, model=model, graph=graph, check=given, force=force)
+    return Replayer(_open(db), run, model=model, graph=graph, check=given, force=force,
+                    recursion_limit=recursion_limit)
 
 
 @contextmanager
@@ -514,6 +517,7 @@ def replay_command(
     checker: CheckerOption = CheckerName.normalized,
     answer: AnswerOption = "messages.-1.content",
     force: ForceOption = False,
+    recursion_limit: RecursionLimitOption = None,
     concurrency: Annotated[int, typer.Option(help="replays at once per process")] = 4,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
@@ -530,7 +534,7 @@ def replay_command(
 
     intervention = load_intervention(edit) if edit else None  # parse errors before anything runs
     replayer = _replayer(db, run, model=model, graph=graph, check=check, expect=expect,
-                         checker=checker, answer=answer, force=force)
+                         checker=checker, answer=answer, force=force, recursion_limit=recursion_limit)
     plan = replayer.compile(intervention, at)
     if intervention is None:
         result = replayer.replay(plan, arm="control", seed=seed, temperature=temperature, live_tools=live_tools)
@@ -599,6 +603,7 @@ def debug_command(
     checker: CheckerOption = CheckerName.normalized,
     answer: AnswerOption = "messages.-1.content",
     force: ForceOption = False,
+    recursion_limit: RecursionLimitOption = None,
     concurrency: Annotated[int, typer.Option(help="replays at once per process")] = 8,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
@@ -616,7 +621,7 @@ def debug_command(
     chosen = strategies_from([name.strip() for name in strategy.split(",")])
     debugger = Debugger(
         _replayer(db, run, model=model, graph=graph, check=check, expect=expect,
-                  checker=checker, answer=answer, force=force),
+                  checker=checker, answer=answer, force=force, recursion_limit=recursion_limit),
         strategies=chosen,
         budget=Budget(replays=budget, tokens=budget_tokens),
         pairs=pairs,

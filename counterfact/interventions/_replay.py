@@ -192,7 +192,12 @@ class Replayer:
             matches = step.node == ref.node if ref.node is not None else step.agent == ref.agent
             if matches and step.invocation == ref.invocation:
                 return step.index or 0
-        names = sorted({s.node for s in self.steps}) if ref.node else sorted({s.agent or "" for s in self.steps})
+        if ref.agent is not None:  # an agent nested in steps: its nth step with calls of its own
+            working = [s for s in self.steps if ref.agent in nested_agents(s)]
+            if ref.invocation < len(working):
+                return working[ref.invocation].index or 0
+        nested = {a for s in self.steps for a in nested_agents(s)}
+        names = sorted({s.node for s in self.steps}) if ref.node else sorted({s.agent or "" for s in self.steps} | nested)
         raise InterventionError(f"no {ref.describe()} in run {self.parent.id}; it has {', '.join(names)}")
 
     def compile(self, intervention: Intervention | None, default_step: StepRef | str | int | None) -> ReplayPlan:
@@ -526,6 +531,11 @@ class Replayer:
         if missing:
             return False, "not seen in the replay: " + "; ".join(m[:80] for m in missing)
         return True, f"{len(plan.evidence) or 1} edit(s) reached the agents after the fork"
+
+
+def nested_agents(step: StepRecord) -> set[str]:
+    """The names of the agents nested in a step (inside its subgraphs) that made calls."""
+    return {call.agent.rsplit("/", 1)[-1] for call in [*step.model_calls, *step.tool_calls] if call.agent}
 
 
 def _shown(evidence: Evidence, target: StepRecord, steps: list[StepRecord]) -> bool:

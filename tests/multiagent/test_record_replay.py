@@ -179,3 +179,19 @@ def test_a_handoff_edit_on_a_step_without_one_is_refused(tmp_path: Any) -> None:
         replayer.compile(parse_intervention({"kind": "handoff", "to": "math_expert"}), "researcher#0")
     with pytest.raises(InterventionError, match="no agent 'nobody'"):
         replayer.compile(parse_intervention({"kind": "handoff", "to": "nobody"}), "supervisor#0")
+
+
+def test_agents_nested_in_teams_are_addressable_by_name(tmp_path: Any) -> None:
+    store = TraceStore.open(str(tmp_path / "runs.db"))
+    run_id = _recorded(hierarchical, store)
+    steps = store.steps(run_id)
+    replayer = Replayer(store, run_id)
+    at = replayer.resolve_step("agent:researcher#0")
+    team = steps[at]
+    assert team.node == "research_team"
+    assert {c.agent for c in team.model_calls} >= {"research_supervisor", "researcher"}
+    assert all(c.agent == "researcher" for c in team.tool_calls if c.name == "population")
+    # the team supervisor's handoff to its worker is a nested edge of the team's step
+    assert ("research_supervisor", "researcher", True) in [(e.source, e.to, e.nested) for e in step_handoffs(team)]
+    with pytest.raises(InterventionError, match="researcher"):
+        replayer.resolve_step("agent:nobody#0")
