@@ -7,7 +7,7 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from counterfact.traces import GRAPH_LABEL, RunRecord, StepRecord
+from counterfact.traces import GRAPH_LABEL, RunRecord, StepRecord, step_handoffs
 
 
 class GraphNode(BaseModel):
@@ -23,6 +23,7 @@ class GraphEdge(BaseModel):
     target: str
     conditional: bool
     path: str  # an SVG path
+    handoffs: int = 0  # how often control was handed over along this edge in the run
 
 
 class GraphView(BaseModel):
@@ -60,7 +61,12 @@ def graph_view(run: RunRecord, steps: list[StepRecord]) -> GraphView | None:
                 name=name, x=offset + i * (_NODE_W + _GAP_X), y=_GAP_Y / 2 + depth * (_NODE_H + _GAP_Y),
                 runs=ran.get(name, 0), failures=failed.get(name, 0),
             )
-    drawn = [GraphEdge(source=a, target=b, conditional=c, path=_edge_path(places[a], places[b]))
+    handed = Counter((e.source, target.strip()) for s in steps for e in step_handoffs(s) if not e.nested
+                     for target in e.to.split(","))
+    # a handoff by Command(graph=PARENT) is an edge LangGraph's drawing may not know of
+    edges += [(a, b, True) for a, b in handed if (a, b) not in {(x, y) for x, y, _ in edges}]
+    drawn = [GraphEdge(source=a, target=b, conditional=c, path=_edge_path(places[a], places[b]),
+                       handoffs=handed.get((a, b), 0))
              for a, b, c in edges if a in places and b in places]
     height = (max(layer.values()) + 1) * (_NODE_H + _GAP_Y)
     return GraphView(nodes=list(places.values()), edges=drawn, width=width, height=height)

@@ -10,9 +10,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from counterfact.traces import (
+    HandoffEdge,
+    ModelCallRecord,
     StepRecord,
+    ToolCallRecord,
     TraceStore,
     state_at,
+    step_handoffs,
+    timeline,
 )
 
 
@@ -43,6 +48,8 @@ class StepView(BaseModel):
     has_state: bool
     activations: list[ActivationPlot]
     edit_templates: dict[str, str]  # edit kind -> a YAML edit to start from
+    calls: list[ModelCallRecord | ToolCallRecord]  # the step's model and tool calls, as they started
+    handoffs: list[HandoffEdge]
 
 
 def step_view(store: TraceStore, run_ref: str, index: int) -> StepView:
@@ -60,6 +67,8 @@ def step_view(store: TraceStore, run_ref: str, index: int) -> StepView:
         state_diff=_state_diff(before, after), has_state=before is not None or after is not None,
         activations=_activation_plots(store.step_activations(run_id, index)),
         edit_templates=edit_templates(step, before),
+        calls=timeline(step.model_calls, step.tool_calls),
+        handoffs=step_handoffs(step),
     )
 
 
@@ -140,6 +149,8 @@ def edit_templates(step: StepRecord, before: dict[str, Any] | None) -> dict[str,
         templates["plan"] = dump({"kind": "plan", "plan": before["plan"]})
     if step.kind == "router" or (isinstance(step.delta, dict) and "route" in step.delta):
         templates["route"] = dump({"kind": "route", "next": "", "instruction": ""})
+    if own := [e for e in step_handoffs(step) if not e.nested]:
+        templates["handoff"] = dump({"kind": "handoff", "to": own[-1].to, "message": own[-1].text})
     for call in step.tool_calls:
         templates.setdefault("tool", dump({"kind": "tool", "tool": call.name, "result": call.result}))
     if any(c.backend == "local" for c in step.model_calls):
