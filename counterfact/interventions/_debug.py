@@ -2,6 +2,8 @@
 
 1. Segments: the run splits at its planning steps (orchestrator workflows), else it is one.
 2. Hypotheses (a suspect step and why) come from the strategies asked for:
+   handoff   in a multi-agent run, a handoff went to the wrong agent, too early, or was
+             missing at the end: the same handoff to each other agent, or not made;
    grounded  the first step that claims what nothing before it supports (a number no task
              text, tool result or earlier message gives; a failed tool call it went on from);
    llm       a model reads a segment (steps with indices, never the expected answer) and names
@@ -54,6 +56,8 @@ from counterfact.executors import Executor, LocalExecutor
 from counterfact.graphs import question_of
 from counterfact.interventions._fixes import Fix, takes_temperature, thinking_fixes
 from counterfact.interventions._grounding import find_suspects, numbers_in
+from counterfact.interventions._handoff_fixes import STRATEGY as STRATEGY_HANDOFF
+from counterfact.interventions._handoff_fixes import handoff_suspects
 from counterfact.interventions._prompts import prompt
 from counterfact.interventions._replay import Replayer, ReplayResult
 from counterfact.interventions._specs import (
@@ -76,8 +80,8 @@ from counterfact.traces import (
     output_text,
 )
 
-Strategy = Literal["grounded", "llm", "resample", "patch"]
-STRATEGIES: tuple[Strategy, ...] = ("grounded", "llm", "resample", "patch")
+Strategy = Literal["handoff", "grounded", "llm", "resample", "patch"]
+STRATEGIES: tuple[Strategy, ...] = ("handoff", "grounded", "llm", "resample", "patch")
 
 
 def strategies_from(names: Sequence[str]) -> list[Strategy]:
@@ -373,8 +377,8 @@ class Debugger:
             if strategy in self.completed:
                 continue
             self.say(f"proposing hypotheses: {strategy}")
-            {"grounded": self._grounded, "llm": self._llm, "resample": self._resample,
-             "patch": self._patch}[strategy]()
+            {"handoff": self._handoff, "grounded": self._grounded, "llm": self._llm,
+             "resample": self._resample, "patch": self._patch}[strategy]()
             self.completed.append(strategy)
             self._save_spent()
         self._verify_all()
@@ -533,6 +537,12 @@ class Debugger:
     def _fixes(self, step: int, notes: list[str], strategy: str) -> list[Fix]:
         return thinking_fixes(self.replayer, self.steps[step], notes, strategy=strategy,
                               samples=self.samples, temperature=self.temperature)
+
+    def _handoff(self) -> None:
+        """Handoff hypotheses (see `_handoff_fixes`); a run without handoffs has none, and
+        says nothing: most runs are not multi-agent ones."""
+        for suspect in handoff_suspects(self.replayer, self.steps)[: self.max_hypotheses]:
+            self._propose(STRATEGY_HANDOFF, suspect.step, suspect.reason, suspect.fixes)
 
     def _grounded(self) -> None:
         suspects = find_suspects(self.steps, self.replayer.target.question)

@@ -459,6 +459,7 @@ class Replayer:
             seed=seed,
             temperature=labels.get("replay_temperature"),
             reuse_tool_results={} if labels.get("replay_live_tools") else self._recorded_tool_results(),
+            nested_recursion_limit=self.recursion_limit,
         )
         if edited:
             target = self.steps[plan.step]

@@ -71,6 +71,9 @@ class Directives(BaseModel):
     steps: dict[str, StepDirectives] = Field(default_factory=dict)  # "node#invocation" -> ...
     tool_changes: list[ToolChange] = Field(default_factory=list)
     reuse_tool_results: dict[str, Any] = Field(default_factory=dict)  # call key -> recorded result
+    # The run's own recursion limit, for graphs nested in its steps: a replay's top level gets
+    # what the run had left at the fork, but a subgraph starts its count afresh, as it did.
+    nested_recursion_limit: int | None = None
 
     def for_step(self, node: str, invocation: int) -> StepDirectives | None:
         return self.steps.get(step_key(node, invocation))

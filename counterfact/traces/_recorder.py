@@ -395,7 +395,7 @@ class RecordedGraph:
                     return inner.invoke(state, config)
                 if execution.replaced:
                     return execution.set(execution.replacement())
-                return execution.set(inner.invoke(state, config))
+                return execution.set(inner.invoke(state, _nested(config)))
 
         async def arun(state: Any, config: RunnableConfig) -> Any:
             with recorded_step(state, config) as execution:
@@ -403,7 +403,7 @@ class RecordedGraph:
                     return await inner.ainvoke(state, config)
                 if execution.replaced:
                     return execution.set(execution.replacement())
-                return execution.set(await inner.ainvoke(state, config))
+                return execution.set(await inner.ainvoke(state, _nested(config)))
 
         # Not functools.wraps: LangGraph would read the inner signature and stop injecting config.
         return RunnableCallable(run, arun, name=node, trace=False)
@@ -578,6 +578,13 @@ def _give_message_ids(update: Any) -> None:
     for message in messages if isinstance(messages, list) else []:
         if getattr(message, "id", "") is None and hasattr(message, "content"):
             message.id = str(uuid.uuid4())
+
+
+def _nested(config: RunnableConfig) -> RunnableConfig:
+    """The config a node's own graph runs under: in a replay, the run's own recursion limit
+    (the replay's top level runs under what the run had left at the fork)."""
+    limit = directives_of(config).nested_recursion_limit
+    return config if limit is None else {**config, "recursion_limit": limit}
 
 
 class _Execution:

@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
-from counterfact.interventions import InterventionError, Replayer, parse_intervention, verify
+from counterfact.interventions import Budget, Debugger, InterventionError, Replayer, parse_intervention, verify
 from counterfact.traces import StepRecord, TraceStore, output_text, record, step_handoffs
 from examples.multiagent import handoff, hierarchical, supervisor, swarm
 from examples.multiagent.common import QUESTIONS, ScriptedTeamModel, correct
@@ -195,3 +195,16 @@ def test_agents_nested_in_teams_are_addressable_by_name(tmp_path: Any) -> None:
     assert ("research_supervisor", "researcher", True) in [(e.source, e.to, e.nested) for e in step_handoffs(team)]
     with pytest.raises(InterventionError, match="researcher"):
         replayer.resolve_step("agent:nobody#0")
+
+
+def test_the_debugger_finds_the_wrong_handoff_by_replay(tmp_path: Any) -> None:
+    store = TraceStore.open(str(tmp_path / "runs.db"))
+    recorded = record(misrouted(), store, workflow="misrouted", ref=f"{__name__}:misrouted", check=correct)
+    run = recorded.invoke({"messages": [("user", QUESTION)]}, {"recursion_limit": 12})
+    report = Debugger(Replayer(store, run.run_id), strategies=["handoff"], budget=Budget(replays=8)).run()
+    validated = [h for h in report.hypotheses if h.verdict == "validated"]
+    assert validated, [(h.step, h.status, h.note) for h in report.hypotheses]
+    first = validated[0]
+    assert first.step == 0 and first.agent == "supervisor"
+    assert any(f.verdict == "validated" and f.label == "hand off to researcher" for f in first.fixes)
+    assert report.spent.replays <= 8
