@@ -18,7 +18,8 @@ from examples.multiagent.common import QUESTIONS, correct
 def _run(tmp_path: Any) -> tuple[TraceStore, str, str]:
     db = str(tmp_path / "runs.db")
     store = TraceStore.open(db)
-    run_id = record(supervisor.scripted(), store, workflow="supervisor", check=correct).invoke(
+    run_id = record(supervisor.scripted(), store, workflow="supervisor", ref="examples.multiagent.supervisor:scripted",
+                    check=correct).invoke(
         {"messages": [("user", QUESTIONS[0])]}).run_id
     return store, run_id, db
 
@@ -64,3 +65,16 @@ def test_otlp_spans_carry_the_handoffs(tmp_path: Any) -> None:
     tools = [attrs(s) for s in spans if attrs(s).get("gen_ai.operation.name") == "execute_tool"]
     assert {a["gen_ai.tool.name"]: a.get("counterfact.tool.handoff") for a in tools if a.get("counterfact.tool.handoff")} == {
         "transfer_to_researcher": "researcher", "transfer_to_math_expert": "math_expert"}
+
+
+def test_a_forced_response_is_shown_as_forced_not_as_zero_tokens(tmp_path: Any) -> None:
+    from counterfact.interventions import Replayer, parse_intervention
+
+    store, run_id, db = _run(tmp_path)
+    replayer = Replayer(store, run_id)
+    edit = parse_intervention({"kind": "response", "text": "The answer is 9390."})
+    replay = replayer.replay(replayer.compile(edit, "supervisor#2"), arm="treatment")
+    assert replay.applied, replay.applied_detail
+    out = CliRunner().invoke(cli, ["runs", "show", replay.run_id, "--db", db], env={"COLUMNS": "200"}).output
+    last = out[out.rindex("supervisor"):]
+    assert "forced by the replay" in last and "0+0 tokens" not in last
