@@ -38,7 +38,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from counterfact.interventions import Budget, Debugger, Replayer, parse_intervention  # noqa: E402
-from counterfact.traces import StepRecord, TraceStore, output_text, record, step_handoffs  # noqa: E402
+from counterfact.traces import TraceStore, record, step_handoffs, step_shape  # noqa: E402
 from examples.multiagent import handoff, hierarchical, supervisor, swarm  # noqa: E402
 from examples.multiagent.common import QUESTIONS, ScriptedTeamModel, correct  # noqa: E402
 
@@ -59,16 +59,6 @@ class CallCounter(BaseCallbackHandler):
 
     def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, **kwargs: Any) -> None:
         self.tools.add(run_id)
-
-
-def shape(step: StepRecord) -> tuple[Any, ...]:
-    """What a replay must reproduce of a step (tool-call ids aside: a model's own counter)."""
-    models = tuple((c.agent, str(c.response.get("content")),
-                    str([(t["name"], t["arguments"]) for t in c.response.get("tool_calls") or []]))
-                   for c in step.model_calls)
-    tools = tuple((c.name, str(c.arguments), str(c.result), c.handoff, c.agent) for c in step.tool_calls)
-    edges = tuple((e.source, e.to, e.tool, e.nested) for e in step_handoffs(step))
-    return step.node, step.invocation, output_text(step.output), models, tools, edges, step.error
 
 
 def chat_model(kind: str) -> Any:
@@ -95,7 +85,7 @@ def measure(name: str, app: Any, store: TraceStore, model: Any, question: str) -
     for at in range(len(steps)):
         console.print(f"  {name}: replays from step {at + 1}/{len(steps)}")
         control = replayer.replay(replayer.compile(None, at), arm="control")
-        reproduced += [shape(s) for s in store.steps(control.run_id)] == [shape(s) for s in steps]
+        reproduced += [step_shape(s) for s in store.steps(control.run_id)] == [step_shape(s) for s in steps]
         treated = replayer.replay(replayer.compile(EDIT, at), arm="treatment")
         applied += bool(treated.applied)
     return {

@@ -76,7 +76,7 @@ from counterfact.traces._records import (
     report_tool_call,
 )
 from counterfact.traces._redact import Redactor
-from counterfact.traces._show import coloured, excerpt, output_text, render_run
+from counterfact.traces._show import coloured, excerpt, output_text, render_run, step_shape
 from counterfact.traces._store import RunWriter, StoreError, TraceStore, resolve_url
 from counterfact.traces._whowhen import (
     SkippedFile,
@@ -91,6 +91,7 @@ __all__ = [
     "HandoffEdge",
     "handoff_of",
     "step_handoffs",
+    "step_shape",
     "lost_database",
     "coloured",
     "ForkPoint",

@@ -107,3 +107,4 @@ def step_handoffs(step: StepRecord) -> list[HandoffEdge]:
     if own is not None and not any(not e.nested and e.to == own.to for e in edges):
         edges.append(HandoffEdge(source=own_source, to=own.to, text=own.text))
     return edges
+

@@ -97,3 +97,17 @@ def render_run(run: RunRecord, steps: Sequence[StepRecord]) -> Tree:
         if step.error:
             node.add(f"[red]error[/red] {escape(step.error)}")
     return tree
+
+
+def step_shape(step: StepRecord) -> tuple[Any, ...]:
+    """What a replay of a step must reproduce: who ran (node, invocation), what it said, its
+    calls in order with the agent nested in it that made each, its handoffs, and its error.
+    Ids and times are left out: tool-call ids are a model's own, and times always differ."""
+    models = tuple(
+        (c.agent, str(c.response.get("content")),
+         str([(t.get("name"), t.get("arguments")) for t in c.response.get("tool_calls") or []]))
+        for c in step.model_calls
+    )
+    tools = tuple((c.name, str(c.arguments), str(c.result), c.handoff, c.agent) for c in step.tool_calls)
+    edges = tuple((e.source, e.to, e.tool, e.nested) for e in step_handoffs(step))
+    return step.node, step.invocation, output_text(step.output), models, tools, edges, step.error

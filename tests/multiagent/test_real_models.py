@@ -13,11 +13,11 @@ from langchain_openai import ChatOpenAI
 
 from counterfact.agents import ChatCounterfact, create_app, running_server
 from counterfact.interventions import Budget, Debugger, Replayer
-from counterfact.traces import TraceStore, record, step_handoffs
+from counterfact.traces import TraceStore, record, step_handoffs, step_shape
 from examples.multiagent import supervisor, swarm
 from examples.multiagent.common import QUESTIONS, correct
 
-from .test_record_replay import Counter, _shape
+from .test_record_replay import Counter
 
 pytestmark = pytest.mark.slow
 QUESTION = QUESTIONS[0]
@@ -46,7 +46,7 @@ def _check(graph: Any, tmp_path: Any, name: str, *, hands_off: bool = True) -> t
     replayer = Replayer(store, run.run_id, graph=graph)
     for at in sorted({0, len(steps) - 1}):
         control = replayer.replay(replayer.compile(None, at), arm="control")
-        assert [_shape(s) for s in store.steps(control.run_id)] == [_shape(s) for s in steps], at
+        assert [step_shape(s) for s in store.steps(control.run_id)] == [step_shape(s) for s in steps], at
         assert control.status == store.get_run(run.run_id).status
     return store, run.run_id
 

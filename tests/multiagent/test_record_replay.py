@@ -12,7 +12,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
 from counterfact.interventions import Budget, Debugger, InterventionError, Replayer, parse_intervention, verify
-from counterfact.traces import StepRecord, TraceStore, output_text, record, step_handoffs
+from counterfact.traces import TraceStore, output_text, record, step_handoffs, step_shape
 from examples.multiagent import handoff, hierarchical, supervisor, swarm
 from examples.multiagent.common import QUESTIONS, ScriptedTeamModel, correct
 
@@ -39,18 +39,6 @@ def _recorded(app: Any, store: TraceStore) -> str:
                     check=correct).invoke({"messages": [("user", QUESTION)]})
     assert result.status == "succeeded", result.error
     return result.run_id
-
-
-def _shape(step: StepRecord) -> tuple[Any, ...]:
-    """What a replay must reproduce of a step: who ran, what it said, its calls in order
-    (with the nested agent that made each), and its handoffs."""
-    tools = tuple((c.name, str(c.arguments), str(c.result), c.handoff, c.agent) for c in step.tool_calls)
-    models = tuple(
-        (c.agent, str(c.response.get("content")), str([(t["name"], t["arguments"]) for t in c.response.get("tool_calls") or []]))
-        for c in step.model_calls
-    )  # tool-call ids are the model's own counter: not compared
-    edges = tuple((e.source, e.to, e.tool, e.nested) for e in step_handoffs(step))
-    return (step.node, step.invocation, output_text(step.output), models, tools, edges, step.error)
 
 
 @pytest.mark.parametrize("name", APPS)
@@ -91,7 +79,7 @@ def test_a_no_op_replay_from_every_step_reproduces_the_run(name: str, tmp_path: 
     for at in range(len(original)):
         result = replayer.replay(replayer.compile(None, at), arm="control")
         assert result.status == "succeeded", (at, result)
-        assert [_shape(s) for s in store.steps(result.run_id)] == [_shape(s) for s in original], at
+        assert [step_shape(s) for s in store.steps(result.run_id)] == [step_shape(s) for s in original], at
 
 
 @pytest.mark.parametrize("name", APPS)
