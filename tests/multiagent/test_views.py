@@ -78,3 +78,16 @@ def test_a_forced_response_is_shown_as_forced_not_as_zero_tokens(tmp_path: Any) 
     out = CliRunner().invoke(cli, ["runs", "show", replay.run_id, "--db", db], env={"COLUMNS": "200"}).output
     last = out[out.rindex("supervisor"):]
     assert "forced by the replay" in last and "0+0 tokens" not in last
+
+
+def test_a_jsonl_export_keeps_the_timeline_agents_and_handoffs(tmp_path: Any) -> None:
+    from counterfact.traces import export_jsonl, import_jsonl, step_shape, verify_run
+
+    store, run_id, _ = _run(tmp_path)
+    export_jsonl(store, [run_id], tmp_path / "runs.jsonl")
+    other = TraceStore.open(str(tmp_path / "other.db"))
+    assert import_jsonl(other, tmp_path / "runs.jsonl") == [run_id]
+    mine, theirs = store.steps(run_id), other.steps(run_id)
+    assert [step_shape(s) for s in theirs] == [step_shape(s) for s in mine]
+    assert [c.offset_ms for s in theirs for c in s.tool_calls] == [c.offset_ms for s in mine for c in s.tool_calls]
+    assert verify_run(other, run_id).ok
