@@ -125,11 +125,12 @@ def main() -> None:
     parser.add_argument("--apps", default=",".join(APPS))
     parser.add_argument("--question", type=int, default=0, help="index into examples.multiagent.common.QUESTIONS")
     parser.add_argument("--debug-app", default="supervisor", help="the app whose run is debugged ('' for none)")
-    parser.add_argument("--budget", type=int, default=12, help="replays the debug session may spend")
+    parser.add_argument("--budget", type=int, default=24, help="replays the debug session may spend (the CLI's default)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     question = QUESTIONS[args.question]
     store = TraceStore.open(str(Path(tempfile.mkdtemp()) / "bench.db"))
+    chat_model(args.model).invoke("Say hello.")  # loads the model, so no timing below includes it
     rows = []
     for name in args.apps.split(","):
         console.print(f"[bold]{name}[/bold]: {question}")

@@ -373,7 +373,7 @@ class RecordedGraph:
                 return
             address = _address(started)
             with collect_calls() as calls, at_step(address), directing(address, directives_of(config)) as scope:
-                execution = _Execution(scope.here)
+                execution = _Execution(scope.here, routed=node in self._routed)
                 try:
                     yield execution
                 except ParentCommand as exc:
@@ -590,8 +590,9 @@ def _nested(config: RunnableConfig) -> RunnableConfig:
 class _Execution:
     """One recorded node execution in progress: the directives aimed at it, and its result."""
 
-    def __init__(self, here: StepDirectives | None) -> None:
+    def __init__(self, here: StepDirectives | None, *, routed: bool) -> None:
         self.here = here
+        self.routed = routed  # its conditional edge obeys a forced route itself
         self.result: Any = None
 
     @property
@@ -605,9 +606,15 @@ class _Execution:
 
     def directed(self, result: Any) -> Any:
         """The node's result as a replay directs it: a Command's goto (a handoff's too) goes
-        to a forced route, and a handoff's message says what the replay gives it."""
-        if self.here is None or not isinstance(result, Command):
+        to a forced route, and a handoff's message says what the replay gives it. A node
+        without a conditional edge that returned a plain update (an agent that answered
+        instead of handing off) goes to a forced route by a Command of its own."""
+        if self.here is None:
             return result
+        if not isinstance(result, Command):
+            if self.here.route is None or self.routed or not isinstance(result, (Mapping, type(None))):
+                return result
+            result = Command(update=result, goto=self.here.route)
         if self.here.route is not None:
             result = dataclasses.replace(result, goto=self.here.route)
         if self.here.handoff_message is not None:

@@ -196,3 +196,15 @@ def test_the_debugger_finds_the_wrong_handoff_by_replay(tmp_path: Any) -> None:
     assert first.step == 0 and first.agent == "supervisor"
     assert any(f.verdict == "validated" and f.label == "hand off to researcher" for f in first.fixes)
     assert report.spent.replays <= 8
+
+
+def test_a_route_edit_hands_off_from_an_agent_that_answered_instead(tmp_path: Any) -> None:
+    """The supervisor's last step answers (no handoff, no conditional edge): a route edit there
+    sends control to a worker all the same, as the debugger's missing-handoff fix does."""
+    store = TraceStore.open(str(tmp_path / "runs.db"))
+    run_id = _recorded(supervisor, store)
+    replayer = Replayer(store, run_id)
+    plan = replayer.compile(parse_intervention({"kind": "route", "next": "math_expert"}), "supervisor#2")
+    result = replayer.replay(plan, arm="treatment")
+    assert result.applied, result.applied_detail
+    assert [s.node for s in store.steps(result.run_id)][4:6] == ["supervisor", "math_expert"]
