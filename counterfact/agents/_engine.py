@@ -98,11 +98,14 @@ def _choose(logits: torch.Tensor, row: _Row) -> int:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / req.temperature, dim=-1)
     if req.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < req.top_p
-        sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
-        choice = torch.multinomial(sorted_probs, 1, generator=row.generator)
-        return int(order[choice])
+        # The nucleus is found in sorted order, but drawn from in vocabulary order: near-equal
+        # probabilities sort differently under float noise (a row decoded in a batch is not
+        # bit-identical to the same row alone), and a draw over the sorted order would then
+        # land on another token; over the vocabulary order it lands on the same one.
+        sorted_probs, _ = torch.sort(probs, descending=True)
+        kept = int((torch.cumsum(sorted_probs, dim=-1) - sorted_probs < req.top_p).sum())
+        threshold = sorted_probs[max(kept, 1) - 1]
+        probs = torch.where(probs >= threshold, probs, torch.zeros_like(probs))
     return int(torch.multinomial(probs, 1, generator=row.generator))
 
 
