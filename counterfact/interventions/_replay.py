@@ -321,9 +321,12 @@ class Replayer:
                 raise InterventionError(f"handoff: no agent {edit.to!r} in the graph; it has {', '.join(sorted(self._nodes))}")
             plan.directives.route = edit.to
             plan.evidence.append(Evidence(kind="route", value=edit.to))
-        if edit.message is not None:
-            plan.directives.handoff_message = edit.message
-            plan.evidence.append(Evidence(kind="seen", value=edit.message))
+        message = edit.message
+        if message is None and edit.to and not edit.keeps_control and made.to in made.text:
+            message = made.text.replace(made.to, edit.to)  # "transferred to X" names the new agent
+        if message is not None:
+            plan.directives.handoff_message = message
+            plan.evidence.append(Evidence(kind="seen", value=message))
 
     def _compile_state_edit(self, edit: StateEdit | PlanEdit, plan: ReplayPlan) -> None:
         before = self._state_before(plan.step)

@@ -627,12 +627,12 @@ class _Execution:
 
 
 def _follow_redirect(calls: StepCalls, command: Command) -> None:
-    """The step's own handoff tool call names where control went, also when a replay sent it
-    elsewhere than the tool said."""
+    """The step's own handoff tool call names where control went and with what message, also
+    when a replay changed them from what the tool said."""
     handoff = handoff_of(command)
     for n, call in enumerate(calls.tool_calls):
-        if call.handoff is not None and call.agent is None and handoff is not None and call.handoff != handoff.to:
-            calls.tool_calls[n] = call.model_copy(update={"handoff": handoff.to})
+        if call.handoff is not None and call.agent is None and handoff is not None:
+            calls.tool_calls[n] = call.model_copy(update={"handoff": handoff.to, "result": handoff.text or call.result})
 
 
 def _with_last_text(update: Any, text: str) -> Any:

@@ -128,8 +128,9 @@ def test_a_handoff_edit_flips_a_misrouted_run_and_the_verdict_says_so(tmp_path: 
     assert report.verdict == "validated" and report.applied, report.reason
     treated = store.get_run(report.treatment[0].run_id)
     assert treated.status == "succeeded"
-    edges = [(e.source, e.to) for s in store.steps(treated.id) for e in step_handoffs(s)]
-    assert edges[0] == ("supervisor", "researcher")
+    edges = [(e.source, e.to, e.text) for s in store.steps(treated.id) for e in step_handoffs(s)]
+    # the handoff's message names the agent it now goes to (it is what that agent reads)
+    assert edges[0] == ("supervisor", "researcher", "Successfully transferred to researcher")
 
 
 def test_a_suppressed_handoff_keeps_control_with_the_agent(tmp_path: Any) -> None:
