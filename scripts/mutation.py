@@ -1,0 +1,109 @@
+"""Mutation testing of the modules where a silent mistake changes a verdict or lets someone in.
+
+Each target is a module and the test files that guard it. For each, mutmut 3 mutates the module
+in a scratch copy of the repository (`git archive HEAD`, so only committed code is measured),
+runs those tests against every mutant, and this script prints the share of mutants killed per
+module, against the 90 % target, and the surviving mutants with their diffs.
+
+    .venv/bin/python scripts/mutation.py                    # every target
+    .venv/bin/python scripts/mutation.py stats verify       # some, by name
+    .venv/bin/python scripts/mutation.py --list             # the targets and their tests
+
+Not part of the default test run: a target takes from seconds (stats) to many minutes.
+mutmut is in the `mutation` extra (`pip install -e '.[mutation]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_SCORE = 0.90
+
+# name -> (module, the tests that guard it)
+TARGETS: dict[str, tuple[str, list[str]]] = {
+    "stats": ("counterfact/interventions/_stats.py",
+              ["tests/interventions/test_stats.py", "tests/guards/test_sign_test.py"]),
+    "verify": ("counterfact/interventions/_verify.py",
+               ["tests/interventions/test_verify.py", "tests/guards/test_verdicts.py"]),
+    "applied": ("counterfact/interventions/_replay.py",
+                ["tests/interventions/test_replay.py", "tests/interventions/test_replay_graphs.py",
+                 "tests/guards/test_verdicts.py", "tests/multiagent/test_record_replay.py"]),
+    "recorder": ("counterfact/traces/_recorder.py",
+                 ["tests/traces/test_recorder.py", "tests/guards/test_capture_guards.py",
+                  "tests/multiagent/test_record_replay.py"]),
+    "capture": ("counterfact/traces/_capture.py",
+                ["tests/traces/test_capture.py", "tests/guards/test_capture_guards.py"]),
+    "instrument": ("counterfact/traces/_instrument.py",
+                   ["tests/traces/test_capture.py", "tests/guards/test_instrumented_clients.py"]),
+    "viewer-security": ("counterfact/ui/_app.py", ["tests/ui/test_api.py", "tests/guards/test_viewer_token.py"]),
+    "chain": ("counterfact/traces/_audit.py", ["tests/traces/test_audit.py", "tests/fuzz/test_chain.py"]),
+}
+
+console = Console(stderr=True)
+
+
+def mutmut(workdir: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=workdir, capture_output=True, text=True)
+    return done.stdout
+
+
+def measure(name: str) -> tuple[int, int, list[tuple[str, str]]]:
+    """(mutants, killed, [(surviving mutant, its diff)]) of one target."""
+    module, tests = TARGETS[name]
+    with tempfile.TemporaryDirectory(prefix=f"mutation-{name}-") as scratch:
+        work = Path(scratch)
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        with (work / "pyproject.toml").open("a") as config:
+            config.write(
+                "\n[tool.mutmut]\n"
+                f"source_paths = [{module!r}]\n"
+                f"pytest_add_cli_args_test_selection = {tests!r}\n"
+                'also_copy = ["counterfact", "examples", "tests", "benchmarks"]\n'
+            )
+        console.print(f"[bold]{name}[/bold]: mutating {module} against {', '.join(tests)}")
+        mutmut(work, "run")
+        statuses = re.findall(r"^\s*(\S+): (\w[\w ]*)$", mutmut(work, "results", "--all", "true"), re.M)
+        survivors = [(m, mutmut(work, "show", m)) for m, status in statuses if status == "survived"]
+    killed = sum(status == "killed" for _, status in statuses)
+    return len(statuses), killed, survivors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", help=f"among {', '.join(TARGETS)} (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the targets and their tests")
+    args = parser.parse_args()
+    if args.list:
+        for name, (module, tests) in TARGETS.items():
+            print(f"{name:16} {module}  <- {', '.join(tests)}")
+        return
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        parser.error(f"no target {', '.join(unknown)}; choose among {', '.join(TARGETS)}")
+    table = Table(title="mutation testing (mutmut 3)")
+    for column in ("target", "module", "mutants", "killed", "score", f"target {TARGET_SCORE:.0%}"):
+        table.add_column(column)
+    all_survivors: list[tuple[str, str]] = []
+    for name in args.targets or list(TARGETS):
+        total, killed, survivors = measure(name)
+        score = killed / total if total else 0.0
+        table.add_row(name, TARGETS[name][0], str(total), str(killed), f"{score:.1%}",
+                      "met" if score >= TARGET_SCORE else "MISSED")
+        all_survivors += survivors
+    Console(width=160).print(table)
+    for mutant, diff in all_survivors:
+        print(f"\n--- surviving: {mutant}\n{diff.strip()}")
+
+
+if __name__ == "__main__":
+    main()
