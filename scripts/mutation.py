@@ -97,6 +97,7 @@ def main() -> None:
     for name in args.targets or list(TARGETS):
         total, killed, survivors = measure(name)
         score = killed / total if total else 0.0
+        console.print(f"{name}: {killed}/{total} mutants killed ({score:.1%})")  # kept if a later target is cut off
         table.add_row(name, TARGETS[name][0], str(total), str(killed), f"{score:.1%}",
                       "met" if score >= TARGET_SCORE else "MISSED")
         all_survivors += survivors
