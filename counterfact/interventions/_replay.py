@@ -56,6 +56,7 @@ from counterfact.traces import (
     TraceStore,
     fork_run,
     from_jsonable_update,
+    is_recorded_command,
     step_handoffs,
     output_text,
     step_key,
@@ -625,7 +626,7 @@ def _with_last_message(target: StepRecord, text: str, *, keep_tool_calls: bool) 
     """The step's recorded update with the text of its last message replaced (same id, so
     `add_messages` replaces rather than appends), in whichever channel holds it."""
     delta = copy.deepcopy(target.delta)
-    update = delta.get("update") if isinstance(delta, dict) and set(delta) == {"graph", "update", "resume", "goto"} else delta
+    update = delta.get("update") if is_recorded_command(delta) else delta
     if isinstance(update, dict):
         for channel in sorted(update, key=lambda k: k != "messages"):
             value = update[channel]

@@ -47,7 +47,7 @@ from counterfact.traces._otel_import import (
     import_otel,
     read_otlp_json,
 )
-from counterfact.traces._payloads import from_jsonable_update, to_jsonable
+from counterfact.traces._payloads import from_jsonable_update, is_recorded_command, to_jsonable
 from counterfact.traces._recorder import (
     CHECK_LABEL,
     CONFIG_LABEL,
@@ -86,6 +86,7 @@ from counterfact.traces._whowhen import (
 )
 
 __all__ = [
+    "is_recorded_command",
     "timeline",
     "Handoff",
     "HandoffEdge",

@@ -26,8 +26,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, ChatMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from counterfact.traces._payloads import MESSAGE_ROLES
 from counterfact.traces._handoffs import handoff_of
+from counterfact.traces._payloads import MESSAGE_ROLES
 from counterfact.traces._records import (
     ModelCallRecord,
     ToolCallRecord,

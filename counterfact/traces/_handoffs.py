@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from counterfact.traces._models import StepRecord
+from counterfact.traces._payloads import is_recorded_command
 
 # Tool names the multi-agent libraries give their handoff tools ("transfer_to_math",
 # "transfer_back_to_supervisor"); a handoff made without a captured tool call (the synthetic
@@ -46,7 +47,7 @@ def goto_targets(goto: Any) -> list[str]:
 def handoff_of(value: Any) -> Handoff | None:
     """The handoff a tool result or node result makes: a `Command` (live, or recorded as
     JSON) with a goto; None for anything else."""
-    if isinstance(value, Mapping) and set(value) == {"graph", "update", "resume", "goto"}:
+    if is_recorded_command(value):
         goto, update = value["goto"], value["update"]
     elif type(value).__name__ == "Command" and hasattr(value, "goto"):
         goto, update = value.goto, value.update
@@ -83,6 +84,25 @@ def is_handoff_message(message: Mapping[str, Any], tools: Iterable[str] = ()) ->
         and bool(calls)
         and all(handoff_tool(c.get("name")) for c in calls if isinstance(c, Mapping))
     )
+
+
+def step_output(delta: Any, handoff_tools: Iterable[str] = (), seen: Iterable[str] = ()) -> Any:
+    """A step's own output: its newest message if it wrote messages, else its whole update.
+
+    The update of a `Command` counts; messages the step found in the state (`seen`: their
+    ids; a handoff's update carries the whole history) and a handoff's own messages (a call
+    of a handoff tool, its "transferred" reply) are passed over when the step wrote others:
+    what an agent said before handing off is its output."""
+    if is_recorded_command(delta):
+        delta = delta["update"]
+    if isinstance(delta, dict) and isinstance(delta.get("messages"), list) and delta["messages"]:
+        old = set(seen)
+        messages = [m for m in delta["messages"] if not (isinstance(m, dict) and m.get("id") in old)]
+        messages = messages or delta["messages"]
+        tools = list(handoff_tools)
+        spoken = [m for m in messages if not (isinstance(m, dict) and is_handoff_message(m, tools))]
+        return (spoken or messages)[-1]
+    return delta
 
 
 class HandoffEdge(Handoff):

@@ -12,7 +12,6 @@ import hashlib
 import json
 from datetime import datetime
 from enum import Enum
-from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -78,25 +77,9 @@ def digest_of(value: Any) -> str:
     return sha256_hex(canonical_json(value))
 
 
-def step_output(delta: Any, handoff_tools: Iterable[str] = (), seen: Iterable[str] = ()) -> Any:
-    """A step's own output: its newest message if it wrote messages, else its whole update.
-
-    The update of a `Command` counts; messages the step found in the state (`seen`: their
-    ids; a handoff's update carries the whole history) and a handoff's own messages (a call
-    of a handoff tool, its "transferred" reply) are passed over when the step wrote others:
-    what an agent said before handing off is its output."""
-    from counterfact.traces._handoffs import is_handoff_message
-
-    if isinstance(delta, dict) and set(delta) == {"graph", "update", "resume", "goto"}:
-        delta = delta["update"]
-    if isinstance(delta, dict) and isinstance(delta.get("messages"), list) and delta["messages"]:
-        old = set(seen)
-        messages = [m for m in delta["messages"] if not (isinstance(m, dict) and m.get("id") in old)]
-        messages = messages or delta["messages"]
-        tools = list(handoff_tools)
-        spoken = [m for m in messages if not (isinstance(m, dict) and is_handoff_message(m, tools))]
-        return (spoken or messages)[-1]
-    return delta
+def is_recorded_command(value: Any) -> bool:
+    """Whether `value` is a LangGraph `Command` as `to_jsonable` renders one."""
+    return isinstance(value, dict) and set(value) == {"graph", "update", "resume", "goto"}
 
 
 _MESSAGE_CLASSES = {"user": "HumanMessage", "assistant": "AIMessage", "system": "SystemMessage", "tool": "ToolMessage"}
@@ -125,7 +108,7 @@ def message_from_jsonable(value: dict[str, Any]) -> Any:
 def from_jsonable_update(update: Any) -> Any:
     """A node's state update rebuilt from its recorded JSON form, for LangGraph to apply:
     messages become LangChain messages again, and a recorded `Command` a Command."""
-    if isinstance(update, dict) and set(update) == {"graph", "update", "resume", "goto"}:
+    if is_recorded_command(update):
         from langgraph.types import Command
 
         return Command(

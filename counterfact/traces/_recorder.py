@@ -32,11 +32,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
 from counterfact.traces._capture import CallCapture
 from counterfact.traces._checkpointer import SQLAlchemySaver
-from counterfact.traces._handoffs import handoff_of
+from counterfact.traces._handoffs import handoff_of, step_output
 from counterfact.traces._intercept import install_langchain_hooks
 from counterfact.traces._directives import StepDirectives, directing, directives_of
 from counterfact.traces._models import Outcome, RunRecord, RunStatus, StepKind, StepRecord, utcnow
-from counterfact.traces._payloads import digest_of, from_jsonable_update, step_output, to_jsonable
+from counterfact.traces._payloads import digest_of, from_jsonable_update, to_jsonable
 from counterfact.traces._records import StepAddress, StepCalls, at_step, collect_calls
 from counterfact.traces._store import StoreError, TraceStore, prepare_step
 
