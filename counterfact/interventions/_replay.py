@@ -317,13 +317,13 @@ class Replayer:
                 plan.directives.route = target.node
                 plan.evidence.append(Evidence(kind="route", value=target.node))
             return
-        if edit.to and not edit.keeps_control:
+        if edit.to:
             if edit.to not in self._nodes:
                 raise InterventionError(f"handoff: no agent {edit.to!r} in the graph; it has {', '.join(sorted(self._nodes))}")
             plan.directives.route = edit.to
             plan.evidence.append(Evidence(kind="route", value=edit.to))
         message = edit.message
-        if message is None and edit.to and not edit.keeps_control and made.to in made.text:
+        if message is None and edit.to and made.to in made.text:
             message = made.text.replace(made.to, edit.to)  # "transferred to X" names the new agent
         if message is not None:
             plan.directives.handoff_message = message
