@@ -614,7 +614,7 @@ class _Execution:
         if not isinstance(result, Command):
             if self.here.route is None or self.routed or not isinstance(result, (Mapping, type(None))):
                 return result
-            result = Command(update=result, goto=self.here.route)
+            result = Command(update=result)  # its goto is the route, below
         if self.here.route is not None:
             result = dataclasses.replace(result, goto=self.here.route)
         if self.here.handoff_message is not None:
@@ -629,9 +629,10 @@ class _Execution:
 def _follow_redirect(calls: StepCalls, command: Command) -> None:
     """The step's own handoff tool call names where control went and with what message, also
     when a replay changed them from what the tool said."""
-    handoff = handoff_of(command)
+    if (handoff := handoff_of(command)) is None:
+        return
     for n, call in enumerate(calls.tool_calls):
-        if call.handoff is not None and call.agent is None and handoff is not None:
+        if call.handoff is not None and call.agent is None:
             calls.tool_calls[n] = call.model_copy(update={"handoff": handoff.to, "result": handoff.text or call.result})
 
 
