@@ -1,10 +1,11 @@
 """Interventions: edit a recorded run at one step, replay it, and verify against a control arm."""
 
+from counterfact.interventions._applied import Evidence, missing_evidence
 from counterfact.interventions._attribute import (
+    METHODS,
     AttributeUnit,
     Attribution,
     AttributionScore,
-    METHODS,
     Method,
     attribute,
     score_attributions,
@@ -37,9 +38,8 @@ from counterfact.interventions._debug import (
 from counterfact.interventions._fixes import Fix, thinking_fixes
 from counterfact.interventions._grounding import Suspect, find_suspects
 from counterfact.interventions._replay import (
-    Evidence,
-    ReplayerSpec,
     Replayer,
+    ReplayerSpec,
     ReplayPlan,
     ReplayResult,
     parse_step,
@@ -77,7 +77,13 @@ from counterfact.interventions._stats import (
     wilson,
 )
 from counterfact.interventions._units import ReplayUnit
-from counterfact.interventions._verify import Progress, VerdictReport, decide, validating_looks, verify
+from counterfact.interventions._verify import (
+    Progress,
+    VerdictReport,
+    decide,
+    validating_looks,
+    verify,
+)
 
 __all__ = [
     "METHODS",
@@ -121,6 +127,7 @@ __all__ = [
     "PrefixEdit",
     "SampleEdit",
     "Evidence",
+    "missing_evidence",
     "ReplayPlan",
     "ReplayResult",
     "Replayer",

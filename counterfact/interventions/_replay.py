@@ -25,6 +25,12 @@ from pydantic import BaseModel, Field
 
 from counterfact.agents import ModelError
 from counterfact.graphs import ReplayTarget, load_target
+from counterfact.interventions._applied import (
+    Evidence,
+    StateAt,
+    missing_evidence,
+    state_evidence,
+)
 from counterfact.interventions._specs import (
     ActivationIntervention,
     HandoffEdit,
@@ -57,8 +63,8 @@ from counterfact.traces import (
     fork_run,
     from_jsonable_update,
     is_recorded_command,
-    step_handoffs,
     output_text,
+    step_handoffs,
     step_key,
     to_jsonable,
     tool_call_key,
@@ -73,14 +79,6 @@ class StateUpdate(BaseModel):
 
     values: dict[str, Any]
     as_node: str | None
-
-
-class Evidence(BaseModel):
-    """Something a replay must show for its edit to count as applied."""
-
-    kind: Literal["seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response", "sampled"]
-    value: str = ""
-    tool: str | None = None
 
 
 class ReplayPlan(BaseModel):
@@ -352,13 +350,18 @@ class Replayer:
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
             raise InterventionError(f"state patch does not apply at step {plan.step}: {exc}") from None
         values: dict[str, Any] = {}
+        # Models from the fork on must be sent the new texts; every node must run on the new state.
+        models_follow = any(step.model_calls for step in self.steps[plan.step :])
         for channel in channels:
             if patched.get(channel) == current.get(channel):
                 continue
             value = from_jsonable_update({channel: patched.get(channel)})[channel]
             reducer = isinstance(self.graph.channels[channel], BinaryOperatorAggregate)
             values[channel] = Overwrite(value) if reducer else value
-            plan.evidence.extend(Evidence(kind="seen", value=t) for t in _new_texts(patched.get(channel), current.get(channel)))
+            plan.evidence.append(state_evidence(channel, patched.get(channel)))
+            if models_follow:
+                new_texts = _new_texts(patched.get(channel), current.get(channel))
+                plan.evidence.extend(Evidence(kind="seen", value=t) for t in new_texts)
         if not values:
             raise InterventionError(f"state patch at step {plan.step} changes nothing")
         previous = self.steps[plan.step - 1].node if plan.step > 0 else None
@@ -524,77 +527,29 @@ class Replayer:
     # -- did the edit take effect? -------------------------------------------------------------
 
     def check_applied(self, plan: ReplayPlan, child_id: str) -> tuple[bool, str]:
-        """Whether the edit reached the agents of the replay, by the evidence the plan expects
-        (activation edits are checked by the verifier, which compares next-token distributions)."""
+        """Whether the edit reached the agents of the replay, by the evidence the plan expects."""
         steps = self.store.steps(child_id)[plan.step :]
-        if not steps:
-            return False, "the replay recorded no step after the fork"
-        target = steps[0]
-        missing = [_describe(e) for e in plan.evidence if not _shown(e, target, steps)]
-        if plan.activation and not target.model_calls:
-            missing.append("a model call at the edited step")
+        missing = missing_evidence(plan.evidence, steps, self._state_of(child_id), activation=plan.activation)
         if missing:
             return False, "not seen in the replay: " + "; ".join(m[:80] for m in missing)
         return True, f"{len(plan.evidence) or 1} edit(s) reached the agents after the fork"
+
+    def _state_of(self, run_id: str) -> StateAt:
+        """The JSON-able state a step of `run_id` ran on, read from its checkpoint."""
+        saver = self.target.recorded.saver
+
+        def state_at(step: StepRecord) -> dict[str, Any]:
+            checkpoint = saver.get_tuple(
+                {"configurable": {"thread_id": run_id, "checkpoint_ns": "", "checkpoint_id": step.checkpoint_before}}
+            )
+            return to_jsonable(dict(checkpoint.checkpoint["channel_values"])) if checkpoint else {}
+
+        return state_at
 
 
 def nested_agents(step: StepRecord) -> set[str]:
     """The names of the agents nested in a step (inside its subgraphs) that made calls."""
     return {call.agent.rsplit("/", 1)[-1] for call in [*step.model_calls, *step.tool_calls] if call.agent}
-
-
-def _shown(evidence: Evidence, target: StepRecord, steps: list[StepRecord]) -> bool:
-    """Whether the replay's steps (from the fork on) show one piece of evidence."""
-    if evidence.kind == "prefix":
-        return output_text(target.output).startswith(evidence.value.strip())
-    if evidence.kind == "sampled":
-        temperature, seed = evidence.value.split(":")
-        return bool(target.model_calls) and all(
-            call.params.get("temperature") == float(temperature) and call.params.get("seed") == int(seed)
-            for call in target.model_calls
-        )
-    if evidence.kind in ("tool_offered", "tool_withdrawn"):
-        if not target.model_calls:
-            return False  # no request at the step: nothing shows what the model was offered
-        offered = [evidence.tool in _offered_tools(call) for call in target.model_calls]
-        return all(offered) if evidence.kind == "tool_offered" else not any(offered)
-    if evidence.kind == "tool_result":
-        return any(c.name == evidence.tool and str(c.result) == evidence.value for c in target.tool_calls)
-    if evidence.kind == "response":
-        index = int(evidence.tool or 0)
-        calls = target.model_calls
-        return index < len(calls) and str(calls[index].response.get("content", "")) == evidence.value
-    if evidence.kind == "route":
-        return (len(steps) > 1 and steps[1].node == evidence.value) or (evidence.value == END and len(steps) == 1)
-    seen = "\n".join(str(m.get("content", "")) for s in steps for call in s.model_calls for m in call.request)
-    seen += "\n" + "\n".join(str(m.get("content", "")) for s in steps[1:] for m in (s.input or []) if isinstance(m, dict))
-    return evidence.value in seen or evidence.value in output_text(target.output)
-
-
-_TEXT_TOOL = re.compile(r"^- ([A-Za-z_][A-Za-z0-9_-]*): ", re.MULTILINE)
-
-
-def _offered_tools(call: Any) -> set[str]:
-    """The tools a model call offered: native tool specs, and text-protocol tools listed in
-    its system message."""
-    names = {str(n) for n in call.params.get("tools") or []}
-    for message in call.request:
-        content = str(message.get("content", ""))
-        if message.get("role") == "system" and "CALL <tool name>" in content:
-            names |= set(_TEXT_TOOL.findall(content.split("Tools:", 1)[-1]))
-    return names
-
-
-def _describe(evidence: Evidence) -> str:
-    return {
-        "prefix": f"the reply starting with {evidence.value!r}",
-        "tool_offered": f"tool {evidence.tool} offered to the model",
-        "tool_withdrawn": f"tool {evidence.tool} withdrawn from the model",
-        "tool_result": f"a call of {evidence.tool} answered {evidence.value!r}",
-        "response": f"model call {evidence.tool} answering {evidence.value!r}",
-        "route": f"{evidence.value} running next",
-        "sampled": "the step's model calls sampled at temperature:seed " + evidence.value,
-    }.get(evidence.kind, evidence.value)
 
 
 def parse_step(text: str) -> StepRef:

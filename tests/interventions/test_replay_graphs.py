@@ -295,3 +295,17 @@ def test_fork_at_one_of_two_parallel_branches(local_store: TraceStore) -> None:
     assert apps.CALLS["left"] == before["left"] and apps.CALLS["right"] == before["right"]
     final = local_store.get_run(result.run_id)
     assert final.status == "succeeded"
+
+
+def test_a_state_edit_on_a_graph_without_messages_is_applied_by_the_state_it_wrote(local_store: TraceStore) -> None:
+    """No model and no message: the state the edited node ran on is the evidence (before, such
+    an edit was reported not applied, and one writing only numbers was applied unchecked)."""
+    run_id = _run(local_store, apps.fan, {"items": [1, 2, 3]})
+    edit = {"kind": "state", "patch": [{"op": "replace", "path": "/squares", "value": [5, 5]}]}
+    replayer, result = _replay(local_store, run_id, edit, "add_up#0")
+    assert result.applied, result.applied_detail
+    assert local_store.steps(result.run_id)[-1].output == {"total": 10}
+    # the same plan checked against a replay that did not write it (the run itself) is not applied
+    plan = replayer.compile(parse_intervention(edit), "add_up#0")
+    applied, detail = replayer.check_applied(plan, run_id)
+    assert not applied and "channel squares holding the edited value" in detail
