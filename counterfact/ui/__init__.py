@@ -1,6 +1,6 @@
 """`counterfact ui`: a local web viewer over the trace store, and the JSON API it is built on."""
 
-from counterfact.ui._app import TOKEN_HEADER, create_app, is_loopback
+from counterfact.ui._app import create_app
 from counterfact.ui._forks import CompareRow, TreeNode, compare_runs, fork_tree
 from counterfact.ui._graph import GraphView, graph_view
 from counterfact.ui._jobs import DebugRequest, Job, JobEvent, Jobs, ReplayRequest
@@ -15,6 +15,7 @@ from counterfact.ui._lists import (
     runs_page,
 )
 from counterfact.ui._run import RunPage, TimelineRow, run_page, timeline
+from counterfact.ui._security import TOKEN_HEADER, ViewerGuard, is_loopback
 from counterfact.ui._serve import serve
 from counterfact.ui._step import StepView, step_view
 
@@ -36,6 +37,7 @@ __all__ = [
     "StepView",
     "TimelineRow",
     "TreeNode",
+    "ViewerGuard",
     "audit_page",
     "compare_runs",
     "create_app",

@@ -3,21 +3,15 @@ Jinja's autoescape, and no inline script allowed by the content security policy)
 over the same views that a script can use, and jobs that stream their progress as server-sent
 events.
 
-Security: state-changing requests need the token in the `X-Counterfact-Token` header, which
-another site's page cannot send (no CORS), even on loopback. Off loopback every request needs
-the token (header, cookie, or `?token=` once, which sets the cookie). On loopback the Host
-header must name loopback too, so a rebound DNS name cannot reach the API.
+Who may use it is decided in one place, `_security.ViewerGuard`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +22,6 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
-    RedirectResponse,
     Response,
     StreamingResponse,
 )
@@ -44,31 +37,16 @@ from counterfact.ui._forks import compare_runs, fork_tree
 from counterfact.ui._jobs import DebugRequest, Jobs, ReplayRequest
 from counterfact.ui._lists import RunFilters, audit_page, imports_page, runs_page
 from counterfact.ui._run import run_page
+from counterfact.ui._security import ViewerGuard
 from counterfact.ui._step import step_view
 
-TOKEN_HEADER = "X-Counterfact-Token"
-TOKEN_COOKIE = "counterfact_token"
 _HERE = Path(__file__).parent
-_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.0.0.1") -> FastAPI:
     """The viewer over `store`. `host` is where it is served: off loopback, every request
     needs the token."""
     token = token or secrets.token_urlsafe(24)
-    loopback = is_loopback(host)
     jobs = Jobs(store)
 
     @asynccontextmanager
@@ -89,27 +67,7 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
     templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False, default=str)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        given = request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE)
-        query_token = request.query_params.get("token")
-        if loopback and request.url.hostname is not None and not is_loopback(request.url.hostname):
-            return JSONResponse({"error": f"host {request.url.hostname!r} is not loopback"}, status_code=400)
-        if query_token is not None and _same(query_token, token):
-            response: Response = RedirectResponse(str(request.url.remove_query_params("token")), status_code=303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-            return response
-        if not loopback and not _same(given, token):
-            return JSONResponse({"error": "this viewer needs its token: open the URL it printed"}, status_code=401)
-        if request.method not in ("GET", "HEAD", "OPTIONS") and not _same(request.headers.get(TOKEN_HEADER), token):
-            return JSONResponse({"error": f"a state-changing request needs the {TOKEN_HEADER} header"}, status_code=403)
-        response = await call_next(request)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
-        response.headers["Content-Security-Policy"] = _CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
+    app.middleware("http")(ViewerGuard(token, host))
 
     @app.exception_handler(StoreError)
     async def _missing(request: Request, exc: StoreError) -> Response:
@@ -259,10 +217,6 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
         return templates.TemplateResponse(request, "imports.html", {"page": page, "workflow": workflow or ""})
 
     return app
-
-
-def _same(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 def _since(text: str | None) -> datetime | None:
