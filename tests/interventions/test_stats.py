@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from counterfact.interventions import compare, newcombe, newcombe_paired
+from counterfact.interventions import compare, newcombe, newcombe_paired, wilson
 
 
 def _arms(both: int, treatment_only: int, control_only: int, neither: int) -> tuple[list[bool], list[bool]]:
@@ -108,3 +108,82 @@ def test_compare_rejects_unpaired_or_empty_arms() -> None:
         compare([True, False, True], [True, False])
     with pytest.raises(ValueError, match="no replays"):
         compare([], [])
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected"),
+    [
+        # Newcombe (1998), Stat Med 17:873, Table II, method 10, his examples (a), (b), (d), (e), (f)
+        ((56, 70, 48, 80), (0.0524, 0.3339)),
+        ((9, 10, 3, 10), (0.1705, 0.8090)),
+        ((5, 56, 0, 29), (-0.0381, 0.1926)),
+        ((0, 10, 0, 20), (-0.1611, 0.2775)),
+        ((10, 10, 0, 20), (0.6791, 1.0)),
+    ],
+)
+def test_unpaired_interval_matches_published_values(samples: tuple[int, int, int, int], expected: tuple[float, float]) -> None:
+    assert _r4(newcombe(*samples)) == expected
+    s1, n1, s2, n2 = samples
+    low, high = newcombe(s2, n2, s1, n1)  # the other way round: negated and mirrored
+    assert (round(-high, 4), round(-low, 4)) == expected
+
+
+def test_intervals_stay_within_their_range_where_rounding_would_cross_it() -> None:
+    """In exact arithmetic the limits cannot leave [0, 1] (or [-1, 1]); in floats they do by one
+    ulp for some n (16/16, 0/21, 25 against 25): the clamp keeps them there."""
+    assert wilson(0, 0) == (0.0, 1.0)  # no trial: nothing known
+    assert wilson(16, 16)[1] == 1.0 and wilson(0, 21)[0] == 0.0
+    assert newcombe(0, 25, 25, 25)[0] == -1.0 and newcombe(25, 25, 0, 25)[1] == 1.0
+
+
+def test_the_paired_interval_uses_the_given_z_for_both_rates() -> None:
+    """At another confidence level (z = 2.5758, 99 %) the interval is wider, and still mirrored
+    when the arms are swapped: both margins' Wilson limits take that z, not one of them."""
+    z99 = 2.5758293035489004
+    table = (5, 4, 1, 2)
+    low, high = newcombe_paired(*table, z=z99)
+    back_low, back_high = newcombe_paired(5, 1, 4, 2, z=z99)
+    assert (back_low, back_high) == (pytest.approx(-high, abs=1e-12), pytest.approx(-low, abs=1e-12))
+    wide = newcombe_paired(*table)
+    assert low < wide[0] and wide[1] < high
+    assert _r4((low, high)) == _r4(_paired_by_hand(*table, z=z99))
+
+
+def _paired_by_hand(both: int, first_only: int, second_only: int, neither: int, z: float) -> tuple[float, float]:
+    """Newcombe's method 10 for paired proportions, written out from the paper's formulas with
+    the Wilson limits solved as the roots of the score equation, for a check at any z."""
+    n = both + first_only + second_only + neither
+
+    def limits(s: int) -> tuple[float, float]:
+        p = s / n
+        a, b, c = 1 + z * z / n, -(2 * p + z * z / n), p * p
+        root = (b * b - 4 * a * c) ** 0.5
+        return (-b - root) / (2 * a), (-b + root) / (2 * a)
+
+    p1, p2 = (both + first_only) / n, (both + second_only) / n
+    (l1, u1), (l2, u2) = limits(both + first_only), limits(both + second_only)
+    cross = both * neither - first_only * second_only
+    cross = max(cross - n / 2, 0.0) if cross > 0 else cross
+    margins = (both + first_only) * (second_only + neither) * (both + second_only) * (first_only + neither)
+    phi = cross / margins**0.5 if margins else 0.0
+    d = p1 - p2
+    low = d - ((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2) ** 0.5
+    high = d + ((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2) ** 0.5
+    return max(-1.0, low), min(1.0, high)
+
+
+def test_compare_reports_both_rates_and_the_discordant_pairs() -> None:
+    c = compare(*_arms(1, 2, 1, 4))
+    assert (c.n, c.treatment_successes, c.control_successes) == (8, 3, 2)
+    assert (c.treatment_rate, c.control_rate, c.difference) == (0.375, 0.25, 0.125)
+    assert (c.treatment_only, c.control_only) == (2, 1)
+    assert c.p_value == 0.5  # P(X >= 2) for X ~ Binomial(3, 1/2)
+
+
+def test_compare_errors_say_what_was_wrong_in_full() -> None:
+    with pytest.raises(ValueError) as unequal:
+        compare([True, False, True], [True, False])
+    assert str(unequal.value) == "treatment and control are paired by seed and must have equal lengths, got 3 and 2"
+    with pytest.raises(ValueError) as empty:
+        compare([], [])
+    assert str(empty.value) == "no replays to compare"
