@@ -9,7 +9,6 @@ branch.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from typing import Any, Literal
 from langgraph.graph import END
 from pydantic import BaseModel
 
-from counterfact.traces import StepRecord, output_text
+from counterfact.traces import StepRecord, canonical_json, output_text
 
 EvidenceKind = Literal[
     "seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response", "sampled", "state"
@@ -96,7 +95,7 @@ def offered_tools(call: Any) -> set[str]:
     its system message."""
     names = {str(n) for n in call.params.get("tools") or []}
     for message in call.request:
-        content = str(message.get("content", ""))
+        content = str(message.get("content"))
         if message.get("role") == "system" and "CALL <tool name>" in content:
             names |= set(_TEXT_TOOL.findall(content.split("Tools:", 1)[-1]))
     return names
@@ -125,4 +124,4 @@ def _seen_texts(steps: list[StepRecord]) -> list[str]:
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return canonical_json(value).decode()

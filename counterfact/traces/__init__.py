@@ -47,7 +47,7 @@ from counterfact.traces._otel_import import (
     import_otel,
     read_otlp_json,
 )
-from counterfact.traces._payloads import from_jsonable_update, is_recorded_command, to_jsonable
+from counterfact.traces._payloads import canonical_json, from_jsonable_update, is_recorded_command, to_jsonable
 from counterfact.traces._recorder import (
     CHECK_LABEL,
     CONFIG_LABEL,
@@ -117,6 +117,7 @@ __all__ = [
     "GraphInfo",
     "check_label",
     "find_ref",
+    "canonical_json",
     "from_jsonable_update",
     "import_ref",
     "score_state",

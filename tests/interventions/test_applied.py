@@ -57,6 +57,12 @@ def test_seen_text_in_the_edited_steps_output() -> None:
     assert not _shown(Evidence(kind="seen", value="7 apples"), _step("a", output={"content": "I have 8"}))
 
 
+def test_a_message_without_content_contributes_no_text() -> None:
+    bare = _step("b", model_calls=[_call([{"role": "assistant"}])], inputs=[{"role": "assistant"}])
+    for text in ("None", "XX", ""):
+        assert _shown(Evidence(kind="seen", value=text), _step("a", output={"content": "x"}), bare) == (text == "")
+
+
 def test_seen_text_is_looked_for_message_by_message_not_across_two() -> None:
     request = [{"role": "user", "content": "7"}, {"role": "user", "content": "apples"}]
     assert not _shown(Evidence(kind="seen", value="7\napples"), _step("a", model_calls=[_call(request)]))
@@ -79,6 +85,10 @@ def test_response_is_the_content_of_the_numbered_call() -> None:
     assert not _shown(Evidence(kind="response", value="first", tool="1"), step)
     assert not _shown(Evidence(kind="response", value="secon", tool="1"), step)
     assert not _shown(Evidence(kind="response", value="second", tool="2"), step)  # no third call
+    # a forced empty reply is shown by a response without content
+    empty = _step(model_calls=[ModelCallRecord(backend="b", model="m", request=[], response={})])
+    assert _shown(Evidence(kind="response", value=""), empty)
+    assert not _shown(Evidence(kind="response", value="None"), empty)
 
 
 def test_sampled_needs_every_call_of_the_step_at_that_temperature_and_seed() -> None:
@@ -119,6 +129,13 @@ def test_tools_listed_for_the_text_protocol_count_as_offered() -> None:
     # only what follows "Tools:" is read
     before = _call([{"role": "system", "content": "- early: x\nCALL <tool name>\nTools:\n- calc: adds"}])
     assert offered_tools(before) == {"calc"}
+    # only the first "Tools:" starts the list: a description may say the word again
+    again = _call([{"role": "system", "content": "CALL <tool name>\nTools:\n- calc: see Tools: below\n- web: looks up"}])
+    assert offered_tools(again) == {"calc", "web"}
+    # no "Tools:" header: every listed line of the message counts, the first one too
+    headless = _call([{"role": "system", "content": "- calc: adds\nAnswer or CALL <tool name>."}])
+    assert offered_tools(headless) == {"calc"}
+    assert offered_tools(_call([{"role": "system"}])) == set()
 
 
 # -- route and state --------------------------------------------------------------------------------
@@ -128,6 +145,7 @@ def test_route_is_the_node_that_ran_next() -> None:
     assert _shown(route, _step("a"), _step("reviewer"), _step("c"))
     assert not _shown(route, _step("a"), _step("c"), _step("reviewer"))
     assert not _shown(route, _step("reviewer"))  # the edited step itself is not "next"
+    assert _shown(route, _step("a"), _step("reviewer"))  # the run ended right after it
     end = Evidence(kind="route", value="__end__")
     assert _shown(end, _step("a")) and not _shown(end, _step("a"), _step("b"))
 
@@ -156,6 +174,14 @@ def test_missing_evidence_names_each_piece_not_shown() -> None:
                 Evidence(kind="seen", value="the new plan")]
     assert missing_evidence(evidence, [step], _no_state) == ["the reply starting with 'Yes'", "the new plan"]
     assert missing_evidence(evidence[1:2], [step], _no_state) == []
+
+
+def test_missing_evidence_reads_the_state_through_the_given_lookup() -> None:
+    evidence = [state_evidence("total", 3)]
+    assert missing_evidence(evidence, [_step("a")], lambda _: {"total": 3}) == []
+    assert missing_evidence(evidence, [_step("a")], lambda _: {"total": 4}) == [
+        "channel total holding the edited value at the step"
+    ]
 
 
 def test_missing_evidence_with_no_step_after_the_fork() -> None:
