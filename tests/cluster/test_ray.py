@@ -121,6 +121,45 @@ def test_a_worker_killed_mid_replay_is_replaced_and_its_replays_retried_once(
     assert all(verify_run(pg_store, c.id).ok for c in children)
 
 
+def test_a_worker_killed_mid_suite_is_replaced_and_its_runs_stored_once(
+    pg_store: TraceStore, brain: DelayedModel, ray_address: str
+) -> None:
+    """A suite run, not a replay: the runs in flight on the killed worker are run again on a
+    live one, and the store ends with one finished run per (task, repeat), as a local run has."""
+    suite = Suite(name="tiny", tasks=SUITE.tasks)
+    local = run_suite(trio_spec(), suite, pg_store, model="openai:brain", repeats=3, concurrency=4)
+    _truncate(pg_store)
+    killed: list[int] = []
+    with RayExecutor(pg_store, address=ray_address, workers=2, concurrency=3) as ray:
+        pids = ray.worker_pids()
+
+        def kill_when_running() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with pg_store.engine.connect() as conn:
+                    running = conn.execute(select(Run.id).where(Run.status == "running")).all()
+                if len(running) >= 2:
+                    time.sleep(0.4)  # into the runs' first model calls (0.3 s each)
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                    return
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_when_running)
+        killer.start()
+        remote = run_suite(trio_spec(), suite, pg_store, model="openai:brain", repeats=3, executor=ray)
+        killer.join()
+        assert killed and pids[0] not in ray.worker_pids()  # replaced by a new process
+    assert _answers(remote) == _answers(local)
+    with pg_store.engine.connect() as conn:
+        stored = conn.execute(select(Run.id, Run.status, Run.labels)).all()
+    # exactly the six runs asked for, each finished: the lost attempts' rows were discarded
+    assert sorted(r.id for r in stored) == sorted(r.run_id for r in remote)
+    assert all(r.status in ("succeeded", "failed") for r in stored)
+    assert [r for r in stored if r.labels.get("attempt", 1) > 1], "no run was in flight on the killed worker"
+    assert all(verify_run(pg_store, r.id).ok for r in stored)
+
+
 def test_sqlite_on_a_cluster_of_several_nodes_is_refused(
     tmp_path: os.PathLike, ray_address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
