@@ -22,7 +22,7 @@ from counterfact._errors import CounterfactError
 from counterfact.agents import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TOKENS_LIMIT
 from counterfact.executors import ExecutorKind, ExecutorSettings
 from counterfact.graphs import CheckerName
-from counterfact.interventions import STRATEGIES, Budget, Method
+from counterfact.interventions import Budget, Method, strategy_names
 from counterfact.traces import RunStatus, TraceStore, coloured
 
 app = typer.Typer(
@@ -584,7 +584,7 @@ def _least(model: type[BaseModel], field: str) -> int:
 @app.command("debug")
 def debug_command(
     run: Annotated[str, typer.Argument(help="run id (or unique prefix) of a failed run")],
-    strategy: Annotated[str, typer.Option(help=f"{', '.join(STRATEGIES)}, or all (comma-separated)")] = "all",
+    strategy: Annotated[str, typer.Option(help=f"{', '.join(strategy_names())}, or all (comma-separated)")] = "all",
     budget: Annotated[int, typer.Option(min=_least(Budget, "replays"), help="most replays to spend")] = 24,
     budget_tokens: Annotated[int | None, typer.Option(min=_least(Budget, "tokens"), help="most tokens to spend on replays")] = None,
     pairs: Annotated[int, typer.Option(min=1, help="most treatment/control pairs per fix (sampled runs; greedy runs need one)")] = 6,

@@ -20,22 +20,8 @@ from counterfact.interventions._compare import (
     replay_tree,
     run_tree,
 )
-from counterfact.interventions._debug import (
-    STRATEGIES,
-    Budget,
-    Debugger,
-    DebugReport,
-    HypothesisView,
-    Segment,
-    Strategy,
-    hypothesis_schema,
-    leaked,
-    read_hypothesis,
-    session_report,
-    split_segments,
-    strategies_from,
-)
-from counterfact.interventions._fixes import Fix, thinking_fixes
+from counterfact.interventions._debug import Debugger
+from counterfact.interventions._fixes import Fix, leaked, thinking_fixes
 from counterfact.interventions._grounding import Suspect, find_suspects
 from counterfact.interventions._replay import (
     Replayer,
@@ -46,6 +32,15 @@ from counterfact.interventions._replay import (
     resume_replay,
 )
 from counterfact.interventions._report import render_html, report_table, write_html
+from counterfact.interventions._session import (
+    Budget,
+    DebugReport,
+    HypothesisView,
+    Segment,
+    final_answer,
+    session_report,
+    split_segments,
+)
 from counterfact.interventions._specs import (
     ActivationIntervention,
     CapturedVector,
@@ -84,6 +79,18 @@ from counterfact.interventions._verify import (
     validating_looks,
     verify,
 )
+from counterfact.interventions.strategies import (
+    STRATEGIES,
+    DebugContext,
+    Proposal,
+    Skipped,
+    Strategy,
+    hypothesis_schema,
+    read_hypothesis,
+    register_strategy,
+    strategies_from,
+    strategy_names,
+)
 
 __all__ = [
     "METHODS",
@@ -102,6 +109,12 @@ __all__ = [
     "leaked",
     "read_hypothesis",
     "Strategy",
+    "DebugContext",
+    "Proposal",
+    "Skipped",
+    "register_strategy",
+    "strategy_names",
+    "final_answer",
     "STRATEGIES",
     "Fix",
     "thinking_fixes",

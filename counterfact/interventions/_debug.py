@@ -1,22 +1,9 @@
 """The debugger: from a failed run to failure hypotheses, each decided by replay.
 
 1. Segments: the run splits at its planning steps (orchestrator workflows), else it is one.
-2. Hypotheses (a suspect step and why) come from the strategies asked for:
-   handoff   in a multi-agent run, a handoff went to the wrong agent, too early, or was
-             missing at the end: the same handoff to each other agent, or not made;
-   grounded  the first step that claims what nothing before it supports (a number no task
-             text, tool result or earlier message gives; a failed tool call it went on from);
-   llm       a model reads a segment (steps with indices, never the expected answer) and names
-             the step and the reason, its output held to a JSON schema while it decodes, so a
-             malformed hypothesis cannot happen on a local model or an endpoint that supports
-             structured output;
-   resample  the point of no return: replays from a step with fresh samples (bisection over
-             steps) find the last step from which the run can still succeed; a successful
-             sample's output at that step is the fix;
-   patch     a successful run of the same task (given, or found by resampling the whole run)
-             lends its step outputs, one step at a time; where a transplant repairs the run
-             and the agent runs on a local model, its activations are patched layer by layer
-             to find the layers that carry the repair.
+2. Hypotheses (a suspect step and why) come from the strategies asked for, plug-ins found by
+   name (`strategies`): handoff, grounded, llm, resample, patch by default, each in a module
+   of its own. A strategy only proposes; the session stores what it proposes and verifies it.
    Hypotheses on the same step are one hypothesis, with the fixes of every strategy behind it.
 3. Fixes are thinking interventions (see `_fixes`): the agent reads what went wrong and writes
    its own step again; several per hypothesis, best first.
@@ -36,133 +23,40 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import (
-    ChatMessage,
-    ChatModel,
-    GenerationSettings,
-    ModelError,
-    UnreadableAnswer,
-    ask_readable,
-    shared_model,
-)
+from counterfact.agents import ChatModel, ModelError, shared_model
 from counterfact.executors import Executor, LocalExecutor
-from counterfact.graphs import question_of
-from counterfact.interventions._fixes import Fix, takes_temperature, thinking_fixes
-from counterfact.interventions._grounding import find_suspects, numbers_in
-from counterfact.interventions._handoff_fixes import STRATEGY as STRATEGY_HANDOFF
-from counterfact.interventions._handoff_fixes import handoff_suspects
-from counterfact.interventions._prompts import prompt
+from counterfact.interventions._fixes import Fix, thinking_fixes
 from counterfact.interventions._replay import Replayer, ReplayResult
-from counterfact.interventions._specs import (
-    ActivationIntervention,
-    CapturedVector,
-    Intervention,
-    MessageEdit,
-    StepRef,
-    VectorSource,
+from counterfact.interventions._session import (
+    Budget,
+    DebugReport,
+    final_answer,
+    session_report,
+    split_segments,
 )
+from counterfact.interventions._specs import Intervention
 from counterfact.interventions._units import ReplayUnit, lend, replay_unit
 from counterfact.interventions._verify import Progress, greedy_from, verify
+from counterfact.interventions.strategies import (
+    FollowsUp,
+    Outcome,
+    Skipped,
+    strategies_from,
+    strategy_named,
+)
 from counterfact.traces import (
     DebugSpend,
     HypothesisRecord,
-    StepRecord,
-    TraceStore,
     discard_run,
-    excerpt,
     output_text,
 )
 
-Strategy = Literal["handoff", "grounded", "llm", "resample", "patch"]
-STRATEGIES: tuple[Strategy, ...] = ("handoff", "grounded", "llm", "resample", "patch")
-
-
-def strategies_from(names: Sequence[str]) -> list[Strategy]:
-    """`names` checked against `STRATEGIES` ("all" stands for every one), in the order given."""
-    chosen = list(STRATEGIES) if list(names) == ["all"] else list(names)
-    unknown = [name for name in chosen if name not in STRATEGIES]
-    if not chosen or unknown:
-        raise CounterfactError(
-            f"choose strategies among {', '.join(STRATEGIES)} or all" + (f", not {', '.join(unknown)}" if unknown else "")
-        )
-    return chosen  # type: ignore[return-value]
-
-
-# After a validated transplant on a local model: which layers carry the repair. An analysis of
-# a validated hypothesis, not a failure hypothesis of its own: reports count it apart.
-LAYER_SCAN = "patch-layers"
 SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
-
-
-class Budget(BaseModel):
-    replays: int = Field(default=24, ge=1)
-    tokens: int | None = Field(default=None, ge=1)
-
-
-class Segment(BaseModel):
-    """A stretch of a run between planning steps: what one hypothesis prompt shows."""
-
-    index: int
-    first_step: int
-    last_step: int
-
-
-class HypothesisView(BaseModel):
-    """A hypothesis with its verdict and its fixes, as the report shows it."""
-
-    id: str
-    strategy: str
-    proposed_by: list[str] = Field(default_factory=list)
-    segment: int
-    step: int | None
-    agent: str | None
-    reason: str
-    intervention: dict[str, Any] | None
-    status: str
-    note: str = ""
-    reference_run_id: str | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    fixes: list[Fix] = Field(default_factory=list)
-    verdict: str | None = None
-    verdict_reason: str = ""
-    stats: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def decided(self) -> bool:
-        return self.verdict in ("validated", "refuted")
-
-    @property
-    def is_layer_scan(self) -> bool:
-        return self.strategy == LAYER_SCAN or any(f.label.startswith("layer ") for f in self.fixes)
-
-
-class DebugReport(BaseModel):
-    session_id: str
-    run_id: str
-    question: str
-    answer: str | None
-    expected: str | None
-    strategies: list[str]
-    segments: list[Segment]
-    hypotheses: list[HypothesisView]
-    spent: DebugSpend
-    status: str
-    notes: list[str] = Field(default_factory=list)  # what each strategy found or why not
-
-
-def split_segments(steps: list[StepRecord]) -> list[Segment]:
-    """Segments start at each planning step (the first one also takes what came before it)."""
-    starts = [s.index or 0 for s in steps if s.kind == "plan"] or [0]
-    starts[0] = 0
-    ends = [*[s - 1 for s in starts[1:]], len(steps) - 1]
-    return [Segment(index=i, first_step=a, last_step=b) for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
 
 
 class Debugger:
@@ -336,7 +230,7 @@ class Debugger:
 
     # -- budget ---------------------------------------------------------------------------------
 
-    def _afford(self, replays: int) -> bool:
+    def afford(self, replays: int) -> bool:
         if self.spent.replays + replays > self.budget.replays:
             return False
         return self.budget.tokens is None or self.spent.tokens < self.budget.tokens
@@ -373,21 +267,32 @@ class Debugger:
                 self.on_progress(self.spent.replays + self._replays_done, self.budget.replays)
 
     def _run(self, started: float) -> DebugReport:
-        for strategy in self.strategies:
-            if strategy in self.completed:
+        for name in self.strategies:
+            if name in self.completed:
                 continue
-            self.say(f"proposing hypotheses: {strategy}")
-            {"handoff": self._handoff, "grounded": self._grounded, "llm": self._llm,
-             "resample": self._resample, "patch": self._patch}[strategy]()
-            self.completed.append(strategy)
+            self.say(f"proposing hypotheses: {name}")
+            self._take(name, strategy_named(name).propose(self))
+            self.completed.append(name)
             self._save_spent()
         self._verify_all()
-        if "patch" in self.strategies and LAYER_SCAN not in self.completed:
-            self._patch_layers()
-            self.completed.append(LAYER_SCAN)
+        for name in self.strategies:
+            strategy = strategy_named(name)
+            if isinstance(strategy, FollowsUp) and strategy.follow_up not in self.completed:
+                self._take(name, strategy.after_verification(self))
+                self._verify_all()
+                self.completed.append(strategy.follow_up)
         self.spent.seconds += time.perf_counter() - started
         self._save_spent("done")
         return self.report()
+
+    def _take(self, strategy: str, outcomes: Iterable[Outcome]) -> None:
+        """Store what a strategy proposed, as it proposes it."""
+        for outcome in outcomes:
+            if isinstance(outcome, Skipped):
+                self._note(strategy, outcome.note)
+            else:
+                self._propose(outcome.label or strategy, outcome.step, outcome.reason, outcome.fixes,
+                              reference=outcome.reference, evidence=outcome.evidence)
 
     def _shared_control(self) -> None:
         """For a greedy run: one full replay; if it reproduces every step's output it is the
@@ -407,7 +312,7 @@ class Debugger:
                 success=bool(run.outcome and run.outcome.success), score=run.outcome.score if run.outcome else 0.0,
                 answer=final_answer(self.store.steps(run.id)),
             )
-        elif self._afford(1):
+        elif self.afford(1):
             self.say("control: replaying the whole run unedited")
             [result] = self._replay([
                 replay_unit(self.replayer, self.replayer.compile(None, 0), arm="control", seed=0, labels=labels)
@@ -471,7 +376,7 @@ class Debugger:
         need = self._replays_per_fix()
         batch: list[tuple[str, int]] = []
         for candidate in candidates[: self.parallel]:
-            if not self._afford(need * (len(batch) + 1)):
+            if not self.afford(need * (len(batch) + 1)):
                 break
             batch.append(candidate)
         return batch
@@ -532,39 +437,27 @@ class Debugger:
     def _close(self, h: HypothesisRecord, status: str, note: str, verdict_id: str | None = None) -> None:
         self.store.update_hypothesis(h.id, status=status, note=note, verdict_id=verdict_id)  # type: ignore[arg-type]
 
-    # -- strategy: grounded --------------------------------------------------------------------
+    # -- report ----------------------------------------------------------------------------------
 
-    def _fixes(self, step: int, notes: list[str], strategy: str) -> list[Fix]:
+    # -- what strategies may ask of the session (`strategies.DebugContext`) ---------------------
+
+    def fixes(self, step: int, notes: list[str], strategy: str) -> list[Fix]:
         return thinking_fixes(self.replayer, self.steps[step], notes, strategy=strategy,
                               samples=self.samples, temperature=self.temperature)
 
-    def _handoff(self) -> None:
-        """Handoff hypotheses (see `_handoff_fixes`); a run without handoffs has none, and
-        says nothing: most runs are not multi-agent ones."""
-        for suspect in handoff_suspects(self.replayer, self.steps)[: self.max_hypotheses]:
-            self._propose(STRATEGY_HANDOFF, suspect.step, suspect.reason, suspect.fixes)
+    def sample_from(self, step: int, count: int) -> list[tuple[str, bool]]:
+        plan = self.replayer.compile(None, step)
+        replays = self._replay([
+            replay_unit(self.replayer, plan, arm="resample", seed=1000 + 97 * step + k,
+                        temperature=self.temperature, labels={"debug_session": self.session_id})
+            for k in range(count)
+        ])
+        results = [(r.run_id, r.success) for r in replays]
+        self._charge([r for r, _ in results])
+        self._replays_done = 0
+        return results
 
-    def _grounded(self) -> None:
-        suspects = find_suspects(self.steps, self.replayer.target.question)
-        if not suspects:
-            self._note("grounded", "every number the steps state is supported and no tool call failed")
-            return
-        for suspect in suspects[: self.max_hypotheses]:
-            notes = []
-            if suspect.failed_calls:
-                notes.append(f"Your call {suspect.failed_calls[0]}. Call the tool again with a valid argument.")
-            if suspect.unsupported:
-                given = ", ".join(suspect.supported) or "none"
-                notes.append(
-                    f"Last time you wrote {', '.join(suspect.unsupported)}, but nothing in the task, the tool "
-                    f"results or the conversation says so. Use only numbers given there ({given})."
-                )
-            self._propose("grounded", suspect.step, suspect.reason, self._fixes(suspect.step, notes, "grounded"),
-                          evidence=suspect.model_dump(include={"unsupported", "failed_calls", "supported"}))
-
-    # -- strategy: llm -------------------------------------------------------------------------
-
-    def _model(self) -> ChatModel:
+    def hypothesis_model(self) -> ChatModel:
         model = self._hypothesis_model
         if isinstance(model, ChatModel):
             return model
@@ -581,149 +474,6 @@ class Debugger:
         self._hypothesis_model = resolved
         return resolved
 
-    def _llm(self) -> None:
-        model = self._model()
-        for segment in split_segments(self.steps):
-            shown = self.steps[segment.first_step : segment.last_step + 1]
-            lines = "\n".join(f"[{s.index}] {s.agent or s.node}: {_one_line(s.output)}" for s in shown)
-            question = prompt("debug_hypotheses").substitute(
-                question=self.replayer.target.question, steps=lines, answer=repr(final_answer(self.steps))
-            )
-            schema = hypothesis_schema([s.index or 0 for s in shown])
-            try:
-                step, reason = ask_readable(
-                    model, [ChatMessage(role="user", content=question)],
-                    # room for the schema's longest answer: a cut-off reply would be malformed JSON
-                    GenerationSettings(max_tokens=224, temperature=0.0, json_schema=schema),
-                    lambda text: read_hypothesis(text, schema),
-                    'I could not read that answer. Reply with only a JSON object: {"step": one of the '
-                    'step numbers shown, "reason": what went wrong, in one sentence}.',
-                )
-            except UnreadableAnswer as exc:
-                self._note("llm", f"segment {segment.index}: the hypothesis model's answer is not a hypothesis ({exc})")
-                continue
-            note = f"Someone checking your last answer found this mistake: {reason}. Write your answer again without it."
-            self._propose("llm", step, reason, self._fixes(step, [note], "llm"))
-
-    # -- strategy: resample --------------------------------------------------------------------
-
-    def _sample_from(self, step: int, count: int) -> list[tuple[str, bool]]:
-        """`count` fresh replays from `step` at the sampling temperature: (run id, success)."""
-        plan = self.replayer.compile(None, step)
-        replays = self._replay([
-            replay_unit(self.replayer, plan, arm="resample", seed=1000 + 97 * step + k,
-                        temperature=self.temperature, labels={"debug_session": self.session_id})
-            for k in range(count)
-        ])
-        results = [(r.run_id, r.success) for r in replays]
-        self._charge([r for r, _ in results])
-        self._replays_done = 0
-        return results
-
-    def _resample(self) -> None:
-        n = len(self.steps)
-        count = max(1, self.samples)
-        if not takes_temperature(self.replayer, self.steps):
-            self._note("resample", "the run is deterministic: none of its model calls takes a sampling "
-                                   "temperature, so fresh samples would only repeat it")
-            return
-        probes: dict[int, list[tuple[str, bool]]] = {}
-
-        def rate(step: int) -> float:
-            if step not in probes:
-                probes[step] = self._sample_from(step, count)
-            return sum(ok for _, ok in probes[step]) / count
-
-        if not self._afford(count) or rate(0) == 0.0:
-            self._note("resample", "budget exhausted" if 0 not in probes
-                       else f"no fresh sample from step 0 succeeds ({count} tried)")
-            return
-        low, high = 0, n  # rate(low) > 0; from `high` on, assume the failure is certain
-        while high - low > 1 and self._afford(count):
-            mid = (low + high) // 2
-            if rate(mid) > 0:
-                low = mid
-            else:
-                high = mid
-        winner = next(r for r, ok in probes[low] if ok)
-        fixed = self.store.steps(winner)[low]
-        summary = ", ".join(f"step {s}: {sum(ok for _, ok in v)}/{len(v)}" for s, v in sorted(probes.items()))
-        reason = (
-            f"point of no return: fresh samples from step {low} still succeed, from step {high} "
-            f"they do not ({summary})"
-        )
-        edit = MessageEdit(at=StepRef(step=low), text=output_text(fixed.output))
-        fix = Fix(label="message from a sample", strategy="resample", source="agent",
-                  intervention=Intervention(edits=[edit], note=f"resample {winner}").dump())
-        self._propose("resample", low, reason, [fix], evidence={"sample": winner})
-
-    # -- strategy: patch ------------------------------------------------------------------------
-
-    def _reference(self) -> str | None:
-        if self.reference:
-            return self.store.resolve_run_id(self.reference)
-        parent = self.replayer.parent
-        same_input = self.replayer.target.same_input
-        successes = self.store.list_runs(
-            status="succeeded", workflow=parent.workflow, labels=same_input, limit=None,
-        ) if same_input else []
-        for run in successes:  # an unedited success: an original run or a resample
-            if run.labels.get("arm") != "treatment":
-                return run.id
-        count = max(1, self.samples)
-        if not self._afford(count):
-            return None
-        return next((r for r, ok in self._sample_from(0, count) if ok), None)
-
-    def _patch(self) -> None:
-        reference = self._reference()
-        if reference is None:
-            self._note("patch", "no successful run of this task to patch from: give a reference run, "
-                                "or a larger budget to find one")
-            return
-        theirs = {(s.node, s.invocation): s for s in self.store.steps(reference)}
-        for step in self.steps:
-            other = theirs.get((step.node, step.invocation))
-            if other is None or output_text(other.output) == output_text(step.output) or not output_text(other.output):
-                continue
-            edit = MessageEdit(at=StepRef(step=step.index), text=output_text(other.output))
-            fix = Fix(label="transplant", strategy="patch", source="reference", reference=reference,
-                      intervention=Intervention(edits=[edit], note=f"patch from {reference}").dump())
-            self._propose("patch", step.index or 0,
-                          f"transplanting step {step.index} ({step.node}) from successful run {reference[:12]}",
-                          [fix], reference=reference)
-
-    def _patch_layers(self) -> None:
-        """For validated transplants on local-model steps: which layers carry the repair."""
-        hypotheses = self.report().hypotheses
-        layered = {h.step for h in hypotheses if h.is_layer_scan}
-        for hypothesis in hypotheses:
-            validated = next((f for f in hypothesis.fixes if f.verdict == "validated"), None)
-            if validated is None or validated.label != "transplant" or hypothesis.step is None or hypothesis.step in layered:
-                continue
-            model = self.replayer.model_of(self.steps[hypothesis.step])
-            geometry = getattr(model, "geometry", None)
-            reference = validated.reference
-            if model is None or not model.white_box or geometry is None or reference is None:
-                continue
-            fixes = []
-            for layer in range(0, geometry.num_layers, max(1, geometry.num_layers // 6)):
-                edit = ActivationIntervention(
-                    at=StepRef(step=hypothesis.step), layers=[layer], positions="last", operation="set",
-                    vector=VectorSource(captured=CapturedVector(run=reference, step=hypothesis.step)),
-                )
-                fixes.append(Fix(label=f"layer {layer}", strategy=LAYER_SCAN, source="reference", reference=reference,
-                                 intervention=Intervention(edits=[edit], note=f"activation patch layer {layer}").dump()))
-            self.store.add_hypothesis(
-                self.session_id, strategy=LAYER_SCAN, segment=hypothesis.segment, step=hypothesis.step,
-                agent=hypothesis.agent, reason="which layers carry the repair: the successful run's residual "
-                "stream at the last prompt token, one layer at a time", intervention=fixes[0].intervention,
-                reference_run_id=reference, evidence={"fixes": [f.model_dump() for f in fixes], "proposed_by": [LAYER_SCAN]},
-            )
-        self._verify_all()
-
-    # -- report ----------------------------------------------------------------------------------
-
     def report(self) -> DebugReport:
         return session_report(
             self.store, self.session_id, question=self.replayer.target.question,
@@ -731,110 +481,3 @@ class Debugger:
         )
 
 
-def session_report(
-    store: TraceStore,
-    session_id: str,
-    *,
-    question: str | None = None,
-    expected: str | None = None,
-    steps: list[StepRecord] | None = None,
-) -> DebugReport:
-    """The report of a stored debug session, read from the store alone (no graph, no model):
-    what `counterfact ui` shows. The id may be a unique prefix; the question defaults to the
-    run's task input."""
-    session = store.get_debug_session(store.resolve_debug_session_id(session_id))
-    run = store.get_run(session.run_id)
-    verdicts = {v.id: v for v in store.verdicts(run_id=run.id)}
-    views, notes = [], []
-    for h in store.hypotheses(session.id):
-        if h.step is None:
-            notes.append(f"{h.strategy}: {h.note}")
-            continue
-        verdict = verdicts.get(h.verdict_id) if h.verdict_id else None
-        views.append(
-            HypothesisView(
-                id=h.id, strategy=h.strategy, proposed_by=h.evidence.get("proposed_by", [h.strategy]),
-                segment=h.segment, step=h.step, agent=h.agent,
-                reason=h.reason, intervention=h.intervention, status=h.status, note=h.note,
-                reference_run_id=h.reference_run_id,
-                evidence={k: v for k, v in h.evidence.items() if k not in ("fixes", "proposed_by")},
-                fixes=[Fix.model_validate(f) for f in h.evidence.get("fixes", [])],
-                verdict=verdict.verdict if verdict else None,
-                verdict_reason=verdict.reason if verdict else "",
-                stats=dict(verdict.stats) if verdict else {},
-            )
-        )
-    return DebugReport(
-        session_id=session.id,
-        run_id=run.id,
-        question=question if question is not None else question_of(run.task_input),
-        answer=run.outcome.detail if run.outcome else None,
-        expected=expected,
-        strategies=list(session.strategies),
-        segments=split_segments(steps if steps is not None else store.steps(run.id, payloads=False)),
-        hypotheses=sorted(views, key=rank),
-        spent=session.spent,
-        status=session.status,
-        notes=notes,
-    )
-
-
-def rank(h: HypothesisView) -> tuple[int, float]:
-    """Validated first (largest effect first), then undecided, refuted."""
-    order = {"validated": 0, "refuted": 2}.get(h.verdict or "", 1)
-    effect = float(h.stats.get("comparison", {}).get("difference", 0.0)) if h.stats else 0.0
-    return order, -effect
-
-
-def hypothesis_schema(steps: list[int]) -> dict[str, Any]:
-    """The JSON schema a hypothesis model's answer is held to: one of the shown steps, and why."""
-    return {
-        "type": "object",
-        "properties": {
-            "step": {"type": "integer", "enum": steps},
-            "reason": {"type": "string", "minLength": 8, "maxLength": 160},
-        },
-        "required": ["step", "reason"],
-        "additionalProperties": False,
-    }
-
-
-def read_hypothesis(text: str, schema: dict[str, Any]) -> tuple[int, str]:
-    """(step, reason) from a hypothesis model's JSON answer; `UnreadableAnswer` says what is wrong (only
-    a model that ignores the schema, such as a remote one without structured output, errs)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        raise UnreadableAnswer(f"not JSON: {text[:80]!r}") from None
-    if not isinstance(data, dict):
-        raise UnreadableAnswer("not a JSON object")
-    step, reason = data.get("step"), data.get("reason")
-    if not isinstance(step, int) or step not in schema["properties"]["step"]["enum"]:
-        raise UnreadableAnswer(f"step {step!r} is not one of the steps shown")
-    if not isinstance(reason, str) or not reason.strip():
-        raise UnreadableAnswer("no reason")
-    return step, " ".join(reason.split())
-
-
-def final_answer(steps: list[StepRecord]) -> str | None:
-    """The run's final answer as its steps wrote it (never the expected one): a workflow's
-    `final_answer`, else what the last step said."""
-    for step in reversed(steps):
-        if isinstance(step.delta, dict) and step.delta.get("final_answer"):
-            return str(step.delta["final_answer"])
-    return output_text(steps[-1].output) or None if steps else None
-
-
-def leaked(fix: Fix, expected: str | None) -> bool:
-    """Whether a fix's own text (what its edits say, not where they aim) states the expected
-    answer: one of its numbers, or the whole text."""
-    if not expected:
-        return False
-    said = ("text", "result", "instruction", "value", "next", "plan", "patch", "tool_calls")
-    text = json.dumps([{k: v for k, v in edit.items() if k in said} for edit in fix.intervention.get("edits", [])])
-    wanted = numbers_in(expected)
-    return any(n in numbers_in(text) for n in wanted) if wanted else expected in text
-
-
-def _one_line(output: Any, width: int = 240) -> str:
-    return excerpt(output_text(output), width)

@@ -17,11 +17,13 @@ came from, so a repair can be checked for leakage.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from counterfact._errors import CounterfactError
+from counterfact.interventions._grounding import numbers_in
 from counterfact.interventions._replay import Replayer
 from counterfact.interventions._specs import (
     InstructionEdit,
@@ -107,3 +109,14 @@ def takes_temperature(replayer: Replayer, steps: list[StepRecord]) -> bool:
     return replayer.target.counterfact_agents or any(
         "temperature" in call.params for step in steps for call in step.model_calls
     )
+
+
+def leaked(fix: Fix, expected: str | None) -> bool:
+    """Whether a fix's own text (what its edits say, not where they aim) states the expected
+    answer: one of its numbers, or the whole text."""
+    if not expected:
+        return False
+    said = ("text", "result", "instruction", "value", "next", "plan", "patch", "tool_calls")
+    text = json.dumps([{k: v for k, v in edit.items() if k in said} for edit in fix.intervention.get("edits", [])])
+    wanted = numbers_in(expected)
+    return any(n in numbers_in(text) for n in wanted) if wanted else expected in text

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from counterfact.interventions._debug import DebugReport, HypothesisView
+from counterfact.interventions._session import DebugReport, HypothesisView
 from counterfact.interventions._fixes import Fix
 from counterfact.traces import coloured, excerpt
 

@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field
 from counterfact._errors import CounterfactError
 from counterfact.graphs import ExpectCheck
 from counterfact.interventions import (
-    STRATEGIES,
     Budget,
     Debugger,
     Replayer,
     parse_intervention,
+    strategy_names,
     verify,
 )
 from counterfact.traces import TraceStore
@@ -40,7 +40,7 @@ class ReplayRequest(BaseModel):
 
 
 class DebugRequest(BaseModel):
-    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
+    strategies: list[str] = Field(default_factory=lambda: list(strategy_names()))
     budget: int = Field(default=24, ge=1, le=500)
     pairs: int = Field(default=6, ge=1, le=50)
     samples: int = Field(default=3, ge=1, le=20)

@@ -485,13 +485,13 @@ def test_probes_of_a_resampling_cut_off_are_made_again_not_doubled(
 
     store = TraceStore.open(sqlite_path)
     run_id, pool = _record(store, Flaky(), task="sum")
-    real = Debugger._sample_from
+    real = Debugger.sample_from
 
     def dies_after_probing(self: Debugger, step: int, count: int) -> list[tuple[str, bool]]:
         real(self, step, count)
         raise Died
 
-    monkeypatch.setattr(Debugger, "_sample_from", dies_after_probing)
+    monkeypatch.setattr(Debugger, "sample_from", dies_after_probing)
     with pytest.raises(Died):
         _debugger(store, run_id, pool, strategies=["resample"], budget=Budget(replays=30), pairs=2).run()
     monkeypatch.undo()

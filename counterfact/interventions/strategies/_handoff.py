@@ -6,15 +6,34 @@ look, which makes this the cheapest strategy for the failure most particular to 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from pydantic import BaseModel
 
 from counterfact._errors import CounterfactError
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._replay import Replayer
-from counterfact.interventions._specs import HandoffEdit, Intervention, RouteEdit, StepRef
+from counterfact.interventions._specs import (
+    HandoffEdit,
+    Intervention,
+    RouteEdit,
+    StepRef,
+)
+from counterfact.interventions.strategies._base import DebugContext, Outcome, Proposal
 from counterfact.traces import StepRecord, step_handoffs
 
 STRATEGY = "handoff"
+
+
+class HandoffStrategy:
+    """The run's own handoffs say where to look; a run without handoffs has no hypothesis and
+    says nothing (most runs are not multi-agent ones)."""
+
+    name = STRATEGY
+
+    def propose(self, context: DebugContext) -> Iterator[Outcome]:
+        for suspect in handoff_suspects(context.replayer, context.steps)[: context.max_hypotheses]:
+            yield Proposal(step=suspect.step, reason=suspect.reason, fixes=suspect.fixes)
 
 
 class HandoffSuspect(BaseModel):
