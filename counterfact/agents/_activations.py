@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,25 +30,6 @@ from counterfact.agents._edits import ActivationEdit, Component, Operation, Posi
 from counterfact.agents._types import ModelError
 
 _POINT = re.compile(r"^layers\.(\d+)\.(residual|attn|mlp|head)(?:\.(\d+))?$")
-
-
-def read_vector_file(path: Path, key: str | None) -> torch.Tensor:
-    if not path.is_file():
-        raise ModelError(f"activation vector file {path} does not exist")
-    if path.suffix == ".npy":
-        import numpy as np
-
-        return torch.from_numpy(np.load(path)).to(torch.float32)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        if key is None and len(tensors) == 1:
-            return next(iter(tensors.values())).to(torch.float32)
-        if key not in tensors:
-            raise ModelError(f"{path} holds {sorted(tensors)}; set vector_key to one of them")
-        return tensors[key].to(torch.float32)
-    raise ModelError(f"activation vector file {path} must be .safetensors or .npy")
 
 
 @dataclass(frozen=True)

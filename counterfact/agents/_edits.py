@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, NonNegativeInt, model_validator
 
+from counterfact.agents._types import ModelError
+
 if TYPE_CHECKING:
     import torch
 
@@ -56,10 +58,30 @@ class ActivationEdit(BaseModel):
         """The vector as a float32 tensor (read from `vector_file` if given)."""
         import torch
 
-        from counterfact.agents._activations import read_vector_file
-
         if self.vector is not None:
             return torch.tensor(self.vector, dtype=torch.float32)
         if self.vector_file is None:
             return None
         return read_vector_file(Path(self.vector_file), self.vector_key)
+
+
+def read_vector_file(path: Path, key: str | None) -> torch.Tensor:
+    """A steering vector from a .safetensors (one tensor, or the one named `key`) or .npy file."""
+    import torch
+
+    if not path.is_file():
+        raise ModelError(f"activation vector file {path} does not exist")
+    if path.suffix == ".npy":
+        import numpy as np
+
+        return torch.from_numpy(np.load(path)).to(torch.float32)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        if key is None and len(tensors) == 1:
+            return next(iter(tensors.values())).to(torch.float32)
+        if key not in tensors:
+            raise ModelError(f"{path} holds {sorted(tensors)}; set vector_key to one of them")
+        return tensors[key].to(torch.float32)
+    raise ModelError(f"activation vector file {path} must be .safetensors or .npy")
