@@ -9,6 +9,7 @@ left can still be proven untouched.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,7 +62,9 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
         models = _hashed_calls(calls_by_step(conn, ModelCall.__table__, step_ids))
         tools = _hashed_calls(calls_by_step(conn, ToolCall.__table__, step_ids))
         per_step = [_step_digests(row, models.get(row["id"], []), tools.get(row["id"], [])) for row in steps]
-        problems, redacted = _blob_problems(conn, [d for digests in per_step for d in digests])
+        # step inputs and model requests were written as message lists (manifests)
+        lists = {row["input_digest"] for row in steps} | {m["request_digest"] for ms in models.values() for m in ms}
+        problems, redacted = _blob_problems(conn, [d for digests in per_step for d in digests], lists)
     previous = GENESIS
     for position, row in enumerate(steps):
         bad = lambda why: ChainReport(  # noqa: E731 - a report at this position
@@ -130,9 +133,17 @@ def _step_digests(row: Any, model_rows: list[dict[str, Any]], tool_rows: list[di
     return [d for d in digests if d]
 
 
-def _blob_problems(conn: Connection, digests: Sequence[str]) -> tuple[dict[str, str], set[str]]:
+def _blob_problems(
+    conn: Connection, digests: Sequence[str], lists: set[str | None]
+) -> tuple[dict[str, str], set[str]]:
     """What is wrong with each blob (a message manifest inherits its first bad child's
-    problem), and which blobs are redacted. Every blob is read once, level by level."""
+    problem), and which blobs are redacted. Every blob is read once, level by level.
+
+    `lists` are the digests written as message lists, and so are their prefixes: only they may
+    be read as manifests. The media type is not hashed, so a manifest retyped as a plain value
+    would hide its messages from the check (and a value retyped as a manifest would not parse).
+    """
+    lists = set(lists)
     problems: dict[str, str] = {}
     redacted: set[str] = set()
     children: dict[str, list[str]] = {}
@@ -149,7 +160,10 @@ def _blob_problems(conn: Connection, digests: Sequence[str]) -> tuple[dict[str, 
                 redacted.add(digest)
             elif row.data is None or sha256_hex(row.data) != digest:
                 problems[digest] = f"payload {digest[:12]} was altered (its bytes no longer match its digest)"
+            elif (row.media_type == MESSAGES_MEDIA_TYPE) != (digest in lists):
+                problems[digest] = f"payload {digest[:12]} has the wrong media type {row.media_type} (it was changed)"
             elif row.media_type == MESSAGES_MEDIA_TYPE:
+                lists.add(json.loads(row.data)["prefix"])
                 children[digest] = manifest_children(row.data)
                 following.extend(c for c in children[digest] if c not in reader.rows and c not in problems)
         level = list(dict.fromkeys(following))
