@@ -8,6 +8,7 @@ module, against the 90 % target, and the surviving mutants with their diffs.
     .venv/bin/python scripts/mutation.py                    # every target
     .venv/bin/python scripts/mutation.py stats verify       # some, by name
     .venv/bin/python scripts/mutation.py --list             # the targets and their tests
+    .venv/bin/python scripts/mutation.py --worktree chain   # uncommitted tests included
 
 Not part of the default test run: a target takes from seconds (stats) to many minutes.
 mutmut is in the `mutation` extra (`pip install -e '.[mutation]'`).
@@ -34,19 +35,24 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
     "stats": ("counterfact/interventions/_stats.py",
               ["tests/interventions/test_stats.py", "tests/guards/test_sign_test.py"]),
     "verify": ("counterfact/interventions/_verify.py",
-               ["tests/interventions/test_verify.py", "tests/guards/test_verdicts.py"]),
+               ["tests/interventions/test_verify.py", "tests/guards/test_verdicts.py",
+                "tests/interventions/test_verdict_rules.py"]),
     "applied": ("counterfact/interventions/_applied.py",
                 ["tests/interventions/test_applied.py", "tests/guards/test_verdicts.py"]),
     "recorder": ("counterfact/traces/_recorder.py",
                  ["tests/traces/test_recorder.py", "tests/guards/test_capture_guards.py",
-                  "tests/multiagent/test_record_replay.py"]),
+                  "tests/multiagent/test_record_replay.py", "tests/traces/test_recorded_steps.py"]),
     "capture": ("counterfact/traces/_capture.py",
-                ["tests/traces/test_capture.py", "tests/guards/test_capture_guards.py"]),
+                ["tests/traces/test_capture.py", "tests/guards/test_capture_guards.py",
+                 "tests/traces/test_captured_calls.py"]),
     "instrument": ("counterfact/traces/_instrument.py",
-                   ["tests/traces/test_capture.py", "tests/guards/test_instrumented_clients.py"]),
+                   ["tests/traces/test_capture.py", "tests/guards/test_instrumented_clients.py",
+                    "tests/traces/test_instrumented_openai.py"]),
     "viewer-security": ("counterfact/ui/_security.py",
                         ["tests/ui/test_security.py", "tests/guards/test_viewer_token.py", "tests/ui/test_api.py"]),
-    "chain": ("counterfact/traces/_audit.py", ["tests/traces/test_audit.py", "tests/fuzz/test_chain.py"]),
+    "chain": ("counterfact/traces/_audit.py",
+              ["tests/traces/test_audit.py", "tests/fuzz/test_chain.py",
+               "tests/traces/test_chain_links.py"]),
 }
 
 console = Console(stderr=True)
@@ -57,13 +63,25 @@ def mutmut(workdir: Path, *args: str) -> str:
     return done.stdout
 
 
-def measure(name: str) -> tuple[int, int, list[tuple[str, str]]]:
+def copy_repository(work: Path, *, worktree: bool) -> None:
+    """The committed tree (default), or the work tree with its uncommitted and new files."""
+    if worktree:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=ROOT, capture_output=True, check=True).stdout
+        files = [f for f in listed.split(b"\0") if f and (ROOT / f.decode()).is_file()]
+        archive = subprocess.run(["tar", "-c", "--null", "-T", "-"], cwd=ROOT, input=b"\0".join(files),
+                                 capture_output=True, check=True).stdout
+    else:
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+
+
+def measure(name: str, *, worktree: bool = False, children: int | None = None) -> tuple[int, int, list[tuple[str, str]]]:
     """(mutants, killed, [(surviving mutant, its diff)]) of one target."""
     module, tests = TARGETS[name]
     with tempfile.TemporaryDirectory(prefix=f"mutation-{name}-") as scratch:
         work = Path(scratch)
-        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        copy_repository(work, worktree=worktree)
         with (work / "pyproject.toml").open("a") as config:
             config.write(
                 "\n[tool.mutmut]\n"
@@ -75,7 +93,7 @@ def measure(name: str) -> tuple[int, int, list[tuple[str, str]]]:
                 "timeout_multiplier = 4.0\n"
             )
         console.print(f"[bold]{name}[/bold]: mutating {module} against {', '.join(tests)}")
-        mutmut(work, "run")
+        mutmut(work, "run", *(["--max-children", str(children)] if children else []))
         statuses = re.findall(r"^\s*(\S+): (\w[\w ]*)$", mutmut(work, "results", "--all", "true"), re.M)
         # a mutant that makes its tests time out is caught too (mutmut counts it so in its score);
         # every other one lived: it survived, or no selected test ran its code ("no tests")
@@ -88,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", help=f"among {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="print the targets and their tests")
+    parser.add_argument("--worktree", action="store_true",
+                        help="measure the work tree, uncommitted changes included (default: HEAD)")
+    parser.add_argument("--children", type=int, help="mutants tested at once (default: one per core)")
     args = parser.parse_args()
     if args.list:
         for name, (module, tests) in TARGETS.items():
@@ -99,17 +120,16 @@ def main() -> None:
     table = Table(title="mutation testing (mutmut 3)")
     for column in ("target", "module", "mutants", "killed", "score", f"target {TARGET_SCORE:.0%}"):
         table.add_column(column)
-    all_survivors: list[tuple[str, str]] = []
     for name in args.targets or list(TARGETS):
-        total, killed, survivors = measure(name)
+        total, killed, survivors = measure(name, worktree=args.worktree, children=args.children)
         score = killed / total if total else 0.0
-        console.print(f"{name}: {killed}/{total} mutants killed ({score:.1%})")  # kept if a later target is cut off
+        # said as each target ends, so a run cut off later keeps what was measured
+        console.print(f"{name}: {killed}/{total} mutants killed ({score:.1%})")
+        for mutant, diff in survivors:
+            print(f"\n--- surviving: {mutant}\n{diff.strip()}", flush=True)
         table.add_row(name, TARGETS[name][0], str(total), str(killed), f"{score:.1%}",
                       "met" if score >= TARGET_SCORE else "MISSED")
-        all_survivors += survivors
     Console(width=160).print(table)
-    for mutant, diff in all_survivors:
-        print(f"\n--- surviving: {mutant}\n{diff.strip()}")
 
 
 if __name__ == "__main__":
