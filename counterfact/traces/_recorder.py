@@ -280,8 +280,9 @@ class RecordedGraph:
             with self._invocations_lock:
                 self._invocations.pop(run_id, None)
         message = f"{type(error).__name__}: {error}" if error else None
-        if error is None and state is not None and "__interrupt__" in state:
-            # waiting for a human: the run goes on when invoked with Command(resume=...)
+        if error is None and state is not None and ("__interrupt__" in state or self._at_breakpoint(run_id)):
+            # waiting for a human: the run goes on when invoked with Command(resume=...), or,
+            # stopped at a breakpoint (interrupt_before/after), with None
             return RunResult(run_id=run_id, status="running", state=state)
         if error is not None and lost_database(error):
             # the database went away, not the graph: the run is not an error of its own but
@@ -304,6 +305,13 @@ class RecordedGraph:
         if error is not None and raise_errors:
             raise error
         return RunResult(run_id=run_id, status=status, state=state, error=message)
+
+    def _at_breakpoint(self, run_id: str) -> bool:
+        """Whether the run stopped at one of the graph's breakpoints with nodes still to run
+        (LangGraph returns the state so far then, without an `__interrupt__`)."""
+        if not (self.graph.interrupt_before_nodes or self.graph.interrupt_after_nodes):
+            return False
+        return bool(self.graph.get_state({"configurable": {"thread_id": run_id}}).next)
 
     def finish(self, run_id: str, outcome: Outcome) -> None:
         """Store a checker's outcome: a run that completed but missed its answer has failed."""
