@@ -929,3 +929,32 @@ def test_a_state_of_plain_message_dicts_is_recorded(sqlite_path: str) -> None:
     (step,) = store.steps(result.run_id)
     assert step.input == [{"role": "user", "content": "hello"}]
     assert step.output == {"role": "assistant", "content": "hi"}
+
+
+def test_the_async_path_gives_nodes_their_state_and_the_nested_recursion_limit(sqlite_path: str) -> None:
+    def count(state: State) -> dict[str, Any]:
+        return {"log": [f"after {len(state['log'])}"]}
+
+    graph = StateGraph(State)
+    graph.add_node("first", count)
+    graph.add_node("team", _config_reader().compile())
+    graph.add_edge(START, "first")
+    graph.add_edge("first", "team")
+    store = _store(sqlite_path)
+    rg = record(graph, store)
+
+    def run(config: RunnableConfig | None) -> dict[str, Any]:
+        run_id = rg.start_run({})
+        rg.saver.attach(run_id, store.run_writer(run_id))
+        try:
+            return asyncio.run(rg.graph.ainvoke({"log": ["x"], "seen": []}, rg.config(run_id, config), durability="sync"))
+        finally:
+            rg.saver.detach(run_id)
+
+    plain = run({"recursion_limit": 40})
+    assert plain["log"][:2] == ["x", "after 1"] and plain["seen"][0][1] == 40  # (the team returns the log again)
+    nested = run(with_directives({"recursion_limit": 40}, Directives(nested_recursion_limit=7)))
+    assert nested["log"][:2] == ["x", "after 1"] and nested["seen"][0][1] == 7
+    # outside a recorded run the nodes get their state too
+    outside = asyncio.run(rg.graph.ainvoke({"log": ["x", "y"], "seen": []}, {"configurable": {"thread_id": "free"}}))
+    assert outside["log"][:3] == ["x", "y", "after 2"]
