@@ -958,3 +958,25 @@ def test_the_async_path_gives_nodes_their_state_and_the_nested_recursion_limit(s
     # outside a recorded run the nodes get their state too
     outside = asyncio.run(rg.graph.ainvoke({"log": ["x", "y"], "seen": []}, {"configurable": {"thread_id": "free"}}))
     assert outside["log"][:3] == ["x", "y", "after 2"]
+
+
+ROUTED = _routed()
+
+
+def test_find_ref_looks_in_the_nodes_module_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bound in two modules, a graph is named where its nodes are defined (here), not where
+    the scan of every loaded module would meet it first."""
+    import counterfact.traces._handoffs as earlier
+
+    monkeypatch.setattr(earlier, "ALIAS", ROUTED, raising=False)
+    assert list(sys.modules).index(earlier.__name__) < list(sys.modules).index(__name__)
+    assert find_ref(ROUTED) == f"{__name__}:ROUTED"
+
+
+def test_import_ref_adds_the_working_directory_once(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cf_user_module_once.py").write_text("VALUE = 'once'\n")
+    monkeypatch.chdir(tmp_path)
+    kept = ["/elsewhere", str(tmp_path), *[p for p in sys.path if p not in ("", str(tmp_path))]]
+    monkeypatch.setattr(sys, "path", list(kept))
+    assert import_ref("cf_user_module_once:VALUE") == "once"
+    assert sys.path == kept
