@@ -2,8 +2,8 @@
 
 `instrument(client)` wraps the client's `chat.completions.create`. Each call made inside a
 recorded step is reported as a `ModelCallRecord` (backend "openai"); a streamed call is reported
-once its stream is used up or closed. Inside a replayed step a forced response
-(`next_model_call`) comes back as a real `ChatCompletion`, or as `ChatCompletionChunk`s when
+once its stream is used up or closed, a call that raises with its error (as `CallCapture` does).
+Inside a replayed step a forced response (`next_model_call`) comes back as a real `ChatCompletion`, or as `ChatCompletionChunk`s when
 streaming, without a request, and tools the replay took away from the node are not sent. Of a
 request's parameters only decoding settings and tool names are recorded: never a key or header.
 
@@ -64,7 +64,11 @@ def _hook_sync(create: Callable[..., Any]) -> Callable[..., Any]:
                 chunks = iter(_forced_chunks(forced, kwargs))
                 return RecordedStream(chunks, lambda: None, call)
             return call.completed(_forced_completion(forced, kwargs["model"]))
-        result = create(**kwargs)
+        try:
+            result = create(**kwargs)
+        except BaseException as error:
+            call.failed(error)
+            raise
         return RecordedStream(result, result.close, call) if stream else call.completed(result)
 
     return hooked
@@ -82,7 +86,11 @@ def _hook_async(create: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
             if stream:
                 return RecordedAsyncStream(_aiter(_forced_chunks(forced, kwargs)), _nothing, call)
             return call.completed(_forced_completion(forced, kwargs["model"]))
-        result = await create(**kwargs)
+        try:
+            result = await create(**kwargs)
+        except BaseException as error:
+            call.failed(error)
+            raise
         return RecordedAsyncStream(result, result.close, call) if stream else call.completed(result)
 
     return hooked
@@ -127,6 +135,11 @@ class _Call:
         )
         return completion
 
+    def failed(self, error: BaseException) -> None:
+        """The call raised (the API refused it, the connection failed): reported with its error."""
+        self.report(content="", tool_calls=[], finish_reason="error", prompt_tokens=0, completion_tokens=0,
+                    error=f"{type(error).__name__}: {error}")
+
     def report(
         self,
         *,
@@ -135,12 +148,16 @@ class _Call:
         finish_reason: str | None,
         prompt_tokens: int,
         completion_tokens: int,
+        error: str | None = None,
     ) -> None:
         params = {**self.record.params, "forced": True} if self.forced else self.record.params
+        response: dict[str, Any] = {"content": content, "tool_calls": tool_calls}
+        if error is not None:
+            response["error"] = error
         record = self.record.model_copy(
             update={
                 "params": params,
-                "response": {"content": content, "tool_calls": tool_calls},
+                "response": response,
                 "finish_reason": finish_reason,
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
