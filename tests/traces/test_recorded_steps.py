@@ -953,6 +953,15 @@ def test_the_async_path_gives_nodes_their_state_and_the_nested_recursion_limit(s
 
     plain = run({"recursion_limit": 40})
     assert plain["log"][:2] == ["x", "after 1"] and plain["seen"][0][1] == 40  # (the team returns the log again)
+    # the step records the messages the node was given
+    with_messages = rg.start_run({})
+    rg.saver.attach(with_messages, store.run_writer(with_messages))
+    try:
+        asyncio.run(rg.graph.ainvoke({"log": [], "seen": [], "messages": [HumanMessage("hey", id="h")]},
+                                     rg.config(with_messages), durability="sync"))
+    finally:
+        rg.saver.detach(with_messages)
+    assert store.steps(with_messages)[0].input == [{"role": "user", "content": "hey", "id": "h"}]
     nested = run(with_directives({"recursion_limit": 40}, Directives(nested_recursion_limit=7)))
     assert nested["log"][:2] == ["x", "after 1"] and nested["seen"][0][1] == 7
     # outside a recorded run the nodes get their state too
