@@ -30,14 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from counterfact._errors import CounterfactError
 from counterfact.traces._handoffs import step_handoffs
-from counterfact.traces._show import output_text
 from counterfact.traces._models import RunRecord, StepRecord, VerdictRecord
 from counterfact.traces._records import ModelCallRecord, ToolCallRecord
+from counterfact.traces._show import output_text
+from counterfact.traces._store import LISTENERS, TraceStore
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
-
-    from counterfact.traces._store import TraceStore
 
 log = logging.getLogger("counterfact.otel")
 
@@ -547,9 +546,8 @@ class LiveExport:
     def step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
         self._safely(self.writer.redacting(redact).step, run_id, step)
 
-    def run(self, redact: Callable[[Any], Any], run: RunRecord, verdict: VerdictRecord | None,
-            intervention: dict[str, Any] | None) -> None:
-        self._safely(self.writer.redacting(redact).run, run, verdict, intervention)
+    def run_finished(self, store: TraceStore, run: RunRecord) -> None:
+        self._safely(self.writer.redacting(store.redact).run, run, None, intervention_of(store, run))
 
     def verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
                      fork_step: int | None) -> None:
@@ -586,3 +584,6 @@ def live_export() -> LiveExport | None:
 
             atexit.register(_live[endpoint].close)
         return _live[endpoint]
+
+
+LISTENERS.append(live_export)  # every store opened from now on exports live when asked to

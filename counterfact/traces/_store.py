@@ -15,13 +15,13 @@ import sqlite3
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 from sqlalchemy import (
     ColumnElement,
@@ -60,7 +60,6 @@ from counterfact.traces._models import (
     VerdictRecord,
     utcnow,
 )
-from counterfact.traces._otel import intervention_of, live_export
 from counterfact.traces._payloads import (
     canonical_json,
     digest_of,
@@ -90,6 +89,25 @@ GENESIS = "0" * 64  # the link before a run's first step
 _NEW_BLOBS = "cf_new_blobs"  # connection info: blobs inserted by the open transaction
 _AFTER_COMMIT = "cf_after_commit"  # connection info: what to do once the transaction commits
 MANIFEST_CHUNK = 16
+
+
+class StoreListener(Protocol):
+    """Told of what a store wrote once it is committed (never of a rolled-back step): the
+    live telemetry export. Formats hang on the store through `LISTENERS`, so the store
+    imports none of them."""
+
+    def step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None: ...
+
+    def run_finished(self, store: TraceStore, run: RunRecord) -> None: ...
+
+    def verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
+                     fork_step: int | None) -> None: ...
+
+    def flush(self, timeout_millis: int = 30_000) -> bool: ...
+
+
+# Asked in order as each store opens; the first listener given is the store's `live` one.
+LISTENERS: list[Callable[[], StoreListener | None]] = []
 
 
 def manifest_children(data: bytes) -> list[str]:
@@ -203,7 +221,7 @@ class TraceStore:
         event.listen(self.engine, "commit", self._blobs_committed)
         event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_NEW_BLOBS, None))
         # Spans of what was written, sent only once it is committed (never a rolled-back step).
-        self.live = live_export()
+        self.live: StoreListener | None = next((live for open_ in LISTENERS if (live := open_()) is not None), None)
         if self.live is not None:
             event.listen(self.engine, "commit", _run_after_commit)
             event.listen(self.engine, "rollback", lambda conn: conn.info.pop(_AFTER_COMMIT, None))
@@ -502,7 +520,7 @@ class TraceStore:
             self.seal_run(conn, run_id)
         if self.live is not None:
             run = self.get_run(run_id)
-            self.live.run(self.redact, run, None, intervention_of(self, run))
+            self.live.run_finished(self, run)
 
     def seal_run(self, conn: Connection, run_id: str) -> None:
         """Anchor the run's chain: its step count and last link, so a deleted tail shows.
