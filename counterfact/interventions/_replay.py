@@ -475,7 +475,7 @@ class Replayer:
         recorded = self.target.recorded
         config = with_directives(self._config(child.id, shifted=bool(edited and plan.updates)), directives)
         result = recorded.continue_run(child.id, graph_input, config=config)
-        finished = result.error is None and "__interrupt__" not in (result.state or {})
+        finished = result.error is None and result.status != "running"  # not waiting at an interrupt or breakpoint
         outcome = self.target.score(result.state) if finished else None
         if outcome is not None:
             recorded.finish(child.id, outcome)
