@@ -58,6 +58,8 @@ pipeline.add_edge(START, "planner")
 pipeline.add_edge("planner", "worker")
 pipeline.add_conditional_edges("worker", after_worker, ["reviewer", END])
 pipeline.add_edge("reviewer", END)
+# the same app, stopping for a person before the reviewer runs
+paused_before_review = pipeline.compile(interrupt_before=["reviewer"])
 
 
 def answer_is_5(state: dict[str, Any]) -> bool:

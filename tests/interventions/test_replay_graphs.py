@@ -309,3 +309,15 @@ def test_a_state_edit_on_a_graph_without_messages_is_applied_by_the_state_it_wro
     plan = replayer.compile(parse_intervention(edit), "add_up#0")
     applied, detail = replayer.check_applied(plan, run_id)
     assert not applied and "channel squares holding the edited value" in detail
+
+
+def test_a_replay_stopped_at_a_breakpoint_is_not_scored_as_finished(local_store: TraceStore) -> None:
+    """The edit sends the run to the reviewer, before which the graph stops for a person: the
+    replay waits there, unscored, though its state already holds the answer the check wants."""
+    run_id = _run(local_store, apps.paused_before_review, {"messages": [("user", "go")]},
+                  ref="tests.interventions.apps:paused_before_review", check=apps.answer_is_5)
+    _, result = _replay(local_store, run_id, {"kind": "message", "text": "compute 2+3"}, "planner#0")
+    assert (result.status, result.success, result.score) == ("running", False, 0.0)
+    child = local_store.get_run(result.run_id)
+    assert child.status == "running" and child.outcome is None
+    assert [s.node for s in local_store.steps(result.run_id)] == ["planner", "worker"]
