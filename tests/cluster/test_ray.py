@@ -8,9 +8,11 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from counterfact import CounterfactError
 from counterfact.executors import LocalExecutor, RayExecutor, RayUnavailable
@@ -42,6 +44,31 @@ def pg_store(pg_url: str) -> Iterator[TraceStore]:
     _truncate(store)
     yield store
     store.close()
+
+
+@contextmanager
+def _killing(pid: int, store: TraceStore, running: Select[Any], *, at_least: int) -> Iterator[list[int]]:
+    """SIGKILL worker `pid` once `running` finds `at_least` runs under way, a little into their
+    first model calls (0.3 s each), while the body runs; yields the pids killed."""
+    killed: list[int] = []
+
+    def kill() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with store.engine.connect() as conn:
+                if len(conn.execute(running).all()) >= at_least:
+                    time.sleep(0.4)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        killer.join()
 
 
 def _answers(results: list) -> list[tuple[str, int, str, str | None]]:
@@ -84,29 +111,12 @@ def test_a_worker_killed_mid_replay_is_replaced_and_its_replays_retried_once(
     replayer = Replayer(pg_store, failed.run_id)
     note = Intervention(edits=[InstructionEdit(at=StepRef(step=1), text="the checker wants 999")])
     plan = replayer.compile(note, None)
-    killed: list[int] = []
+    replaying = select(Run.id).where(Run.parent_run_id == failed.run_id, Run.status == "running")
 
     with RayExecutor(pg_store, address=ray_address, workers=2, concurrency=4) as ray:
         pids = ray.worker_pids()
-
-        def kill_when_replaying() -> None:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with pg_store.engine.connect() as conn:
-                    running = conn.execute(
-                        select(Run.id).where(Run.parent_run_id == failed.run_id, Run.status == "running")
-                    ).all()
-                if running:
-                    time.sleep(0.4)  # into the replays' first model calls (0.3 s each)
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-                    return
-                time.sleep(0.02)
-
-        killer = threading.Thread(target=kill_when_replaying)
-        killer.start()
-        report = verify(replayer, plan, pairs=4, executor=ray)
-        killer.join()
+        with _killing(pids[0], pg_store, replaying, at_least=1) as killed:
+            report = verify(replayer, plan, pairs=4, executor=ray)
         assert killed and pids[0] not in ray.worker_pids()  # replaced by a new process
     assert report.verdict == "validated"
     asked = [r.run_id for r in report.treatment + report.control]
@@ -129,26 +139,10 @@ def test_a_worker_killed_mid_suite_is_replaced_and_its_runs_stored_once(
     suite = Suite(name="tiny", tasks=SUITE.tasks)
     local = run_suite(trio_spec(), suite, pg_store, model="openai:brain", repeats=3, concurrency=4)
     _truncate(pg_store)
-    killed: list[int] = []
     with RayExecutor(pg_store, address=ray_address, workers=2, concurrency=3) as ray:
         pids = ray.worker_pids()
-
-        def kill_when_running() -> None:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with pg_store.engine.connect() as conn:
-                    running = conn.execute(select(Run.id).where(Run.status == "running")).all()
-                if len(running) >= 2:
-                    time.sleep(0.4)  # into the runs' first model calls (0.3 s each)
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-                    return
-                time.sleep(0.02)
-
-        killer = threading.Thread(target=kill_when_running)
-        killer.start()
-        remote = run_suite(trio_spec(), suite, pg_store, model="openai:brain", repeats=3, executor=ray)
-        killer.join()
+        with _killing(pids[0], pg_store, select(Run.id).where(Run.status == "running"), at_least=2) as killed:
+            remote = run_suite(trio_spec(), suite, pg_store, model="openai:brain", repeats=3, executor=ray)
         assert killed and pids[0] not in ray.worker_pids()  # replaced by a new process
     assert _answers(remote) == _answers(local)
     with pg_store.engine.connect() as conn:
