@@ -138,8 +138,6 @@ def test_fork_at_a_send_worker_keeps_its_siblings(local_store: TraceStore) -> No
         _replay(local_store, run_id, edit, f"square#{target.invocation}")
     replayer = Replayer(local_store, run_id)
     plan = replayer.compile(None, f"square#{target.invocation}")
-    plan_edit = replayer.compile(parse_intervention({"kind": "message", "text": "x"}), 0) if False else None
-    assert plan_edit is None
     # replace the worker's output with a state update of its own
     from counterfact.traces import StepDirectives
 
