@@ -401,9 +401,12 @@ class Replayer:
         return self.target.models(step)
 
     def _state_before(self, step: int) -> dict[str, Any]:
+        return self._channel_values(self.parent.id, self.steps[step].checkpoint_before)
+
+    def _channel_values(self, run_id: str, checkpoint_id: str | None) -> dict[str, Any]:
+        """The state a run's checkpoint holds ({} when there is none)."""
         checkpoint = self.target.recorded.saver.get_tuple(
-            {"configurable": {"thread_id": self.parent.id, "checkpoint_ns": "",
-                              "checkpoint_id": self.steps[step].checkpoint_before}}
+            {"configurable": {"thread_id": run_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
         )
         return dict(checkpoint.checkpoint["channel_values"]) if checkpoint else {}
 
@@ -536,15 +539,7 @@ class Replayer:
 
     def _state_of(self, run_id: str) -> StateAt:
         """The JSON-able state a step of `run_id` ran on, read from its checkpoint."""
-        saver = self.target.recorded.saver
-
-        def state_at(step: StepRecord) -> dict[str, Any]:
-            checkpoint = saver.get_tuple(
-                {"configurable": {"thread_id": run_id, "checkpoint_ns": "", "checkpoint_id": step.checkpoint_before}}
-            )
-            return to_jsonable(dict(checkpoint.checkpoint["channel_values"])) if checkpoint else {}
-
-        return state_at
+        return lambda step: to_jsonable(self._channel_values(run_id, step.checkpoint_before))
 
 
 def nested_agents(step: StepRecord) -> set[str]:
