@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from counterfact.agents import resolve_model
+from counterfact.formats import import_whowhen
 from counterfact.interventions import (
     METHODS,
     Attribution,
@@ -37,7 +38,7 @@ from counterfact.interventions import (
     attribute,
     score_attributions,
 )
-from counterfact.traces import TraceStore, import_whowhen
+from counterfact.store import TraceStore
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "whowhen"
 

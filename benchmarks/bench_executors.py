@@ -98,7 +98,7 @@ from counterfact.graphs import (
     run_suite,
 )
 from counterfact.interventions import Budget, Debugger, DebugReport, Replayer
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 from tests.cluster.delayed import DelayedModel, delayed_server
 from tests.graphs.scripted import arithmetic_brain, trio_spec
 

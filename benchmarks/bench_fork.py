@@ -23,9 +23,13 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from counterfact.traces import RunRecord, TraceStore, record  # noqa: E402
-from counterfact.traces import fork_run  # noqa: E402
-from tests.traces.graphs import loop_graph, loop_input  # noqa: E402
+from counterfact.graphs import record  # noqa: E402
+from counterfact.store import (  # noqa: E402
+    RunRecord,
+    TraceStore,
+    fork_run,  # noqa: E402
+)
+from tests.graphs.sample_graphs import loop_graph, loop_input  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 MODULES = (
-    "counterfact.traces",
+    "counterfact.store",
     "counterfact.graphs",
     "counterfact.agents",
     "counterfact.interventions",

@@ -36,8 +36,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from counterfact.graphs import record  # noqa: E402
 from counterfact.interventions import Budget, Debugger, Replayer, parse_intervention  # noqa: E402
-from counterfact.traces import TraceStore, record, step_handoffs, step_shape  # noqa: E402
+from counterfact.store import TraceStore, step_handoffs, step_shape  # noqa: E402
 from examples.multiagent import handoff, hierarchical, supervisor, swarm  # noqa: E402
 from examples.multiagent.common import QUESTIONS, ScriptedTeamModel, correct  # noqa: E402
 

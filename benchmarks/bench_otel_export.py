@@ -227,13 +227,8 @@ class DemoShapes:
             self.examples[agent.name] = [_msg(m.role, m.content or "") for m in agent.examples]
 
     def run(self, rnd: random.Random, index: int, created: datetime) -> tuple[Any, list[Any]]:
-        from counterfact.traces import (
-            ModelCallRecord,
-            Outcome,
-            RunRecord,
-            StepRecord,
-            ToolCallRecord,
-        )
+        from counterfact.capture import ModelCallRecord, ToolCallRecord
+        from counterfact.store import Outcome, RunRecord, StepRecord
 
         task = self.suite.tasks[index % len(self.suite.tasks)]
         repeat = index // len(self.suite.tasks)
@@ -333,7 +328,7 @@ def progress(console: Console) -> Progress:
 
 def build(store: Any, n: int, seed: int, console: Console) -> list[str]:
     """Write `n` demo-shaped runs (one transaction each, as the recorder commits a run's steps)."""
-    from counterfact.traces._models import utcnow
+    from counterfact.store._models import utcnow
 
     shapes = DemoShapes()
     rnd = random.Random(seed)
@@ -377,8 +372,8 @@ def expected_spans(store: Any, run_ids: list[str]) -> dict[int, int]:
     """Spans each run's trace must have: root + steps + model calls + tool calls (from the store)."""
     from sqlalchemy import func, select
 
-    from counterfact.traces._otel import trace_id_of
-    from counterfact.traces._schema import ModelCall, Step, ToolCall
+    from counterfact.formats._otel import trace_id_of
+    from counterfact.store._schema import ModelCall, Step, ToolCall
 
     out: dict[int, int] = {}
     with store.engine.connect() as conn:
@@ -441,13 +436,9 @@ def main() -> None:
 
     import os
 
-    from counterfact.traces import (
-        TraceStore,
-        export_jsonl,
-        export_otlp,
-        write_otlp_json,
-    )
-    from counterfact.traces._otel import ENDPOINT_ENV, STANDARD_ENDPOINT_ENV
+    from counterfact.formats import export_jsonl, export_otlp, write_otlp_json
+    from counterfact.formats._otel import ENDPOINT_ENV, STANDARD_ENDPOINT_ENV
+    from counterfact.store import TraceStore
 
     for name in (ENDPOINT_ENV, STANDARD_ENDPOINT_ENV):  # no live export of the build
         os.environ.pop(name, None)

@@ -39,8 +39,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from counterfact.traces import TraceStore, record
-from counterfact.traces._schema import Checkpoint, Run, Step
+from counterfact.graphs import record
+from counterfact.store import TraceStore
+from counterfact.store._schema import Checkpoint, Run, Step
 
 CONFIGS = ("pg-lg", "pg-ours")
 

@@ -58,10 +58,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event, func, select
 
-from counterfact.traces import TraceStore, record
-from counterfact.traces._otel import ENDPOINT_ENV, STANDARD_ENDPOINT_ENV, trace_id_of
-from counterfact.traces._schema import Checkpoint, ModelCall, Run, Step, ToolCall
-from counterfact.traces._store import checkpoint_after
+from counterfact.formats._otel import ENDPOINT_ENV, STANDARD_ENDPOINT_ENV, trace_id_of
+from counterfact.graphs import record
+from counterfact.store import TraceStore
+from counterfact.store._schema import Checkpoint, ModelCall, Run, Step, ToolCall
+from counterfact.store._store import checkpoint_after
 
 EXPORT_TARGET = 1.05  # live export: at most 5% on the per-step cost of recording
 TARGET = 1.2  # recording: at most 1.2x LangGraph's own saver on the same database

@@ -60,16 +60,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event, func, insert, select
 
-from counterfact.traces import (
-    ModelCallRecord,
-    RunRecord,
-    StepRecord,
-    ToolCallRecord,
-    TraceStore,
-)
-from counterfact.traces._models import Outcome, utcnow
-from counterfact.traces._schema import Run
-from counterfact.traces._store import search_text_of
+from counterfact.capture import ModelCallRecord, ToolCallRecord
+from counterfact.store import RunRecord, StepRecord, TraceStore
+from counterfact.store._models import Outcome, utcnow
+from counterfact.store._schema import Run
+from counterfact.store._store import search_text_of
 from counterfact.ui import create_app
 
 LIST_TARGET_MS = 200.0
@@ -331,7 +326,7 @@ def build(store: TraceStore, args: argparse.Namespace, console: Console) -> Buil
 
 
 def describe(store: TraceStore, long_run: str) -> Built:
-    from counterfact.traces._schema import Step
+    from counterfact.store._schema import Step
 
     with store.engine.connect() as c:
         runs = c.execute(select(func.count()).select_from(Run.__table__)).scalar_one()

@@ -17,7 +17,7 @@ from pathlib import Path
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
 
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 from counterfact.ui import create_app
 
 

@@ -14,7 +14,7 @@ import torch
 from sqlalchemy import create_engine, text
 
 from counterfact.agents import LocalModel
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 PG_ADMIN_URL = os.environ.get(
     "COUNTERFACT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from counterfact.cli import app
-from counterfact.traces import Outcome, TraceStore, record
-
-from .traces.graphs import loop_graph, loop_input
+from counterfact.graphs import record
+from counterfact.store import Outcome, TraceStore
+from tests.graphs.sample_graphs import loop_graph, loop_input
 
 runner = CliRunner()
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from counterfact.cli import app
-from counterfact.traces import TraceStore, record
-
-from .traces.graphs import loop_graph, loop_input
+from counterfact.graphs import record
+from counterfact.store import TraceStore
+from tests.graphs.sample_graphs import loop_graph, loop_input
 
 LONG_WORKFLOW = "a-very-long-workflow-name-for-the-nightly-regression-suite-of-research-agents"
 

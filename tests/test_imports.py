@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 TORCH_FREE = (
-    "counterfact.traces",
+    "counterfact.capture",
+    "counterfact.store",
+    "counterfact.formats",
     "counterfact.graphs",
     "counterfact.agents",
     "counterfact.agents._openai",

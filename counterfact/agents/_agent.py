@@ -26,9 +26,14 @@ from counterfact.agents._types import (
     GenerationSettings,
     ToolCall,
 )
-from counterfact.traces._directives import ModelResponse, next_model_call
-from counterfact.traces._intercept import forced_tool_calls
-from counterfact.traces._records import ModelCallRecord, ToolCallRecord, report_model_call, report_tool_call
+from counterfact.capture._directives import ModelResponse, next_model_call
+from counterfact.capture._intercept import forced_tool_calls
+from counterfact.capture._records import (
+    ModelCallRecord,
+    ToolCallRecord,
+    report_model_call,
+    report_tool_call,
+)
 
 ToolMode = Literal["auto", "native", "text"]
 

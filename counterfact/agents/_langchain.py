@@ -33,7 +33,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -53,7 +56,11 @@ from pydantic import ConfigDict, Field, field_validator
 
 from counterfact.agents._agent import forced_completion
 from counterfact.agents._registry import shared_model
-from counterfact.agents._tools import format_text_results, parse_spec_calls, spec_protocol_prompt
+from counterfact.agents._tools import (
+    format_text_results,
+    parse_spec_calls,
+    spec_protocol_prompt,
+)
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
@@ -62,7 +69,7 @@ from counterfact.agents._types import (
     ModelError,
     ToolCall,
 )
-from counterfact.traces import (
+from counterfact.capture import (
     ModelResponse,
     ToolCallRecord,
     current_directives,
@@ -70,8 +77,8 @@ from counterfact.traces import (
     step_seed,
     step_temperature,
 )
-from counterfact.traces._capture import SELF_RECORDING
-from counterfact.traces._intercept import without_removed_tools
+from counterfact.capture._capture import SELF_RECORDING
+from counterfact.capture._intercept import without_removed_tools
 
 
 class ChatCounterfact(BaseChatModel):

@@ -37,7 +37,7 @@ from counterfact.agents._types import (
     ModelError,
     Usage,
 )
-from counterfact.traces import ModelCallRecord, report_model_call
+from counterfact.capture import ModelCallRecord, report_model_call
 
 
 def _decoder_layers(model: Any) -> list[torch.nn.Module]:

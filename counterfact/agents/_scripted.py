@@ -14,7 +14,7 @@ from counterfact.agents._types import (
     GenerationSettings,
     ModelError,
 )
-from counterfact.traces._records import ModelCallRecord, report_model_call
+from counterfact.capture._records import ModelCallRecord, report_model_call
 
 Reply = str | Completion
 Script = Callable[[list[ChatMessage]], Reply] | Sequence[Reply] | Mapping[str, Reply]

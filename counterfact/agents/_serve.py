@@ -54,7 +54,7 @@ from counterfact.agents._types import (
     ModelError,
     ToolCall,
 )
-from counterfact.traces._payloads import parse_tool_arguments
+from counterfact.capture._payloads import parse_tool_arguments
 
 
 class _FunctionCall(BaseModel):

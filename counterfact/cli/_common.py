@@ -17,7 +17,7 @@ from rich.console import Console
 from counterfact._errors import CounterfactError
 from counterfact.executors import ExecutorKind, ExecutorSettings
 from counterfact.graphs import CheckerName
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 console = Console()
 DbOption = Annotated[

@@ -33,7 +33,7 @@ from counterfact.cli._common import (
 )
 from counterfact.graphs import CheckerName
 from counterfact.interventions import Budget, Method, strategy_names
-from counterfact.traces import coloured
+from counterfact.store import coloured
 
 
 def replay_command(
@@ -149,7 +149,12 @@ def debug_command(
 
     An interrupted session (Ctrl-C, a crash) resumes from what the store holds when the same
     command runs again, or explicitly with --resume."""
-    from counterfact.interventions import Debugger, report_table, strategies_from, write_html
+    from counterfact.interventions import (
+        Debugger,
+        report_table,
+        strategies_from,
+        write_html,
+    )
 
     chosen = strategies_from([name.strip() for name in strategy.split(",")])
     debugger = Debugger(

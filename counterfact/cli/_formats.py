@@ -17,7 +17,7 @@ def import_whowhen_command(
     db: DbOption = None,
 ) -> None:
     """Import Who&When failure logs (Hand-Crafted and Algorithm-Generated) as runs."""
-    from counterfact.traces import import_whowhen
+    from counterfact.formats import import_whowhen
 
     report = import_whowhen(_open(db), paths)
     console.print(f"imported {report.runs} runs with {report.steps} steps")
@@ -37,7 +37,7 @@ def import_jsonl_command(
     db: DbOption = None,
 ) -> None:
     """Import runs exported as JSON lines (one transaction: all or nothing)."""
-    from counterfact.traces import import_jsonl
+    from counterfact.formats import import_jsonl
 
     ids = import_jsonl(_open(db), file, skip_existing=skip_existing)
     console.print(f"imported {len(ids)} runs")
@@ -50,7 +50,7 @@ def import_otel_command(
     db: DbOption = None,
 ) -> None:
     """Import OpenTelemetry traces (OTLP JSON, GenAI or OpenInference spans) as log-only runs."""
-    from counterfact.traces import import_otel
+    from counterfact.formats import import_otel
 
     report = import_otel(_open(db), paths)
     console.print(
@@ -77,7 +77,7 @@ def export_command(
     db: DbOption = None,
 ) -> None:
     """Export runs: as JSON lines to import elsewhere, or as OpenTelemetry spans."""
-    from counterfact.traces import export_jsonl, export_otlp, write_otlp_json
+    from counterfact.formats import export_jsonl, export_otlp, write_otlp_json
 
     targets = [t for t in (jsonl, otlp, otlp_json) if t is not None]
     if len(targets) != 1:

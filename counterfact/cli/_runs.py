@@ -18,7 +18,7 @@ from counterfact.cli._common import (
     _print_json,
     console,
 )
-from counterfact.traces import RunStatus, TraceStore, coloured
+from counterfact.store import RunStatus, TraceStore, coloured
 
 
 def db_upgrade(db: DbOption = None) -> None:
@@ -86,7 +86,7 @@ def runs_show(
     db: DbOption = None,
 ) -> None:
     """Show a run as a tree of steps: agent, message, plan changes, calls, timings, errors."""
-    from counterfact.traces import render_run
+    from counterfact.store import render_run
 
     store = _open(db)
     record = store.get_run(run)
@@ -114,7 +114,7 @@ def verify(
     db: DbOption = None,
 ) -> None:
     """Re-walk each run's hash chain; report the first step where it breaks."""
-    from counterfact.traces import verify_run
+    from counterfact.store import verify_run
 
     store = _open(db)
     broken = 0
@@ -139,7 +139,7 @@ def redact(
     db: DbOption = None,
 ) -> None:
     """Redact payloads of a stored run; its hash chain stays verifiable."""
-    from counterfact.traces import redact_run_text
+    from counterfact.store import redact_run_text
 
     count = redact_run_text(_open(db), run, text, note)
     console.print(f"redacted {count} payloads")

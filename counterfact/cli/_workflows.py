@@ -21,7 +21,7 @@ from counterfact.cli._common import (
     _suite_bar,
     console,
 )
-from counterfact.traces import coloured
+from counterfact.store import coloured
 
 
 def _workflow(ref: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 T = TypeVar("T")
 ExecutorKind = Literal["local", "ray"]

@@ -7,8 +7,14 @@ from collections.abc import Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
-from counterfact.executors._base import Executor, ExecutorKind, OnResult, Unit, WorkerContext
-from counterfact.traces import TraceStore
+from counterfact.executors._base import (
+    Executor,
+    ExecutorKind,
+    OnResult,
+    Unit,
+    WorkerContext,
+)
+from counterfact.store import TraceStore
 
 
 class LocalExecutor(Executor):

@@ -8,7 +8,7 @@ from counterfact.agents import LocalCallLimit, set_call_limit
 from counterfact.executors._base import Executor, ExecutorKind
 from counterfact.executors._local import LocalExecutor
 from counterfact.executors._ray import RayExecutor
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 
 class ExecutorSettings(BaseModel):

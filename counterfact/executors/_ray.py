@@ -29,8 +29,14 @@ from sqlalchemy.engine import make_url
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import CallLimit, set_call_limit
-from counterfact.executors._base import Executor, ExecutorKind, OnResult, Unit, WorkerContext
-from counterfact.traces import TraceStore
+from counterfact.executors._base import (
+    Executor,
+    ExecutorKind,
+    OnResult,
+    Unit,
+    WorkerContext,
+)
+from counterfact.store import TraceStore
 
 NAMESPACE = "counterfact"
 MAX_ATTEMPTS = 3  # a unit lost with its worker this many times fails the map
@@ -227,7 +233,12 @@ class RayExecutor(Executor):
 
     def map(self, units: Sequence[Unit], on_result: OnResult | None = None) -> list[Any]:
         ray = self._ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError
+        from ray.exceptions import (
+            ActorDiedError,
+            ActorUnavailableError,
+            RayActorError,
+            WorkerCrashedError,
+        )
 
         lost_errors = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
         results: list[Any] = [None] * len(units)

@@ -1,4 +1,5 @@
-"""Workflows as LangGraph graphs: builders, shared state, YAML specs, task suites, the runner."""
+"""LangGraph graphs: the recorder for any graph, and the built-in workflows (builders, shared
+state, YAML specs, task suites, the runner)."""
 
 from pathlib import Path
 
@@ -10,6 +11,22 @@ from counterfact.graphs._builders import (
     pipeline,
 )
 from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent
+from counterfact.graphs._recorder import (
+    CHECK_LABEL,
+    CONFIG_LABEL,
+    GRAPH_LABEL,
+    NODE_METADATA_KEY,
+    GraphInfo,
+    RecordedGraph,
+    RunConfig,
+    RunResult,
+    check_label,
+    find_ref,
+    import_ref,
+    lost_database,
+    record,
+    score_state,
+)
 from counterfact.graphs._runner import (
     ModelPool,
     RunSummary,
@@ -61,6 +78,20 @@ DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
 DEMO_SUITE = DATA / "demo_suite.yaml"
 
 __all__ = [
+    "CHECK_LABEL",
+    "CONFIG_LABEL",
+    "GRAPH_LABEL",
+    "NODE_METADATA_KEY",
+    "GraphInfo",
+    "RecordedGraph",
+    "RunConfig",
+    "RunResult",
+    "check_label",
+    "find_ref",
+    "import_ref",
+    "lost_database",
+    "record",
+    "score_state",
     "ExpectCheck",
     "ReplayTarget",
     "TargetError",

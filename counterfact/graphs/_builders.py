@@ -1,7 +1,7 @@
 """Workflow topologies as LangGraph StateGraphs: pipeline, orchestrator, group chat.
 
 Each builder returns an uncompiled `StateGraph` over `WorkflowState` whose nodes carry
-counterfact metadata (agent, step kind); `counterfact.traces.record` compiles and records it.
+counterfact metadata (agent, step kind); `counterfact.graphs.record` compiles and records it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ from langgraph.graph import END, START, StateGraph
 
 from counterfact.agents import Agent, ChatMessage
 from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent, transcript
-from counterfact.graphs._state import Plan, PlanStep, Route, WorkflowState, agent_message
-from counterfact.traces._recorder import NODE_METADATA_KEY
+from counterfact.graphs._recorder import NODE_METADATA_KEY
+from counterfact.graphs._state import (
+    Plan,
+    PlanStep,
+    Route,
+    WorkflowState,
+    agent_message,
+)
 
 
 def _meta(agent: str, kind: str) -> dict[str, Any]:

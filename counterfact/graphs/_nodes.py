@@ -16,9 +16,15 @@ from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig
 
 from counterfact.agents import Agent, ChatMessage, Tool
+from counterfact.capture import (
+    current_directives,
+    step_seed,
+    step_temperature,
+    tool_changes_for,
+    tool_result_for,
+)
 from counterfact.graphs._state import Route, WorkflowState, agent_message
 from counterfact.graphs._tools import TOOLS, task_tools
-from counterfact.traces import current_directives, step_seed, step_temperature, tool_changes_for, tool_result_for
 
 FINAL_ANSWER = re.compile(r"FINAL ANSWER\s*[:：]\s*(.+)", re.IGNORECASE)
 NodeFunction = Callable[[WorkflowState, RunnableConfig], dict[str, Any]]

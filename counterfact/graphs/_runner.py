@@ -18,10 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, shared_model
 from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
+from counterfact.graphs import RecordedGraph, lost_database, record
 from counterfact.graphs._spec import WorkflowSpec, build_graph, parse_workflow
 from counterfact.graphs._state import initial_state
 from counterfact.graphs._tasks import Suite, Task
-from counterfact.traces import RecordedGraph, RunRecord, StoreError, TraceStore, discard_run, lost_database, record
+from counterfact.store import RunRecord, StoreError, TraceStore, discard_run
 
 
 class RunSummary(BaseModel):
@@ -89,7 +90,7 @@ class WorkflowRunner:
         attempt: int = 1,
     ) -> RunSummary:
         """One recorded run of `task`, scored and closed; `attempt` > 1 marks a retry."""
-        from counterfact.traces import Directives, with_directives
+        from counterfact.capture import Directives, with_directives
 
         started = time.perf_counter()
         labels = self.labels(task, suite, repeat) | ({"attempt": attempt} if attempt > 1 else {})

@@ -17,22 +17,19 @@ from pydantic import BaseModel
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, shared_model
-from counterfact.graphs._tasks import Checker, CheckerKind
-from counterfact.traces import (
+from counterfact.capture import to_jsonable
+from counterfact.graphs import (
     CHECK_LABEL,
     GRAPH_LABEL,
     GraphInfo,
-    Outcome,
     RecordedGraph,
-    RunRecord,
-    StepRecord,
-    TraceStore,
     check_label,
     import_ref,
     record,
     score_state,
-    to_jsonable,
 )
+from counterfact.graphs._tasks import Checker, CheckerKind
+from counterfact.store import Outcome, RunRecord, StepRecord, TraceStore
 
 
 class TargetError(CounterfactError):

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from counterfact._errors import CounterfactError, validation_message
 from counterfact._files import parse_yaml, read_text_file
 from counterfact.graphs._state import WorkflowState
-from counterfact.traces import Outcome
+from counterfact.store import Outcome
 
 CheckerKind = Literal["exact", "normalized", "regex", "number", "callable"]
 

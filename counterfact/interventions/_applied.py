@@ -16,7 +16,8 @@ from typing import Any, Literal
 from langgraph.graph import END
 from pydantic import BaseModel
 
-from counterfact.traces import StepRecord, canonical_json, output_text
+from counterfact.capture import canonical_json
+from counterfact.store import StepRecord, output_text
 
 EvidenceKind = Literal[
     "seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response", "sampled", "state"

@@ -56,7 +56,7 @@ from counterfact.agents import (
 )
 from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
 from counterfact.interventions._prompts import prompt
-from counterfact.traces import RunRecord, StepRecord, TraceStore, output_text
+from counterfact.store import RunRecord, StepRecord, TraceStore, output_text
 
 Method = Literal["all_at_once", "step_by_step", "binary_search"]
 METHODS: tuple[Method, ...] = ("all_at_once", "step_by_step", "binary_search")

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 from rich.table import Table
 from rich.tree import Tree
 
-from counterfact.traces import (
+from counterfact.store import (
     RunRecord,
     StepRecord,
     TraceStore,

@@ -49,12 +49,7 @@ from counterfact.interventions.strategies import (
     strategies_from,
     strategy_named,
 )
-from counterfact.traces import (
-    DebugSpend,
-    HypothesisRecord,
-    discard_run,
-    output_text,
-)
+from counterfact.store import DebugSpend, HypothesisRecord, discard_run, output_text
 
 SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
 

@@ -32,7 +32,7 @@ from counterfact.interventions._specs import (
     SampleEdit,
     StepRef,
 )
-from counterfact.traces import StepRecord
+from counterfact.store import StepRecord
 
 FixSource = Literal["hypothesis", "agent", "reference"]  # who wrote the text the fix carries
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from counterfact.traces import output_text, StepRecord
+from counterfact.store import StepRecord, output_text
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?![\w])")
 _TRIVIAL = 10  # one-digit numbers are list markers and counts as often as claims

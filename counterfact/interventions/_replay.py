@@ -24,7 +24,19 @@ from langgraph.types import Command, Overwrite
 from pydantic import BaseModel, Field
 
 from counterfact.agents import ModelError
-from counterfact.graphs import ReplayTarget, load_target
+from counterfact.capture import (
+    Directives,
+    ModelResponse,
+    StepDirectives,
+    ToolChange,
+    from_jsonable_update,
+    is_recorded_command,
+    step_key,
+    to_jsonable,
+    tool_call_key,
+    with_directives,
+)
+from counterfact.graphs import NODE_METADATA_KEY, ReplayTarget, RunConfig, load_target
 from counterfact.interventions._applied import (
     Evidence,
     StateAt,
@@ -48,27 +60,15 @@ from counterfact.interventions._specs import (
     StepRef,
     ToolEdit,
 )
-from counterfact.traces import (
-    NODE_METADATA_KEY,
-    Directives,
+from counterfact.store import (
     ForkPoint,
-    ModelResponse,
-    RunConfig,
     RunRecord,
-    StepDirectives,
     StepRecord,
     StoreError,
-    ToolChange,
     TraceStore,
     fork_run,
-    from_jsonable_update,
-    is_recorded_command,
     output_text,
     step_handoffs,
-    step_key,
-    to_jsonable,
-    tool_call_key,
-    with_directives,
 )
 
 

@@ -18,9 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from counterfact.interventions._session import DebugReport, HypothesisView
 from counterfact.interventions._fixes import Fix
-from counterfact.traces import coloured, excerpt
+from counterfact.interventions._session import DebugReport, HypothesisView
+from counterfact.store import coloured, excerpt
 
 
 def verdict_of(h: HypothesisView) -> str:

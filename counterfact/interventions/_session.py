@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from counterfact.graphs import question_of
 from counterfact.interventions._fixes import Fix
-from counterfact.traces import DebugSpend, StepRecord, TraceStore, output_text
+from counterfact.store import DebugSpend, StepRecord, TraceStore, output_text
 
 # After a validated transplant on a local model: which layers carry the repair. An analysis of
 # a validated hypothesis, not a failure hypothesis of its own: reports count it apart.

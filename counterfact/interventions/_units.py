@@ -6,8 +6,13 @@ import uuid
 from typing import Any
 
 from counterfact.executors import Executor, Unit, WorkerContext
-from counterfact.interventions._replay import Replayer, ReplayerSpec, ReplayPlan, ReplayResult
-from counterfact.traces import discard_run
+from counterfact.interventions._replay import (
+    Replayer,
+    ReplayerSpec,
+    ReplayPlan,
+    ReplayResult,
+)
+from counterfact.store import discard_run
 
 
 class ReplayUnit(Unit):

@@ -8,7 +8,7 @@ import torch
 
 from counterfact.agents import ActivationEdit, ChatMessage
 from counterfact.interventions._specs import ActivationIntervention, InterventionError
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 
 def resolve_vector(edit: ActivationIntervention, model: Any, store: TraceStore) -> list[float]:

@@ -38,7 +38,7 @@ from counterfact.executors import Executor, LocalExecutor
 from counterfact.interventions._replay import Replayer, ReplayPlan, ReplayResult
 from counterfact.interventions._stats import ArmComparison, compare, sign_test
 from counterfact.interventions._units import lend, replay_unit
-from counterfact.traces import VerdictKind
+from counterfact.store import VerdictKind
 
 ALPHA = 0.05
 Progress = Callable[[int, int], None]  # (replays done, replays in all), called as each ends

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from counterfact._errors import CounterfactError
-from counterfact.traces import StoreError, TraceStore
+from counterfact.store import StoreError, TraceStore
 from counterfact.ui._jobs import Jobs
 from counterfact.ui._routes import ROUTERS, Viewer
 from counterfact.ui._security import ViewerGuard

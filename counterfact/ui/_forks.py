@@ -8,7 +8,7 @@ import difflib
 from pydantic import BaseModel, Field
 
 from counterfact.interventions import ReplayTree, StepDiff, diff_runs, replay_tree
-from counterfact.traces import TraceStore, VerdictRecord
+from counterfact.store import TraceStore, VerdictRecord
 from counterfact.ui._lists import RunRow, run_row
 
 

@@ -7,7 +7,8 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from counterfact.traces import GRAPH_LABEL, RunRecord, StepRecord, step_handoffs
+from counterfact.graphs import GRAPH_LABEL
+from counterfact.store import RunRecord, StepRecord, step_handoffs
 
 
 class GraphNode(BaseModel):

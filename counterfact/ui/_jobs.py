@@ -22,7 +22,7 @@ from counterfact.interventions import (
     strategy_names,
     verify,
 )
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 JobKind = Literal["replay", "debug"]
 JobStatus = Literal["queued", "running", "done", "failed"]

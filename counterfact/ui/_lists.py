@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from counterfact.graphs import question_of
 from counterfact.interventions import METHODS, AttributionScore, score_predictions
-from counterfact.traces import ChainReport, RunRecord, TraceStore, excerpt, verify_run
+from counterfact.store import ChainReport, RunRecord, TraceStore, excerpt, verify_run
 
 HIDDEN_LABELS = ("graph", "input_digest", "workflow_spec", "task", "attribution", "check", "mistake_agent",
                   "mistake_step", "mistake_reason", "ground_truth")

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from counterfact.traces import (
+from counterfact.store import (
     ChainReport,
     RunRecord,
     StepRecord,

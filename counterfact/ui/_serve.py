@@ -9,7 +9,7 @@ from collections.abc import Callable
 import uvicorn
 
 from counterfact._errors import CounterfactError
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 from counterfact.ui._app import create_app
 
 

@@ -9,15 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from counterfact.traces import (
+from counterfact.capture import ModelCallRecord, ToolCallRecord, timeline
+from counterfact.store import (
     HandoffEdge,
-    ModelCallRecord,
     StepRecord,
-    ToolCallRecord,
     TraceStore,
     state_at,
     step_handoffs,
-    timeline,
 )
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelError
 from counterfact.agents._activations import ActivationEdit, resolve_edits
 from counterfact.agents._engine import Request
-from counterfact.traces import collect_calls
+from counterfact.capture import collect_calls
 
 HELLO = [ChatMessage(role="user", content="Hello, how are you today?")]
 SIX = GenerationSettings(max_tokens=6)

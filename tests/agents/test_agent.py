@@ -12,7 +12,7 @@ from counterfact.agents import (
     calculator_tool,
     lookup_tool,
 )
-from counterfact.traces import collect_calls
+from counterfact.capture import collect_calls
 
 QUESTION = [ChatMessage(role="user", content="What is 6*7?")]
 

@@ -45,22 +45,22 @@ from counterfact.agents import (
     shared_model,
 )
 from counterfact.agents._langchain import ChatCounterfact, to_chat_messages
-from counterfact.traces import (
+from counterfact.capture import (
     Directives,
     ModelResponse,
     StepAddress,
     StepDirectives,
     ToolChange,
-    TraceStore,
     collect_calls,
     derive_seed,
     directing,
     install_langchain_hooks,
-    record,
     with_directives,
 )
-from counterfact.traces._capture import SELF_RECORDING, CallCapture
-from counterfact.traces._records import at_step
+from counterfact.capture._capture import SELF_RECORDING, CallCapture
+from counterfact.capture._records import at_step
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 
 AT_AGENT = StepAddress(run_id="r", node="agent", invocation=0)
 

@@ -30,7 +30,7 @@ from counterfact.agents import (
     running_server,
 )
 from counterfact.agents._constrained import Grammars
-from counterfact.traces import collect_calls
+from counterfact.capture import collect_calls
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

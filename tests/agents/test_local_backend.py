@@ -10,7 +10,7 @@ import pytest
 
 from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelError
 from counterfact.agents._engine import Request
-from counterfact.traces import collect_calls
+from counterfact.capture import collect_calls
 
 PROMPTS = [
     "Hello there",

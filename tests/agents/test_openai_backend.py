@@ -23,7 +23,7 @@ from counterfact.agents import (
     create_app,
     running_server,
 )
-from counterfact.traces import collect_calls
+from counterfact.capture import collect_calls
 
 from ..cluster.delayed import delayed_server
 

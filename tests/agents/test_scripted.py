@@ -12,7 +12,7 @@ from counterfact.agents import (
     ScriptedChatModel,
     ToolCall,
 )
-from counterfact.traces import collect_calls
+from counterfact.capture import collect_calls
 
 
 def _user(text: str) -> list[ChatMessage]:

@@ -17,7 +17,7 @@ from counterfact.agents import (
     parse_text_calls,
     text_protocol_prompt,
 )
-from counterfact.traces import collect_calls
+from counterfact.capture import collect_calls
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 
 from counterfact.agents import ChatMessage
 from counterfact.graphs import Suite, load_suite, run_suite
-from counterfact.traces import TraceStore, verify_run
-from counterfact.traces._schema import Run, Step
+from counterfact.store import TraceStore, verify_run
+from counterfact.store._schema import Run, Step
 
 from ..conftest import _truncate
 from ..graphs.scripted import PIPELINE_YAML, trio_spec
@@ -151,7 +151,7 @@ def test_postgres_restarted_under_a_suite_run_loses_and_doubles_no_step(
 def _steps_of_clean_run(store: TraceStore, task) -> list:  # type: ignore[no-untyped-def]
     [clean] = run_suite(trio_spec(), Suite(name="clean", tasks=[task]), store, model="openai:brain")
     steps = store.steps(clean.run_id, payloads=False)
-    from counterfact.traces import discard_run
+    from counterfact.store import discard_run
 
     discard_run(store, clean.run_id)
     return steps

@@ -24,8 +24,8 @@ from counterfact.interventions import (
     StepRef,
     verify,
 )
-from counterfact.traces import TraceStore, verify_run
-from counterfact.traces._schema import Run
+from counterfact.store import TraceStore, verify_run
+from counterfact.store._schema import Run
 
 from ..conftest import _truncate
 from ..graphs.scripted import trio_spec

@@ -175,7 +175,8 @@ def test_the_scripted_model_ignores_a_worked_example_before_the_question() -> No
 
 @pytest.mark.parametrize("name", APPS)
 def test_each_app_is_recorded_as_a_successful_run(name: str, tmp_path: Any) -> None:
-    from counterfact.traces import TraceStore, record
+    from counterfact.graphs import record
+    from counterfact.store import TraceStore
 
     store = TraceStore.open(str(tmp_path / "multiagent.db"))
     ref = f"examples.multiagent.{name}:scripted"

@@ -11,8 +11,9 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from counterfact.agents import ChatCounterfact, create_app, running_server
+from counterfact.graphs import record
 from counterfact.interventions import Replayer, parse_intervention, verify
-from counterfact.traces import TraceStore, record
+from counterfact.store import TraceStore
 from examples.town_agent import app
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import text
 
 from counterfact import CounterfactError
-from counterfact.traces import TraceStore, verify_run
+from counterfact.store import TraceStore, verify_run
 
 _EXAMPLES = os.environ.get("COUNTERFACT_FUZZ_EXAMPLES")
 settings.register_profile(
@@ -81,8 +81,8 @@ def snapshot(store: TraceStore) -> tuple[dict[str, int], dict[str, bool]]:
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """A SQLite store with two runs of the scripted trio workflow, and real exports of them:
     JSON lines (`jsonl`) and OTLP JSON (`otlp`)."""
+    from counterfact.formats import export_jsonl, write_otlp_json
     from counterfact.graphs import WorkflowRunner, load_suite
-    from counterfact.traces import export_jsonl, write_otlp_json
     from tests.graphs.scripted import trio_pool, trio_spec
 
     folder = tmp_path_factory.mktemp("fuzz-recorded")

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
-from counterfact.traces import TraceStore, verify_run
-from counterfact.traces._schema import Blob, Step
+from counterfact.store import TraceStore, verify_run
+from counterfact.store._schema import Blob, Step
 from tests.fuzz.conftest import count
 
 

@@ -13,14 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counterfact.traces import (
+from counterfact.formats import (
     OtelImportError,
-    TraceStore,
     import_jsonl,
     import_otel,
     import_whowhen,
-    verify_run,
 )
+from counterfact.store import TraceStore, verify_run
 from tests.conftest import WHOWHEN, require
 from tests.fuzz._mutate import dumps, mutated, mutated_bytes
 from tests.fuzz.conftest import assert_clear, count, row_counts

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counterfact.traces import RunRecord, TraceStore
+from counterfact.store import RunRecord, TraceStore
 from tests.fuzz.conftest import count, row_counts
 
 HOSTILE = st.sampled_from([

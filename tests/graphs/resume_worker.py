@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from counterfact.graphs import Task, WorkflowRunner, initial_state
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 from tests.graphs.scripted import trio_pool, trio_spec
 
 TASK = Task(

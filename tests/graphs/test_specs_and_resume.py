@@ -21,7 +21,7 @@ from counterfact.graphs import (
     load_workflow,
     resume_run,
 )
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 from .scripted import trio_pool
 

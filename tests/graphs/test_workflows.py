@@ -15,9 +15,10 @@ from counterfact.graphs import (
     parse_plan,
     parse_route,
     pipeline,
+    record,
     run_suite,
 )
-from counterfact.traces import TraceStore, record
+from counterfact.store import TraceStore
 
 from .scripted import trio_pool, trio_spec
 

@@ -25,9 +25,18 @@ from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from counterfact.agents import ChatMessage, Completion, ScriptedChatModel, ToolCall, Usage, create_app, running_server
+from counterfact.agents import (
+    ChatMessage,
+    Completion,
+    ScriptedChatModel,
+    ToolCall,
+    Usage,
+    create_app,
+    running_server,
+)
+from counterfact.graphs import record
 from counterfact.interventions import Replayer, parse_intervention
-from counterfact.traces import TraceStore, record
+from counterfact.store import TraceStore
 
 MODEL = "guard-capture"
 

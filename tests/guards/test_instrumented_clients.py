@@ -19,20 +19,28 @@ import pytest
 from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-from counterfact.agents import ChatMessage, Completion, ScriptedChatModel, ToolCall, Usage, create_app, running_server
-from counterfact.traces import (
+from counterfact.agents import (
+    ChatMessage,
+    Completion,
+    ScriptedChatModel,
+    ToolCall,
+    Usage,
+    create_app,
+    running_server,
+)
+from counterfact.capture import (
     Directives,
     StepAddress,
     StepCalls,
     StepDirectives,
     ToolChange,
-    TraceStore,
     collect_calls,
     directing,
     instrument,
-    record,
 )
-from counterfact.traces._records import at_step
+from counterfact.capture._records import at_step
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 
 MODEL = "guard-model"
 KEY = "sk-guard"

@@ -22,12 +22,19 @@ from sqlalchemy import func, select
 
 from counterfact.agents import ChatMessage, ScriptedChatModel
 from counterfact.executors import WorkerContext
-from counterfact.graphs import ModelPool, load_suite
+from counterfact.graphs import ModelPool, load_suite, record
 from counterfact.graphs._runner import RunUnit
 from counterfact.interventions import Replayer, parse_intervention
 from counterfact.interventions._units import replay_unit
-from counterfact.traces import TraceStore, record, verify_run
-from counterfact.traces._schema import Checkpoint, CheckpointWrite, ModelCall, Run, Step, ToolCall
+from counterfact.store import TraceStore, verify_run
+from counterfact.store._schema import (
+    Checkpoint,
+    CheckpointWrite,
+    ModelCall,
+    Run,
+    Step,
+    ToolCall,
+)
 
 from ..graphs.scripted import arithmetic_brain, trio_spec
 from ..interventions.test_replay import SUITE

@@ -14,7 +14,9 @@ from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from counterfact.traces import TraceStore, record, write_otlp_json
+from counterfact.formats import write_otlp_json
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 
 from ..interventions import apps
 

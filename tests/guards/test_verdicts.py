@@ -10,12 +10,19 @@
 from __future__ import annotations
 
 import random
+
 import pytest
 
 from counterfact.agents import ChatModel, Completion, ToolCall
-from counterfact.graphs import ModelPool, WorkflowRunner, load_suite, parse_workflow
+from counterfact.graphs import (
+    ModelPool,
+    WorkflowRunner,
+    load_suite,
+    parse_workflow,
+    record,
+)
 from counterfact.interventions import Replayer, parse_intervention, verify
-from counterfact.traces import TraceStore, record
+from counterfact.store import TraceStore
 
 from ..interventions import apps
 from ..interventions.test_replay import SUITE
@@ -89,7 +96,7 @@ def test_a_tool_edit_kept_from_a_users_tool_node_is_not_applied(local_store: Tra
     plan = replayer.compile(parse_intervention({"kind": "tool", "tool": "add", "result": 5}), "tools#0")
     assert replayer.replay(plan, arm="treatment").applied
 
-    from counterfact.traces import _intercept
+    from counterfact.capture import _intercept
 
     monkeypatch.setattr(_intercept, "_answer", lambda tool, tool_input: (False, None))  # the tool runs
     kept = replayer.replay(plan, arm="treatment")

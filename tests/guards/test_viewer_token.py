@@ -10,7 +10,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from counterfact.traces import TraceStore, record
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 from counterfact.ui import TOKEN_HEADER, create_app
 
 from ..interventions import apps

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from counterfact.capture import ModelCallRecord, ToolCallRecord
 from counterfact.interventions import Evidence, missing_evidence
 from counterfact.interventions._applied import (
     describe,
@@ -16,7 +17,7 @@ from counterfact.interventions._applied import (
     shown,
     state_evidence,
 )
-from counterfact.traces import ModelCallRecord, StepRecord, ToolCallRecord
+from counterfact.store import StepRecord
 
 
 def _call(request: list[dict[str, Any]] | None = None, content: str = "", **params: Any) -> ModelCallRecord:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from counterfact.agents import ChatMessage, LocalModel, ScriptedChatModel
+from counterfact.formats import import_whowhen
 from counterfact.interventions import attribute, score_attributions
-from counterfact.traces import TraceStore, import_whowhen
+from counterfact.store import TraceStore
 
 from ..conftest import WHOWHEN, require
 

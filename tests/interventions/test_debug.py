@@ -40,8 +40,8 @@ from counterfact.interventions import (
     split_segments,
     write_html,
 )
-from counterfact.traces import StepRecord, TraceStore
-from counterfact.traces._schema import Run
+from counterfact.store import StepRecord, TraceStore
+from counterfact.store._schema import Run
 
 from ..graphs.scripted import arithmetic_brain, trio_spec
 from .test_replay import SUITE, _recorded_orchestrator, _recorded_trio

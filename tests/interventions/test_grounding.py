@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from counterfact.capture import ToolCallRecord
 from counterfact.interventions import find_suspects
 from counterfact.interventions._grounding import numbers_in
-from counterfact.traces import StepRecord, ToolCallRecord
+from counterfact.store import StepRecord
 
 QUESTION = "What is the population of Avalon plus the population of Brindle?"
 

@@ -26,8 +26,8 @@ from sqlalchemy import select
 from counterfact.agents import ChatMessage
 from counterfact.graphs import Suite, load_suite, run_suite
 from counterfact.interventions import Budget, Debugger, DebugReport
-from counterfact.traces import RunRecord, TraceStore, verify_run
-from counterfact.traces._schema import Checkpoint, Intervention
+from counterfact.store import RunRecord, TraceStore, verify_run
+from counterfact.store._schema import Checkpoint, Intervention
 
 from ..cluster.delayed import DelayedModel, delayed_server
 from ..conftest import _truncate
@@ -416,9 +416,8 @@ def test_a_verdict_stored_before_the_session_recorded_it_is_kept_on_resume(
 def test_a_treatment_replay_cut_off_before_its_edit_keeps_the_edit_when_resumed(sqlite_path: str) -> None:
     from counterfact.agents import ScriptedChatModel
     from counterfact.graphs import ModelPool, WorkflowRunner, resume_run
-    from counterfact.traces import StoreError
     from counterfact.interventions import Replayer, parse_intervention
-    from counterfact.traces import fork_run
+    from counterfact.store import StoreError, fork_run
 
     from ..graphs.scripted import arithmetic_brain
 

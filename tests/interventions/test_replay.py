@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 
 from counterfact.agents import ChatMessage, ScriptedChatModel
-from counterfact.graphs import ModelPool, WorkflowRunner, _tools, load_suite, parse_workflow
+from counterfact.graphs import (
+    ModelPool,
+    WorkflowRunner,
+    _tools,
+    load_suite,
+    parse_workflow,
+)
 from counterfact.interventions import InterventionError, Replayer, parse_intervention
-from counterfact.traces import StepRecord, TraceStore, verify_run
+from counterfact.store import StepRecord, TraceStore, verify_run
 
 from ..graphs.scripted import arithmetic_brain, trio_spec
 

@@ -8,9 +8,14 @@ from typing import Any
 
 import pytest
 
-from counterfact.graphs import TargetError
-from counterfact.interventions import InterventionError, Replayer, parse_intervention, verify
-from counterfact.traces import TraceStore, record
+from counterfact.graphs import TargetError, record
+from counterfact.interventions import (
+    InterventionError,
+    Replayer,
+    parse_intervention,
+    verify,
+)
+from counterfact.store import TraceStore
 from tests.interventions import apps
 
 PIPELINE = "tests.interventions.apps:pipeline"
@@ -139,7 +144,7 @@ def test_fork_at_a_send_worker_keeps_its_siblings(local_store: TraceStore) -> No
     replayer = Replayer(local_store, run_id)
     plan = replayer.compile(None, f"square#{target.invocation}")
     # replace the worker's output with a state update of its own
-    from counterfact.traces import StepDirectives
+    from counterfact.capture import StepDirectives
 
     plan.directives = StepDirectives(output={"squares": [100]})
     plan.intervention = parse_intervention({"kind": "message", "text": "unused"})
@@ -264,7 +269,7 @@ def test_bad_input_writes_nothing(local_store: TraceStore) -> None:
 
 
 def test_a_graph_in_a_file_is_referenced_by_its_path(tmp_path: Any) -> None:
-    from counterfact.traces import import_ref
+    from counterfact.graphs import import_ref
 
     source = tmp_path / "my_app.py"
     source.write_text(

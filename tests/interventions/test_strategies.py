@@ -20,7 +20,7 @@ from counterfact.interventions import (
     strategy_names,
 )
 from counterfact.interventions.strategies import _REGISTRY, strategy_named
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 
 from .test_debug import _debugger, _record, heeds_the_note
 

@@ -15,13 +15,25 @@ import torch
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ActivationEdit, ChatMessage
+from counterfact.capture import StepDirectives
 from counterfact.executors import Executor
-from counterfact.interventions import ReplayPlan, compare, decide, parse_intervention, validating_looks, verify
-from counterfact.interventions import _verify
+from counterfact.interventions import (
+    ReplayPlan,
+    _verify,
+    compare,
+    decide,
+    parse_intervention,
+    validating_looks,
+    verify,
+)
 from counterfact.interventions._replay import ReplayerSpec, ReplayResult
 from counterfact.interventions._stats import sign_test
-from counterfact.interventions._verify import _activation_effect, _milestone_p, _settled, greedy_from
-from counterfact.traces import StepDirectives
+from counterfact.interventions._verify import (
+    _activation_effect,
+    _milestone_p,
+    _settled,
+    greedy_from,
+)
 
 T, F = True, False
 

@@ -24,8 +24,8 @@ from counterfact.interventions import (
     verify,
     wilson,
 )
-from counterfact.traces import TraceStore
-from counterfact.traces._schema import Intervention, Run, Verdict
+from counterfact.store import TraceStore
+from counterfact.store._schema import Intervention, Run, Verdict
 
 from .test_replay import SUITE, _recorded_trio
 

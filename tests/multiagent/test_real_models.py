@@ -12,8 +12,9 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from counterfact.agents import ChatCounterfact, create_app, running_server
+from counterfact.graphs import record
 from counterfact.interventions import Budget, Debugger, Replayer
-from counterfact.traces import TraceStore, record, step_handoffs, step_shape
+from counterfact.store import TraceStore, step_handoffs, step_shape
 from examples.multiagent import supervisor, swarm
 from examples.multiagent.common import QUESTIONS, correct
 

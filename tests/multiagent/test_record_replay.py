@@ -11,8 +11,16 @@ from uuid import UUID
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
-from counterfact.interventions import Budget, Debugger, InterventionError, Replayer, parse_intervention, verify
-from counterfact.traces import TraceStore, output_text, record, step_handoffs, step_shape
+from counterfact.graphs import record
+from counterfact.interventions import (
+    Budget,
+    Debugger,
+    InterventionError,
+    Replayer,
+    parse_intervention,
+    verify,
+)
+from counterfact.store import TraceStore, output_text, step_handoffs, step_shape
 from examples.multiagent import handoff, hierarchical, supervisor, swarm
 from examples.multiagent.common import QUESTIONS, ScriptedTeamModel, correct
 

@@ -9,7 +9,9 @@ from typing import Any
 from typer.testing import CliRunner
 
 from counterfact.cli import app as cli
-from counterfact.traces import TraceStore, record, write_otlp_json
+from counterfact.formats import write_otlp_json
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 from counterfact.ui import graph_view, step_view
 from examples.multiagent import supervisor
 from examples.multiagent.common import QUESTIONS, correct
@@ -81,7 +83,8 @@ def test_a_forced_response_is_shown_as_forced_not_as_zero_tokens(tmp_path: Any) 
 
 
 def test_a_jsonl_export_keeps_the_timeline_agents_and_handoffs(tmp_path: Any) -> None:
-    from counterfact.traces import export_jsonl, import_jsonl, step_shape, verify_run
+    from counterfact.formats import export_jsonl, import_jsonl
+    from counterfact.store import step_shape, verify_run
 
     store, run_id, _ = _run(tmp_path)
     export_jsonl(store, [run_id], tmp_path / "runs.jsonl")

@@ -12,8 +12,8 @@ from typing import Any, TypedDict
 
 import pytest
 
-from counterfact.traces import TraceStore
-from counterfact.traces._otel import otlp_json_line
+from counterfact.formats._otel import otlp_json_line
+from counterfact.store import TraceStore
 
 
 class State(TypedDict, total=False):

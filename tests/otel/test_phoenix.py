@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from counterfact.formats import export_otlp
+from counterfact.formats._otel import span_id_of
+from counterfact.graphs import record
 from counterfact.interventions import Replayer, parse_intervention, verify
-from counterfact.traces import TraceStore, export_otlp, record
-from counterfact.traces._otel import span_id_of
+from counterfact.store import TraceStore
 
 from ..interventions import apps
 from .conftest import Phoenix

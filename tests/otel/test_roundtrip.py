@@ -17,16 +17,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
+from counterfact.formats import OtelImportError, import_otel, write_otlp_json
+from counterfact.graphs import record
 from counterfact.interventions import Replayer, parse_intervention, verify
-from counterfact.traces import (
-    OtelImportError,
-    Redactor,
-    TraceStore,
-    excerpt,
-    import_otel,
-    record,
-    write_otlp_json,
-)
+from counterfact.store import Redactor, TraceStore, excerpt
 
 from ..interventions import apps
 
@@ -77,7 +71,7 @@ def test_export_import_round_trip_keeps_agents_steps_calls_and_texts(tmp_path: P
     assert [c.name for s in tool_steps for c in s.tool_calls] == ["add"]
     assert len([c for s in tool_steps for c in s.model_calls]) == 2
     # imported runs verify, and importing again skips them
-    from counterfact.traces import verify_run
+    from counterfact.store import verify_run
 
     assert all(verify_run(target, rid).ok for rid in runs)
     again = import_otel(target, [exported])
@@ -257,8 +251,8 @@ def test_export_cli_sends_to_a_collector_and_says_clearly_when_it_cannot(
 
 
 def test_a_steps_calls_are_exported_in_the_order_they_ran() -> None:
-    from counterfact.traces import ModelCallRecord, ToolCallRecord
-    from counterfact.traces._otel import call_order
+    from counterfact.capture import ModelCallRecord, ToolCallRecord
+    from counterfact.formats._otel import call_order
 
     def model(content: str, calls: list[dict[str, Any]] | None = None) -> ModelCallRecord:
         return ModelCallRecord(backend="local", model="m", request=[], response={"content": content, "tool_calls": calls or []})

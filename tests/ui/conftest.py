@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 from counterfact.ui import create_app
 
 CHROMIUM = os.environ.get("COUNTERFACT_CHROMIUM", "/usr/bin/chromium")

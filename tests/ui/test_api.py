@@ -11,16 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from safetensors.numpy import save
 
+from counterfact.capture import ModelCallRecord
+from counterfact.graphs import record
 from counterfact.interventions import session_report
-from counterfact.traces import (
-    ModelCallRecord,
-    Outcome,
-    RunRecord,
-    StepRecord,
-    TraceStore,
-    record,
-)
-from counterfact.traces._models import utcnow
+from counterfact.store import Outcome, RunRecord, StepRecord, TraceStore
+from counterfact.store._models import utcnow
 from counterfact.ui import TOKEN_HEADER, RunFilters, create_app, graph_view, runs_page
 
 from ..interventions import apps
@@ -259,8 +254,8 @@ def test_pages_reference_nothing_outside_the_viewer(store: TraceStore) -> None:
 def test_audit_page_shows_each_runs_chain(store: TraceStore) -> None:
     from sqlalchemy import update
 
-    from counterfact.traces import redact_run_text
-    from counterfact.traces._schema import Step
+    from counterfact.store import redact_run_text
+    from counterfact.store._schema import Step
 
     intact, edited, redacted = (_pipeline_run(store) for _ in range(3))
     with store.begin() as conn:

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from counterfact.traces import Outcome, RunRecord, StepRecord, record
-from counterfact.traces._models import utcnow
+from counterfact.graphs import record
+from counterfact.store import Outcome, RunRecord, StepRecord
+from counterfact.store._models import utcnow
 
 from ..interventions import apps
 from .conftest import LiveViewer, free_port

@@ -8,7 +8,8 @@ import sys
 import time
 import urllib.request
 
-from counterfact.traces import TraceStore, record
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 
 from ..interventions import apps
 from .conftest import free_port

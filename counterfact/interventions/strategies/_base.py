@@ -14,7 +14,7 @@ from counterfact.agents import ChatModel
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._replay import Replayer
 from counterfact.interventions._session import DebugReport
-from counterfact.traces import StepRecord, TraceStore
+from counterfact.store import StepRecord, TraceStore
 
 
 class Proposal(BaseModel):

@@ -20,7 +20,7 @@ from counterfact.interventions._specs import (
     StepRef,
 )
 from counterfact.interventions.strategies._base import DebugContext, Outcome, Proposal
-from counterfact.traces import StepRecord, step_handoffs
+from counterfact.store import StepRecord, step_handoffs
 
 STRATEGY = "handoff"
 

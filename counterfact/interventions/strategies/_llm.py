@@ -23,7 +23,7 @@ from counterfact.interventions.strategies._base import (
     Proposal,
     Skipped,
 )
-from counterfact.traces import excerpt, output_text
+from counterfact.store import excerpt, output_text
 
 RETRY = (
     'I could not read that answer. Reply with only a JSON object: {"step": one of the '

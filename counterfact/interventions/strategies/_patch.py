@@ -23,7 +23,7 @@ from counterfact.interventions.strategies._base import (
     Proposal,
     Skipped,
 )
-from counterfact.traces import output_text
+from counterfact.store import output_text
 
 
 class PatchStrategy:

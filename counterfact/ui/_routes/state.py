@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from counterfact.traces import TraceStore
+from counterfact.store import TraceStore
 from counterfact.ui._jobs import Jobs
 
 

@@ -1,0 +1,32 @@
+"""Runs in and out of other formats: JSON lines, OpenTelemetry (OTLP) and Who&When logs."""
+
+from counterfact.formats._jsonl import RunExport, export_jsonl, import_jsonl
+from counterfact.formats._otel import export_otlp, write_otlp_json
+from counterfact.formats._otel_import import (
+    OtelImport,
+    OtelImportError,
+    import_otel,
+    read_otlp_json,
+)
+from counterfact.formats._whowhen import (
+    SkippedFile,
+    Unmapped,
+    WhoWhenReport,
+    import_whowhen,
+)
+
+__all__ = [
+    "export_jsonl",
+    "export_otlp",
+    "import_jsonl",
+    "import_otel",
+    "import_whowhen",
+    "OtelImport",
+    "OtelImportError",
+    "read_otlp_json",
+    "RunExport",
+    "SkippedFile",
+    "Unmapped",
+    "WhoWhenReport",
+    "write_otlp_json",
+]

@@ -1,0 +1,672 @@
+"""Recording a LangGraph graph: every node execution becomes a step of a run in the store.
+
+`record(graph, store)` takes a user's own `StateGraph` (or a compiled graph) written in plain
+LangGraph style, wraps each node once, and compiles it with the store's checkpointer. Each run
+is one LangGraph thread whose id is the run id, so a recorded run can be resumed after a crash
+and forked by replays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph.errors import GraphBubbleUp, ParentCommand
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+from langgraph.utils.runnable import RunnableCallable
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
+
+from counterfact.capture._capture import CallCapture
+from counterfact.capture._directives import StepDirectives, directing, directives_of
+from counterfact.capture._handoffs import handoff_of, step_output
+from counterfact.capture._intercept import install_langchain_hooks
+from counterfact.capture._payloads import digest_of, from_jsonable_update, to_jsonable
+from counterfact.capture._records import StepAddress, StepCalls, at_step, collect_calls
+from counterfact.store._checkpointer import SQLAlchemySaver
+from counterfact.store._models import (
+    Outcome,
+    RunRecord,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    utcnow,
+)
+from counterfact.store._store import StoreError, TraceStore, prepare_step
+
+NODE_METADATA_KEY = "counterfact"  # node metadata: {"counterfact": {"agent": ..., "kind": ...}}
+GRAPH_LABEL = "graph"  # run label: how to rebuild the graph (GraphInfo)
+CHECK_LABEL = "check"  # run label: how to score the final state (see `check_label`)
+
+Check = Callable[[Any], Any]  # final state -> bool, a score in [0, 1], or an Outcome
+
+
+CONFIG_LABEL = "config"  # run label: the LangGraph config it was invoked with (RunConfig)
+# configurable keys that belong to one thread or to LangGraph itself, never kept with a run
+_THREAD_KEYS = {"thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map"}
+
+
+class RunConfig(BaseModel):
+    """What of a run's LangGraph config a replay must run under again: the recursion limit (it
+    decides how a looping run ends) and the app's own configurable keys (JSON values only)."""
+
+    recursion_limit: int | None = None
+    configurable: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any] | None) -> RunConfig:
+        config = config or {}
+        kept: dict[str, Any] = {}
+        for key, value in dict(config.get("configurable") or {}).items():
+            if key in _THREAD_KEYS or key.startswith("__"):
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                continue  # an object (a client, a callback): not storable, not replayable
+            kept[key] = value
+        limit = config.get("recursion_limit")
+        return cls(recursion_limit=int(limit) if isinstance(limit, int) else None, configurable=kept)
+
+    @classmethod
+    def of_run(cls, run: RunRecord) -> RunConfig:
+        return cls.model_validate(run.labels.get(CONFIG_LABEL) or {})
+
+    def label(self) -> dict[str, Any]:
+        return self.model_dump(exclude_defaults=True)
+
+    def limit(self) -> int:
+        """The recursion limit the run had: its own, else LangGraph's default."""
+        if self.recursion_limit is not None:
+            return self.recursion_limit
+        from langgraph._internal._config import (
+            DEFAULT_RECURSION_LIMIT,  # no public name for it
+        )
+
+        return int(DEFAULT_RECURSION_LIMIT)
+
+
+class GraphInfo(BaseModel):
+    """What a run keeps of its graph: where to import it from, and its structure."""
+
+    ref: str | None = None  # "module:attribute" or "path/to/file.py:attribute"
+    digest: str
+    nodes: list[str] = Field(default_factory=list)
+    edges: list[list[Any]] = Field(default_factory=list)  # [source, target, conditional]
+
+
+class RunResult(BaseModel):
+    """What a recorded invocation returns: the run's id and status, and the final state."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    run_id: str
+    status: RunStatus
+    state: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error` and the exceptions it arose from (a few levels: enough for wrapped store errors)."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _database_error(error: BaseException) -> BaseException:
+    """The driver's own error behind a store failure (what the database said), else `error`."""
+    return next((e.orig for e in _chain(error) if isinstance(e, DBAPIError) and e.orig is not None), error)
+
+
+def lost_database(error: BaseException) -> bool:
+    """Whether an exception (or one it arose from) is the store's connection failing, not the
+    graph: SQLAlchemy reports a lost connection as an OperationalError, or, once a transaction
+    on it is broken, as a PendingRollbackError."""
+    return any(
+        isinstance(e, (OperationalError, PendingRollbackError)) or (isinstance(e, DBAPIError) and e.connection_invalidated)
+        for e in _chain(error)
+    )
+
+
+class RecordedGraph:
+    """A compiled graph whose runs are recorded into a trace store."""
+
+    def __init__(
+        self,
+        builder: StateGraph,
+        store: TraceStore,
+        *,
+        workflow: str,
+        compile_kwargs: Mapping[str, Any] | None = None,
+        ref: str | None = None,
+        check: Check | str | None = None,
+    ) -> None:
+        install_langchain_hooks()  # replays reach the LangChain models and tools inside nodes
+        self.store = store
+        self.saver = SQLAlchemySaver(store)
+        self.workflow = workflow
+        # run -> task -> (node, invocation) of branch sources' steps, for forced routes; a run's
+        # entries go when its invocation ends
+        self._invocations: dict[str, dict[str, tuple[str, int]]] = {}
+        self._invocations_lock = threading.Lock()
+        wrapped = _copy_builder(builder)
+        self._routed = set(wrapped.branches)
+        for name, spec in list(wrapped.nodes.items()):
+            wrapped.nodes[name] = dataclasses.replace(
+                spec, runnable=self._wrap(name, spec.runnable, spec.metadata or {})
+            )
+        for source, branches in list(wrapped.branches.items()):
+            wrapped.branches[source] = {
+                name: branch._replace(path=self._wrap_route(source, branch.path))
+                for name, branch in branches.items()
+            }
+        self.graph: CompiledStateGraph = wrapped.compile(
+            checkpointer=self.saver, **dict(compile_kwargs or {})
+        )
+        self.info = graph_info(self.graph, ref)
+        self.workflow_hash = self.info.digest
+        self.check: Check | None = import_ref(check) if isinstance(check, str) else check
+        self.check_label = check_label(check)
+
+    # -- running --------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        task_input: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        labels: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        fork_step: int | None = None,
+        intervention_id: str | None = None,
+    ) -> str:
+        """Create the run row; steps arrive as the graph executes under this run's thread."""
+        record = RunRecord(
+            id=run_id or uuid.uuid4().hex,
+            workflow=self.workflow,
+            workflow_hash=self.workflow_hash,
+            task_input=dict(task_input or {}),
+            labels={
+                GRAPH_LABEL: self.info.model_dump(mode="json"),
+                "input_digest": digest_of(to_jsonable(dict(task_input or {}))),
+                **({CHECK_LABEL: self.check_label} if self.check_label else {}),
+                **dict(labels or {}),
+            },
+            parent_run_id=parent_run_id,
+            fork_step=fork_step,
+            intervention_id=intervention_id,
+        )
+        self.store.create_run(record)
+        return record.id
+
+    def config(self, run_id: str, extra: RunnableConfig | None = None) -> RunnableConfig:
+        """The run's config; its callbacks capture the LangChain model and tool calls that
+        nodes make (LangGraph hands them to everything a node runs)."""
+        config: dict[str, Any] = dict(extra or {})
+        configurable = {**config.get("configurable", {}), "thread_id": run_id}
+        callbacks = config.get("callbacks")
+        if isinstance(callbacks, BaseCallbackManager):
+            callbacks = callbacks.copy()
+            callbacks.add_handler(CallCapture(), inherit=True)
+        else:
+            callbacks = [*(callbacks or []), CallCapture()]
+        return {**config, "configurable": configurable, "callbacks": callbacks}
+
+    def invoke(
+        self,
+        graph_input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        task_input: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        labels: Mapping[str, Any] | None = None,
+        raise_errors: bool = False,
+    ) -> RunResult:
+        """Start a new recorded run of the graph on `graph_input`, with LangGraph's `config`
+        (its recursion limit and configurable keys are kept with the run for replays)."""
+        kept = RunConfig.of(config)
+        run_id = self.start_run(
+            task_input if task_input is not None else _as_task_input(graph_input),
+            run_id=run_id,
+            labels={**({CONFIG_LABEL: kept.label()} if kept.label() else {}), **dict(labels or {})},
+        )
+        return self.continue_run(run_id, graph_input, config=config, raise_errors=raise_errors)
+
+    def resume(self, run_ref: str, *, config: RunnableConfig | None = None) -> RunResult:
+        """Continue a run that stopped (crash, Ctrl-C) from its last checkpoint, under the
+        config it was started with (`config` adds to it)."""
+        run = self.store.get_run(run_ref)
+        if run.status == "succeeded" or run.status == "failed":
+            raise StoreError(f"run {run.id} already finished ({run.status}); nothing to resume")
+        if self.saver.get_tuple(self.config(run.id)) is None:
+            raise StoreError(f"run {run.id} has no checkpoint to resume from")
+        kept = RunConfig.of_run(run)
+        base: dict[str, Any] = {"configurable": dict(kept.configurable)}
+        if kept.recursion_limit is not None:
+            base["recursion_limit"] = kept.recursion_limit
+        given = dict(config or {})
+        merged = {**base, **given, "configurable": {**base["configurable"], **given.get("configurable", {})}}
+        return self.continue_run(run.id, None, config=merged)
+
+    def continue_run(
+        self,
+        run_id: str,
+        graph_input: Any,
+        *,
+        config: RunnableConfig | None = None,
+        raise_errors: bool = False,
+        finish: bool = True,
+    ) -> RunResult:
+        """Execute the graph under run `run_id` (input None continues from its checkpoint)."""
+        self.saver.attach(run_id, self.store.run_writer(run_id))
+        error: BaseException | None = None
+        state: dict[str, Any] | None = None
+        try:
+            result = self.graph.invoke(
+                graph_input, self.config(run_id, config), durability="sync"
+            )
+            state = dict(result) if isinstance(result, Mapping) else {"result": result}
+        except Exception as exc:  # recorded as the run's error; re-raised on request
+            error = exc
+        finally:
+            self.saver.detach(run_id)
+            with self._invocations_lock:
+                self._invocations.pop(run_id, None)
+        message = f"{type(error).__name__}: {error}" if error else None
+        if error is None and state is not None and ("__interrupt__" in state or self._at_breakpoint(run_id)):
+            # waiting for a human: the run goes on when invoked with Command(resume=...), or,
+            # stopped at a breakpoint (interrupt_before/after), with None
+            return RunResult(run_id=run_id, status="running", state=state)
+        if error is not None and lost_database(error):
+            # the database went away, not the graph: the run is not an error of its own but
+            # cut off, and stays `running` for `resume` (its steps so far are committed whole)
+            if raise_errors:
+                raise error
+            cause = _database_error(error)
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            return RunResult(
+                run_id=run_id, status="running", state=None,
+                error=f"the store failed in the middle of the run ({reason}): resume it once the database is back",
+            )
+        status: RunStatus = "error" if error else "succeeded"
+        if finish:
+            self.store.finish_run(run_id, status, error=message)
+            if error is None and self.check is not None:
+                outcome = score_state(self.check, state)
+                self.finish(run_id, outcome)
+                status = "succeeded" if outcome.success else "failed"
+        if error is not None and raise_errors:
+            raise error
+        return RunResult(run_id=run_id, status=status, state=state, error=message)
+
+    def _at_breakpoint(self, run_id: str) -> bool:
+        """Whether the run stopped at one of the graph's breakpoints with nodes still to run
+        (LangGraph returns the state so far then, without an `__interrupt__`)."""
+        if not (self.graph.interrupt_before_nodes or self.graph.interrupt_after_nodes):
+            return False
+        return bool(self.graph.get_state({"configurable": {"thread_id": run_id}}).next)
+
+    def finish(self, run_id: str, outcome: Outcome) -> None:
+        """Store a checker's outcome: a run that completed but missed its answer has failed."""
+        self.store.set_outcome(run_id, outcome, "succeeded" if outcome.success else "failed")
+
+    # -- wrapping nodes --------------------------------------------------------------------
+
+    def _wrap(self, node: str, inner: Runnable, metadata: Mapping[str, Any]) -> Runnable:
+        info = dict(metadata.get(NODE_METADATA_KEY, {}))
+        agent: str | None = info.get("agent", node)
+        # by name: importing langgraph.prebuilt just for isinstance costs half a second
+        is_tool_node = type(inner).__name__ == "ToolNode"
+        kind: StepKind = info.get("kind", "tool" if is_tool_node else "agent")
+        saver = self.saver
+
+        def begin(config: RunnableConfig) -> tuple[Any, StepRecord] | None:
+            configurable = config.get("configurable", {})
+            thread_id = configurable.get("thread_id")
+            writer = saver.writer(str(thread_id)) if thread_id is not None else None
+            execution = _execution_info(config)
+            if writer is None or execution is None or "|" in execution.checkpoint_ns:
+                return None  # not a recorded run, or inside a subgraph (the parent's step)
+            step = StepRecord(
+                node=node,
+                agent=agent,
+                kind=kind,
+                invocation=writer.next_invocation(node),
+                checkpoint_before=execution.checkpoint_id,
+                task_id=execution.task_id,
+            )
+            if node in self._routed:
+                with self._invocations_lock:
+                    self._invocations.setdefault(str(thread_id), {})[execution.task_id] = (node, step.invocation)
+            return (str(thread_id), step)
+
+        def end(started: tuple[str, StepRecord], state: Any, calls: StepCalls, result: Any, error: str | None) -> None:
+            thread_id, step = started
+            _give_message_ids(result)
+            delta = to_jsonable(result)
+            handoff_tools = [c.name for c in calls.tool_calls if c.handoff]
+            messages = state.get("messages") if isinstance(state, Mapping) else None
+            seen = [getattr(m, "id", None) for m in messages or []]
+            step = step.model_copy(
+                update={
+                    "output": step_output(delta, handoff_tools, [i for i in seen if i]),
+                    "delta": delta,
+                    "ended_at": utcnow(),
+                    "error": error,
+                    "model_calls": calls.model_calls,
+                    "tool_calls": calls.tool_calls,
+                }
+            )
+            prepared = prepare_step(
+                saver.store, step, list(messages) if messages is not None else None
+            )
+            saver.stage_step(thread_id, step.task_id or "", prepared)
+
+        @contextmanager
+        def recorded_step(state: Any, config: RunnableConfig) -> Iterator[_Execution | None]:
+            """Record the node execution inside the block, however it ends: a result (a
+            `Command` too), a handoff raised to this graph as `ParentCommand`, or an error.
+            An interrupt is left to LangGraph: the node runs again, and is recorded, when the
+            run resumes."""
+            started = begin(config)
+            if started is None:
+                yield None
+                return
+            address = _address(started)
+            with collect_calls() as calls, at_step(address), directing(address, directives_of(config)) as scope:
+                execution = _Execution(scope.here, routed=node in self._routed)
+                try:
+                    yield execution
+                except ParentCommand as exc:
+                    command = execution.directed(exc.args[0])
+                    exc.args = (command,)
+                    _follow_redirect(calls, command)
+                    end(started, state, calls, dataclasses.replace(command, graph=None), None)
+                    raise
+                except GraphBubbleUp:
+                    raise
+                except Exception as exc:
+                    end(started, state, calls, None, f"{type(exc).__name__}: {exc}")
+                    raise
+            end(started, state, calls, execution.result, None)
+
+        def run(state: Any, config: RunnableConfig) -> Any:
+            with recorded_step(state, config) as execution:
+                if execution is None:
+                    return inner.invoke(state, config)
+                if execution.replaced:
+                    return execution.set(execution.replacement())
+                return execution.set(inner.invoke(state, _nested(config)))
+
+        async def arun(state: Any, config: RunnableConfig) -> Any:
+            with recorded_step(state, config) as execution:
+                if execution is None:
+                    return await inner.ainvoke(state, config)
+                if execution.replaced:
+                    return execution.set(execution.replacement())
+                return execution.set(await inner.ainvoke(state, _nested(config)))
+
+        # Not functools.wraps: LangGraph would read the inner signature and stop injecting config.
+        return RunnableCallable(run, arun, name=node, trace=False)
+
+    def _wrap_route(self, source: str, path: Runnable) -> Runnable:
+        """A conditional edge that obeys a route forced at its source's step."""
+
+        def forced(config: RunnableConfig) -> str | None:
+            execution = _execution_info(config)
+            thread_id = config.get("configurable", {}).get("thread_id")
+            if execution is None or thread_id is None:
+                return None
+            with self._invocations_lock:
+                step = self._invocations.get(str(thread_id), {}).get(execution.task_id)
+            if step is None:
+                return None
+            here = directives_of(config).for_step(*step)
+            return here.route if here is not None else None
+
+        def route(state: Any, config: RunnableConfig) -> Any:
+            return forced(config) or path.invoke(state, config)
+
+        async def aroute(state: Any, config: RunnableConfig) -> Any:
+            return forced(config) or await path.ainvoke(state, config)
+
+        return RunnableCallable(route, aroute, name=getattr(path, "name", None) or "route", trace=False)
+
+
+def record(
+    graph: StateGraph | CompiledStateGraph,
+    store: TraceStore,
+    *,
+    workflow: str | None = None,
+    ref: str | None = None,
+    check: Check | str | None = None,
+) -> RecordedGraph:
+    """Record every run of `graph` (a user's StateGraph, compiled or not) into `store`.
+
+    `ref` says where a replay imports the graph from ("module:attribute" of the builder, the
+    compiled graph or a factory of either); it is found by itself when the graph is a
+    module-level name. `check` scores a finished run's final state (bool, score or Outcome;
+    a "module:function" reference is stored with each run so replays reuse it).
+    """
+    if isinstance(graph, CompiledStateGraph):
+        builder = graph.builder
+        compile_kwargs: dict[str, Any] = {
+            "interrupt_before": graph.interrupt_before_nodes or None,
+            "interrupt_after": graph.interrupt_after_nodes or None,
+            "name": graph.name,
+        }
+        name = workflow or graph.name
+    elif isinstance(graph, StateGraph):
+        builder, compile_kwargs, name = graph, {}, workflow or "graph"
+    else:
+        raise TypeError(f"record() takes a StateGraph or compiled graph, not {type(graph).__name__}")
+    return RecordedGraph(
+        builder, store, workflow=name, compile_kwargs=compile_kwargs,
+        ref=ref or find_ref(graph), check=check,
+    )
+
+
+def _copy_builder(builder: StateGraph) -> StateGraph:
+    """A shallow copy whose node table can be replaced without touching the user's graph."""
+    import copy
+
+    clone = copy.copy(builder)
+    clone.nodes = dict(builder.nodes)
+    clone.compiled = False
+    return clone
+
+
+def graph_info(graph: CompiledStateGraph, ref: str | None = None) -> GraphInfo:
+    """The graph's nodes and edges (as LangGraph draws them) and their digest."""
+    drawable = graph.get_graph()
+    nodes = sorted(drawable.nodes)
+    edges = sorted([e.source, e.target, bool(e.conditional)] for e in drawable.edges)
+    return GraphInfo(ref=ref, digest=digest_of({"nodes": nodes, "edges": edges}), nodes=nodes, edges=edges)
+
+
+def find_ref(graph: Any) -> str | None:
+    """An import reference for `graph`: a module-level name bound to it in a loaded module
+    (its nodes' module first, then modules outside the installed packages, which are not
+    scanned). `__main__` is named by its file path."""
+    candidates: list[Any] = []
+    nodes = getattr(graph, "nodes", None) or getattr(getattr(graph, "builder", None), "nodes", {})
+    for spec in dict(nodes).values():
+        func = getattr(getattr(spec, "runnable", None), "func", None)
+        if (module := inspect.getmodule(func)) is not None:
+            candidates.append(module)
+    installed = tuple({sys.prefix, sys.base_prefix})  # the stdlib and site-packages: not the user's
+    candidates.extend(
+        m for m in list(sys.modules.values())
+        if m is not None and m not in candidates and not str(getattr(m, "__file__", "") or "").startswith(installed)
+    )
+    for module in candidates:
+        for name, value in list(vars(module).items()):
+            if value is graph and not name.startswith("_"):
+                return f"{_module_ref(module)}:{name}"
+    return None
+
+
+def _module_ref(module: Any) -> str:
+    if module.__name__ == "__main__" and getattr(module, "__file__", None):
+        return str(Path(module.__file__).resolve())
+    return module.__name__
+
+
+def import_ref(ref: str) -> Any:
+    """The object at "module:attribute" or "path/to/file.py:attribute" (dots walk attributes)."""
+    module_name, sep, attribute = ref.rpartition(":")
+    if not sep or not module_name or not attribute:
+        raise ImportError(f"{ref!r} is not of the form module:attribute")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: the user's own modules
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise ImportError(f"no file {path}")
+        spec = importlib.util.spec_from_file_location(f"_counterfact_ref_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    value: Any = module
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_label(check: Check | str | None) -> dict[str, Any] | None:
+    """How a check is stored with a run: an import reference, or a model's own description."""
+    if check is None:
+        return None
+    if isinstance(check, str):
+        return {"function": check}
+    if isinstance(check, BaseModel):
+        return check.model_dump(mode="json")
+    module, name = getattr(check, "__module__", None), getattr(check, "__qualname__", "")
+    if module and name and "<" not in name:
+        return {"function": f"{_module_ref(sys.modules[module])}:{name}"}
+    return None  # a lambda or closure: usable in this process only
+
+
+def score_state(check: Check, state: Any) -> Outcome:
+    """A check's verdict on a final state; a check that raises is a failed check."""
+    try:
+        value = check(state)
+    except Exception as exc:
+        return Outcome(success=False, score=0.0, detail=f"the check raised {type(exc).__name__}: {exc}")
+    if isinstance(value, Outcome):
+        return value
+    if isinstance(value, bool) or value is None:
+        return Outcome(success=bool(value), score=float(bool(value)))
+    if isinstance(value, (int, float)):
+        return Outcome(success=float(value) >= 1.0, score=float(value))
+    return Outcome(success=False, detail=f"the check returned {type(value).__name__}, not a bool or a score")
+
+
+def _execution_info(config: RunnableConfig) -> Any:
+    runtime = config.get("configurable", {}).get("__pregel_runtime")
+    return getattr(runtime, "execution_info", None)
+
+
+def _give_message_ids(update: Any) -> None:
+    """Give new messages their ids now, as `add_messages` would, so the recorded delta names
+    the same message ids as the state (a replay replaces a message by its id)."""
+    if isinstance(update, Command):
+        update = update.update
+    messages = update.get("messages") if isinstance(update, Mapping) else None
+    for message in messages if isinstance(messages, list) else []:
+        if getattr(message, "id", "") is None and hasattr(message, "content"):
+            message.id = str(uuid.uuid4())
+
+
+def _nested(config: RunnableConfig) -> RunnableConfig:
+    """The config a node's own graph runs under: in a replay, the run's own recursion limit
+    (the replay's top level runs under what the run had left at the fork)."""
+    limit = directives_of(config).nested_recursion_limit
+    return config if limit is None else {**config, "recursion_limit": limit}
+
+
+class _Execution:
+    """One recorded node execution in progress: the directives aimed at it, and its result."""
+
+    def __init__(self, here: StepDirectives | None, *, routed: bool) -> None:
+        self.here = here
+        self.routed = routed  # its conditional edge obeys a forced route itself
+        self.result: Any = None
+
+    @property
+    def replaced(self) -> bool:
+        """Whether a replay gives the step's output instead of running the node."""
+        return self.here is not None and self.here.output is not None
+
+    def replacement(self) -> Any:
+        assert self.here is not None
+        return from_jsonable_update(self.here.output)
+
+    def directed(self, result: Any) -> Any:
+        """The node's result as a replay directs it: a Command's goto (a handoff's too) goes
+        to a forced route, and a handoff's message says what the replay gives it. A node
+        without a conditional edge that returned a plain update (an agent that answered
+        instead of handing off) goes to a forced route by a Command of its own."""
+        if self.here is None:
+            return result
+        if not isinstance(result, Command):
+            if self.here.route is None or self.routed or not isinstance(result, (Mapping, type(None))):
+                return result
+            result = Command(update=result)  # its goto is the route, below
+        if self.here.route is not None:
+            result = dataclasses.replace(result, goto=self.here.route)
+        if self.here.handoff_message is not None:
+            result = dataclasses.replace(result, update=_with_last_text(result.update, self.here.handoff_message))
+        return result
+
+    def set(self, result: Any) -> Any:
+        self.result = self.directed(result)
+        return self.result
+
+
+def _follow_redirect(calls: StepCalls, command: Command) -> None:
+    """The step's own handoff tool call names where control went and with what message, also
+    when a replay changed them from what the tool said."""
+    if (handoff := handoff_of(command)) is None:
+        return
+    for n, call in enumerate(calls.tool_calls):
+        if call.handoff is not None and call.agent is None:
+            calls.tool_calls[n] = call.model_copy(update={"handoff": handoff.to, "result": handoff.text or call.result})
+
+
+def _with_last_text(update: Any, text: str) -> Any:
+    """A state update whose last message says `text` instead (same id, so it replaces)."""
+    messages = update.get("messages") if isinstance(update, Mapping) else None
+    if not isinstance(messages, list) or not messages or not hasattr(messages[-1], "model_copy"):
+        return update
+    return {**update, "messages": [*messages[:-1], messages[-1].model_copy(update={"content": text})]}
+
+
+def _address(started: tuple[str, StepRecord]) -> StepAddress:
+    thread_id, step = started
+    return StepAddress(run_id=thread_id, node=step.node, invocation=step.invocation)
+
+
+def _as_task_input(graph_input: Any) -> dict[str, Any]:
+    value = to_jsonable(graph_input)
+    return value if isinstance(value, dict) else {"input": value}
+

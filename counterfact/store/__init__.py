@@ -1,0 +1,64 @@
+"""The trace store: runs, steps, model and tool calls, blobs and LangGraph checkpoints in one
+SQLAlchemy database, with forks, the hash chain and migrations."""
+
+from counterfact.store._audit import ChainReport, redact_run_text, verify_run
+from counterfact.store._checkpointer import SQLAlchemySaver, state_at
+from counterfact.store._discard import discard_run
+from counterfact.store._fork import ForkPoint, fork_run
+from counterfact.store._handoffs import HandoffEdge, step_handoffs
+from counterfact.store._models import (
+    DebugSessionRecord,
+    DebugSpend,
+    HypothesisRecord,
+    InterventionRecord,
+    Outcome,
+    RunRecord,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    VerdictKind,
+    VerdictRecord,
+)
+from counterfact.store._redact import Redactor
+from counterfact.store._show import (
+    coloured,
+    excerpt,
+    output_text,
+    render_run,
+    step_shape,
+)
+from counterfact.store._store import RunWriter, StoreError, TraceStore, resolve_url
+
+__all__ = [
+    "ChainReport",
+    "coloured",
+    "DebugSessionRecord",
+    "DebugSpend",
+    "discard_run",
+    "excerpt",
+    "fork_run",
+    "ForkPoint",
+    "HandoffEdge",
+    "HypothesisRecord",
+    "InterventionRecord",
+    "Outcome",
+    "output_text",
+    "redact_run_text",
+    "Redactor",
+    "render_run",
+    "resolve_url",
+    "RunRecord",
+    "RunStatus",
+    "RunWriter",
+    "SQLAlchemySaver",
+    "state_at",
+    "step_handoffs",
+    "step_shape",
+    "StepKind",
+    "StepRecord",
+    "StoreError",
+    "TraceStore",
+    "VerdictKind",
+    "VerdictRecord",
+    "verify_run",
+]
