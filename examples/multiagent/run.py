@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from counterfact.traces import TraceStore, record
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 from examples.multiagent.common import QUESTIONS, correct
 
 APPS = ("supervisor", "swarm", "hierarchical", "handoff")

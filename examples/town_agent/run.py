@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from counterfact.traces import TraceStore, record
+from counterfact.graphs import record
+from counterfact.store import TraceStore
 from examples.town_agent.app import correct
 
 QUESTIONS = [
