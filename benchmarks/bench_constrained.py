@@ -33,6 +33,7 @@ from counterfact.agents import (
     Completion,
     GenerationSettings,
     LocalModel,
+    ModelRequest,
     load_embedded,
 )
 from counterfact.agents._constrained import Grammars
@@ -78,8 +79,8 @@ def valid(text: str) -> bool:
     )
 
 
-def ask(prompt: str) -> list[ChatMessage]:
-    return [ChatMessage(role="user", content=prompt + ASK)]
+def ask(prompt: str, settings: GenerationSettings) -> ModelRequest:
+    return ModelRequest(messages=[ChatMessage(role="user", content=prompt + ASK)], settings=settings)
 
 
 @dataclass
@@ -108,14 +109,14 @@ def batched(model: LocalModel, settings: list[GenerationSettings]) -> Run:
     jobs = list(zip(PROMPTS, settings, strict=True))
     started = time.perf_counter()
     with ThreadPoolExecutor(len(jobs)) as pool:
-        replies = list(pool.map(lambda job: model.complete(ask(job[0]), job[1]), jobs))
+        replies = list(pool.map(lambda job: model.complete(ask(*job)), jobs))
     return Run(replies, time.perf_counter() - started)
 
 
 def one_at_a_time(model: LocalModel, settings: list[GenerationSettings]) -> Run:
     started = time.perf_counter()
     replies = [
-        model.complete(ask(p), s) for p, s in zip(PROMPTS, settings, strict=True)
+        model.complete(ask(p, s)) for p, s in zip(PROMPTS, settings, strict=True)
     ]
     return Run(replies, time.perf_counter() - started)
 

@@ -12,11 +12,11 @@ import sys
 CHILD = """
 import resource
 from counterfact.agents._embedded import load_embedded
-from counterfact.agents._types import ChatMessage, GenerationSettings
+from counterfact.agents._types import ChatMessage, GenerationSettings, ModelRequest
 model = load_embedded()
 assert load_embedded() is model
-model.complete([ChatMessage(role="user", content="Explain why the sky is blue.")],
-               GenerationSettings(max_tokens=32))
+model.complete(ModelRequest(messages=[ChatMessage(role="user", content="Explain why the sky is blue.")],
+                            settings=GenerationSettings(max_tokens=32)))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 """
 

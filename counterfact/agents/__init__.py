@@ -22,7 +22,7 @@ from counterfact.agents._limits import (
     set_call_limit,
 )
 from counterfact.agents._registry import MODEL_SPEC_FORMS, resolve_model, shared_model
-from counterfact.agents._scripted import ScriptedChatModel, ScriptedRequest
+from counterfact.agents._scripted import ScriptedChatModel
 from counterfact.agents._tools import (
     Tool,
     ToolError,
@@ -41,6 +41,7 @@ from counterfact.agents._types import (
     ContextLengthExceeded,
     GenerationSettings,
     ModelError,
+    ModelRequest,
     ToolCall,
     Usage,
 )
@@ -87,8 +88,8 @@ __all__ = [
     "GenerationSettings",
     "ContextLengthExceeded",
     "ModelError",
+    "ModelRequest",
     "ScriptedChatModel",
-    "ScriptedRequest",
     "Tool",
     "ToolCall",
     "ToolError",

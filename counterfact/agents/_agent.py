@@ -24,6 +24,7 @@ from counterfact.agents._types import (
     ChatModel,
     Completion,
     GenerationSettings,
+    ModelRequest,
     ToolCall,
 )
 from counterfact.capture._directives import ModelResponse, next_model_call
@@ -72,14 +73,9 @@ class Agent(BaseModel):
         self, messages: list[ChatMessage], *, activation_edits: list[Any] | None = None
     ) -> AgentReply:
         """Answer the conversation `messages`, calling tools as the model asks."""
-        turn = _Turn(self, messages)
+        turn = _Turn(self, messages, activation_edits)
         while True:
-            completion = turn.forced() or self.model.complete(
-                turn.conversation,
-                turn.settings,
-                tools=turn.tool_specs,
-                activation_edits=activation_edits,
-            )
+            completion = turn.forced() or self.model.complete(turn.request())
             if (reply := turn.step(completion)) is not None:
                 return reply
 
@@ -87,21 +83,14 @@ class Agent(BaseModel):
         self, messages: list[ChatMessage], *, activation_edits: list[Any] | None = None
     ) -> AgentReply:
         """Async `respond`, so many agents or replays can share a batching backend."""
-        turn = _Turn(self, messages)
+        turn = _Turn(self, messages, activation_edits)
         while True:
-            completion = turn.forced() or await self.model.acomplete(
-                turn.conversation,
-                turn.settings,
-                tools=turn.tool_specs,
-                activation_edits=activation_edits,
-            )
+            completion = turn.forced() or await self.model.acomplete(turn.request())
             if (reply := turn.step(completion)) is not None:
                 return reply
 
 
-def forced_completion(
-    model: ChatModel, messages: list[ChatMessage], settings: GenerationSettings, forced: ModelResponse
-) -> Completion:
+def forced_completion(model: ChatModel, request: ModelRequest, forced: ModelResponse) -> Completion:
     """A replay's forced response as the completion of `model`, reported as its call (no
     backend sees it, so none reports it)."""
     calls = [
@@ -114,8 +103,8 @@ def forced_completion(
         ModelCallRecord(
             backend=model.backend,
             model=model.name,
-            params={**settings.model_dump(), "forced": True},
-            request=[m.model_dump(exclude_none=True) for m in messages],
+            params={**request.settings.model_dump(), "forced": True},
+            request=[m.model_dump(exclude_none=True) for m in request.messages],
             response={"content": forced.content, "tool_calls": [call.model_dump() for call in calls]},
             finish_reason=completion.finish_reason,
         )
@@ -126,8 +115,11 @@ def forced_completion(
 class _Turn:
     """The state of one `respond` call, shared by the sync and async loops."""
 
-    def __init__(self, agent: Agent, messages: list[ChatMessage]) -> None:
+    def __init__(
+        self, agent: Agent, messages: list[ChatMessage], activation_edits: list[Any] | None
+    ) -> None:
         self.agent = agent
+        self.activation_edits = activation_edits
         self.native = agent.uses_native_tools()
         system = agent.role
         if agent.tools and not self.native:
@@ -144,12 +136,21 @@ class _Turn:
         self.records: list[ToolCallRecord] = []
         self.rounds = 0
 
+    def request(self) -> ModelRequest:
+        """The model request for the conversation so far."""
+        return ModelRequest(
+            messages=self.conversation,
+            settings=self.settings,
+            tools=self.tool_specs,
+            activation_edits=self.activation_edits,
+        )
+
     def forced(self) -> Completion | None:
         """The completion a replay forces for this model call, if any."""
         _, response = next_model_call()
         if response is None:
             return None
-        return forced_completion(self.agent.model, self.conversation, self.settings, response)
+        return forced_completion(self.agent.model, self.request(), response)
 
     def step(self, completion: Completion) -> AgentReply | None:
         """Take in one completion: run its tool calls and return None, or return the reply."""

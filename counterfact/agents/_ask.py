@@ -11,7 +11,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from counterfact._errors import CounterfactError
-from counterfact.agents._types import ChatMessage, ChatModel, Completion, GenerationSettings
+from counterfact.agents._types import (
+    ChatMessage,
+    ChatModel,
+    Completion,
+    GenerationSettings,
+    ModelRequest,
+)
 
 T = TypeVar("T")
 
@@ -36,7 +42,7 @@ def ask_readable(
     (for counting questions and tokens)."""
     conversation = list(messages)
     for attempt in range(1, attempts + 1):
-        completion = model.complete(conversation, settings)
+        completion = model.complete(ModelRequest(messages=conversation, settings=settings))
         if on_completion is not None:
             on_completion(conversation, completion)
         try:

@@ -67,6 +67,7 @@ from counterfact.agents._types import (
     Completion,
     GenerationSettings,
     ModelError,
+    ModelRequest,
     ToolCall,
 )
 from counterfact.capture import (
@@ -145,8 +146,8 @@ class ChatCounterfact(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, **kwargs)
-        message = AIMessage(**request.reply(request.send()))
+        call = self._model_call(messages, stop, **kwargs)
+        message = AIMessage(**call.reply(call.send()))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def _agenerate(
@@ -156,8 +157,8 @@ class ChatCounterfact(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, **kwargs)
-        message = AIMessage(**request.reply(await request.asend()))
+        call = self._model_call(messages, stop, **kwargs)
+        message = AIMessage(**call.reply(await call.asend()))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -167,8 +168,8 @@ class ChatCounterfact(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, **kwargs)
-        yield _one_chunk(request.reply(request.send()))
+        call = self._model_call(messages, stop, **kwargs)
+        yield _one_chunk(call.reply(call.send()))
 
     async def _astream(
         self,
@@ -177,17 +178,17 @@ class ChatCounterfact(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, **kwargs)
-        yield _one_chunk(request.reply(await request.asend()))
+        call = self._model_call(messages, stop, **kwargs)
+        yield _one_chunk(call.reply(await call.asend()))
 
-    def _request(
+    def _model_call(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
         *,
         tools: list[dict[str, Any]] | None = None,
-    ) -> _Request:
-        """The backend request for `messages`, under the directives aimed at this step."""
+    ) -> _ModelCall:
+        """The backend call for `messages`, under the directives aimed at this step."""
         model = self.chat_model
         directives, here = current_directives()
         replay_seed = step_seed()
@@ -219,44 +220,40 @@ class ChatCounterfact(BaseChatModel):
         prefix = here.prefix if here is not None and here.prefix else None
         if prefix:
             conversation.append(ChatMessage(role="assistant", content=prefix))
-        return _Request(
+        return _ModelCall(
             model=model,
-            messages=conversation,
-            settings=settings,
-            tools=None if model.white_box else tools or None,
+            request=ModelRequest(
+                messages=conversation,
+                settings=settings,
+                tools=None if model.white_box else tools or None,
+                activation_edits=edits,
+            ),
             protocol=protocol,
-            edits=edits,
             prefix=prefix,
             forced=next_model_call()[1],
         )
 
 
 @dataclass(frozen=True)
-class _Request:
-    """One backend request, and what is needed to turn its completion into an AI message."""
+class _ModelCall:
+    """One backend call: its request, and what is needed to turn its completion into an AI
+    message."""
 
     model: ChatModel
-    messages: list[ChatMessage]
-    settings: GenerationSettings
-    tools: list[dict[str, Any]] | None  # native tool specs (remote models)
+    request: ModelRequest  # its tools are native tool specs (remote models only)
     protocol: list[dict[str, Any]]  # tool specs taught by the text protocol (white-box models)
-    edits: list[dict[str, Any]] | None
     prefix: str | None
     forced: ModelResponse | None  # the replay's response for this call: the model is not called
 
     def send(self) -> Completion:
         if self.forced is not None:
-            return forced_completion(self.model, self.messages, self.settings, self.forced)
-        return self.model.complete(
-            self.messages, self.settings, tools=self.tools, activation_edits=self.edits
-        )
+            return forced_completion(self.model, self.request, self.forced)
+        return self.model.complete(self.request)
 
     async def asend(self) -> Completion:
         if self.forced is not None:
-            return forced_completion(self.model, self.messages, self.settings, self.forced)
-        return await self.model.acomplete(
-            self.messages, self.settings, tools=self.tools, activation_edits=self.edits
-        )
+            return forced_completion(self.model, self.request, self.forced)
+        return await self.model.acomplete(self.request)
 
     def reply(self, completion: Completion) -> dict[str, Any]:
         """The AI message's fields for `completion`."""
@@ -286,7 +283,7 @@ class _Request:
             "response_metadata": {
                 "finish_reason": "tool_calls" if calls and finish == "stop" else finish,
                 "model_name": completion.model or self.model.name,
-                "seed": self.settings.seed,
+                "seed": self.request.settings.seed,
             },
         }
 

@@ -35,6 +35,7 @@ from counterfact.agents._types import (
     ContextLengthExceeded,
     GenerationSettings,
     ModelError,
+    ModelRequest,
     Usage,
 )
 from counterfact.capture import ModelCallRecord, report_model_call
@@ -138,17 +139,17 @@ class LocalModel(ChatModel):
 
     def _request(
         self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings,
-        tools: list[dict[str, Any]] | None,
-        activation_edits: list[Any] | None,
+        request: ModelRequest,
+        template_tools: list[dict[str, Any]] | None,
         capture: list[str] | None,
         **extra: Any,
     ) -> Request:
-        """Check everything that can be checked before generation, and build the request."""
-        edits = resolve_edits(activation_edits or [], self.geometry)
+        """Check everything that can be checked before generation, and build the engine's
+        request; `template_tools` go through the chat template."""
+        settings = request.settings
+        edits = resolve_edits(request.activation_edits or [], self.geometry)
         points = [parse_point(p, self.geometry) for p in capture or []]
-        ids = self.prompt_ids(messages, tools)
+        ids = self.prompt_ids(request.messages, template_tools)
         schema = settings.json_schema
         constraint = self.grammars.mask(schema) if schema is not None else None
         return Request(
@@ -164,19 +165,26 @@ class LocalModel(ChatModel):
             **extra,
         )
 
-    def _prepare(
-        self, messages: list[ChatMessage], settings: GenerationSettings | None, tools: list[dict[str, Any]] | None
-    ) -> tuple[list[ChatMessage], GenerationSettings, list[dict[str, Any]] | None]:
-        """Settle the seed; tools go through the chat template where it has a place for them,
-        else through the text protocol (a small model's template often ignores them)."""
-        settings = self._settled(settings)
+    def _prepare(self, request: ModelRequest) -> tuple[ModelRequest, list[dict[str, Any]] | None]:
+        """The request as the model answers it, with its seed settled, and the tools for the chat
+        template. Tools go through the template where it has a place for them, else through the
+        text protocol (a small model's template often ignores them); the request keeps them
+        either way, to read calls from the reply and to record them."""
+        settings = self._settled(request.settings)
+        tools = request.tools
         if tools and settings.json_schema is not None:
             # A reply forced to be JSON cannot also call a tool (nor carry protocol lines).
             raise ModelError("json_schema and tools cannot be combined on a local model")
         if not tools or self._template_takes_tools():
-            return messages, settings, tools
+            return request.model_copy(update={"settings": settings}), tools
         stop = [*settings.stop, *(s for s in ("RESULT ",) if s not in settings.stop)]
-        return with_text_protocol(messages, tools), settings.model_copy(update={"stop": stop}), None
+        taught = request.model_copy(
+            update={
+                "messages": with_text_protocol(request.messages, tools),
+                "settings": settings.model_copy(update={"stop": stop}),
+            }
+        )
+        return taught, None
 
     def _template_takes_tools(self) -> bool:
         if self._takes_tools is None:
@@ -187,27 +195,25 @@ class LocalModel(ChatModel):
         return self._takes_tools
 
     @staticmethod
-    def _settled(settings: GenerationSettings | None) -> GenerationSettings:
+    def _settled(settings: GenerationSettings) -> GenerationSettings:
         """Fix a seed for sampled requests, so the trace can replay them exactly."""
-        settings = settings or GenerationSettings()
         if settings.temperature > 0 and settings.seed is None:
             settings = settings.model_copy(update={"seed": secrets.randbits(31)})
         return settings
 
     def _completion(
         self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings,
-        request: Request,
+        request: ModelRequest,
+        job: Request,
         result: Result,
         started: float,
-        activation_edits: list[Any] | None,
         capture: list[str] | None,
-        tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
-        """Build the completion and report the call to the trace recorder."""
+        """Build the completion of `request` (as prepared) and report the call to the trace
+        recorder."""
         latency = (time.perf_counter() - started) * 1000.0
-        usage = Usage(prompt_tokens=len(request.prompt_ids), completion_tokens=len(result.token_ids))
+        usage = Usage(prompt_tokens=len(job.prompt_ids), completion_tokens=len(result.token_ids))
+        tools = request.tools
         calls = parse_spec_calls(result.text, tools) if tools else []
         completion = Completion(
             text=result.text,
@@ -217,9 +223,10 @@ class LocalModel(ChatModel):
             model=self.name,
             tool_calls=calls,
         )
-        params: dict[str, Any] = {**settings.model_dump(), "counterfact_model": self.spec}
+        activation_edits = request.activation_edits
+        params: dict[str, Any] = {**request.settings.model_dump(), "counterfact_model": self.spec}
         if tools:
-            params["tools"] = [t.get("function", {}).get("name") for t in tools]
+            params["tools"] = request.tool_names()
         if activation_edits:
             params["activation_edits"] = [
                 e if isinstance(e, dict) else e.model_dump() for e in activation_edits
@@ -232,7 +239,7 @@ class LocalModel(ChatModel):
                 backend=self.backend,
                 model=self.name,
                 params=params,
-                request=[m.model_dump(exclude_none=True) for m in messages],
+                request=[m.model_dump(exclude_none=True) for m in request.messages],
                 response={
                     "role": "assistant", "content": result.text,
                     **({"tool_calls": [c.model_dump() for c in calls]} if calls else {}),
@@ -246,91 +253,51 @@ class LocalModel(ChatModel):
         )
         return completion
 
-    def complete(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-        capture: list[str] | None = None,
-    ) -> Completion:
-        """Answer `messages`; `capture` names hook points whose activations go into the trace."""
-        return self.complete_with_activations(
-            messages, settings, tools=tools, activation_edits=activation_edits, capture=capture
-        )[0]
+    def complete(self, request: ModelRequest, *, capture: list[str] | None = None) -> Completion:
+        """Answer `request`; `capture` names hook points whose activations go into the trace."""
+        return self.complete_with_activations(request, capture=capture)[0]
 
     def complete_with_activations(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-        capture: list[str] | None = None,
+        self, request: ModelRequest, *, capture: list[str] | None = None
     ) -> tuple[Completion, dict[str, torch.Tensor]]:
         """Like `complete`, also returning the captured activations: point -> [positions, width].
 
         Rows are absolute positions 0..P+n-2 (the last generated token is never run).
         """
         started = time.perf_counter()
-        messages, settings, template_tools = self._prepare(messages, settings, tools)
-        request = self._request(messages, settings, template_tools, activation_edits, capture)
-        result = self.engine.submit(request).result()
-        completion = self._completion(
-            messages, settings, request, result, started, activation_edits, capture, tools
-        )
-        return completion, result.activations
+        request, template_tools = self._prepare(request)
+        job = self._request(request, template_tools, capture)
+        result = self.engine.submit(job).result()
+        return self._completion(request, job, result, started, capture), result.activations
 
     async def acomplete(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-        capture: list[str] | None = None,
+        self, request: ModelRequest, *, capture: list[str] | None = None
     ) -> Completion:
         """Queue the request on the engine and await it without holding a thread."""
         started = time.perf_counter()
-        messages, settings, template_tools = self._prepare(messages, settings, tools)
-        request = self._request(messages, settings, template_tools, activation_edits, capture)
-        result = await asyncio.wrap_future(self.engine.submit(request))
-        return self._completion(
-            messages, settings, request, result, started, activation_edits, capture, tools
-        )
+        request, template_tools = self._prepare(request)
+        job = self._request(request, template_tools, capture)
+        result = await asyncio.wrap_future(self.engine.submit(job))
+        return self._completion(request, job, result, started, capture)
 
-    async def astream(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-    ) -> AsyncGenerator[str | Completion, None]:
+    async def astream(self, request: ModelRequest) -> AsyncGenerator[str | Completion, None]:
         """Check the request now; its stream sends plain text token by token. With tools, a JSON
         schema or stop strings the text is final only at the end (tool lines are parsed out, a
         stop string cuts it), so it comes whole, with the completion. The request reaches the
         engine when the stream is first read; closing the stream cancels it."""
         started = time.perf_counter()
-        messages, settings, template_tools = self._prepare(messages, settings, tools)
-        request = self._request(messages, settings, template_tools, activation_edits, None)
-        incremental = not tools and settings.json_schema is None and not settings.stop
-        return self._stream(messages, settings, request, started, activation_edits, tools, incremental)
+        request, template_tools = self._prepare(request)
+        job = self._request(request, template_tools, None)
+        settings = request.settings
+        incremental = not request.tools and settings.json_schema is None and not settings.stop
+        return self._stream(request, job, started, incremental)
 
     async def _stream(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings,
-        request: Request,
-        started: float,
-        activation_edits: list[Any] | None,
-        tools: list[dict[str, Any]] | None,
-        incremental: bool,
+        self, request: ModelRequest, job: Request, started: float, incremental: bool
     ) -> AsyncGenerator[str | Completion, None]:
         loop = asyncio.get_running_loop()
         arrivals: asyncio.Queue[int | None] = asyncio.Queue()  # token ids, then None when done
-        future = request.future
+        future = job.future
 
         def deliver(token: int | None) -> None:
             """Runs on the engine thread; a closed loop means nobody reads any more: stop."""
@@ -340,10 +307,10 @@ class LocalModel(ChatModel):
                 future.cancel()
 
         if incremental:
-            request.on_token = deliver
+            job.on_token = deliver
         future.add_done_callback(lambda _: deliver(None))
         deltas = _TextDeltas(self.tokenizer, self.engine.eos_ids)
-        self.engine.submit(request)
+        self.engine.submit(job)
         try:
             while (token := await arrivals.get()) is not None:
                 if text := deltas.push(token):
@@ -351,19 +318,18 @@ class LocalModel(ChatModel):
             result = future.result()
         finally:
             future.cancel()  # the reader left early (a no-op once there is a result)
-        yield self._completion(
-            messages, settings, request, result, started, activation_edits, None, tools
-        )
+        yield self._completion(request, job, result, started, None)
 
     def next_token_logits(
         self, messages: list[ChatMessage], activation_edits: list[Any] | None = None
     ) -> torch.Tensor:
         """Logits [vocab] of the first generated token, for comparing distributions (KL)."""
-        request = self._request(
-            messages, GenerationSettings(max_tokens=1), None, activation_edits, None,
-            logits_only=True,
+        request = ModelRequest(
+            messages=messages,
+            settings=GenerationSettings(max_tokens=1),
+            activation_edits=activation_edits,
         )
-        result = self.engine.submit(request).result()
+        result = self.engine.submit(self._request(request, None, None, logits_only=True)).result()
         assert result.first_logits is not None
         return result.first_logits
 

@@ -25,8 +25,8 @@ from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
     Completion,
-    GenerationSettings,
     ModelError,
+    ModelRequest,
     ToolCall,
     Usage,
 )
@@ -112,88 +112,62 @@ class OpenAIChatModel(ChatModel):
                 f"it lists: {', '.join(listed[:20])}"
             )
 
-    def complete(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-    ) -> Completion:
-        settings = settings or GenerationSettings()
-        request = self._request(messages, settings, tools, activation_edits)
+    def complete(self, request: ModelRequest) -> Completion:
+        body = self._body(request)
         limit = call_limit()
         start = time.perf_counter()
         try:
             with limit.hold(self.base_url) if limit is not None else nullcontext():
-                response = self._client.chat.completions.create(**request)
+                response = self._client.chat.completions.create(**body)
         except openai.APIError as exc:
             raise self._error(exc) from None
-        return self._finish(messages, settings, tools, response, start)
+        return self._completion(request, response, start)
 
-    async def acomplete(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-    ) -> Completion:
-        settings = settings or GenerationSettings()
-        request = self._request(messages, settings, tools, activation_edits)
+    async def acomplete(self, request: ModelRequest) -> Completion:
+        body = self._body(request)
         limit = call_limit()
         if limit is not None:  # waiting for a place must not block the event loop
             await asyncio.to_thread(limit.acquire, self.base_url)
         start = time.perf_counter()
         try:
-            response = await self._async_client.chat.completions.create(**request)
+            response = await self._async_client.chat.completions.create(**body)
         except openai.APIError as exc:
             raise self._error(exc) from None
         finally:
             if limit is not None:
                 limit.release(self.base_url)
-        return self._finish(messages, settings, tools, response, start)
+        return self._completion(request, response, start)
 
-    def _request(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings,
-        tools: list[dict[str, Any]] | None,
-        activation_edits: list[Any] | None,
-    ) -> dict[str, Any]:
-        if activation_edits:
+    def _body(self, request: ModelRequest) -> dict[str, Any]:
+        """The Chat Completions request body, shared by the sync and async calls."""
+        if request.activation_edits:
             raise ModelError(
                 f"model {self._model!r} at {self.base_url} is a remote black-box model: "
                 "activation edits need a local white-box model"
             )
-        request: dict[str, Any] = {
+        settings = request.settings
+        body: dict[str, Any] = {
             "model": self._model,
-            "messages": [to_openai_message(m) for m in messages],
+            "messages": [to_openai_message(m) for m in request.messages],
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             self._max_tokens_field: settings.max_tokens,
         }
         if settings.seed is not None:
-            request["seed"] = settings.seed
+            body["seed"] = settings.seed
         if settings.stop:
-            request["stop"] = settings.stop
-        if tools:
-            request["tools"] = tools
+            body["stop"] = settings.stop
+        if request.tools:
+            body["tools"] = request.tools
         if settings.json_schema is not None:
-            request["response_format"] = {
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "reply", "schema": settings.json_schema, "strict": True},
             }
-        return request
+        return body
 
-    def _finish(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings,
-        tools: list[dict[str, Any]] | None,
-        response: Any,
-        start: float,
-    ) -> Completion:
+    def _completion(self, request: ModelRequest, response: Any, start: float) -> Completion:
+        """The completion in `response`, reported to the trace recorder (shared by both calls)."""
         latency_ms = (time.perf_counter() - start) * 1000
         if not response.choices:
             raise ModelError(f"{self.base_url} returned no choices for model {self._model!r}")
@@ -225,11 +199,8 @@ class OpenAIChatModel(ChatModel):
             ModelCallRecord(
                 backend=self.backend,
                 model=self._model,
-                params={
-                    **settings.model_dump(),
-                    "tools": [t.get("function", {}).get("name") for t in tools or []],
-                },
-                request=[m.model_dump(exclude_defaults=True) for m in messages],
+                params={**request.settings.model_dump(), "tools": request.tool_names()},
+                request=[m.model_dump(exclude_defaults=True) for m in request.messages],
                 response={
                     "content": completion.text,
                     "tool_calls": [c.model_dump() for c in tool_calls],

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from counterfact.agents._types import (
     ChatMessage,
     ChatModel,
     Completion,
-    GenerationSettings,
     ModelError,
+    ModelRequest,
 )
 from counterfact.capture._records import ModelCallRecord, report_model_call
 
 Reply = str | Completion
 Script = Callable[[list[ChatMessage]], Reply] | Sequence[Reply] | Mapping[str, Reply]
-
-
-class ScriptedRequest(BaseModel):
-    """One request the scripted model received, kept so tests can check what reached it."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    messages: list[ChatMessage]
-    settings: GenerationSettings
-    tools: list[dict[str, Any]] | None = None
-    activation_edits: list[Any] | None = None
 
 
 class ScriptedChatModel(ChatModel):
@@ -40,7 +26,8 @@ class ScriptedChatModel(ChatModel):
       `default` answers anything else, or a `ModelError` names the unmatched message).
 
     `white_box=True` makes it accept activation edits (recorded, not applied) so code that
-    forwards edits can be tested without a real local model.
+    forwards edits can be tested without a real local model. `requests` keeps every request
+    received, so tests can check what reached it.
     """
 
     backend = "scripted"
@@ -58,32 +45,17 @@ class ScriptedChatModel(ChatModel):
         self._default = default
         self._position = 0
         self.white_box = white_box
-        self.requests: list[ScriptedRequest] = []
+        self.requests: list[ModelRequest] = []
 
     @property
     def name(self) -> str:
         return self._name
 
-    def complete(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-    ) -> Completion:
-        settings = settings or GenerationSettings()
-        if activation_edits and not self.white_box:
+    def complete(self, request: ModelRequest) -> Completion:
+        if request.activation_edits and not self.white_box:
             raise ModelError("scripted model is black-box: it does not accept activation edits")
-        self.requests.append(
-            ScriptedRequest(
-                messages=list(messages),
-                settings=settings,
-                tools=tools,
-                activation_edits=activation_edits,
-            )
-        )
-        reply = self._reply(messages)
+        self.requests.append(request)
+        reply = self._reply(request.messages)
         completion = (
             reply.model_copy(update={"model": reply.model or self._name})
             if isinstance(reply, Completion)
@@ -95,8 +67,11 @@ class ScriptedChatModel(ChatModel):
             ModelCallRecord(
                 backend=self.backend,
                 model=self._name,
-                params={**settings.model_dump(), **({"tools": [t.get("function", {}).get("name") for t in tools]} if tools else {})},
-                request=[m.model_dump(exclude_defaults=True) for m in messages],
+                params={
+                    **request.settings.model_dump(),
+                    **({"tools": request.tool_names()} if request.tools else {}),
+                },
+                request=[m.model_dump(exclude_defaults=True) for m in request.messages],
                 response={
                     "content": completion.text,
                     "tool_calls": [c.model_dump() for c in completion.tool_calls],

@@ -52,6 +52,7 @@ from counterfact.agents._types import (
     ContextLengthExceeded,
     GenerationSettings,
     ModelError,
+    ModelRequest,
     ToolCall,
 )
 from counterfact.capture._payloads import parse_tool_arguments
@@ -326,17 +327,21 @@ def create_app(
             raise _ApiError(400, "only n=1 is supported", "n")
         messages = [m.to_chat_message() for m in body.messages]
         edits = _parse_edits(body.counterfact_activation_edits, model)
-        settings = body.settings(max_tokens_limit)
-        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools is not None else None
+        request = ModelRequest(
+            messages=messages,
+            settings=body.settings(max_tokens_limit),
+            tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools is not None else None,
+            activation_edits=edits,
+        )
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model.name}
         try:
             if body.stream:
-                events = await model.astream(messages, settings, tools=tools, activation_edits=edits)
+                events = await model.astream(request)
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
                 return StreamingResponse(
                     _chunks(head, events, include_usage), media_type="text/event-stream"
                 )
-            completion = await model.acomplete(messages, settings, tools=tools, activation_edits=edits)
+            completion = await model.acomplete(request)
         except ContextLengthExceeded as exc:
             raise _ApiError(400, str(exc), "messages") from None
         except ModelError as exc:

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from counterfact._errors import CounterfactError
 
@@ -47,6 +47,22 @@ class GenerationSettings(BaseModel):
     json_schema: dict[str, Any] | None = None
 
 
+class ModelRequest(BaseModel):
+    """One request to a chat model: what every backend, wrapper and server passes on whole, so
+    a new request field reaches them all without another parameter on each signature."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[ChatMessage]
+    settings: GenerationSettings = Field(default_factory=GenerationSettings)
+    tools: list[dict[str, Any]] | None = None  # OpenAI-format tool specs
+    activation_edits: list[Any] | None = None  # `ActivationEdit`s or their dicts (white-box only)
+
+    def tool_names(self) -> list[str | None]:
+        """The offered tools' names, as traces record them."""
+        return [t.get("function", {}).get("name") for t in self.tools or []]
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -83,39 +99,16 @@ class ChatModel(ABC):
         """The model's name as recorded in traces."""
 
     @abstractmethod
-    def complete(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-    ) -> Completion:
-        """Answer `messages`; `tools` are OpenAI-format tool specs."""
+    def complete(self, request: ModelRequest) -> Completion:
+        """Answer `request`."""
 
-    async def acomplete(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-    ) -> Completion:
+    async def acomplete(self, request: ModelRequest) -> Completion:
         """Async variant; backends with a native async path override it."""
         import asyncio
 
-        return await asyncio.to_thread(
-            self.complete, messages, settings, tools=tools, activation_edits=activation_edits
-        )
+        return await asyncio.to_thread(self.complete, request)
 
-    async def astream(
-        self,
-        messages: list[ChatMessage],
-        settings: GenerationSettings | None = None,
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        activation_edits: list[Any] | None = None,
-    ) -> AsyncGenerator[str | Completion, None]:
+    async def astream(self, request: ModelRequest) -> AsyncGenerator[str | Completion, None]:
         """Check the request, then return its stream: text deltas as they are decoded, then the
         finished `Completion`, whose text starts with the deltas joined (anything not streamed
         yet follows them). A refused request raises here, before anything is streamed.
@@ -123,9 +116,7 @@ class ChatModel(ABC):
         This default answers the whole completion first and streams it as one `Completion`;
         backends that decode token by token override it. Closing the stream early stops it.
         """
-        completion = await self.acomplete(
-            messages, settings, tools=tools, activation_edits=activation_edits
-        )
+        completion = await self.acomplete(request)
 
         async def finished() -> AsyncGenerator[str | Completion, None]:
             yield completion

@@ -59,10 +59,9 @@ def _activations(model: Any, messages: list[ChatMessage], point: str) -> torch.T
     """Activations at `point` for each prompt position (one row per position)."""
     if not hasattr(model, "complete_with_activations"):
         raise InterventionError(f"model {model.name} cannot capture activations (not a local model)")
-    from counterfact.agents import GenerationSettings
+    from counterfact.agents import GenerationSettings, ModelRequest
 
-    _, captured = model.complete_with_activations(
-        messages, GenerationSettings(max_tokens=1), capture=[point]
-    )
+    request = ModelRequest(messages=messages, settings=GenerationSettings(max_tokens=1))
+    _, captured = model.complete_with_activations(request, capture=[point])
     tensor = captured[point]
     return tensor if tensor.dim() == 2 else tensor.reshape(-1, tensor.shape[-1])

@@ -10,13 +10,20 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
-from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelError
+from counterfact.agents import (
+    ChatMessage,
+    GenerationSettings,
+    LocalModel,
+    ModelError,
+    ModelRequest,
+)
 from counterfact.agents._activations import ActivationEdit, resolve_edits
 from counterfact.agents._engine import Request
 from counterfact.capture import collect_calls
 
 HELLO = [ChatMessage(role="user", content="Hello, how are you today?")]
 SIX = GenerationSettings(max_tokens=6)
+HELLO_SIX = ModelRequest(messages=HELLO, settings=SIX)
 
 
 def vec(n: int, seed: int = 1) -> list[float]:
@@ -24,7 +31,8 @@ def vec(n: int, seed: int = 1) -> list[float]:
 
 
 def capture(model: LocalModel, point: str, edits: list[dict] | None = None) -> torch.Tensor:
-    _, acts = model.complete_with_activations(HELLO, SIX, activation_edits=edits, capture=[point])
+    request = ModelRequest(messages=HELLO, settings=SIX, activation_edits=edits)
+    _, acts = model.complete_with_activations(request, capture=[point])
     return acts[point]
 
 
@@ -119,7 +127,7 @@ def test_edits_apply_per_batch_row(tiny: LocalModel) -> None:
 
 def test_next_token_logits_respects_position_semantics(tiny: LocalModel) -> None:
     base = tiny.next_token_logits(HELLO)
-    first = tiny.complete(HELLO, GenerationSettings(max_tokens=1))
+    first = tiny.complete(ModelRequest(messages=HELLO, settings=GenerationSettings(max_tokens=1)))
     assert tiny.tokenizer.decode([int(base.argmax())], skip_special_tokens=True) == first.text
     strong = {"layer": 1, "vector": vec(64), "strength": 10.0}
     at_last = tiny.next_token_logits(HELLO, [{**strong, "positions": "last"}])
@@ -131,7 +139,7 @@ def test_next_token_logits_respects_position_semantics(tiny: LocalModel) -> None
 def test_captures_go_into_the_record_as_safetensors(tiny: LocalModel) -> None:
     with collect_calls() as calls:
         _, acts = tiny.complete_with_activations(
-            HELLO, SIX, capture=["layers.0.residual", "layers.1.head.3"]
+            HELLO_SIX, capture=["layers.0.residual", "layers.1.head.3"]
         )
     (record,) = calls.model_calls
     assert record.activations is not None
@@ -177,14 +185,14 @@ def test_bad_edits_fail_before_generation(
 
     monkeypatch.setattr(tiny.engine, "submit", never)
     with pytest.raises(ModelError, match=message):
-        tiny.complete(HELLO, activation_edits=[edit])
+        tiny.complete(ModelRequest(messages=HELLO, activation_edits=[edit]))
 
 
 def test_bad_capture_point(tiny: LocalModel) -> None:
     with pytest.raises(ModelError, match="bad hook point"):
-        tiny.complete(HELLO, capture=["layers.0.heads"])
+        tiny.complete(ModelRequest(messages=HELLO), capture=["layers.0.heads"])
     with pytest.raises(ModelError, match="valid layers are 0..1"):
-        tiny.complete(HELLO, capture=["layers.9.mlp"])
+        tiny.complete(ModelRequest(messages=HELLO), capture=["layers.9.mlp"])
 
 
 def test_edit_model_validation() -> None:

@@ -23,6 +23,7 @@ from counterfact.agents import (
     GenerationSettings,
     LocalModel,
     ModelError,
+    ModelRequest,
     OpenAIChatModel,
     ScriptedChatModel,
     calculator_tool,
@@ -54,6 +55,11 @@ def msgs(text: str) -> list[ChatMessage]:
     return [ChatMessage(role="user", content=text)]
 
 
+def ask(text: str, settings: GenerationSettings | None = None, **fields: Any) -> ModelRequest:
+    """A request of the one user message `text`."""
+    return ModelRequest(messages=msgs(text), settings=settings or GenerationSettings(), **fields)
+
+
 def conforms(text: str) -> bool:
     """Whether `text` is JSON matching SCHEMA (checked by hand: jsonschema is not installed)."""
     try:
@@ -75,7 +81,7 @@ def complete_concurrently(
 ) -> list[Completion]:
     """Submit all jobs from threads at once, so the engine decodes them in one batch."""
     with ThreadPoolExecutor(len(jobs)) as pool:
-        return list(pool.map(lambda job: model.complete(msgs(job[0]), job[1]), jobs))
+        return list(pool.map(lambda job: model.complete(ask(job[0], job[1])), jobs))
 
 
 def response_format(schema: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +111,7 @@ def test_random_model_is_forced_into_the_schema_and_free_rows_are_untouched(
     """Random weights never write JSON by themselves; masked, every row does, in schema order,
     and an unconstrained row decoding in the same batch gives the tokens it gives alone."""
     free = GenerationSettings(max_tokens=24)
-    alone = tiny.complete(msgs(HYPOTHESES[0]), free).text
+    alone = tiny.complete(ask(HYPOTHESES[0], free)).text
     constrained = GenerationSettings(max_tokens=120, json_schema=SCHEMA)
     sampled = constrained.model_copy(update={"temperature": 1.0, "top_p": 0.9})
     jobs = [
@@ -125,9 +131,7 @@ def test_random_model_is_forced_into_the_schema_and_free_rows_are_untouched(
 
 def test_the_schema_is_recorded_with_the_call(tiny: LocalModel) -> None:
     with collect_calls() as calls:
-        tiny.complete(
-            msgs("Hi"), GenerationSettings(max_tokens=120, json_schema=SCHEMA)
-        )
+        tiny.complete(ask("Hi", GenerationSettings(max_tokens=120, json_schema=SCHEMA)))
     (record,) = calls.model_calls
     assert record.params["json_schema"] == SCHEMA
     assert conforms(record.response["content"])
@@ -148,21 +152,19 @@ def test_grammars_are_cached_by_schema_json_in_a_small_lru(tiny: LocalModel) -> 
 
 
 def test_bad_schemas_and_tools_are_one_line_model_errors(tiny: LocalModel) -> None:
-    def ask(schema: dict[str, Any], **kwargs: Any) -> None:
-        tiny.complete(
-            msgs("Hi"), GenerationSettings(max_tokens=4, json_schema=schema), **kwargs
-        )
+    def refused(schema: dict[str, Any], **fields: Any) -> None:
+        tiny.complete(ask("Hi", GenerationSettings(max_tokens=4, json_schema=schema), **fields))
 
     with pytest.raises(
         ModelError, match=r'^cannot use json_schema: Unsupported type "nosuchtype"$'
     ):
-        ask({"type": "nosuchtype"})
+        refused({"type": "nosuchtype"})
     with pytest.raises(
         ModelError, match=r"^cannot use json_schema: enum must be an array$"
     ):
-        ask({"type": "integer", "enum": 3})
+        refused({"type": "integer", "enum": 3})
     with pytest.raises(ModelError, match="json_schema and tools cannot be combined"):
-        ask(SCHEMA, tools=[calculator_tool().spec()])
+        refused(SCHEMA, tools=[calculator_tool().spec()])
 
 
 # --- the server and the OpenAI backend, over a scripted model -----------------------------------
@@ -215,8 +217,8 @@ def test_openai_backend_sends_response_format() -> None:
 
     with running_server(app) as url:
         remote = OpenAIChatModel("m", base_url=url, max_retries=0)
-        reply = remote.complete(msgs("hi"), GenerationSettings(json_schema=SCHEMA))
-        remote.complete(msgs("hi"))
+        reply = remote.complete(ask("hi", GenerationSettings(json_schema=SCHEMA)))
+        remote.complete(ask("hi"))
     assert conforms(reply.text)
     assert bodies[0]["response_format"] == {
         "type": "json_schema",
@@ -290,6 +292,6 @@ def test_embedded_over_http_with_response_format(embedded: LocalModel) -> None:
 
         remote = OpenAIChatModel(embedded.name, base_url=url, max_retries=0)
         reply = remote.complete(
-            msgs(HYPOTHESES[3]), GenerationSettings(max_tokens=64, json_schema=SCHEMA)
+            ask(HYPOTHESES[3], GenerationSettings(max_tokens=64, json_schema=SCHEMA))
         )
         assert conforms(reply.text), reply.text

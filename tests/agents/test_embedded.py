@@ -15,6 +15,7 @@ from counterfact.agents import (
     GenerationSettings,
     LocalModel,
     ModelError,
+    ModelRequest,
     _embedded,
 )
 from counterfact.agents._embedded import (
@@ -80,7 +81,9 @@ def test_conversion_from_scratch_in_a_fresh_process(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_model_answers_and_batches_token_exact(embedded: LocalModel) -> None:
     question = [ChatMessage(role="user", content="What is the capital of France?")]
-    answer = embedded.complete(question, GenerationSettings(max_tokens=10))
+    answer = embedded.complete(
+        ModelRequest(messages=question, settings=GenerationSettings(max_tokens=10))
+    )
     assert "Paris" in answer.text
     prompts = ["What is 2+2?", "Write a haiku about the sea.", "Hi"]
     ids = [embedded.prompt_ids([ChatMessage(role="user", content=p)]) for p in prompts]
@@ -92,11 +95,13 @@ def test_real_model_answers_and_batches_token_exact(embedded: LocalModel) -> Non
 @pytest.mark.slow
 def test_real_model_sampling_reproducible_under_concurrency(embedded: LocalModel) -> None:
     settings = GenerationSettings(max_tokens=8, temperature=0.9, top_p=0.95, seed=11)
-    question = [ChatMessage(role="user", content="Tell me a fun fact.")]
-    alone = embedded.complete(question, settings).text
+    question = ModelRequest(
+        messages=[ChatMessage(role="user", content="Tell me a fun fact.")], settings=settings
+    )
+    alone = embedded.complete(question).text
     texts: list[str] = []
     threads = [
-        threading.Thread(target=lambda: texts.append(embedded.complete(question, settings).text))
+        threading.Thread(target=lambda: texts.append(embedded.complete(question).text))
         for _ in range(2)
     ]
     for t in threads:

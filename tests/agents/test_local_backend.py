@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelError
+from counterfact.agents import (
+    ChatMessage,
+    GenerationSettings,
+    LocalModel,
+    ModelError,
+    ModelRequest,
+)
 from counterfact.agents._engine import Request
 from counterfact.capture import collect_calls
 
@@ -24,6 +31,11 @@ def msgs(text: str) -> list[ChatMessage]:
     return [ChatMessage(role="user", content=text)]
 
 
+def ask(text: str, settings: GenerationSettings | None = None, **fields: Any) -> ModelRequest:
+    """A request of the one user message `text`."""
+    return ModelRequest(messages=msgs(text), settings=settings or GenerationSettings(), **fields)
+
+
 def run_concurrently(model: LocalModel, jobs: list[tuple[str, GenerationSettings]]) -> list[str]:
     """Submit all jobs from threads at once, so the engine batches them."""
     results: list[str] = [""] * len(jobs)
@@ -31,7 +43,7 @@ def run_concurrently(model: LocalModel, jobs: list[tuple[str, GenerationSettings
 
     def work(i: int) -> None:
         barrier.wait()
-        results[i] = model.complete(msgs(jobs[i][0]), jobs[i][1]).text
+        results[i] = model.complete(ask(jobs[i][0], jobs[i][1])).text
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
     for t in threads:
@@ -43,8 +55,8 @@ def run_concurrently(model: LocalModel, jobs: list[tuple[str, GenerationSettings
 
 def test_greedy_is_deterministic_and_reports_usage(tiny: LocalModel) -> None:
     settings = GenerationSettings(max_tokens=12)
-    first = tiny.complete(msgs("Hello"), settings)
-    second = tiny.complete(msgs("Hello"), settings)
+    first = tiny.complete(ask("Hello", settings))
+    second = tiny.complete(ask("Hello", settings))
     assert first.text == second.text
     assert first.finish_reason in ("stop", "length")
     assert first.usage.prompt_tokens == len(tiny.prompt_ids(msgs("Hello")))
@@ -78,32 +90,32 @@ def test_requests_join_a_running_batch(tiny: LocalModel) -> None:
 
 def test_seeded_sampling_reproducible_alone_and_batched(tiny: LocalModel) -> None:
     sampled = GenerationSettings(max_tokens=16, temperature=1.0, top_p=0.9, seed=7)
-    alone = tiny.complete(msgs("Tell me a joke"), sampled).text
+    alone = tiny.complete(ask("Tell me a joke", sampled)).text
     jobs = [("Tell me a joke", sampled)] + [(p, GenerationSettings(max_tokens=16)) for p in PROMPTS]
     batched = run_concurrently(tiny, jobs)
     assert batched[0] == alone
-    other_seed = tiny.complete(msgs("Tell me a joke"), sampled.model_copy(update={"seed": 8}))
+    other_seed = tiny.complete(ask("Tell me a joke", sampled.model_copy(update={"seed": 8})))
     assert other_seed.text != alone
 
 
 def test_unseeded_sampling_records_its_seed(tiny: LocalModel) -> None:
     settings = GenerationSettings(max_tokens=8, temperature=0.8)
     with collect_calls() as calls:
-        first = tiny.complete(msgs("Hi"), settings)
+        first = tiny.complete(ask("Hi", settings))
     seed = calls.model_calls[0].params["seed"]
     assert isinstance(seed, int)
-    replay = tiny.complete(msgs("Hi"), settings.model_copy(update={"seed": seed}))
+    replay = tiny.complete(ask("Hi", settings.model_copy(update={"seed": seed})))
     assert replay.text == first.text
 
 
 def test_stop_strings_and_length(tiny: LocalModel) -> None:
-    free = tiny.complete(msgs("Hello"), GenerationSettings(max_tokens=30, stop=[]))
+    free = tiny.complete(ask("Hello", GenerationSettings(max_tokens=30, stop=[])))
     assert len(free.text) > 4
     stop = free.text[3:5]
-    stopped = tiny.complete(msgs("Hello"), GenerationSettings(max_tokens=30, stop=[stop]))
+    stopped = tiny.complete(ask("Hello", GenerationSettings(max_tokens=30, stop=[stop])))
     assert stopped.finish_reason == "stop"
     assert stopped.text == free.text[: free.text.find(stop)]
-    short = tiny.complete(msgs("Hello"), GenerationSettings(max_tokens=2))
+    short = tiny.complete(ask("Hello", GenerationSettings(max_tokens=2)))
     assert short.usage.completion_tokens <= 2
     if short.usage.completion_tokens == 2:
         assert short.finish_reason == "length"
@@ -111,10 +123,10 @@ def test_stop_strings_and_length(tiny: LocalModel) -> None:
 
 def test_acomplete_batches_and_matches_complete(tiny: LocalModel) -> None:
     settings = GenerationSettings(max_tokens=10)
-    expected = [tiny.complete(msgs(p), settings).text for p in PROMPTS]
+    expected = [tiny.complete(ask(p, settings)).text for p in PROMPTS]
 
     async def main() -> list[str]:
-        done = await asyncio.gather(*(tiny.acomplete(msgs(p), settings) for p in PROMPTS))
+        done = await asyncio.gather(*(tiny.acomplete(ask(p, settings)) for p in PROMPTS))
         return [c.text for c in done]
 
     assert asyncio.run(main()) == expected
@@ -124,7 +136,7 @@ def test_call_is_reported_to_the_trace(tiny: LocalModel) -> None:
     edit = {"layer": 0, "operation": "scale", "strength": 1.0}
     with collect_calls() as calls:
         done = tiny.complete(
-            msgs("Hi"), GenerationSettings(max_tokens=5, seed=3), activation_edits=[edit]
+            ask("Hi", GenerationSettings(max_tokens=5, seed=3), activation_edits=[edit])
         )
     (record,) = calls.model_calls
     assert record.backend == "local" and record.model == "tiny"
@@ -156,14 +168,14 @@ def test_unsupported_architecture_is_named(tmp_path: Path, tokenizer_dir: Path) 
 
 def test_prompt_longer_than_context_says_both_lengths(tiny: LocalModel) -> None:
     with pytest.raises(ModelError, match=r"prompt has \d+ tokens; the context window is 512"):
-        tiny.complete(msgs("word " * 600))
+        tiny.complete(ask("word " * 600))
 
 
 def test_generation_is_capped_by_the_context_window(tiny: LocalModel) -> None:
     prompt = msgs("word " * 470)
     room = 512 - len(tiny.prompt_ids(prompt))
     assert 0 < room < 60
-    done = tiny.complete(prompt, GenerationSettings(max_tokens=10_000))
+    done = tiny.complete(ModelRequest(messages=prompt, settings=GenerationSettings(max_tokens=10_000)))
     assert done.usage.completion_tokens <= room
     assert done.finish_reason == "stop" or done.usage.completion_tokens == room
 

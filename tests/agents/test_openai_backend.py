@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -16,6 +17,7 @@ from counterfact.agents import (
     Completion,
     GenerationSettings,
     ModelError,
+    ModelRequest,
     OpenAIChatModel,
     ScriptedChatModel,
     ToolCall,
@@ -28,6 +30,10 @@ from counterfact.capture import collect_calls
 from ..cluster.delayed import delayed_server
 
 KEY = "test-key"
+
+
+def _ask(text: str, **fields: Any) -> ModelRequest:
+    return ModelRequest(messages=[ChatMessage(role="user", content=text)], **fields)
 
 
 def _echo(messages: list[ChatMessage]) -> Completion:
@@ -59,7 +65,7 @@ def test_complete_round_trip_with_settings_and_record(
     model = OpenAIChatModel("echo-model", base_url=base_url, api_key=KEY)
     settings = GenerationSettings(max_tokens=17, temperature=0.5, top_p=0.9, seed=42, stop=["END"])
     with collect_calls() as calls:
-        completion = model.complete([ChatMessage(role="user", content="hello")], settings)
+        completion = model.complete(_ask("hello", settings=settings))
     assert completion.text == "echo: hello"
     assert completion.usage == Usage(prompt_tokens=7, completion_tokens=3)
     assert completion.model == "echo-model"
@@ -78,9 +84,7 @@ def test_tool_calls_are_sent_and_parsed(base_url: str, scripted: ScriptedChatMod
         "type": "function",
         "function": {"name": "calculator", "description": "d", "parameters": {"type": "object"}},
     }
-    completion = model.complete(
-        [ChatMessage(role="user", content="use the calculator")], tools=[spec]
-    )
+    completion = model.complete(_ask("use the calculator", tools=[spec]))
     assert completion.finish_reason == "tool_calls"
     assert completion.tool_calls == [
         ToolCall(id="call_1", name="calculator", arguments={"expression": "2+3"})
@@ -92,7 +96,7 @@ def test_tool_calls_are_sent_and_parsed(base_url: str, scripted: ScriptedChatMod
         ChatMessage(role="assistant", tool_calls=completion.tool_calls),
         ChatMessage(role="tool", content="5", tool_call_id="call_1", name="calculator"),
     ]
-    assert model.complete(history).text == "echo: 5"
+    assert model.complete(ModelRequest(messages=history)).text == "echo: 5"
     assert scripted.requests[-1].messages == history
 
 
@@ -101,7 +105,7 @@ async def test_acomplete_runs_concurrently() -> None:
     with delayed_server(lambda messages: f"echo: {messages[-1].content}", 0.3) as (url, served):
         model = OpenAIChatModel("brain", base_url=url, api_key=KEY)
         results = await asyncio.gather(
-            *(model.acomplete([ChatMessage(role="user", content=f"m{i}")]) for i in range(4))
+            *(model.acomplete(_ask(f"m{i}")) for i in range(4))
         )
     assert [r.text for r in results] == [f"echo: m{i}" for i in range(4)]
     assert served.peak == 4
@@ -119,12 +123,12 @@ def test_the_endpoint_limit_caps_calls_in_flight(asynchronous: bool) -> None:
         try:
             if asynchronous:
                 async def six() -> list[Completion]:
-                    return await asyncio.gather(*(model.acomplete([ChatMessage(role="user", content="x")]) for _ in range(6)))
+                    return await asyncio.gather(*(model.acomplete(_ask("x")) for _ in range(6)))
 
                 results = asyncio.run(six())
             else:
                 with ThreadPoolExecutor(6) as pool:
-                    results = list(pool.map(lambda _: model.complete([ChatMessage(role="user", content="x")]), range(6)))
+                    results = list(pool.map(lambda _: model.complete(_ask("x")), range(6)))
         finally:
             set_call_limit(None)
     assert [r.text for r in results] == ["ok"] * 6 and served.calls == 6
@@ -140,7 +144,7 @@ def test_check_lists_the_model(base_url: str) -> None:
 def test_activation_edits_are_refused(base_url: str) -> None:
     model = OpenAIChatModel("echo-model", base_url=base_url, api_key=KEY)
     with pytest.raises(ModelError, match="black-box"):
-        model.complete([ChatMessage(role="user", content="x")], activation_edits=[object()])
+        model.complete(_ask("x", activation_edits=[object()]))
 
 
 def test_missing_key_for_openai_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,7 +159,7 @@ def test_local_server_needs_no_key(monkeypatch: pytest.MonkeyPatch, base_url: st
     monkeypatch.setenv("OPENAI_BASE_URL", base_url)
     model = OpenAIChatModel("echo-model")
     assert model.base_url == base_url
-    assert model.complete([ChatMessage(role="user", content="hi")]).text == "echo: hi"
+    assert model.complete(_ask("hi")).text == "echo: hi"
 
 
 def _closed_port() -> int:
@@ -171,7 +175,7 @@ def test_unreachable_endpoint_fails_fast_naming_the_url() -> None:
     with pytest.raises(ModelError, match=f"cannot reach .*{url}"):
         model.check()
     with pytest.raises(ModelError, match=f"cannot reach .*{url}"):
-        model.complete([ChatMessage(role="user", content="x")])
+        model.complete(_ask("x"))
     assert time.monotonic() - start < 5
 
 
@@ -208,7 +212,7 @@ def test_retries_429_and_500_with_exponential_backoff() -> None:
     seen: list[float] = []
     with running_server(_flaky_app([429, 500], seen)) as url:
         model = OpenAIChatModel("m", base_url=url, api_key=KEY, max_retries=3)
-        assert model.complete([ChatMessage(role="user", content="x")]).text == "finally"
+        assert model.complete(_ask("x")).text == "finally"
     assert len(seen) == 3
     first_wait, second_wait = seen[1] - seen[0], seen[2] - seen[1]
     assert first_wait >= 0.3
@@ -220,7 +224,7 @@ def test_gives_up_after_max_retries_with_one_line_error() -> None:
     with running_server(_flaky_app([503, 503], seen)) as url:
         model = OpenAIChatModel("m", base_url=url, api_key=KEY, max_retries=1)
         with pytest.raises(ModelError) as info:
-            model.complete([ChatMessage(role="user", content="x")])
+            model.complete(_ask("x"))
     assert len(seen) == 2
     assert "HTTP 503" in str(info.value) and url in str(info.value)
     assert "\n" not in str(info.value)
@@ -230,7 +234,7 @@ async def test_async_errors_are_model_errors_too() -> None:
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     model = OpenAIChatModel("m", base_url=url, api_key=KEY, max_retries=0)
     with pytest.raises(ModelError, match=f"cannot reach .*{url}"):
-        await model.acomplete([ChatMessage(role="user", content="x")])
+        await model.acomplete(_ask("x"))
 
 
 def test_timeout_is_reported() -> None:
@@ -245,5 +249,5 @@ def test_timeout_is_reported() -> None:
         model = OpenAIChatModel("m", base_url=url, api_key=KEY, timeout=0.2, max_retries=0)
         start = time.monotonic()
         with pytest.raises(ModelError, match=f"request to {url} timed out"):
-            model.complete([ChatMessage(role="user", content="x")])
+            model.complete(_ask("x"))
         assert time.monotonic() - start < 0.9

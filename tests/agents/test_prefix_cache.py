@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from counterfact.agents import ChatMessage, GenerationSettings, LocalModel
+from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelRequest
 from counterfact.agents._prefix_cache import PrefixCache
 
 SYSTEM = "You answer questions about places. " * 20  # several blocks, shared by every prompt
@@ -14,8 +14,8 @@ SYSTEM = "You answer questions about places. " * 20  # several blocks, shared by
 
 def ask(model: LocalModel, name: str) -> list[int]:
     messages = [ChatMessage(role="system", content=SYSTEM), ChatMessage(role="user", content=f"Tell me about {name}.")]
-    request = model._request(messages, GenerationSettings(max_tokens=12), None, None, None, ignore_eos=True)
-    return model.engine.submit(request).result().token_ids
+    request = ModelRequest(messages=messages, settings=GenerationSettings(max_tokens=12))
+    return model.engine.submit(model._request(request, None, None, ignore_eos=True)).result().token_ids
 
 
 def test_cached_prefixes_give_the_same_tokens_as_a_cold_engine(tiny_dir: Path) -> None:
@@ -38,7 +38,8 @@ def test_requests_that_edit_activations_neither_read_nor_fill_the_cache(tiny: Lo
     edit = {"layer": 0, "positions": "all", "operation": "add", "vector": [0.5] * tiny.geometry.hidden_size}
     before = (tiny.engine.prefix.hits, tiny.engine.prefix.misses)
     messages = [ChatMessage(role="system", content=SYSTEM), ChatMessage(role="user", content="Edited?")]
-    tiny.complete(messages, GenerationSettings(max_tokens=2), activation_edits=[edit])
+    settings = GenerationSettings(max_tokens=2)
+    tiny.complete(ModelRequest(messages=messages, settings=settings, activation_edits=[edit]))
     assert (tiny.engine.prefix.hits, tiny.engine.prefix.misses) == before
 
 

@@ -24,7 +24,7 @@ import pytest
 import pyvene as pv  # installed with --no-deps: its declared deps are heavy (see setup.sh)
 import torch
 
-from counterfact.agents import ChatMessage, GenerationSettings, LocalModel
+from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelRequest
 from counterfact.agents._activations import ActivationEdit, HookPoint, resolve_edits
 from counterfact.agents._engine import Request
 
@@ -76,17 +76,17 @@ def counterfact_prompt_logits(
 ) -> torch.Tensor:
     """counterfact's logits at every prompt position, through its public capture path."""
     point = last_point(model)
-    _, acts = model.complete_with_activations(
-        BASE, GenerationSettings(max_tokens=1), activation_edits=edits, capture=[point]
+    request = ModelRequest(
+        messages=BASE, settings=GenerationSettings(max_tokens=1), activation_edits=edits
     )
+    _, acts = model.complete_with_activations(request, capture=[point])
     return to_logits(reference, acts[point])
 
 
 def capture(model: LocalModel, messages: list[ChatMessage], point: str) -> torch.Tensor:
     """Unedited activations of `messages` at `point`: [prompt positions, width]."""
-    _, acts = model.complete_with_activations(
-        messages, GenerationSettings(max_tokens=1), capture=[point]
-    )
+    request = ModelRequest(messages=messages, settings=GenerationSettings(max_tokens=1))
+    _, acts = model.complete_with_activations(request, capture=[point])
     return acts[point]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from counterfact.agents import (
@@ -9,14 +11,16 @@ from counterfact.agents import (
     Completion,
     GenerationSettings,
     ModelError,
+    ModelRequest,
     ScriptedChatModel,
     ToolCall,
 )
 from counterfact.capture import collect_calls
 
 
-def _user(text: str) -> list[ChatMessage]:
-    return [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content=text)]
+def _user(text: str, **fields: Any) -> ModelRequest:
+    messages = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content=text)]
+    return ModelRequest(messages=messages, **fields)
 
 
 def test_list_replies_in_order_then_error() -> None:
@@ -58,7 +62,7 @@ def test_reports_each_call_and_keeps_requests() -> None:
     model = ScriptedChatModel(["a", "b"])
     settings = GenerationSettings(seed=3, max_tokens=9)
     with collect_calls() as calls:
-        model.complete(_user("first"), settings)
+        model.complete(_user("first", settings=settings))
         model.complete(_user("second"))
     assert [r.response["content"] for r in calls.model_calls] == ["a", "b"]
     assert calls.model_calls[0].backend == "scripted"
@@ -70,9 +74,9 @@ def test_reports_each_call_and_keeps_requests() -> None:
 
 def test_activation_edits_need_white_box() -> None:
     with pytest.raises(ModelError, match="black-box"):
-        ScriptedChatModel(["a"]).complete(_user("x"), activation_edits=[{"layer": 0}])
+        ScriptedChatModel(["a"]).complete(_user("x", activation_edits=[{"layer": 0}]))
     model = ScriptedChatModel(["a"], white_box=True)
-    model.complete(_user("x"), activation_edits=[{"layer": 0}])
+    model.complete(_user("x", activation_edits=[{"layer": 0}]))
     assert model.requests[0].activation_edits == [{"layer": 0}]
 
 

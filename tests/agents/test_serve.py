@@ -21,6 +21,7 @@ from counterfact.agents import (
     GenerationSettings,
     LocalModel,
     ModelError,
+    ModelRequest,
     OpenAIChatModel,
     ScriptedChatModel,
     ToolCall,
@@ -262,15 +263,15 @@ class _GatheringModel(ChatModel):
     def name(self) -> str:
         return "gathering"
 
-    def complete(self, *args: Any, **kwargs: Any) -> Completion:
+    def complete(self, request: ModelRequest) -> Completion:
         raise AssertionError("the server must use acomplete")
 
-    async def acomplete(self, messages: list[ChatMessage], *args: Any, **kwargs: Any) -> Completion:
+    async def acomplete(self, request: ModelRequest) -> Completion:
         self.inside += 1
         if self.inside == self.expected:
             self.all_in.set()
         await asyncio.wait_for(self.all_in.wait(), timeout=5)
-        return Completion(text=messages[-1].content)
+        return Completion(text=request.messages[-1].content)
 
 
 async def test_concurrent_requests_reach_the_model_concurrently() -> None:
@@ -379,10 +380,10 @@ class _StreamingModel(ChatModel):
     def name(self) -> str:
         return "streaming"
 
-    def complete(self, *args: Any, **kwargs: Any) -> Completion:
+    def complete(self, request: ModelRequest) -> Completion:
         raise AssertionError("a stream must go through astream")
 
-    async def astream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[str | Completion, None]:
+    async def astream(self, request: ModelRequest) -> AsyncGenerator[str | Completion, None]:
         async def stream() -> AsyncGenerator[str | Completion, None]:
             try:
                 for delta in self.deltas:
@@ -548,15 +549,19 @@ async def _collect(events: AsyncGenerator[str | Completion, None]) -> tuple[list
 
 
 async def test_a_local_stream_comes_token_by_token_and_matches_complete(tiny: LocalModel) -> None:
-    question = [ChatMessage(role="user", content="Tell me a story.")]
     settings = GenerationSettings(max_tokens=40)
-    deltas, completion = await _collect(await tiny.astream(question, settings))
+    question = ModelRequest(
+        messages=[ChatMessage(role="user", content="Tell me a story.")], settings=settings
+    )
+    deltas, completion = await _collect(await tiny.astream(question))
     assert len(deltas) > 20  # the tiny model does not stop early: about a delta a token
-    assert "".join(deltas) == completion.text == (await tiny.acomplete(question, settings)).text
+    assert "".join(deltas) == completion.text == (await tiny.acomplete(question)).text
     assert completion.usage.completion_tokens == 40 and completion.finish_reason == "length"
     with_stop = settings.model_copy(update={"stop": ["never printed"]})
-    deltas, completion = await _collect(await tiny.astream(question, with_stop))
-    assert deltas == [] and completion.text == (await tiny.acomplete(question, settings)).text
+    deltas, completion = await _collect(
+        await tiny.astream(question.model_copy(update={"settings": with_stop}))
+    )
+    assert deltas == [] and completion.text == (await tiny.acomplete(question)).text
 
 
 async def test_closing_a_local_stream_cancels_its_request(
@@ -566,7 +571,8 @@ async def test_closing_a_local_stream_cancels_its_request(
     submit = tiny.engine.submit
     monkeypatch.setattr(tiny.engine, "submit", lambda r: submitted.append(r) or submit(r))
     question = [ChatMessage(role="user", content="Tell me a story.")]
-    events = await tiny.astream(question, GenerationSettings(max_tokens=450))
+    settings = GenerationSettings(max_tokens=450)
+    events = await tiny.astream(ModelRequest(messages=question, settings=settings))
     assert submitted == []  # nothing reaches the engine before the stream is read
     assert isinstance(await anext(events), str)
     await events.aclose()

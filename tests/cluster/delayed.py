@@ -12,13 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from counterfact.agents import (
     ChatMessage,
     ChatModel,
     Completion,
-    GenerationSettings,
+    ModelRequest,
     ScriptedChatModel,
     create_app,
     running_server,
@@ -48,18 +47,18 @@ class DelayedModel(ChatModel):
         with self._lock:
             self.calls = self.peak = 0
 
-    def complete(self, messages: list[ChatMessage], settings: GenerationSettings | None = None, **kwargs: Any) -> Completion:
+    def complete(self, request: ModelRequest) -> Completion:
         time.sleep(self.delay)
-        return self.inner.complete(messages, settings, **kwargs)
+        return self.inner.complete(request)
 
-    async def acomplete(self, messages: list[ChatMessage], settings: GenerationSettings | None = None, **kwargs: Any) -> Completion:
+    async def acomplete(self, request: ModelRequest) -> Completion:
         with self._lock:
             self.calls += 1
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
         try:
             await asyncio.sleep(self.delay)
-            return self.inner.complete(messages, settings, **kwargs)
+            return self.inner.complete(request)
         finally:
             with self._lock:
                 self.in_flight -= 1

@@ -40,7 +40,8 @@ class SometimesLooksUp(ChatModel):
     def name(self) -> str:
         return "sometimes"
 
-    def complete(self, messages, settings=None, *, tools=None, activation_edits=None):  # type: ignore[no-untyped-def]
+    def complete(self, request):  # type: ignore[no-untyped-def]
+        messages, settings = request.messages, request.settings
         if messages[-1].role == "tool":
             return Completion(text=f"FINAL ANSWER: {messages[-1].content}")
         if random.Random(settings.seed if settings else None).random() < 0.75:

@@ -98,10 +98,11 @@ class SampledOnly(ScriptedChatModel):
         super().__init__(ignores_the_note, name="sampled-only")
         self._right = ScriptedChatModel(lambda messages: "RESULT: 999", name="sampled-only")
 
-    def complete(self, messages, settings=None, **kwargs):  # type: ignore[no-untyped-def]
-        if settings is not None and settings.temperature > 0 and _solving(messages) and _noted(messages):
-            return self._right.complete(messages, settings, **kwargs)
-        return super().complete(messages, settings, **kwargs)
+    def complete(self, request):  # type: ignore[no-untyped-def]
+        messages = request.messages
+        if request.settings.temperature > 0 and _solving(messages) and _noted(messages):
+            return self._right.complete(request)
+        return super().complete(request)
 
 
 def _record(store: TraceStore, brain: Brain | ChatModel, task: str = "wrong") -> tuple[str, ModelPool]:
@@ -384,7 +385,8 @@ class Flaky(ChatModel):
     def name(self) -> str:
         return "flaky"
 
-    def complete(self, messages, settings=None, *, tools=None, activation_edits=None):  # type: ignore[no-untyped-def]
+    def complete(self, request):  # type: ignore[no-untyped-def]
+        messages, settings = request.messages, request.settings
         text = arithmetic_brain(_without_note(messages))
         sampling = settings is not None and settings.temperature > 0
         if _solving(messages) and text.startswith("RESULT:"):

@@ -90,8 +90,8 @@ class CoinModel(ChatModel):
     def name(self) -> str:
         return "coin"
 
-    def complete(self, messages, settings=None, *, tools=None, activation_edits=None):  # type: ignore[no-untyped-def]
-        seed = settings.seed if settings else None
+    def complete(self, request):  # type: ignore[no-untyped-def]
+        seed = request.settings.seed
         self.seeds.append(seed)
         right = random.Random(seed).random() < 0.1
         return Completion(text="FINAL ANSWER: 999" if right else "FINAL ANSWER: 1")
