@@ -50,6 +50,7 @@ from counterfact.interventions import (  # noqa: E402
     leaked,
 )
 from counterfact.interventions._grounding import numbers_in, output_text  # noqa: E402
+from counterfact.interventions._records import DebugLog  # noqa: E402
 from counterfact.store import TraceStore  # noqa: E402
 
 DOVER = "DoVer (GPT-4o): 17.6-27.5 % of failed trials repaired, 29-67 % of hypotheses inconclusive"
@@ -64,7 +65,7 @@ def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[st
         budget=Budget(replays=args.budget), samples=args.samples, pairs=args.pairs,
         hypothesis_model=args.hypothesis_model,
     )
-    done = [s for s in store.debug_sessions(run_id, strategies, status="done")
+    done = [s for s in DebugLog(store).sessions(run_id, strategies, status="done")
             if s.settings.get("budget", {}).get("replays") == args.budget]
     if done:
         return debugger.report_of(done[0].id), done[0].spent.seconds

@@ -63,8 +63,8 @@ from sqlalchemy import event, func, insert, select
 from counterfact.capture import ModelCallRecord, ToolCallRecord
 from counterfact.store import RunRecord, StepRecord, TraceStore
 from counterfact.store._models import Outcome, utcnow
+from counterfact.store._runs import search_text_of
 from counterfact.store._schema import Run
-from counterfact.store._store import search_text_of
 from counterfact.ui import create_app
 
 LIST_TARGET_MS = 200.0

@@ -170,7 +170,7 @@ def debug_command(
         on_event=lambda message: console.print(f"[dim]{message}[/dim]") if fmt == "text" else None,
         parallel=parallel,
     )
-    if resume and debugger.store.unfinished_debug_session(debugger.replayer.parent.id, chosen) is None:
+    if resume and debugger.log.unfinished_session(debugger.replayer.parent.id, chosen) is None:
         raise CounterfactError(f"run {debugger.replayer.parent.id[:12]} has no interrupted debug session with strategies {', '.join(chosen)}")
     if session is not None:
         report = debugger.report_of(session)

@@ -159,7 +159,7 @@ class RayExecutor(Executor):
         self._started = not ray.is_initialized()
         if self._started:
             _connect(ray, address)
-        if store.dialect == "sqlite":
+        if store.backend.single_machine:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             if len(nodes) > 1:
                 self.close()
@@ -312,7 +312,7 @@ def _connect(ray: Any, address: str | None) -> None:
 def _shared_url(store: TraceStore) -> str:
     """The store's URL as every worker opens it (password kept: workers must log in)."""
     url = make_url(store.url)
-    if store.dialect == "sqlite" and url.database in (None, "", ":memory:"):
+    if not store.backend.shared_by_processes(url):
         raise RayUnavailable("an in-memory SQLite store cannot be shared with Ray workers: use a file or PostgreSQL")
     return url.render_as_string(hide_password=False)
 

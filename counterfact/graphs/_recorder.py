@@ -36,6 +36,7 @@ from counterfact.capture._handoffs import handoff_of, step_output
 from counterfact.capture._intercept import install_langchain_hooks
 from counterfact.capture._payloads import digest_of, from_jsonable_update, to_jsonable
 from counterfact.capture._records import StepAddress, StepCalls, at_step, collect_calls
+from counterfact.store._chain import prepare_step
 from counterfact.store._checkpointer import SQLAlchemySaver
 from counterfact.store._models import (
     Outcome,
@@ -45,7 +46,7 @@ from counterfact.store._models import (
     StepRecord,
     utcnow,
 )
-from counterfact.store._store import StoreError, TraceStore, prepare_step
+from counterfact.store._store import StoreError, TraceStore
 
 NODE_METADATA_KEY = "counterfact"  # node metadata: {"counterfact": {"agent": ..., "kind": ...}}
 GRAPH_LABEL = "graph"  # run label: how to rebuild the graph (GraphInfo)

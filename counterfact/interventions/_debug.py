@@ -31,6 +31,7 @@ from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, ModelError, shared_model
 from counterfact.executors import Executor, LocalExecutor
 from counterfact.interventions._fixes import Fix, thinking_fixes
+from counterfact.interventions._records import DebugLog, DebugSpend, HypothesisRecord
 from counterfact.interventions._replay import Replayer, ReplayResult
 from counterfact.interventions._session import (
     Budget,
@@ -49,7 +50,7 @@ from counterfact.interventions.strategies import (
     strategies_from,
     strategy_named,
 )
-from counterfact.store import DebugSpend, HypothesisRecord, discard_run, output_text
+from counterfact.store import discard_run, output_text
 
 SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
 
@@ -83,6 +84,7 @@ class Debugger:
             )
         self.replayer = replayer
         self.store = replayer.store
+        self.log = DebugLog(self.store)  # the session and its hypotheses, as they are made
         self.strategies = strategies_from(strategies)
         self.budget = budget
         self.pairs = pairs  # most pairs of a sequential verification (sampled runs)
@@ -113,7 +115,7 @@ class Debugger:
     def open_session(self) -> str:
         """Resume the run's unfinished session with the same strategies, or start one."""
         run_id = self.replayer.parent.id
-        session = self.store.unfinished_debug_session(run_id, list(self.strategies))
+        session = self.log.unfinished_session(run_id, list(self.strategies))
         if session is not None:
             self.session_id, self.spent, self.completed = session.id, session.spent, list(session.completed)
             # replays cut off with the session belong to no verdict: the verification runs again
@@ -127,7 +129,7 @@ class Debugger:
             return self.session_id
         settings = {"budget": self.budget.model_dump(), "pairs": self.pairs,
                     "samples": self.samples, "temperature": self.temperature}
-        self.session_id = self.store.create_debug_session(run_id, list(self.strategies), settings).id
+        self.session_id = self.log.create_session(run_id, list(self.strategies), settings).id
         return self.session_id
 
     def _adopt_verdicts(self) -> int:
@@ -171,7 +173,7 @@ class Debugger:
         """The report of a stored session of this run (a finished one, to show it again); the
         id may be a unique prefix."""
         run_id = self.replayer.parent.id
-        found = [s.id for s in self.store.debug_sessions(run_id) if s.id.startswith(session_id)]
+        found = [s.id for s in self.log.sessions(run_id) if s.id.startswith(session_id)]
         if not found:
             raise CounterfactError(f"no debug session of run {run_id[:12]} starts with {session_id!r}")
         if len(found) > 1:
@@ -180,13 +182,13 @@ class Debugger:
         return self.report()
 
     def _save_spent(self, status: str = "running") -> None:
-        self.store.update_debug_session(
+        self.log.update_session(
             self.session_id, spent=self.spent, completed=self.completed, status=status  # type: ignore[arg-type]
         )
 
     def _note(self, strategy: str, note: str) -> None:
         """A strategy that proposed nothing says why (stored as a step-less, skipped record)."""
-        self.store.add_hypothesis(
+        self.log.add_hypothesis(
             self.session_id, strategy=strategy, segment=0, step=None, agent=None,
             reason="no hypothesis", intervention=None, status="skipped", note=note,
         )
@@ -205,10 +207,10 @@ class Debugger:
                 merged["fixes"] = [*existing.evidence.get("fixes", []), *(f.model_dump() for f in added)]
                 merged["proposed_by"] = [*existing.evidence.get("proposed_by", [existing.strategy]), strategy]
                 merged.setdefault("reasons", {})[strategy] = reason
-                self.store.update_hypothesis(existing.id, evidence=merged)
+                self.log.update_hypothesis(existing.id, evidence=merged)
                 return
         target = self.steps[step]
-        self.store.add_hypothesis(
+        self.log.add_hypothesis(
             self.session_id, strategy=strategy, segment=self._segment_of(step), step=step,
             agent=target.agent or target.node, reason=reason, intervention=fixes[0].intervention,
             reference_run_id=reference,
@@ -216,7 +218,7 @@ class Debugger:
         )
 
     def hypotheses(self) -> list[HypothesisRecord]:
-        return self.store.hypotheses(self.session_id)
+        return self.log.hypotheses(self.session_id)
 
     def _segment_of(self, step: int | None) -> int:
         if step is None:
@@ -407,10 +409,10 @@ class Debugger:
         self._charge(charged)
         fixes = self._fixes_of(h)
         fixes[position] = fix
-        self.store.update_hypothesis(h.id, evidence={**h.evidence, "fixes": [f.model_dump() for f in fixes]})
+        self.log.update_hypothesis(h.id, evidence={**h.evidence, "fixes": [f.model_dump() for f in fixes]})
         self._save_spent()
         if fix.verdict == "validated" and h.status == "proposed":
-            self.store.update_hypothesis(h.id, status="verified", verdict_id=fix.verdict_id,
+            self.log.update_hypothesis(h.id, status="verified", verdict_id=fix.verdict_id,
                                          intervention=fix.intervention)
 
     def _conclude(self, h: HypothesisRecord) -> None:
@@ -430,7 +432,7 @@ class Debugger:
         self._close(h, "undecided", "; ".join(reasons) or "no fix was tried")
 
     def _close(self, h: HypothesisRecord, status: str, note: str, verdict_id: str | None = None) -> None:
-        self.store.update_hypothesis(h.id, status=status, note=note, verdict_id=verdict_id)  # type: ignore[arg-type]
+        self.log.update_hypothesis(h.id, status=status, note=note, verdict_id=verdict_id)  # type: ignore[arg-type]
 
     # -- report ----------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from counterfact.graphs import question_of
 from counterfact.interventions._fixes import Fix
-from counterfact.store import DebugSpend, StepRecord, TraceStore, output_text
+from counterfact.interventions._records import DebugLog, DebugSpend
+from counterfact.store import StepRecord, Store, output_text
 
 # After a validated transplant on a local model: which layers carry the repair. An analysis of
 # a validated hypothesis, not a failure hypothesis of its own: reports count it apart.
@@ -82,7 +83,7 @@ def split_segments(steps: list[StepRecord]) -> list[Segment]:
 
 
 def session_report(
-    store: TraceStore,
+    store: Store,
     session_id: str,
     *,
     question: str | None = None,
@@ -92,11 +93,12 @@ def session_report(
     """The report of a stored debug session, read from the store alone (no graph, no model):
     what `counterfact ui` shows. The id may be a unique prefix; the question defaults to the
     run's task input."""
-    session = store.get_debug_session(store.resolve_debug_session_id(session_id))
+    log = DebugLog(store)
+    session = log.get_session(log.resolve_session_id(session_id))
     run = store.get_run(session.run_id)
     verdicts = {v.id: v for v in store.verdicts(run_id=run.id)}
     views, notes = [], []
-    for h in store.hypotheses(session.id):
+    for h in log.hypotheses(session.id):
         if h.step is None:
             notes.append(f"{h.strategy}: {h.note}")
             continue

@@ -1,15 +1,17 @@
 """The trace store: runs, steps, model and tool calls, blobs and LangGraph checkpoints in one
-SQLAlchemy database, with forks, the hash chain and migrations."""
+SQLAlchemy database, with forks, the hash chain and migrations. `Store` is what the layers
+above need of it; `TraceStore` is its SQLAlchemy implementation."""
 
 from counterfact.store._audit import ChainReport, redact_run_text, verify_run
+from counterfact.store._base import Store
+from counterfact.store._chain import RunWriter
 from counterfact.store._checkpointer import SQLAlchemySaver, state_at
+from counterfact.store._dialects import Dialect
 from counterfact.store._discard import discard_run
+from counterfact.store._engine import StoreError, resolve_url
 from counterfact.store._fork import ForkPoint, fork_run
 from counterfact.store._handoffs import HandoffEdge, step_handoffs
 from counterfact.store._models import (
-    DebugSessionRecord,
-    DebugSpend,
-    HypothesisRecord,
     InterventionRecord,
     Outcome,
     RunRecord,
@@ -27,19 +29,17 @@ from counterfact.store._show import (
     render_run,
     step_shape,
 )
-from counterfact.store._store import RunWriter, StoreError, TraceStore, resolve_url
+from counterfact.store._store import TraceStore
 
 __all__ = [
     "ChainReport",
     "coloured",
-    "DebugSessionRecord",
-    "DebugSpend",
+    "Dialect",
     "discard_run",
     "excerpt",
     "fork_run",
     "ForkPoint",
     "HandoffEdge",
-    "HypothesisRecord",
     "InterventionRecord",
     "Outcome",
     "output_text",
@@ -54,6 +54,7 @@ __all__ = [
     "state_at",
     "step_handoffs",
     "step_shape",
+    "Store",
     "StepKind",
     "StepRecord",
     "StoreError",

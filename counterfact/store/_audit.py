@@ -17,19 +17,12 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, select, update
 
 from counterfact.capture._payloads import sha256_hex
+from counterfact.store._base import Store
+from counterfact.store._blobs import MESSAGES_MEDIA_TYPE, BlobReader, manifest_children
+from counterfact.store._chain import GENESIS, PLACEMENT, chain_link, step_content_digest
+from counterfact.store._engine import StoreError
 from counterfact.store._schema import Blob, ModelCall, Run, Step, ToolCall
-from counterfact.store._store import (
-    GENESIS,
-    MESSAGES_MEDIA_TYPE,
-    PLACEMENT,
-    BlobReader,
-    StoreError,
-    TraceStore,
-    calls_by_step,
-    chain_link,
-    manifest_children,
-    step_content_digest,
-)
+from counterfact.store._steps import calls_by_step
 
 
 class ChainReport(BaseModel):
@@ -43,7 +36,7 @@ class ChainReport(BaseModel):
     redacted_blobs: int = 0
 
 
-def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
+def verify_run(store: Store, run_ref: str) -> ChainReport:
     """Re-walk `run_ref`'s chain and blobs; report the first step where it breaks.
 
     The calls and blobs of the whole run are read in a few batched queries (a blob that many
@@ -51,7 +44,7 @@ def verify_run(store: TraceStore, run_ref: str) -> ChainReport:
     pass rather than in several round trips per step.
     """
     run_id = store.resolve_run_id(run_ref)
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         count, head, status = conn.execute(
             select(Run.step_count, Run.head_digest, Run.status).where(Run.id == run_id)
         ).one()
@@ -181,7 +174,7 @@ def _blob_problems(
     return problems, redacted
 
 
-def redact_blobs(store: TraceStore, digests: Sequence[str], note: str) -> int:
+def redact_blobs(store: Store, digests: Sequence[str], note: str) -> int:
     """Drop the bytes of the given payloads for good, keeping their digests in the chain."""
     with store.begin() as conn:
         result = conn.execute(
@@ -192,7 +185,7 @@ def redact_blobs(store: TraceStore, digests: Sequence[str], note: str) -> int:
         return int(result.rowcount or 0)
 
 
-def redact_run_text(store: TraceStore, run_ref: str, needle: str, note: str) -> int:
+def redact_run_text(store: Store, run_ref: str, needle: str, note: str) -> int:
     """Redact every payload of a run whose stored text contains `needle`.
 
     Payloads are content-addressed, so the same bytes in another run are redacted with them.
@@ -200,7 +193,7 @@ def redact_run_text(store: TraceStore, run_ref: str, needle: str, note: str) -> 
     if not needle:
         raise StoreError("nothing to redact: give the text to remove")
     run_id = store.resolve_run_id(run_ref)
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         step_ids = select(Step.id).where(Step.run_id == run_id).scalar_subquery()
         frontier: list[str] = [
             d

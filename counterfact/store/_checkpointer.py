@@ -33,9 +33,11 @@ from sqlalchemy import Connection, delete, insert, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from counterfact.capture._payloads import to_jsonable
+from counterfact.store._chain import PreparedStep, RunWriter
+from counterfact.store._engine import StoreError
 from counterfact.store._schema import Checkpoint as CheckpointRow
 from counterfact.store._schema import CheckpointWrite
-from counterfact.store._store import PreparedStep, RunWriter, StoreError, TraceStore
+from counterfact.store._store import TraceStore
 
 _CP = CheckpointRow.__table__
 _WR = CheckpointWrite.__table__

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from sqlalchemy import delete, or_, select
 
+from counterfact.store._base import Store
 from counterfact.store._schema import Checkpoint, CheckpointWrite, Run
-from counterfact.store._store import TraceStore
 
 
-def discard_run(store: TraceStore, run_id: str) -> bool:
+def discard_run(store: Store, run_id: str) -> bool:
     """Delete run `run_id` with its steps, calls and checkpoints; False when there is none.
 
     Blobs stay: they are content-addressed and may be shared with other runs."""

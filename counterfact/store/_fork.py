@@ -15,6 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import and_, func, insert, literal, select, update
 
+from counterfact.store._base import Store
+from counterfact.store._chain import GENESIS
+from counterfact.store._engine import StoreError
 from counterfact.store._models import RunRecord
 from counterfact.store._schema import (
     Checkpoint,
@@ -24,7 +27,7 @@ from counterfact.store._schema import (
     Step,
     ToolCall,
 )
-from counterfact.store._store import GENESIS, StoreError, TraceStore, checkpoint_after
+from counterfact.store._steps import checkpoint_after
 
 
 class ForkPoint(BaseModel):
@@ -41,7 +44,7 @@ class ForkPoint(BaseModel):
     checkpoint_id: str
 
 
-def fork_run(store: TraceStore, parent_id: str, step: int, child: RunRecord) -> ForkPoint:
+def fork_run(store: Store, parent_id: str, step: int, child: RunRecord) -> ForkPoint:
     """Create `child` as a fork of `parent_id` just before its step `step`."""
     steps = store.steps(parent_id, payloads=False)
     if not 0 <= step < len(steps):

@@ -1,5 +1,6 @@
 """Pydantic views of stored records: runs and steps (what the store reads, writes, exports and
-imports), and the interventions, verdicts, debug sessions and hypotheses made of them."""
+imports), and the interventions and verdicts made of them. The debugger's sessions and
+hypotheses are its own (`counterfact.interventions._records`)."""
 
 from __future__ import annotations
 
@@ -72,12 +73,9 @@ class StepRecord(BaseModel):
     digest: str | None = None  # the hash-chain link, set when written
 
 
-# -- interventions, verdicts and debug sessions ---------------------------------------------
+# -- interventions and verdicts -----------------------------------------------------------
 
 VerdictKind = Literal["validated", "refuted", "inconclusive"]
-DebugStatus = Literal["running", "done"]
-# verified: decided by its verdict; undecided: fixes tried, none decided it (the note says why)
-HypothesisStatus = Literal["proposed", "verified", "undecided", "skipped"]
 
 
 def new_id() -> str:
@@ -104,43 +102,3 @@ class VerdictRecord(BaseModel):
     reason: str = ""
     stats: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
-
-
-class DebugSpend(BaseModel):
-    """What a debug session has used of its budget so far."""
-
-    replays: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-
-
-class DebugSessionRecord(BaseModel):
-    """One debug session of a failed run: its strategies, settings, spend and progress."""
-
-    id: str = Field(default_factory=new_id)
-    run_id: str
-    strategies: list[str] = Field(default_factory=list)
-    settings: dict[str, Any] = Field(default_factory=dict)  # budget, pairs, samples, temperature
-    status: DebugStatus = "running"
-    spent: DebugSpend = Field(default_factory=DebugSpend)
-    completed: list[str] = Field(default_factory=list)  # the stages finished, in order
-    created_at: datetime = Field(default_factory=utcnow)
-
-
-class HypothesisRecord(BaseModel):
-    """A suspected cause of a failure (agent, step, reason) and the edit that tests it."""
-
-    id: str = Field(default_factory=new_id)
-    session_id: str
-    seq: int  # 0-based, in the order the session proposed them
-    strategy: str  # grounded | llm | resample | patch: the first that proposed it
-    segment: int = 0  # the segment of the run (between planning steps) the step lies in
-    step: int | None = None
-    agent: str | None = None
-    reason: str = ""
-    intervention: dict[str, Any] | None = None
-    status: HypothesisStatus = "proposed"
-    verdict_id: str | None = None
-    note: str = ""  # why skipped, or what it cost
-    reference_run_id: str | None = None  # the successful run a patch hypothesis draws on
-    evidence: dict[str, Any] = Field(default_factory=dict)  # details for the report

@@ -206,6 +206,10 @@ class Verdict(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+# The debugger's tables: read and written by `counterfact.interventions._records` alone, kept
+# here because one database has one schema, migrated as a whole.
+
+
 class DebugSession(Base):
     """One `counterfact debug` of a failed run: its strategies and budget, and how far it got."""
 

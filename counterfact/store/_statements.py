@@ -6,12 +6,9 @@ store opens and reused for every step, with values passed as bind parameters.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from counterfact.store._dialects import Dialect
 from counterfact.store._schema import (
     Blob,
     Checkpoint,
@@ -30,23 +27,22 @@ _WRITE_KEYS = ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"]
 class Statements:
     """Prebuilt statements for one SQL dialect."""
 
-    def __init__(self, dialect: str) -> None:
-        upsert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-        cp = upsert(_CP)
+    def __init__(self, dialect: Dialect) -> None:
+        cp = dialect.upsert(_CP)
         self.upsert_checkpoint = cp.on_conflict_do_update(
             index_elements=["thread_id", "checkpoint_ns", "checkpoint_id"],
             set_={
                 c.name: cp.excluded[c.name] for c in _CP.columns if not c.primary_key
             },
         )
-        wr = upsert(_WR)
+        wr = dialect.upsert(_WR)
         self.insert_writes = wr.on_conflict_do_nothing(index_elements=_WRITE_KEYS)
         # special channels (errors, interrupts) are replaced, as LangGraph expects
         self.replace_writes = wr.on_conflict_do_update(
             index_elements=_WRITE_KEYS,
             set_={k: wr.excluded[k] for k in ("channel", "type", "value", "task_path")},
         )
-        self.insert_blobs = upsert(Blob.__table__).on_conflict_do_nothing(index_elements=["digest"])
+        self.insert_blobs = dialect.upsert(Blob.__table__).on_conflict_do_nothing(index_elements=["digest"])
         # Nothing is read back (no implicit RETURNING of the new id): a step's calls find it by
         # (run_id, step_index), so that a step's statements can all go out in one round trip.
         self.insert_step = insert(Step.__table__).inline()

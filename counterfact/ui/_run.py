@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from counterfact.interventions._records import DebugLog
 from counterfact.store import (
     ChainReport,
     RunRecord,
@@ -103,7 +104,7 @@ def run_page(store: TraceStore, run_ref: str) -> RunPage:
         span_ms=span, chain=verify_run(store, run.id),
         replays=len(store.list_runs(parent=run.id, limit=None)),
         verdicts=store.verdicts(run_id=run.id),
-        debug_sessions=[s.model_dump(mode="json") for s in store.debug_sessions(run.id)],
+        debug_sessions=[s.model_dump(mode="json") for s in DebugLog(store).sessions(run.id)],
         attributions=attributions_of(run),
         truth=ground_truth(run),
     )

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from counterfact.agents import ChatMessage
 from counterfact.graphs import Suite, load_suite, run_suite
+from counterfact.interventions._records import DebugLog
 from counterfact.store import TraceStore, verify_run
 from counterfact.store._schema import Run, Step
 
@@ -75,13 +76,13 @@ def test_a_debug_session_whose_driver_is_killed_is_finished_by_resume(
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
-    [session] = pg_store.debug_sessions(failed.run_id)
+    [session] = DebugLog(pg_store).sessions(failed.run_id)
     assert session.status == "running"
 
     resumed = subprocess.run(_cli(*debug, "--resume", "--format", "json", db=pg_url), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads(resumed.stdout)
-    [again] = pg_store.debug_sessions(failed.run_id)
+    [again] = DebugLog(pg_store).sessions(failed.run_id)
     assert again.id == session.id and again.status == "done"
     [hypothesis] = [h for h in report["hypotheses"] if h["step"] is not None]
     fixes = hypothesis["fixes"]

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from counterfact.graphs import record
 from counterfact.store import RunRecord, TraceStore
+from counterfact.store._blobs import MANIFEST_CHUNK
 from counterfact.store._schema import Blob, Step
-from counterfact.store._store import MANIFEST_CHUNK
 from tests.graphs.sample_graphs import loop_graph, loop_input
 
 
@@ -102,16 +102,16 @@ def test_a_step_costs_two_transactions_of_few_statements(store: TraceStore) -> N
 def test_stored_message_chunks_are_not_sent_again(store: TraceStore) -> None:
     history: list[Any] = [HumanMessage("go", id="h")]
     history += [AIMessage(f"turn {i}", id=f"a{i}") for i in range(2 * MANIFEST_CHUNK + 3)]
-    first = store.encode_messages(history)
+    first = store.blobs.encode_messages(history)
     with store.begin(blind=True) as conn:
-        store.put_blobs(conn, first)
+        store.blobs.put(conn, first)
     longer = [*history, AIMessage("one more", id="last")]
-    rows = store.encode_messages(longer)
+    rows = store.blobs.encode_messages(longer)
     # only the last, partial chunk (its messages and its manifest) is encoded for sending
     assert len(rows) == len(longer) - 2 * MANIFEST_CHUNK + 1
     with store.begin(blind=True) as conn:
-        store.put_blobs(conn, rows)
-    assert store.get_value(rows[-1][0]) == store.get_value(store.encode_messages(longer)[-1][0])
+        store.blobs.put(conn, rows)
+    assert store.get_value(rows[-1][0]) == store.get_value(store.blobs.encode_messages(longer)[-1][0])
     assert [m["content"] for m in store.get_value(rows[-1][0])] == [m.content for m in longer]
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Blob)).scalar_one() == len(longer) + 4  # and 4 manifests

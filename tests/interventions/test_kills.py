@@ -26,6 +26,7 @@ from sqlalchemy import select
 from counterfact.agents import ChatMessage
 from counterfact.graphs import Suite, load_suite, run_suite
 from counterfact.interventions import Budget, Debugger, DebugReport
+from counterfact.interventions._records import DebugLog
 from counterfact.store import RunRecord, TraceStore, verify_run
 from counterfact.store._schema import Checkpoint, Intervention
 
@@ -292,12 +293,12 @@ def test_a_debug_session_killed_between_verdicts_is_finished_by_resume(
     debug = _start(_cli("debug", run_id, *DEBUG, db=db), server)
 
     def verdict_and_a_replay_running() -> bool:
-        sessions = store.debug_sessions(run_id)
+        sessions = DebugLog(store).sessions(run_id)
         return bool(sessions and store.verdicts(run_id=run_id)
                     and any(_past_the_fork(store, r) for r in _session_runs(store, sessions[0].id)))
 
     _kill_when(debug, verdict_and_a_replay_running)
-    [session] = store.debug_sessions(run_id)
+    [session] = DebugLog(store).sessions(run_id)
     assert session.status == "running"
     _assert_sound(store)
 
@@ -305,7 +306,7 @@ def test_a_debug_session_killed_between_verdicts_is_finished_by_resume(
     resumed = _run(_cli("debug", run_id, *DEBUG, "--resume", "--format", "json", db=db), server)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     report = json.loads(resumed.stdout)
-    [again] = store.debug_sessions(run_id)
+    [again] = DebugLog(store).sessions(run_id)
     assert (again.id, again.status, report["status"]) == (session.id, "done", "done")
     hypotheses = [h for h in report["hypotheses"] if h["step"] is not None]
     assert sorted(h["step"] for h in hypotheses) == [1, 2]
@@ -367,7 +368,7 @@ def _cut_session(store: TraceStore, monkeypatch: pytest.MonkeyPatch, owner: obje
         _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
                   hypothesis_model=_critic(1)).run()
     monkeypatch.undo()
-    [session] = store.debug_sessions(run_id)
+    [session] = DebugLog(store).sessions(run_id)
     assert session.status == "running"
     report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
                        hypothesis_model=_critic(1)).run()
@@ -464,7 +465,7 @@ def test_a_shared_control_made_before_its_charge_was_saved_is_charged_once_on_re
     with pytest.raises(Died):
         _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
                   hypothesis_model=_critic(1)).run()
-    [session] = store.debug_sessions(run_id)
+    [session] = DebugLog(store).sessions(run_id)
     assert session.spent.replays == 0 and len(_session_runs(store, session.id)) == 1  # made, not charged
     monkeypatch.undo()
     report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
@@ -494,7 +495,7 @@ def test_probes_of_a_resampling_cut_off_are_made_again_not_doubled(
     with pytest.raises(Died):
         _debugger(store, run_id, pool, strategies=["resample"], budget=Budget(replays=30), pairs=2).run()
     monkeypatch.undo()
-    [session] = store.debug_sessions(run_id)
+    [session] = DebugLog(store).sessions(run_id)
     assert len([r for r in _session_runs(store, session.id) if r.labels.get("arm") == "resample"]) > 0
     report = _debugger(store, run_id, pool, strategies=["resample"], budget=Budget(replays=30), pairs=2).run()
     replays = _session_runs(store, session.id)

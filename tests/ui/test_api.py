@@ -14,6 +14,7 @@ from safetensors.numpy import save
 from counterfact.capture import ModelCallRecord
 from counterfact.graphs import record
 from counterfact.interventions import session_report
+from counterfact.interventions._records import DebugLog
 from counterfact.store import Outcome, RunRecord, StepRecord, TraceStore
 from counterfact.store._models import utcnow
 from counterfact.ui import TOKEN_HEADER, RunFilters, create_app, graph_view, runs_page
@@ -194,10 +195,11 @@ def test_edit_and_replay_job_runs_to_a_verdict_and_grows_the_tree(store: TraceSt
 
 def test_debug_session_page_uses_the_report_renderer(store: TraceStore) -> None:
     run_id = _pipeline_run(store)
-    session = store.create_debug_session(run_id, ["grounded"], {})
-    store.add_hypothesis(session.id, strategy="grounded", segment=0, step=0, agent="planner",
-                         reason=f"planner wrote 2+2 {HOSTILE}", intervention={"edits": [{"kind": "message", "text": "compute 2+3"}]},
-                         evidence={"fixes": [], "proposed_by": ["grounded"]})
+    log = DebugLog(store)
+    session = log.create_session(run_id, ["grounded"], {})
+    log.add_hypothesis(session.id, strategy="grounded", segment=0, step=0, agent="planner",
+                       reason=f"planner wrote 2+2 {HOSTILE}", intervention={"edits": [{"kind": "message", "text": "compute 2+3"}]},
+                       evidence={"fixes": [], "proposed_by": ["grounded"]})
     report = session_report(store, session.id[:8])
     assert report.hypotheses[0].reason.startswith("planner wrote 2+2")
     page = client(store).get(f"/debug/{session.id[:8]}")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from counterfact.graphs import record
+from counterfact.interventions._records import DebugLog
 from counterfact.store import Outcome, RunRecord, StepRecord
 from counterfact.store._models import utcnow
 
@@ -188,7 +189,7 @@ def test_start_a_debug_session_from_the_page(viewer: LiveViewer, page: Any) -> N
     page.fill("#debug-form input[name=budget]", "4")
     page.click("#debug-form button[type=submit]")
     link = page.wait_for_selector("#debug-job a[href^='/debug/']", timeout=60_000)
-    session = viewer.store.debug_sessions(run_id)[0]
+    session = DebugLog(viewer.store).sessions(run_id)[0]
     assert link.get_attribute("href") == f"/debug/{session.id}" and session.status == "done"
     link.click()
     page.wait_for_selector("#debug-report .cf-report")
