@@ -165,26 +165,29 @@ class LocalModel(ChatModel):
             **extra,
         )
 
-    def _prepare(self, request: ModelRequest) -> tuple[ModelRequest, list[dict[str, Any]] | None]:
-        """The request as the model answers it, with its seed settled, and the tools for the chat
-        template. Tools go through the template where it has a place for them, else through the
-        text protocol (a small model's template often ignores them); the request keeps them
-        either way, to read calls from the reply and to record them."""
+    def _prepare(
+        self, request: ModelRequest, capture: list[str] | None
+    ) -> tuple[ModelRequest, Request]:
+        """The request as the model answers it, with its seed settled, and its engine request.
+        Tools go through the chat template where it has a place for them, else through the text
+        protocol (a small model's template often ignores them); the request keeps them either
+        way, to read calls from the reply and to record them."""
         settings = self._settled(request.settings)
         tools = request.tools
         if tools and settings.json_schema is not None:
             # A reply forced to be JSON cannot also call a tool (nor carry protocol lines).
             raise ModelError("json_schema and tools cannot be combined on a local model")
         if not tools or self._template_takes_tools():
-            return request.model_copy(update={"settings": settings}), tools
+            request = request.model_copy(update={"settings": settings})
+            return request, self._request(request, tools, capture)
         stop = [*settings.stop, *(s for s in ("RESULT ",) if s not in settings.stop)]
-        taught = request.model_copy(
+        request = request.model_copy(
             update={
                 "messages": with_text_protocol(request.messages, tools),
                 "settings": settings.model_copy(update={"stop": stop}),
             }
         )
-        return taught, None
+        return request, self._request(request, None, capture)
 
     def _template_takes_tools(self) -> bool:
         if self._takes_tools is None:
@@ -265,8 +268,7 @@ class LocalModel(ChatModel):
         Rows are absolute positions 0..P+n-2 (the last generated token is never run).
         """
         started = time.perf_counter()
-        request, template_tools = self._prepare(request)
-        job = self._request(request, template_tools, capture)
+        request, job = self._prepare(request, capture)
         result = self.engine.submit(job).result()
         return self._completion(request, job, result, started, capture), result.activations
 
@@ -275,8 +277,7 @@ class LocalModel(ChatModel):
     ) -> Completion:
         """Queue the request on the engine and await it without holding a thread."""
         started = time.perf_counter()
-        request, template_tools = self._prepare(request)
-        job = self._request(request, template_tools, capture)
+        request, job = self._prepare(request, capture)
         result = await asyncio.wrap_future(self.engine.submit(job))
         return self._completion(request, job, result, started, capture)
 
@@ -286,8 +287,7 @@ class LocalModel(ChatModel):
         stop string cuts it), so it comes whole, with the completion. The request reaches the
         engine when the stream is first read; closing the stream cancels it."""
         started = time.perf_counter()
-        request, template_tools = self._prepare(request)
-        job = self._request(request, template_tools, None)
+        request, job = self._prepare(request, None)
         settings = request.settings
         incremental = not request.tools and settings.json_schema is None and not settings.stop
         return self._stream(request, job, started, incremental)
