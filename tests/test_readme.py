@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from counterfact.interventions._specs import Edit, parse_intervention
+from counterfact.interventions import Edit, parse_intervention
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

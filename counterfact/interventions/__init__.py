@@ -42,25 +42,8 @@ from counterfact.interventions._session import (
     split_segments,
 )
 from counterfact.interventions._specs import (
-    ActivationIntervention,
-    CapturedVector,
-    ContrastiveVector,
     Edit,
-    HandoffEdit,
-    InstructionEdit,
     Intervention,
-    InterventionError,
-    MessageEdit,
-    PlanEdit,
-    PrefixEdit,
-    ResponseEdit,
-    ResumeEdit,
-    RouteEdit,
-    SampleEdit,
-    StateEdit,
-    StepRef,
-    ToolEdit,
-    VectorSource,
     load_intervention,
     parse_intervention,
 )
@@ -79,6 +62,31 @@ from counterfact.interventions._verify import (
     validating_looks,
     verify,
 )
+from counterfact.interventions.edits import (
+    EditKind,
+    InterventionError,
+    StepRef,
+    edit_kind,
+    edit_kind_names,
+    register_edit_kind,
+)
+from counterfact.interventions.edits.activation import (
+    ActivationIntervention,
+    CapturedVector,
+    ContrastiveVector,
+    VectorSource,
+)
+from counterfact.interventions.edits.handoff import HandoffEdit
+from counterfact.interventions.edits.instruction import InstructionEdit
+from counterfact.interventions.edits.message import MessageEdit
+from counterfact.interventions.edits.plan import PlanEdit
+from counterfact.interventions.edits.prefix import PrefixEdit
+from counterfact.interventions.edits.response import ResponseEdit
+from counterfact.interventions.edits.resume import ResumeEdit
+from counterfact.interventions.edits.route import RouteEdit
+from counterfact.interventions.edits.sample import SampleEdit
+from counterfact.interventions.edits.state import StateEdit
+from counterfact.interventions.edits.tool import ToolEdit
 from counterfact.interventions.strategies import (
     STRATEGIES,
     DebugContext,
@@ -131,6 +139,10 @@ __all__ = [
     "CapturedVector",
     "ContrastiveVector",
     "Edit",
+    "EditKind",
+    "edit_kind",
+    "edit_kind_names",
+    "register_edit_kind",
     "Intervention",
     "InterventionError",
     "MessageEdit",

@@ -25,13 +25,11 @@ from pydantic import BaseModel
 from counterfact._errors import CounterfactError
 from counterfact.interventions._grounding import numbers_in
 from counterfact.interventions._replay import Replayer
-from counterfact.interventions._specs import (
-    InstructionEdit,
-    Intervention,
-    PrefixEdit,
-    SampleEdit,
-    StepRef,
-)
+from counterfact.interventions._specs import Intervention
+from counterfact.interventions.edits import StepRef
+from counterfact.interventions.edits.instruction import InstructionEdit
+from counterfact.interventions.edits.prefix import PrefixEdit
+from counterfact.interventions.edits.sample import SampleEdit
 from counterfact.store import StepRecord
 
 FixSource = Literal["hypothesis", "agent", "reference"]  # who wrote the text the fix carries

@@ -1,13 +1,13 @@
 """Replaying a recorded run from one step, with or without an intervention, on any graph.
 
 A replay forks the parent run just before the target step (`traces.fork_run`), applies the
-edits, and resumes the graph of the run's `ReplayTarget` as a child run. Edits of what happens
-inside the step travel as directives that the recorder (and the models and tools running in
-the step) honour when the step runs again: a replaced output, a forced route, a forced model
-response or tool result, a prefix, activation edits, tools added or taken away. Edits of the
-state (state and plan patches) are written with LangGraph's `update_state` before resuming.
-Nothing before the fork point runs again, and a tool call identical to a recorded one gets the
-recorded result unless `live_tools` is set.
+edits (each compiled by its kind's module in `edits/`), and resumes the graph of the run's
+`ReplayTarget` as a child run. Edits of what happens inside the step travel as directives that
+the recorder (and the models and tools running in the step) honour when the step runs again: a
+replaced output, a forced route, a forced model response or tool result, a prefix, activation
+edits, tools added or taken away. Edits of the state (state and plan patches) are written with
+LangGraph's `update_state` before resuming. Nothing before the fork point runs again, and a
+tool call identical to a recorded one gets the recorded result unless `live_tools` is set.
 """
 
 from __future__ import annotations
@@ -15,50 +15,27 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from typing import Any, Literal
+from typing import Any
 
-import jsonpatch
-from langgraph.channels.binop import BinaryOperatorAggregate
-from langgraph.graph import END
-from langgraph.types import Command, Overwrite
+from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from counterfact.agents import ModelError
 from counterfact.capture import (
     Directives,
-    ModelResponse,
-    StepDirectives,
-    ToolChange,
-    from_jsonable_update,
-    is_recorded_command,
     step_key,
     to_jsonable,
     tool_call_key,
     with_directives,
 )
 from counterfact.graphs import NODE_METADATA_KEY, ReplayTarget, RunConfig, load_target
-from counterfact.interventions._applied import (
-    Evidence,
-    StateAt,
-    missing_evidence,
-    state_evidence,
-)
-from counterfact.interventions._specs import (
-    ActivationIntervention,
-    HandoffEdit,
-    InstructionEdit,
-    Intervention,
+from counterfact.interventions._applied import StateAt, missing_evidence
+from counterfact.interventions._specs import Intervention
+from counterfact.interventions.edits import (
+    CompileContext,
     InterventionError,
-    MessageEdit,
-    PlanEdit,
-    PrefixEdit,
-    ResponseEdit,
-    ResumeEdit,
-    RouteEdit,
-    SampleEdit,
-    StateEdit,
+    StepPlan,
     StepRef,
-    ToolEdit,
+    edit_kind,
 )
 from counterfact.store import (
     ForkPoint,
@@ -67,35 +44,15 @@ from counterfact.store import (
     StoreError,
     TraceStore,
     fork_run,
-    output_text,
-    step_handoffs,
 )
 
 
-class StateUpdate(BaseModel):
-    """A write into the state at the fork point, as if `as_node` had produced it."""
-
-    model_config = {"arbitrary_types_allowed": True}
-
-    values: dict[str, Any]
-    as_node: str | None
-
-
-class ReplayPlan(BaseModel):
-    """An intervention compiled against one run: what to write, what to tell the step, and
-    what evidence shows that the edit reached the agents."""
-
-    model_config = {"arbitrary_types_allowed": True}
+class ReplayPlan(StepPlan):
+    """An intervention compiled against one run: the step it forks at, and what its edits
+    compiled to there (what to write, what to tell the step, the evidence to look for)."""
 
     step: int
     intervention: Intervention | None = None
-    directives: StepDirectives = Field(default_factory=StepDirectives)
-    tool_changes: list[ToolChange] = Field(default_factory=list)
-    updates: list[StateUpdate] = Field(default_factory=list)
-    resume: Any = None
-    resumes: bool = False  # answer the step's interrupt() with `resume`
-    evidence: list[Evidence] = Field(default_factory=list)
-    activation: bool = False
 
 
 class ReplayResult(BaseModel):
@@ -214,187 +171,18 @@ class Replayer:
         if len(steps) != 1:
             raise InterventionError(f"all edits of one intervention must aim at the same step, got {sorted(steps)}")
         plan = ReplayPlan(step=steps.pop(), intervention=intervention)
+        target = self.steps[plan.step]
+        context = CompileContext(
+            index=plan.step, step=target, ours=self._ours(target), graph=self.graph, steps=self.steps,
+            store=self.store, state_before=lambda: self._state_before(plan.step), models=self.target.models,
+        )
         for edit in intervention.edits:
-            self._compile_edit(edit, plan)
+            edit_kind(edit.kind).compile_edit(edit, context, plan)
         return plan
 
     def _ours(self, step: StepRecord) -> bool:
         """Whether the step's node is one of counterfact's agent nodes (it takes replies)."""
         return NODE_METADATA_KEY in (self._nodes[step.node].metadata or {})
-
-    def _compile_edit(self, edit: Any, plan: ReplayPlan) -> None:
-        target = self.steps[plan.step]
-        ours = self._ours(target)
-        here = plan.directives
-        if isinstance(edit, MessageEdit):
-            edited = _edited_text(edit, output_text(target.output))
-            if ours:
-                here.reply = edited
-            else:
-                here.output = _with_last_message(target, edited, keep_tool_calls=edit.mode != "replace")
-            plan.evidence.append(Evidence(kind="seen", value=edit.text if edit.mode != "replace" and edit.text else edited))
-        elif isinstance(edit, (StateEdit, PlanEdit)):
-            self._compile_state_edit(edit, plan)
-        elif isinstance(edit, RouteEdit):
-            self._compile_route(edit, target, ours, plan)
-        elif isinstance(edit, HandoffEdit):
-            self._compile_handoff(edit, target, plan)
-        elif isinstance(edit, ResponseEdit):
-            calls = [
-                {"name": c["name"], "args": c.get("args", c.get("arguments", {})), "id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}"}
-                for c in edit.tool_calls
-            ]
-            here.model_responses.append(ModelResponse(call=edit.call, content=edit.text, tool_calls=calls))
-            plan.evidence.append(Evidence(kind="response", value=edit.text, tool=str(edit.call)))
-        elif isinstance(edit, ResumeEdit):
-            plan.resume, plan.resumes = edit.value, True
-        elif isinstance(edit, ToolEdit):
-            if edit.action == "result":
-                here.tool_results[edit.tool] = edit.result
-                plan.evidence.append(Evidence(kind="tool_result", value=str(edit.result), tool=edit.tool))
-            else:
-                if edit.action == "add" and not ours:
-                    raise InterventionError(
-                        f"step {plan.step} ({target.node}) is not a counterfact agent: on a user's node a "
-                        "tool can be removed or its result forced, not added (the edit names no tool object)"
-                    )
-                owner = target.agent if ours and target.agent else target.node
-                plan.tool_changes.append(
-                    ToolChange(agent=owner, tool=edit.tool, action=edit.action, from_step=step_key(target.node, target.invocation))
-                )
-                kind: Literal["tool_offered", "tool_withdrawn"] = "tool_offered" if edit.action == "add" else "tool_withdrawn"
-                plan.evidence.append(Evidence(kind=kind, tool=edit.tool))
-        elif isinstance(edit, PrefixEdit):
-            self._require_local(target, "prefix")
-            here.prefix = edit.text
-            plan.evidence.append(Evidence(kind="prefix", value=edit.text))
-        elif isinstance(edit, InstructionEdit):
-            here.instruction = edit.text
-            plan.evidence.append(Evidence(kind="seen", value=edit.text))
-        elif isinstance(edit, SampleEdit):
-            here.temperature, here.seed = edit.temperature, edit.seed
-            plan.evidence.append(Evidence(kind="sampled", value=f"{edit.temperature}:{edit.seed}"))
-        elif isinstance(edit, ActivationIntervention):
-            here.activation_edits.extend(self._activation_edits(edit, target))
-            plan.activation = True
-
-    def _compile_route(self, edit: RouteEdit, target: StepRecord, ours: bool, plan: ReplayPlan) -> None:
-        if ours:
-            if target.kind != "router":
-                raise InterventionError(f"step {plan.step} ({target.node}) is not a routing step")
-            plan.directives.reply = f"NEXT: {edit.next}\nINSTRUCTION: {edit.instruction}".strip()
-            plan.evidence.append(Evidence(kind="seen", value=edit.instruction or edit.next))
-            return
-        builder = self.graph.builder
-        if target.node not in builder.branches and not self._nodes[target.node].ends:
-            raise InterventionError(
-                f"step {plan.step} ({target.node}) has no conditional edge or Command to route: its successors are fixed"
-            )
-        if edit.next not in self._nodes and edit.next != END:
-            raise InterventionError(f"route: no node {edit.next!r} in the graph; it has {', '.join(sorted(self._nodes))}")
-        plan.directives.route = edit.next
-        plan.evidence.append(Evidence(kind="route", value=edit.next))
-
-    def _compile_handoff(self, edit: HandoffEdit, target: StepRecord, plan: ReplayPlan) -> None:
-        """A handoff the step made goes elsewhere, is not made, or carries another message.
-        Redirecting replaces the goto of the step's Command (as a route edit does); keeping
-        control answers the handoff tool with a note instead of its Command, so the agent goes
-        on (a node that handed off by itself runs again instead)."""
-        edges = [e for e in step_handoffs(target) if not e.nested]
-        if not edges:
-            nested = [f"{e.source} -> {e.to}" for e in step_handoffs(target)]
-            where = f" (handoffs nested in it: {', '.join(nested)}; edit the step of the team that made them)" if nested else ""
-            raise InterventionError(f"step {plan.step} ({target.node}) made no handoff of its own{where}; use a route edit")
-        made = edges[-1]
-        if edit.keeps_control:
-            note = edit.message or f"The handoff to {made.to} was not made: go on with the task yourself."
-            if made.tool:
-                plan.directives.kept_handoffs[made.tool] = note
-                plan.evidence.append(Evidence(kind="tool_result", value=note, tool=made.tool))
-            else:
-                plan.directives.route = target.node
-                plan.evidence.append(Evidence(kind="route", value=target.node))
-            return
-        if edit.to:
-            if edit.to not in self._nodes:
-                raise InterventionError(f"handoff: no agent {edit.to!r} in the graph; it has {', '.join(sorted(self._nodes))}")
-            plan.directives.route = edit.to
-            plan.evidence.append(Evidence(kind="route", value=edit.to))
-        message = edit.message
-        if message is None and edit.to and made.to in made.text:
-            message = made.text.replace(made.to, edit.to)  # "transferred to X" names the new agent
-        if message is not None:
-            plan.directives.handoff_message = message
-            plan.evidence.append(Evidence(kind="seen", value=message))
-
-    def _compile_state_edit(self, edit: StateEdit | PlanEdit, plan: ReplayPlan) -> None:
-        before = self._state_before(plan.step)
-        current = to_jsonable(before)
-        if isinstance(edit, PlanEdit):
-            plan_now = current.get("plan") or {}
-            patch = [{"op": "add", "path": "/plan", "value": edit.plan}] if edit.plan is not None else [
-                {**op, "path": "/plan" + op.get("path", "")} for op in edit.patch or []
-            ]
-            current.setdefault("plan", plan_now)
-        else:
-            patch = edit.patch
-        channels = sorted(k for k in self.graph.channels if not k.startswith(("__", "branch:")))
-        for op in patch:
-            channel = str(op.get("path", "")).lstrip("/").split("/")[0]
-            if channel not in channels:
-                raise InterventionError(
-                    f"state patch at step {plan.step}: no channel {channel!r} in the graph's state (channels: {', '.join(channels)})"
-                )
-        try:
-            patched = jsonpatch.apply_patch(current, patch)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise InterventionError(f"state patch does not apply at step {plan.step}: {exc}") from None
-        values: dict[str, Any] = {}
-        # Models from the fork on must be sent the new texts; every node must run on the new state.
-        models_follow = any(step.model_calls for step in self.steps[plan.step :])
-        for channel in channels:
-            if patched.get(channel) == current.get(channel):
-                continue
-            value = from_jsonable_update({channel: patched.get(channel)})[channel]
-            reducer = isinstance(self.graph.channels[channel], BinaryOperatorAggregate)
-            values[channel] = Overwrite(value) if reducer else value
-            plan.evidence.append(state_evidence(channel, patched.get(channel)))
-            if models_follow:
-                new_texts = _new_texts(patched.get(channel), current.get(channel))
-                plan.evidence.extend(Evidence(kind="seen", value=t) for t in new_texts)
-        if not values:
-            raise InterventionError(f"state patch at step {plan.step} changes nothing")
-        previous = self.steps[plan.step - 1].node if plan.step > 0 else None
-        plan.updates.append(StateUpdate(values=values, as_node=previous))
-
-    def _require_local(self, target: StepRecord, what: str) -> Any:
-        model = self.target.models(target) if (self._ours(target) or target.model_calls) else None
-        if model is None:
-            raise InterventionError(
-                f"a {what} edit needs a counterfact model at step {target.index} ({target.node}): "
-                "a counterfact agent, or ChatCounterfact in your graph"
-            )
-        return model
-
-    def _activation_edits(self, edit: ActivationIntervention, target: StepRecord) -> list[dict[str, Any]]:
-        """Resolve the vector and check the edit against the step's model, before any replay."""
-        from counterfact.interventions._vectors import resolve_vector
-
-        model = self._require_local(target, "activation")
-        if not model.white_box:
-            raise InterventionError(
-                f"step {target.index} runs on {model.name} ({model.backend}), a remote black-box "
-                "model: activation edits need a local model"
-            )
-        vector = resolve_vector(edit, model, self.store) if edit.vector is not None else None
-        resolved = edit.to_edit(vector)
-        try:
-            from counterfact.agents._activations import resolve_edits
-
-            resolve_edits([resolved], model.geometry)
-        except ModelError as exc:
-            raise InterventionError(f"activation edit at step {target.index}: {exc}") from None
-        return [resolved.model_dump(mode="json", exclude_none=True)]
 
     def model_of(self, step: StepRecord) -> Any:
         """The counterfact model a step ran on (None for other models)."""
@@ -559,50 +347,6 @@ def parse_step(text: str) -> StepRef:
     if match.group(1):
         return StepRef(agent=name, invocation=invocation)
     return StepRef(node=name, invocation=invocation)
-
-
-def _edited_text(edit: MessageEdit, original: str) -> str:
-    if edit.mode == "replace":
-        return edit.text
-    if edit.mode == "append":
-        return original + edit.text
-    edited = re.sub(edit.pattern or "", edit.text, original)
-    if edited == original:
-        raise InterventionError(f"pattern {edit.pattern!r} does not occur in the step's message")
-    return edited
-
-
-def _with_last_message(target: StepRecord, text: str, *, keep_tool_calls: bool) -> Any:
-    """The step's recorded update with the text of its last message replaced (same id, so
-    `add_messages` replaces rather than appends), in whichever channel holds it."""
-    delta = copy.deepcopy(target.delta)
-    update = delta.get("update") if is_recorded_command(delta) else delta
-    if isinstance(update, dict):
-        for channel in sorted(update, key=lambda k: k != "messages"):
-            value = update[channel]
-            message = value[-1] if isinstance(value, list) and value else value
-            if isinstance(message, dict) and "content" in message and "role" in message:
-                message["content"] = text
-                if not keep_tool_calls:
-                    message.pop("tool_calls", None)
-                return delta
-    raise InterventionError(f"step {target.index} ({target.node}) wrote no message to edit; use a state edit")
-
-
-def _new_texts(new: Any, old: Any) -> list[str]:
-    """Strings in the new value that the old one did not have (what an agent should now see)."""
-
-    def strings(value: Any) -> set[str]:
-        if isinstance(value, str):
-            return {value}
-        if isinstance(value, dict):
-            return set().union(*(strings(v) for v in value.values())) if value else set()
-        if isinstance(value, list):
-            return set().union(*(strings(v) for v in value)) if value else set()
-        return set()
-
-    fresh = strings(new) - strings(old)
-    return sorted(s for s in fresh if len(s) > 3 and s not in ("pending", "in_progress", "done"))
 
 
 def resume_replay(store: TraceStore, run_ref: str, *, model: str | None = None) -> ReplayResult:

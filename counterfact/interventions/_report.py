@@ -20,7 +20,8 @@ from rich.text import Text
 
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._session import DebugReport, HypothesisView
-from counterfact.store import coloured, excerpt
+from counterfact.interventions.edits import edit_kind
+from counterfact.store import coloured
 
 
 def verdict_of(h: HypothesisView) -> str:
@@ -79,41 +80,10 @@ def describe_evidence(evidence: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _short(text: str) -> str:
-    return excerpt(str(text), 120)
-
-
 def describe_edit(edit: dict[str, Any]) -> str:
-    """One line for an edit, as a person would say it."""
-    kind = edit["kind"]
+    """One line for an edit, as a person would say it (its kind says it)."""
     where = f"step {edit['at']['step']}" if (edit.get("at") or {}).get("step") is not None else "the step"
-    if kind == "message":
-        return f"{edit.get('mode', 'replace')} the message at {where} with {_short(edit.get('text', ''))!r}"
-    if kind == "activation":
-        return (
-            f"{edit.get('operation', 'add')} {edit.get('component', 'residual')} activations at layers "
-            f"{edit['layers']}, positions {edit.get('positions', 'all')}, at {where}"
-        )
-    if kind == "route":
-        return f"route to {edit['next']} at {where}: {_short(edit.get('instruction', ''))!r}"
-    if kind == "handoff":
-        to = "no one (the agent keeps control)" if edit.get("to") == "none" else edit.get("to") or "the same agent"
-        said = f" with the message {_short(edit['message'])!r}" if edit.get("message") is not None else ""
-        return f"the handoff at {where} goes to {to}{said}"
-    if kind == "tool":
-        return f"tool {edit['tool']}: {edit.get('action', 'result')} {_short(str(edit.get('result', '')))!r} at {where}"
-    if kind == "prefix":
-        return f"the answer at {where} begins {edit['text']!r}"
-    if kind == "instruction":
-        return f"the agent at {where} reads the note {_short(edit.get('text', ''))!r} before it answers"
-    if kind == "sample":
-        return (
-            f"the agent at {where} writes its step again, sampled at temperature "
-            f"{edit.get('temperature', 0.8)} with seed {edit.get('seed', 0)}"
-        )
-    if kind == "response":
-        return f"the model at {where} answers {_short(edit.get('text', ''))!r}"
-    return f"{kind} edit at {where}"
+    return edit_kind(edit["kind"]).describe(edit, where)
 
 
 def describe_fix(fix: Fix | dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from counterfact.agents import ActivationEdit, ChatMessage
-from counterfact.interventions._specs import ActivationIntervention, InterventionError
+from counterfact.interventions.edits import InterventionError
+from counterfact.interventions.edits.activation import ActivationIntervention
 from counterfact.store import TraceStore
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from counterfact.capture import ModelCallRecord, ToolCallRecord, timeline
+from counterfact.interventions import edit_kind, edit_kind_names
 from counterfact.store import (
     HandoffEdge,
     StepRecord,
@@ -131,29 +132,11 @@ def _activation_plots(blobs: list[bytes | None]) -> list[ActivationPlot]:
 
 def edit_templates(step: StepRecord, before: dict[str, Any] | None) -> dict[str, str]:
     """A starting edit (YAML, as an edit file would hold it) for each kind that applies to the
-    step, filled with what the step holds now."""
+    step, filled with what the step holds now; each kind supplies its own."""
     import yaml
 
-    def dump(edit: dict[str, Any]) -> str:
-        return yaml.safe_dump(edit, sort_keys=False, allow_unicode=True, width=100)
-
-    text = _chat_line(step.output).content if step.output is not None else ""
-    templates = {
-        "message": dump({"kind": "message", "mode": "replace", "text": text}),
-        "instruction": dump({"kind": "instruction", "text": "Check your numbers against the tool results."}),
-        "state": dump({"kind": "state", "patch": [{"op": "replace", "path": f"/{next(iter(before or {'messages': 0}))}", "value": None}]}),
-    }
-    if before and "plan" in before:
-        templates["plan"] = dump({"kind": "plan", "plan": before["plan"]})
-    if step.kind == "router" or (isinstance(step.delta, dict) and "route" in step.delta):
-        templates["route"] = dump({"kind": "route", "next": "", "instruction": ""})
-    if own := [e for e in step_handoffs(step) if not e.nested]:
-        templates["handoff"] = dump({"kind": "handoff", "to": own[-1].to, "message": own[-1].text})
-    for call in step.tool_calls:
-        templates.setdefault("tool", dump({"kind": "tool", "tool": call.name, "result": call.result}))
-    if any(c.backend == "local" for c in step.model_calls):
-        templates["activation"] = dump({
-            "kind": "activation", "layers": [0], "component": "residual", "positions": "all",
-            "operation": "scale", "strength": 0.0,
-        })
+    templates: dict[str, str] = {}
+    for name in edit_kind_names():
+        if (edit := edit_kind(name).template(step, before)) is not None:
+            templates[name] = yaml.safe_dump(edit, sort_keys=False, allow_unicode=True, width=100)
     return templates

@@ -13,12 +13,10 @@ from pydantic import BaseModel
 from counterfact._errors import CounterfactError
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._replay import Replayer
-from counterfact.interventions._specs import (
-    HandoffEdit,
-    Intervention,
-    RouteEdit,
-    StepRef,
-)
+from counterfact.interventions._specs import Intervention
+from counterfact.interventions.edits import StepRef
+from counterfact.interventions.edits.handoff import HandoffEdit
+from counterfact.interventions.edits.route import RouteEdit
 from counterfact.interventions.strategies._base import DebugContext, Outcome, Proposal
 from counterfact.store import StepRecord, step_handoffs
 

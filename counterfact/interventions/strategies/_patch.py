@@ -9,14 +9,14 @@ from collections.abc import Iterator
 
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._session import LAYER_SCAN
-from counterfact.interventions._specs import (
+from counterfact.interventions._specs import Intervention
+from counterfact.interventions.edits import StepRef
+from counterfact.interventions.edits.activation import (
     ActivationIntervention,
     CapturedVector,
-    Intervention,
-    MessageEdit,
-    StepRef,
     VectorSource,
 )
+from counterfact.interventions.edits.message import MessageEdit
 from counterfact.interventions.strategies._base import (
     DebugContext,
     Outcome,

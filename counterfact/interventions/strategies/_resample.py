@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from counterfact.interventions._fixes import Fix, takes_temperature
-from counterfact.interventions._specs import Intervention, MessageEdit, StepRef
+from counterfact.interventions._specs import Intervention
+from counterfact.interventions.edits import StepRef
+from counterfact.interventions.edits.message import MessageEdit
 from counterfact.interventions.strategies._base import (
     DebugContext,
     Outcome,

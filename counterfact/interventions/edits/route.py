@@ -1,0 +1,59 @@
+"""`route`: force the next speaker at a routing step (and, on counterfact's router, its
+instruction); on a user's node, the node that runs after it, over its conditional edge or
+`Command(goto=...)`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.graph import END
+
+from counterfact.interventions._applied import Evidence
+from counterfact.interventions.edits._base import (
+    CompileContext,
+    EditSpec,
+    InterventionError,
+    StepPlan,
+    short,
+)
+from counterfact.store import StepRecord
+
+
+class RouteEdit(EditSpec):
+    """Force the next speaker (and its instruction) at a routing step."""
+
+    kind: Literal["route"] = "route"
+    next: str
+    instruction: str = ""
+
+
+SPEC: type[EditSpec] = RouteEdit
+ORDER = 40
+
+
+def compile_edit(edit: RouteEdit, context: CompileContext, plan: StepPlan) -> None:
+    step = context.step
+    if context.ours:
+        if step.kind != "router":
+            raise InterventionError(f"step {context.index} ({step.node}) is not a routing step")
+        plan.directives.reply = f"NEXT: {edit.next}\nINSTRUCTION: {edit.instruction}".strip()
+        plan.evidence.append(Evidence(kind="seen", value=edit.instruction or edit.next))
+        return
+    nodes = context.nodes
+    if step.node not in context.graph.builder.branches and not nodes[step.node].ends:
+        raise InterventionError(
+            f"step {context.index} ({step.node}) has no conditional edge or Command to route: its successors are fixed"
+        )
+    if edit.next not in nodes and edit.next != END:
+        raise InterventionError(f"route: no node {edit.next!r} in the graph; it has {', '.join(sorted(nodes))}")
+    plan.directives.route = edit.next
+    plan.evidence.append(Evidence(kind="route", value=edit.next))
+
+
+def describe(edit: dict[str, Any], where: str) -> str:
+    return f"route to {edit['next']} at {where}: {short(edit.get('instruction', ''))!r}"
+
+
+def template(step: StepRecord, before: dict[str, Any] | None) -> dict[str, Any] | None:
+    routes = step.kind == "router" or (isinstance(step.delta, dict) and "route" in step.delta)
+    return {"kind": "route", "next": "", "instruction": ""} if routes else None
