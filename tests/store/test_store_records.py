@@ -5,15 +5,13 @@ store's schema; `tests/interventions/test_debug_records.py` covers the records t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import func, select, update
 
 from counterfact.interventions._records import DebugLog, DebugSpend
 from counterfact.store import (
@@ -34,8 +32,6 @@ from counterfact.store._schema import (
     JsonType,
     Verdict,
 )
-
-from ..conftest import PG_ADMIN_URL
 
 
 def _run(store: TraceStore, status: str = "failed") -> str:
@@ -133,25 +129,6 @@ def test_unknown_ids_raise_one_line_store_errors(store: TraceStore) -> None:
 
 
 # -- migration 0004 ---------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty database of its own (the `store` fixture's is already at head)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    name = f"cf_migrate_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}; start it (see .ci/run)")
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 # the two tables as revision 0003 made them
