@@ -84,7 +84,7 @@ class Step(Base):
     delta_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     checkpoint_before: Mapped[str | None] = mapped_column(String(64), default=None)
     # Set only where a step's next checkpoint is not derivable (imports); recorded steps leave
-    # it empty and readers take the child of checkpoint_before (see _store.checkpoint_after).
+    # it empty and readers take the child of checkpoint_before (see _steps.checkpoint_after).
     checkpoint_after: Mapped[str | None] = mapped_column(String(64), default=None)
     task_id: Mapped[str | None] = mapped_column(String(64), default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime)
