@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager, suppress
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -29,18 +26,19 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
-from sqlalchemy import Connection, delete, insert, select, tuple_
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import delete, insert, select
 
 from counterfact.capture._payloads import to_jsonable
 from counterfact.store._chain import PreparedStep, RunWriter
-from counterfact.store._engine import StoreError
-from counterfact.store._schema import Checkpoint as CheckpointRow
-from counterfact.store._schema import CheckpointWrite
+from counterfact.store._checkpoint_rows import (
+    CP,
+    WR,
+    checkpoint_tuple,
+    delete_checkpoints,
+    pending_writes,
+)
+from counterfact.store._recording import RecordedThreads
 from counterfact.store._store import TraceStore
-
-_CP = CheckpointRow.__table__
-_WR = CheckpointWrite.__table__
 
 
 class SQLAlchemySaver(BaseCheckpointSaver[str]):
@@ -49,118 +47,44 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
     def __init__(self, store: TraceStore, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
-        self._writers: dict[str, RunWriter] = {}
-        self._staged: dict[str, dict[str, PreparedStep]] = defaultdict(dict)
-        # Recorded threads whose write failed, with the error. LangGraph stores a task's
-        # writes in the background and goes on with the next step: after a failed write the
-        # run must stop there, or it would go on recording with a step missing.
-        self._failed: dict[str, BaseException] = {}
-        self._thread_locks: dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
+        self.recorded = RecordedThreads(store)
 
-    # -- the recorder's side ------------------------------------------------------------------
+    # -- the recorder's side (see RecordedThreads) ----------------------------------------------
 
     def attach(self, thread_id: str, writer: RunWriter) -> None:
         """Record steps of `thread_id` into `writer`'s run."""
-        with self._lock:
-            self._writers[thread_id] = writer
-            self._failed.pop(thread_id, None)
+        self.recorded.attach(thread_id, writer)
 
     def detach(self, thread_id: str) -> None:
         """Stop recording `thread_id`, writing any step still staged."""
-        with self._lock:
-            writer = self._writers.pop(thread_id, None)
-            staged = self._staged.pop(thread_id, {})
-            failed = self._failed.pop(thread_id, None)
-            self._thread_locks.pop(thread_id, None)
-        if writer is not None and staged and failed is None:
-            with self.store.begin() as conn:
-                for step in staged.values():
-                    writer.write(conn, step)
+        self.recorded.detach(thread_id)
 
     def writer(self, thread_id: str) -> RunWriter | None:
         """The writer recording `thread_id`, if it is being recorded."""
-        return self._writers.get(thread_id)
-
-    @contextmanager
-    def _recording(
-        self, thread_id: str, writer: RunWriter | None, writes_of: str | None = None
-    ) -> Iterator[Connection]:
-        """A write transaction for a thread; for a recorded run, none after one failed.
-
-        `writes_of`: the checkpoint whose task writes these are. If they fail, a later
-        checkpoint that LangGraph stored meanwhile (it stores a task's writes in the background)
-        would make a resume skip the task whose step and writes were lost: such checkpoints
-        are removed, so the resume runs that task again."""
-        if writer is None:
-            with self.store.begin(blind=True) as conn:
-                yield conn
-            return
-        with self._thread_lock(thread_id):  # a write of this run waits for the last to settle
-            failed = self._failed.get(thread_id)
-            if failed is not None:
-                raise StoreError(
-                    f"recording of run {thread_id} stopped at a failed write; nothing after it is stored"
-                ) from failed
-            try:
-                with self.store.begin(blind=True) as conn:
-                    yield conn
-            except SQLAlchemyError as exc:
-                self._failed[thread_id] = exc
-                if writes_of is not None:
-                    with suppress(SQLAlchemyError):  # best effort: the database may be away
-                        self._forget_after(thread_id, writes_of)
-                raise
-
-    def _thread_lock(self, thread_id: str) -> threading.Lock:
-        with self._lock:
-            return self._thread_locks.setdefault(thread_id, threading.Lock())
-
-    def _forget_after(self, thread_id: str, checkpoint_id: str) -> None:
-        """Remove the thread's checkpoints newer than `checkpoint_id` (ids sort by time)."""
-        with self.store.begin() as conn:
-            later = conn.execute(
-                select(_CP.c.thread_id, _CP.c.checkpoint_ns, _CP.c.checkpoint_id).where(
-                    _CP.c.thread_id == thread_id, _CP.c.checkpoint_ns == "", _CP.c.checkpoint_id > checkpoint_id
-                )
-            ).all()
-            self._delete_checkpoints(conn, [tuple(k) for k in later])
+        return self.recorded.writer(thread_id)
 
     def stage_step(self, thread_id: str, task_id: str, step: PreparedStep) -> None:
         """Hold a finished node's step until its writes or next checkpoint are stored."""
-        with self._lock:
-            self._staged[thread_id][task_id] = step
-
-    def _take_staged(self, thread_id: str, task_id: str | None) -> list[PreparedStep]:
-        with self._lock:
-            staged = self._staged.get(thread_id)
-            if not staged:
-                return []
-            if task_id is None:
-                steps = list(staged.values())
-                staged.clear()
-                return steps
-            step = staged.pop(task_id, None)
-            return [step] if step is not None else []
+        self.recorded.stage(thread_id, task_id, step)
 
     # -- BaseCheckpointSaver --------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         conf = config["configurable"]
-        query = select(_CP).where(
-            _CP.c.thread_id == str(conf["thread_id"]),
-            _CP.c.checkpoint_ns == conf.get("checkpoint_ns", ""),
+        query = select(CP).where(
+            CP.c.thread_id == str(conf["thread_id"]),
+            CP.c.checkpoint_ns == conf.get("checkpoint_ns", ""),
         )
         if checkpoint_id := get_checkpoint_id(config):
-            query = query.where(_CP.c.checkpoint_id == checkpoint_id)
+            query = query.where(CP.c.checkpoint_id == checkpoint_id)
         else:
-            query = query.order_by(_CP.c.checkpoint_id.desc()).limit(1)
-        with self.store.engine.connect() as conn:
+            query = query.order_by(CP.c.checkpoint_id.desc()).limit(1)
+        with self.store.connect() as conn:
             row = conn.execute(query).mappings().first()
             if row is None:
                 return None
-            writes = self._pending_writes(conn, [row])
-        return self._tuple(row, writes)
+            writes = pending_writes(conn, self.serde, [row])
+        return checkpoint_tuple(self.serde, row, writes)
 
     def list(
         self,
@@ -170,21 +94,21 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        query = select(_CP)
+        query = select(CP)
         if config is not None:
             conf = config["configurable"]
             if "thread_id" in conf:
-                query = query.where(_CP.c.thread_id == str(conf["thread_id"]))
+                query = query.where(CP.c.thread_id == str(conf["thread_id"]))
             if "checkpoint_ns" in conf:
-                query = query.where(_CP.c.checkpoint_ns == conf["checkpoint_ns"])
+                query = query.where(CP.c.checkpoint_ns == conf["checkpoint_ns"])
             if checkpoint_id := get_checkpoint_id(config):
-                query = query.where(_CP.c.checkpoint_id == checkpoint_id)
+                query = query.where(CP.c.checkpoint_id == checkpoint_id)
         if before is not None and (before_id := get_checkpoint_id(before)):
-            query = query.where(_CP.c.checkpoint_id < before_id)
-        query = query.order_by(_CP.c.checkpoint_id.desc())
+            query = query.where(CP.c.checkpoint_id < before_id)
+        query = query.order_by(CP.c.checkpoint_id.desc())
         if limit is not None and not filter:
             query = query.limit(limit)
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             rows = conn.execute(query).mappings().all()
             if filter:
                 wanted = to_jsonable(filter)
@@ -195,9 +119,9 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
                 ]
                 if limit is not None:
                     rows = rows[:limit]
-            writes = self._pending_writes(conn, rows)
+            writes = pending_writes(conn, self.serde, rows)
         for row in rows:
-            yield self._tuple(row, writes)
+            yield checkpoint_tuple(self.serde, row, writes)
 
     def put(
         self,
@@ -222,11 +146,11 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             "checkpoint": data,
             "metadata": meta,
         }
-        writer = self._writers.get(thread_id) if ns == "" else None
-        with self._recording(thread_id, writer) as conn:
+        writer = self.recorded.writer(thread_id) if ns == "" else None
+        with self.recorded.transaction(thread_id, writer) as conn:
             conn.execute(self.store.sql.upsert_checkpoint, row)
             if writer is not None:
-                for step in self._take_staged(thread_id, None):
+                for step in self.recorded.take_staged(thread_id, None):
                     writer.write(conn, step)
         return {
             "configurable": {
@@ -261,47 +185,47 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             for idx, (channel, val) in enumerate(writes)
             for type_, value in [self.serde.dumps_typed(val)]
         ]
-        writer = self._writers.get(thread_id) if ns == "" else None
-        with self._recording(thread_id, writer, writes_of=str(conf["checkpoint_id"])) as conn:
+        writer = self.recorded.writer(thread_id) if ns == "" else None
+        with self.recorded.transaction(thread_id, writer, writes_of=str(conf["checkpoint_id"])) as conn:
             if rows:
                 special = all(w[0] in WRITES_IDX_MAP for w in writes)
                 sql = self.store.sql
                 conn.execute(sql.replace_writes if special else sql.insert_writes, rows)
             if writer is not None:
-                for step in self._take_staged(thread_id, task_id):
+                for step in self.recorded.take_staged(thread_id, task_id):
                     writer.write(conn, step)
 
     def delete_thread(self, thread_id: str) -> None:
         with self.store.begin() as conn:
-            conn.execute(delete(_WR).where(_WR.c.thread_id == str(thread_id)))
-            conn.execute(delete(_CP).where(_CP.c.thread_id == str(thread_id)))
+            conn.execute(delete(WR).where(WR.c.thread_id == str(thread_id)))
+            conn.execute(delete(CP).where(CP.c.thread_id == str(thread_id)))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         if not run_ids:
             return
         with self.store.begin() as conn:
             keys = conn.execute(
-                select(_CP.c.thread_id, _CP.c.checkpoint_ns, _CP.c.checkpoint_id).where(
-                    _CP.c.run_id.in_([str(r) for r in run_ids])
+                select(CP.c.thread_id, CP.c.checkpoint_ns, CP.c.checkpoint_id).where(
+                    CP.c.run_id.in_([str(r) for r in run_ids])
                 )
             ).all()
-            self._delete_checkpoints(conn, [tuple(k) for k in keys])
+            delete_checkpoints(conn, [tuple(k) for k in keys])
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         with self.store.begin() as conn:
             cps = conn.execute(
-                select(_CP).where(_CP.c.thread_id == str(source_thread_id))
+                select(CP).where(CP.c.thread_id == str(source_thread_id))
             ).mappings().all()
             wrs = conn.execute(
-                select(_WR).where(_WR.c.thread_id == str(source_thread_id))
+                select(WR).where(WR.c.thread_id == str(source_thread_id))
             ).mappings().all()
             if cps:
                 conn.execute(
-                    insert(_CP), [{**r, "thread_id": str(target_thread_id)} for r in cps]
+                    insert(CP), [{**r, "thread_id": str(target_thread_id)} for r in cps]
                 )
             if wrs:
                 conn.execute(
-                    insert(_WR), [{**r, "thread_id": str(target_thread_id)} for r in wrs]
+                    insert(WR), [{**r, "thread_id": str(target_thread_id)} for r in wrs]
                 )
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -311,9 +235,9 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             return
         with self.store.begin() as conn:
             rows = conn.execute(
-                select(_CP.c.thread_id, _CP.c.checkpoint_ns, _CP.c.checkpoint_id)
-                .where(_CP.c.thread_id.in_([str(t) for t in thread_ids]))
-                .order_by(_CP.c.checkpoint_id.desc())
+                select(CP.c.thread_id, CP.c.checkpoint_ns, CP.c.checkpoint_id)
+                .where(CP.c.thread_id.in_([str(t) for t in thread_ids]))
+                .order_by(CP.c.checkpoint_id.desc())
             ).all()
             doomed: list[tuple[str, str, str]] = []
             seen: set[tuple[str, str]] = set()
@@ -322,19 +246,7 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
                     seen.add((thread_id, ns))  # newest of its namespace: kept
                     continue
                 doomed.append((thread_id, ns, checkpoint_id))
-            self._delete_checkpoints(conn, doomed)
-
-    def _delete_checkpoints(self, conn: Connection, keys: list[tuple[str, str, str]]) -> None:
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            for table in (_WR, _CP):
-                conn.execute(
-                    delete(table).where(
-                        tuple_(table.c.thread_id, table.c.checkpoint_ns, table.c.checkpoint_id).in_(
-                            chunk
-                        )
-                    )
-                )
+            delete_checkpoints(conn, doomed)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Zero-padded, sortable versions, as LangGraph's own SQL savers make them."""
@@ -394,55 +306,6 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
-
-    # -- reading rows back ---------------------------------------------------------------------
-
-    def _pending_writes(
-        self, conn: Connection, rows: Sequence[Any]
-    ) -> dict[tuple[str, str, str], list[tuple[str, str, Any]]]:
-        keys = [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]) for r in rows]
-        found: dict[tuple[str, str, str], list[tuple[str, str, Any]]] = defaultdict(list)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            if not chunk:
-                continue
-            for w in conn.execute(
-                select(_WR)
-                .where(tuple_(_WR.c.thread_id, _WR.c.checkpoint_ns, _WR.c.checkpoint_id).in_(chunk))
-                .order_by(_WR.c.task_path, _WR.c.task_id, _WR.c.idx)
-            ).mappings():
-                found[(w["thread_id"], w["checkpoint_ns"], w["checkpoint_id"])].append(
-                    (w["task_id"], w["channel"], self.serde.loads_typed((w["type"], w["value"])))
-                )
-        return found
-
-    def _tuple(self, row: Any, writes: dict[tuple[str, str, str], Any]) -> CheckpointTuple:
-        key = (row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"])
-        parent = row["parent_checkpoint_id"]
-        return CheckpointTuple(
-            config={
-                "configurable": {
-                    "thread_id": row["thread_id"],
-                    "checkpoint_ns": row["checkpoint_ns"],
-                    "checkpoint_id": row["checkpoint_id"],
-                }
-            },
-            checkpoint=self.serde.loads_typed((row["type"], row["checkpoint"])),
-            metadata=row["metadata"] or {},
-            parent_config=(
-                {
-                    "configurable": {
-                        "thread_id": row["thread_id"],
-                        "checkpoint_ns": row["checkpoint_ns"],
-                        "checkpoint_id": parent,
-                    }
-                }
-                if parent
-                else None
-            ),
-            pending_writes=writes.get(key, []),
-        )
-
 
 def state_at(store: TraceStore, run_id: str, checkpoint_id: str | None) -> dict[str, Any] | None:
     """The graph's state (its channel values, as JSON) at one checkpoint of a run's own
