@@ -40,6 +40,7 @@ from counterfact.interventions import (
     split_segments,
     write_html,
 )
+from counterfact.interventions._records import DebugLog
 from counterfact.store import StepRecord, TraceStore
 from counterfact.store._schema import Run
 
@@ -554,8 +555,8 @@ def test_a_finished_session_is_reported_again_from_the_store(sqlite_path: str) -
     run_id, pool = _record(store, heeds_the_note)
     first = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=4), samples=1,
                       hypothesis_model=_critic(1)).run()
-    assert [s.id for s in store.debug_sessions(run_id, ["llm"], status="done")] == [first.session_id]
-    assert store.debug_sessions(run_id, ["grounded"]) == []
+    assert [s.id for s in DebugLog(store).sessions(run_id, ["llm"], status="done")] == [first.session_id]
+    assert DebugLog(store).sessions(run_id, ["grounded"]) == []
     again = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget()).report_of(first.session_id)
     assert again.model_dump() == first.model_dump()
     other, other_pool = _record(store, heeds_the_note)
