@@ -98,7 +98,8 @@ def _replayer(
 
 @contextmanager
 def _bar(label: str, *, shown: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar the library drives through its (done, total) callback."""
+    """A progress bar the library drives through its (done, total) callback, drawn on a
+    terminal only (in a pipe or a log its last frame would stand before an error line)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -107,9 +108,10 @@ def _bar(label: str, *, shown: bool = True) -> Iterator[Callable[[int, int], Non
         TimeElapsedColumn,
     )
 
+    stderr = Console(stderr=True)
     with Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), disable=not shown,
+        console=stderr, disable=not shown or not stderr.is_terminal,
     ) as progress:
         bar = progress.add_task(label, total=None)
         yield lambda done, total: progress.update(bar, completed=done, total=total)

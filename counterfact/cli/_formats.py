@@ -1,4 +1,4 @@
-"""Runs in and out of other formats: import whowhen/jsonl/otel, export."""
+"""Runs in and out of other formats: `import` (any format the library registers) and `export`."""
 
 from __future__ import annotations
 
@@ -12,57 +12,26 @@ from counterfact._errors import CounterfactError
 from counterfact.cli._common import SINCE_FORMATS, DbOption, _bar, _open, console
 
 
-def import_whowhen_command(
-    paths: Annotated[list[Path], typer.Argument(help="Who&When log files or folders of them")],
+def import_command(
+    paths: Annotated[list[str], typer.Argument(help="files or folders of runs; FORMAT first to force one (e.g. `import otel F`)")],
+    format_name: Annotated[str | None, typer.Option("--format", help="read every file as this format (default: told by content)")] = None,
     db: DbOption = None,
 ) -> None:
-    """Import Who&When failure logs (Hand-Crafted and Algorithm-Generated) as runs."""
-    from counterfact.formats import import_whowhen
+    """Import runs from the formats counterfact reads, each file's format told by its content."""
+    from counterfact.formats import format_names, import_paths
 
-    report = import_whowhen(_open(db), paths)
-    console.print(f"imported {report.runs} runs with {report.steps} steps")
-    for skipped in report.skipped:
-        console.print(f"[yellow]skipped[/yellow] {skipped.file}: {skipped.reason}")
-    unmapped = sum(len(items) for items in report.unmapped.values())
-    if unmapped:
-        console.print(f"[yellow]{unmapped} items could not be fully mapped:[/yellow]")
-        for file, items in report.unmapped.items():
-            for item in items:
-                console.print(f"  {file} {item.where}: {item.reason}", highlight=False)
-
-
-def import_jsonl_command(
-    file: Annotated[Path, typer.Argument(help="a file written by `counterfact export`")],
-    skip_existing: Annotated[bool, typer.Option(help="skip runs already in the store")] = False,
-    db: DbOption = None,
-) -> None:
-    """Import runs exported as JSON lines (one transaction: all or nothing)."""
-    from counterfact.formats import import_jsonl
-
-    ids = import_jsonl(_open(db), file, skip_existing=skip_existing)
-    console.print(f"imported {len(ids)} runs")
-    for run_id in ids:
-        console.print(f"  {run_id}")
-
-
-def import_otel_command(
-    paths: Annotated[list[Path], typer.Argument(help="OTLP JSON files (or folders of .json/.jsonl files)")],
-    db: DbOption = None,
-) -> None:
-    """Import OpenTelemetry traces (OTLP JSON, GenAI or OpenInference spans) as log-only runs."""
-    from counterfact.formats import import_otel
-
-    report = import_otel(_open(db), paths)
-    console.print(
-        f"imported {len(report.runs)} runs from {report.spans} spans: {report.steps} steps, "
-        f"{report.model_calls} model calls, {report.tool_calls} tool calls"
-    )
-    if report.unknown_spans:
-        console.print(f"{report.unknown_spans} spans of no known kind were kept as generic steps or calls' context")
-    if report.verifications:
-        console.print(f"{report.verifications} counterfact verification traces are not runs: skipped")
-    if report.existing:
-        console.print(f"{len(report.existing)} traces were already runs in the store: skipped")
+    if paths[0] in format_names() and not Path(paths[0]).exists() and len(paths) > 1:
+        format_name, paths = format_name or paths[0], paths[1:]  # the older `import FORMAT FILE...`
+    with _bar("files") as on_progress:
+        reports = import_paths(_open(db), [Path(p) for p in paths], format_name=format_name, on_progress=on_progress)
+    for report in reports:
+        if report.files:
+            console.print(f"imported {len(report.run_ids)} runs with {report.steps} steps from {len(report.files)} "
+                          f"{report.format} files", highlight=False)
+        for note in report.notes:
+            console.print(f"  {note}", highlight=False)
+        for skipped in report.skipped:
+            console.print(f"[yellow]skipped[/yellow] {skipped.what}: {skipped.reason}", highlight=False)
 
 
 def export_command(

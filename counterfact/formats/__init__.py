@@ -1,5 +1,19 @@
-"""Runs in and out of other formats: JSON lines, OpenTelemetry (OTLP) and Who&When logs."""
+"""Runs in and out of other formats: JSON lines, OpenTelemetry (OTLP) and Who&When logs, each a
+plug-in behind `RunFormat` (detect, read, write), found by `import_paths` and `format_named`."""
 
+from counterfact.formats._base import (
+    ExportReport,
+    FormatError,
+    ImportReport,
+    RunFormat,
+    Skipped,
+    Sniff,
+    detect_format,
+    format_named,
+    format_names,
+    import_paths,
+    register_format,
+)
 from counterfact.formats._jsonl import RunExport, export_jsonl, import_jsonl
 from counterfact.formats._otel import export_otlp, write_otlp_json
 from counterfact.formats._otel_import import (
@@ -16,6 +30,17 @@ from counterfact.formats._whowhen import (
 )
 
 __all__ = [
+    "ExportReport",
+    "FormatError",
+    "ImportReport",
+    "RunFormat",
+    "Skipped",
+    "Sniff",
+    "detect_format",
+    "format_named",
+    "format_names",
+    "import_paths",
+    "register_format",
     "export_jsonl",
     "export_otlp",
     "import_jsonl",

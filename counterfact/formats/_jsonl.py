@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,13 @@ from sqlalchemy.exc import IntegrityError
 
 from counterfact._errors import validation_message
 from counterfact._files import read_text_file
+from counterfact.formats._base import (
+    ExportReport,
+    ImportReport,
+    Progress,
+    Sniff,
+    register_format,
+)
 from counterfact.store._models import RunRecord, StepRecord
 from counterfact.store._schema import (
     Blob,
@@ -168,22 +176,25 @@ def _export_run(store: TraceStore, run_id: str) -> RunExport:
     )
 
 
-def import_jsonl(store: TraceStore, path: Path | str, *, skip_existing: bool = False) -> list[str]:
-    """Import every run of an export file in one transaction; returns the ids imported.
+def import_jsonl(store: TraceStore, paths: Path | str | Sequence[Path | str], *, skip_existing: bool = False) -> list[str]:
+    """Import every run of one or more export files in one transaction; returns the ids imported.
 
     A run id already in the store is an error naming it, unless `skip_existing`, which leaves
     the stored run as it is. A malformed line, a missing parent run or a step whose rebuilt
     chain link differs from the exported one raises `StoreError` naming the file and line,
     and nothing is written.
     """
-    source = Path(path)
-    lines = _read_lines(source)
-    ids = [line.run.id for _, line in lines]
-    existing = store.existing_run_ids(ids)
-    todo: list[tuple[int, RunExport]] = []
-    for number, line in lines:
+    return [line.run.id for line in _import_lines(store, paths, skip_existing=skip_existing)]
+
+
+def _import_lines(store: TraceStore, paths: Path | str | Sequence[Path | str], *, skip_existing: bool) -> list[RunExport]:
+    sources = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    lines = [(source, number, line) for source in sources for number, line in _read_lines(source)]
+    existing = store.existing_run_ids([line.run.id for _, _, line in lines])
+    todo: list[tuple[Path, int, RunExport]] = []
+    for source, number, line in lines:
         if line.run.id not in existing:
-            todo.append((number, line))
+            todo.append((source, number, line))
         elif not skip_existing:
             raise StoreError(
                 f"{source}:{number}: run {line.run.id} already exists in the store; "
@@ -192,16 +203,16 @@ def import_jsonl(store: TraceStore, path: Path | str, *, skip_existing: bool = F
     try:
         with store.begin() as conn:
             written: set[str] = set()
-            for number, line in todo:
+            for source, number, line in todo:
                 _check_parent(conn, source, number, line, written)
                 _write_line(store, conn, source, number, line)
                 written.add(line.run.id)
     except IntegrityError as exc:
         reason = str(exc.orig if exc.orig else exc).splitlines()[0]
         raise StoreError(
-            f"{source}: import conflicts with the store ({reason}); nothing was imported"
+            f"{', '.join(map(str, sources))}: import conflicts with the store ({reason}); nothing was imported"
         ) from None
-    return [line.run.id for _, line in todo]
+    return [line for _, _, line in todo]
 
 
 def _read_lines(source: Path) -> list[tuple[int, RunExport]]:
@@ -278,3 +289,33 @@ def _with_activations(step: StepRecord, activations: dict[str, bytes]) -> StepRe
         for seq, call in enumerate(step.model_calls)
     ]
     return step.model_copy(update={"model_calls": calls})
+
+
+class JsonlFormat:
+    """counterfact's own export: one run per line with its steps, payloads and checkpoints."""
+
+    name = "jsonl"
+    summary = "counterfact's own JSON lines export (runs, steps, payloads, checkpoints), replayable"
+    suffixes = (".jsonl",)
+    writes = True
+
+    def detect(self, sniff: Sniff) -> bool:
+        return _MARKER.match(sniff.head) is not None
+
+    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
+        lines = _import_lines(store, files, skip_existing=True)
+        if on_progress is not None:
+            on_progress(len(files), len(files))
+        return ImportReport(format=self.name, files=[str(f) for f in files], run_ids=[line.run.id for line in lines],
+                            steps=sum(len(line.steps) for line in lines))
+
+    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
+              on_progress: Progress | None = None) -> ExportReport:
+        written = export_jsonl(store, run_ids, path)
+        if on_progress is not None:
+            on_progress(len(written), len(written))
+        return ExportReport(format=self.name, target=str(path), run_ids=written, units=len(written), unit="lines")
+
+
+_MARKER = re.compile(r'\s*\{\s*"format"\s*:\s*"' + re.escape(FORMAT) + '"')
+register_format(JsonlFormat())

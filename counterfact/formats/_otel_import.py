@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
-from counterfact._errors import CounterfactError, validation_message
+from counterfact._errors import validation_message
 from counterfact._files import read_text_file
 from counterfact.capture._records import ModelCallRecord, ToolCallRecord
+from counterfact.formats._base import (
+    ExportReport,
+    FormatError,
+    ImportReport,
+    Progress,
+    Skipped,
+    Sniff,
+    expand_paths,
+    register_format,
+)
+from counterfact.formats._otel import write_otlp_json
 from counterfact.store._models import Outcome, RunRecord, StepRecord
 from counterfact.store._store import TraceStore
 
@@ -33,7 +44,7 @@ _LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}
 _EPOCH = datetime(1970, 1, 1)
 
 
-class OtelImportError(CounterfactError):
+class OtelImportError(FormatError):
     """A file that is not OTLP JSON, named with what was expected."""
 
 
@@ -304,7 +315,7 @@ def import_otel(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> OtelImport:
     """Import OTLP JSON files (or folders of `*.json`/`*.jsonl` files) as log-only runs."""
-    files = _files(paths)
+    files = expand_paths(paths, (".json", ".jsonl"))
     report = OtelImport()
     by_trace: dict[str, list[Span]] = {}
     for path in files:
@@ -338,22 +349,6 @@ def import_otel(
             if on_progress is not None:
                 on_progress(done, len(built))
     return report
-
-
-def _files(paths: Iterable[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
-            if not found:
-                raise OtelImportError(f"{path}: no .json or .jsonl file in this folder")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise OtelImportError(f"{path} does not exist")
-    return files
 
 
 def _run_of(trace_id: str, spans: list[Span], report: OtelImport) -> tuple[RunRecord, list[StepRecord]] | None:
@@ -523,3 +518,39 @@ def _tool_call(span: Span) -> ToolCallRecord:
         error=span.error,
         latency_ms=(span.end - span.start).total_seconds() * 1000,
     )
+
+
+class OtlpFormat:
+    """OpenTelemetry traces as OTLP JSON (GenAI or OpenInference spans), as collectors' file
+    exporters write them: read as log-only runs, written from stored runs."""
+
+    name = "otel"
+    summary = "OpenTelemetry OTLP JSON (GenAI or OpenInference spans): log-only runs in, spans out"
+    suffixes = (".json", ".jsonl")
+    writes = True
+
+    def detect(self, sniff: Sniff) -> bool:
+        return sniff.head.lstrip()[:1] in ("{", "[") and '"resourceSpans"' in sniff.head
+
+    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
+        report = import_otel(store, files)
+        if on_progress is not None:
+            on_progress(len(files), len(files))
+        notes = [f"{report.spans} spans: {report.model_calls} model calls, {report.tool_calls} tool calls"]
+        if report.unknown_spans:
+            notes.append(f"{report.unknown_spans} spans of no known kind were kept as generic steps or calls' context")
+        if report.verifications:
+            notes.append(f"{report.verifications} counterfact verification traces are not runs: skipped")
+        return ImportReport(
+            format=self.name, files=[str(f) for f in files], run_ids=report.runs, steps=report.steps,
+            skipped=[Skipped(what=f"run {run_id}", reason="already in the store") for run_id in report.existing],
+            notes=notes,
+        )
+
+    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
+              on_progress: Progress | None = None) -> ExportReport:
+        runs, spans = write_otlp_json(store, run_ids, path, on_progress=on_progress)
+        return ExportReport(format=self.name, target=str(path), run_ids=[store.resolve_run_id(r) for r in run_ids][:runs], units=spans, unit="spans")
+
+
+register_format(OtlpFormat())

@@ -22,6 +22,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
+from counterfact.formats._base import (
+    ExportReport,
+    FormatError,
+    ImportReport,
+    Progress,
+    Skipped,
+    Sniff,
+    expand_paths,
+    register_format,
+)
 from counterfact.store._models import RunRecord, StepKind, StepRecord, utcnow
 from counterfact.store._store import StoreError, TraceStore
 
@@ -98,7 +108,7 @@ def import_whowhen(store: TraceStore, paths: Sequence[Path | str]) -> WhoWhenRep
     the offending field, and nothing is written. Logs already in the store (same content, so
     same run id) are skipped and reported.
     """
-    files = _collect_files(paths)
+    files = expand_paths(paths, (".json",))
     parsed = [_parse_file(f) for f in files]
     report = WhoWhenReport()
     existing = store.existing_run_ids([p.run.id for p in parsed])
@@ -132,24 +142,6 @@ def import_whowhen(store: TraceStore, paths: Sequence[Path | str]) -> WhoWhenRep
         if p.unmapped:
             report.unmapped[p.file] = p.unmapped
     return report
-
-
-def _collect_files(paths: Sequence[Path | str]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(sorted(path.rglob("*.json"), key=_natural_key))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise StoreError(f"{path}: no such file or folder")
-    return files
-
-
-def _natural_key(path: Path) -> tuple[str, int, str]:
-    """Order 2.json before 10.json, as the benchmark numbers its logs."""
-    return (str(path.parent), int(path.stem) if path.stem.isdigit() else -1, path.name)
 
 
 def _fail(file: str, field: str, problem: str) -> StoreError:
@@ -442,3 +434,35 @@ def _labels(
         if key in data:
             labels[key] = data[key]
     return labels
+
+
+class WhoWhenFormat:
+    """Who&When failure logs (Hand-Crafted and Algorithm-Generated), with their labelled
+    mistake agent and step."""
+
+    name = "whowhen"
+    summary = "Who&When failure logs: a history of agent messages with the labelled mistake agent and step"
+    suffixes = (".json",)
+    writes = False
+
+    def detect(self, sniff: Sniff) -> bool:
+        document = sniff.document
+        return (isinstance(document, dict) and isinstance(document.get("history"), list)
+                and any(key in document for key in ("mistake_agent", "mistake_step", "question")))
+
+    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
+        report = import_whowhen(store, files)
+        if on_progress is not None:
+            on_progress(len(files), len(files))
+        return ImportReport(
+            format=self.name, files=[str(f) for f in files], run_ids=report.run_ids, steps=report.steps,
+            skipped=[Skipped(what=s.file, reason=s.reason) for s in report.skipped],
+            notes=[f"{file} {item.where}: {item.reason}" for file, items in report.unmapped.items() for item in items],
+        )
+
+    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
+              on_progress: Progress | None = None) -> ExportReport:
+        raise FormatError("Who&When logs are read, not written")
+
+
+register_format(WhoWhenFormat())
