@@ -91,26 +91,17 @@ def resume_command(
 ) -> None:
     """Continue interrupted runs (crash, Ctrl-C, database restart) from their last checkpoints;
     a cut-off replay goes on with the edit, seed and settings it was started with."""
-    from counterfact.graphs import resume_run
-    from counterfact.interventions import resume_replay
+    from counterfact.interventions import resume_runs
 
-    store = _open(db)
     if interrupted == bool(runs):
         raise CounterfactError("name the runs to resume, or give --interrupted (not both)")
-    chosen = [store.get_run(run) for run in runs or []] or [
-        r for r in store.list_runs(status="running", limit=None)
-        if "workflow_spec" in r.labels or r.parent_run_id is not None
-    ]
-    if not chosen:
-        raise CounterfactError("no interrupted run to resume")
-    suite_runs = [resume_run(store, run.id, model=model) for run in chosen if run.parent_run_id is None]
-    if suite_runs:
-        _print_summary(suite_runs, "resumed")
-    for run in chosen:
-        if run.parent_run_id is not None:
-            replay = resume_replay(store, run.id, model=model)
-            console.print(f"resumed replay {replay.run_id[:12]} of run {run.parent_run_id[:12]} ({replay.arm}): "
-                          f"{coloured(replay.status)}, answer {escape(repr(replay.answer))}")
+    resumed = resume_runs(_open(db), runs, model=model)
+    if resumed.runs:
+        _print_summary(resumed.runs, "resumed")
+    for resumed_replay in resumed.replays:
+        replay = resumed_replay.replay
+        console.print(f"resumed replay {replay.run_id[:12]} of run {resumed_replay.parent_run_id[:12]} ({replay.arm}): "
+                      f"{coloured(replay.status)}, answer {escape(repr(replay.answer))}")
 
 
 def demo_command(

@@ -32,6 +32,12 @@ from counterfact.interventions._replay import (
     resume_replay,
 )
 from counterfact.interventions._report import render_html, report_table, write_html
+from counterfact.interventions._resume import (
+    Resumed,
+    ResumedReplay,
+    interrupted_runs,
+    resume_runs,
+)
 from counterfact.interventions._session import (
     Budget,
     DebugReport,
@@ -157,6 +163,10 @@ __all__ = [
     "ReplayResult",
     "Replayer",
     "resume_replay",
+    "resume_runs",
+    "interrupted_runs",
+    "Resumed",
+    "ResumedReplay",
     "ResponseEdit",
     "ResumeEdit",
     "RouteEdit",
