@@ -12,19 +12,23 @@ from counterfact.graphs._builders import (
 )
 from counterfact.graphs._nodes import agent_node, final_answer_in, run_agent
 from counterfact.graphs._recorder import (
-    CHECK_LABEL,
     CONFIG_LABEL,
-    GRAPH_LABEL,
     NODE_METADATA_KEY,
-    GraphInfo,
     RecordedGraph,
     RunConfig,
     RunResult,
-    check_label,
-    find_ref,
-    import_ref,
     lost_database,
     record,
+)
+from counterfact.graphs._refs import (
+    CHECK_LABEL,
+    GRAPH_LABEL,
+    Check,
+    GraphInfo,
+    check_label,
+    find_ref,
+    graph_info,
+    import_ref,
     score_state,
 )
 from counterfact.graphs._runner import (
@@ -78,6 +82,8 @@ DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
 DEMO_SUITE = DATA / "demo_suite.yaml"
 
 __all__ = [
+    "Check",
+    "graph_info",
     "CHECK_LABEL",
     "CONFIG_LABEL",
     "GRAPH_LABEL",

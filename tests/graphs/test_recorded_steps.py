@@ -39,12 +39,14 @@ from counterfact.graphs._recorder import (
     RunConfig,
     _as_task_input,
     _database_error,
+    lost_database,
+)
+from counterfact.graphs._refs import (
     _module_ref,
     check_label,
     find_ref,
     graph_info,
     import_ref,
-    lost_database,
     score_state,
 )
 from counterfact.store import Outcome, StoreError, TraceStore
