@@ -40,13 +40,8 @@ from rich.console import Console
 from rich.table import Table
 from transformers import DynamicCache
 
-from counterfact.agents import ChatMessage, LocalModel, load_embedded
-from counterfact.agents._activations import (
-    ActivationEdit,
-    HookSet,
-    RowPass,
-    resolve_edits,
-)
+from counterfact.agents import ActivationEdit, ChatMessage, LocalModel, load_embedded
+from counterfact.agents._activations import HookSet, RowPass, resolve_edits
 
 PROMPT_TOKENS = 200
 LAYER = 15

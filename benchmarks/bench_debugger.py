@@ -44,13 +44,13 @@ from counterfact.interventions import (  # noqa: E402
     STRATEGIES,
     Budget,
     Debugger,
+    DebugLog,  # noqa: E402
     DebugReport,
     Replayer,
     find_suspects,
     leaked,
 )
 from counterfact.interventions._grounding import numbers_in, output_text  # noqa: E402
-from counterfact.interventions._records import DebugLog  # noqa: E402
 from counterfact.store import TraceStore  # noqa: E402
 
 DOVER = "DoVer (GPT-4o): 17.6-27.5 % of failed trials repaired, 29-67 % of hypotheses inconclusive"

@@ -328,7 +328,7 @@ def progress(console: Console) -> Progress:
 
 def build(store: Any, n: int, seed: int, console: Console) -> list[str]:
     """Write `n` demo-shaped runs (one transaction each, as the recorder commits a run's steps)."""
-    from counterfact.store._models import utcnow
+    from counterfact.store import utcnow
 
     shapes = DemoShapes()
     rnd = random.Random(seed)
@@ -373,7 +373,7 @@ def expected_spans(store: Any, run_ids: list[str]) -> dict[int, int]:
     from sqlalchemy import func, select
 
     from counterfact.formats._otel import trace_id_of
-    from counterfact.store._schema import ModelCall, Step, ToolCall
+    from counterfact.store.schema import ModelCall, Step, ToolCall
 
     out: dict[int, int] = {}
     with store.engine.connect() as conn:

@@ -41,7 +41,7 @@ from sqlalchemy import func, select
 
 from counterfact.graphs import record
 from counterfact.store import TraceStore
-from counterfact.store._schema import Checkpoint, Run, Step
+from counterfact.store.schema import Checkpoint, Run, Step
 
 CONFIGS = ("pg-lg", "pg-ours")
 

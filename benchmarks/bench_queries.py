@@ -34,7 +34,7 @@ from rich.table import Table
 from sqlalchemy import event, func, insert, select
 
 from counterfact.store import TraceStore
-from counterfact.store._schema import Run, Step
+from counterfact.store.schema import Run, Step
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/cf_bench_q"

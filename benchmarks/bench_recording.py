@@ -61,8 +61,8 @@ from sqlalchemy import event, func, select
 from counterfact.formats._otel import ENDPOINT_ENV, STANDARD_ENDPOINT_ENV, trace_id_of
 from counterfact.graphs import record
 from counterfact.store import TraceStore
-from counterfact.store._schema import Checkpoint, ModelCall, Run, Step, ToolCall
 from counterfact.store._steps import checkpoint_after
+from counterfact.store.schema import Checkpoint, ModelCall, Run, Step, ToolCall
 
 EXPORT_TARGET = 1.05  # live export: at most 5% on the per-step cost of recording
 TARGET = 1.2  # recording: at most 1.2x LangGraph's own saver on the same database

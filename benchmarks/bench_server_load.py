@@ -29,11 +29,10 @@ from pathlib import Path
 
 import httpx
 import openai
+from bench_local_throughput import QUESTIONS  # the same open-ended questions
 from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 from rich.table import Table
-
-from bench_local_throughput import QUESTIONS  # the same open-ended questions
 
 MEMORY_TOLERANCE = 0.10
 

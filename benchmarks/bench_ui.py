@@ -61,10 +61,9 @@ from rich.table import Table
 from sqlalchemy import event, func, insert, select
 
 from counterfact.capture import ModelCallRecord, ToolCallRecord
-from counterfact.store import RunRecord, StepRecord, TraceStore
-from counterfact.store._models import Outcome, utcnow
+from counterfact.store import Outcome, RunRecord, StepRecord, TraceStore, utcnow
 from counterfact.store._runs import search_text_of
-from counterfact.store._schema import Run
+from counterfact.store.schema import Run
 from counterfact.ui import create_app
 
 LIST_TARGET_MS = 200.0
@@ -326,7 +325,7 @@ def build(store: TraceStore, args: argparse.Namespace, console: Console) -> Buil
 
 
 def describe(store: TraceStore, long_run: str) -> Built:
-    from counterfact.store._schema import Step
+    from counterfact.store.schema import Step
 
     with store.engine.connect() as c:
         runs = c.execute(select(func.count()).select_from(Run.__table__)).scalar_one()

@@ -11,8 +11,8 @@ import sys
 
 CHILD = """
 import resource
-from counterfact.agents._embedded import load_embedded
-from counterfact.agents._types import ChatMessage, GenerationSettings, ModelRequest
+from counterfact.agents import load_embedded
+from counterfact.agents import ChatMessage, GenerationSettings, ModelRequest
 model = load_embedded()
 assert load_embedded() is model
 model.complete(ModelRequest(messages=[ChatMessage(role="user", content="Explain why the sky is blue.")],

@@ -95,7 +95,7 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded model's tokenizer, saved as a plain tokenizer folder."""
     from transformers import AutoTokenizer
 
-    from counterfact.agents._embedded import embedded_cache_dir, embedded_gguf
+    from counterfact.agents import embedded_cache_dir, embedded_gguf
 
     cached = embedded_cache_dir()
     if (cached / "tokenizer.json").is_file():

@@ -47,7 +47,11 @@ from counterfact.agents._types import (
 )
 
 if TYPE_CHECKING:
-    from counterfact.agents._embedded import load_embedded
+    from counterfact.agents._embedded import (
+        embedded_cache_dir,
+        embedded_gguf,
+        load_embedded,
+    )
     from counterfact.agents._local import LocalModel
     from counterfact.agents._openai import OpenAIChatModel
     from counterfact.agents._serve import create_app, running_server, serve
@@ -56,6 +60,8 @@ _LAZY = {
     "LocalModel": "counterfact.agents._local",
     "OpenAIChatModel": "counterfact.agents._openai",
     "load_embedded": "counterfact.agents._embedded",
+    "embedded_cache_dir": "counterfact.agents._embedded",
+    "embedded_gguf": "counterfact.agents._embedded",
     "create_app": "counterfact.agents._serve",
     "running_server": "counterfact.agents._serve",
     "serve": "counterfact.agents._serve",
@@ -98,6 +104,8 @@ __all__ = [
     "ask_readable",
     "calculate",
     "create_app",
+    "embedded_cache_dir",
+    "embedded_gguf",
     "load_embedded",
     "running_server",
     "serve",

@@ -27,11 +27,12 @@ from counterfact.agents._types import (
     ModelRequest,
     ToolCall,
 )
-from counterfact.capture._directives import ModelResponse, next_model_call
-from counterfact.capture._intercept import forced_tool_calls
-from counterfact.capture._records import (
+from counterfact.capture import (
     ModelCallRecord,
+    ModelResponse,
     ToolCallRecord,
+    forced_tool_calls,
+    next_model_call,
     report_model_call,
     report_tool_call,
 )

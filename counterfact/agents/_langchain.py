@@ -71,15 +71,15 @@ from counterfact.agents._types import (
     ToolCall,
 )
 from counterfact.capture import (
+    SELF_RECORDING,
     ModelResponse,
     ToolCallRecord,
     current_directives,
     next_model_call,
     step_seed,
     step_temperature,
+    without_removed_tools,
 )
-from counterfact.capture._capture import SELF_RECORDING
-from counterfact.capture._intercept import without_removed_tools
 
 
 class ChatCounterfact(BaseChatModel):

@@ -137,6 +137,11 @@ class LocalModel(ChatModel):
             )
         return ids
 
+    def check_edits(self, edits: list[Any]) -> None:
+        """Raise ModelError for an activation edit this model cannot take (a layer, head or
+        vector width it does not have), before any generation."""
+        resolve_edits(edits, self.geometry)
+
     def _request(
         self,
         request: ModelRequest,

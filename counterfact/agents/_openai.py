@@ -30,8 +30,7 @@ from counterfact.agents._types import (
     ToolCall,
     Usage,
 )
-from counterfact.capture._payloads import parse_tool_arguments
-from counterfact.capture._records import ModelCallRecord, report_model_call
+from counterfact.capture import ModelCallRecord, parse_tool_arguments, report_model_call
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 _FINISH_REASONS = {"stop", "length", "tool_calls"}

@@ -11,7 +11,7 @@ from counterfact.agents._types import (
     ModelError,
     ModelRequest,
 )
-from counterfact.capture._records import ModelCallRecord, report_model_call
+from counterfact.capture import ModelCallRecord, report_model_call
 
 Reply = str | Completion
 Script = Callable[[list[ChatMessage]], Reply] | Sequence[Reply] | Mapping[str, Reply]

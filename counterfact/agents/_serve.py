@@ -55,7 +55,7 @@ from counterfact.agents._types import (
     ModelRequest,
     ToolCall,
 )
-from counterfact.capture._payloads import parse_tool_arguments
+from counterfact.capture import parse_tool_arguments
 
 
 class _FunctionCall(BaseModel):

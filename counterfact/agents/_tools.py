@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from counterfact._errors import validation_message
 from counterfact.agents._types import ToolCall
-from counterfact.capture._records import ToolCallRecord, report_tool_call
+from counterfact.capture import ToolCallRecord, report_tool_call
 
 
 class Tool(BaseModel):

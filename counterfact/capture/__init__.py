@@ -1,7 +1,7 @@
 """What runs inside a step: call records, payload encoding, a replay's directives, and the
 interception of LangChain and openai model and tool calls."""
 
-from counterfact.capture._capture import CallCapture
+from counterfact.capture._capture import SELF_RECORDING, CallCapture
 from counterfact.capture._directives import (
     Directives,
     ModelResponse,
@@ -10,6 +10,7 @@ from counterfact.capture._directives import (
     current_directives,
     derive_seed,
     directing,
+    directives_of,
     next_model_call,
     step_instruction,
     step_key,
@@ -20,13 +21,20 @@ from counterfact.capture._directives import (
     tool_result_for,
     with_directives,
 )
-from counterfact.capture._handoffs import Handoff, handoff_of
+from counterfact.capture._handoffs import Handoff, handoff_of, step_output
 from counterfact.capture._instrument import instrument
-from counterfact.capture._intercept import install_langchain_hooks
+from counterfact.capture._intercept import (
+    forced_tool_calls,
+    install_langchain_hooks,
+    without_removed_tools,
+)
 from counterfact.capture._payloads import (
     canonical_json,
+    digest_of,
     from_jsonable_update,
     is_recorded_command,
+    parse_tool_arguments,
+    sha256_hex,
     to_jsonable,
 )
 from counterfact.capture._records import (
@@ -34,6 +42,7 @@ from counterfact.capture._records import (
     StepAddress,
     StepCalls,
     ToolCallRecord,
+    at_step,
     collect_calls,
     current_step,
     report_model_call,
@@ -42,6 +51,15 @@ from counterfact.capture._records import (
 )
 
 __all__ = [
+    "SELF_RECORDING",
+    "at_step",
+    "digest_of",
+    "directives_of",
+    "forced_tool_calls",
+    "parse_tool_arguments",
+    "sha256_hex",
+    "step_output",
+    "without_removed_tools",
     "CallCapture",
     "canonical_json",
     "collect_calls",

@@ -30,8 +30,8 @@ from counterfact.formats._base import (
     Sniff,
     register_format,
 )
-from counterfact.store._models import RunRecord, StepRecord
-from counterfact.store._schema import (
+from counterfact.store import RunRecord, StepRecord, StoreError, TraceStore
+from counterfact.store.schema import (
     Blob,
     Checkpoint,
     CheckpointWrite,
@@ -39,7 +39,6 @@ from counterfact.store._schema import (
     Run,
     Step,
 )
-from counterfact.store._store import StoreError, TraceStore
 
 FORMAT = "counterfact-run/1"
 

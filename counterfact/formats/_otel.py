@@ -29,11 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from counterfact._errors import CounterfactError
-from counterfact.capture._records import ModelCallRecord, ToolCallRecord
-from counterfact.store._handoffs import step_handoffs
-from counterfact.store._models import RunRecord, StepRecord, VerdictRecord
-from counterfact.store._show import output_text
-from counterfact.store._store import TraceStore
+from counterfact.capture import ModelCallRecord, ToolCallRecord
+from counterfact.store import (
+    RunRecord,
+    StepRecord,
+    TraceStore,
+    VerdictRecord,
+    output_text,
+    step_handoffs,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_va
 
 from counterfact._errors import validation_message
 from counterfact._files import read_text_file
-from counterfact.capture._records import ModelCallRecord, ToolCallRecord
+from counterfact.capture import ModelCallRecord, ToolCallRecord
 from counterfact.formats._base import (
     ExportReport,
     FormatError,
@@ -36,8 +36,7 @@ from counterfact.formats._base import (
     register_format,
 )
 from counterfact.formats._otel import write_otlp_json
-from counterfact.store._models import Outcome, RunRecord, StepRecord
-from counterfact.store._store import TraceStore
+from counterfact.store import Outcome, RunRecord, StepRecord, TraceStore
 
 SOURCE = "otel"
 _LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "embeddings"}

@@ -32,8 +32,14 @@ from counterfact.formats._base import (
     expand_paths,
     register_format,
 )
-from counterfact.store._models import RunRecord, StepKind, StepRecord, utcnow
-from counterfact.store._store import StoreError, TraceStore
+from counterfact.store import (
+    RunRecord,
+    StepKind,
+    StepRecord,
+    StoreError,
+    TraceStore,
+    utcnow,
+)
 
 SOURCE = "whowhen"
 WORKFLOWS = {

@@ -26,12 +26,22 @@ from langgraph.utils.runnable import RunnableCallable
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
-from counterfact.capture._capture import CallCapture
-from counterfact.capture._directives import StepDirectives, directing, directives_of
-from counterfact.capture._handoffs import handoff_of, step_output
-from counterfact.capture._intercept import install_langchain_hooks
-from counterfact.capture._payloads import digest_of, from_jsonable_update, to_jsonable
-from counterfact.capture._records import StepAddress, StepCalls, at_step, collect_calls
+from counterfact.capture import (
+    CallCapture,
+    StepAddress,
+    StepCalls,
+    StepDirectives,
+    at_step,
+    collect_calls,
+    digest_of,
+    directing,
+    directives_of,
+    from_jsonable_update,
+    handoff_of,
+    install_langchain_hooks,
+    step_output,
+    to_jsonable,
+)
 from counterfact.graphs._refs import (
     CHECK_LABEL,
     GRAPH_LABEL,
@@ -42,17 +52,18 @@ from counterfact.graphs._refs import (
     import_ref,
     score_state,
 )
-from counterfact.store._chain import prepare_step
-from counterfact.store._checkpointer import SQLAlchemySaver
-from counterfact.store._models import (
+from counterfact.store import (
     Outcome,
     RunRecord,
     RunStatus,
+    SQLAlchemySaver,
     StepKind,
     StepRecord,
+    StoreError,
+    TraceStore,
+    prepare_step,
     utcnow,
 )
-from counterfact.store._store import StoreError, TraceStore
 
 NODE_METADATA_KEY = "counterfact"  # node metadata: {"counterfact": {"agent": ..., "kind": ...}}
 

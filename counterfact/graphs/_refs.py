@@ -14,7 +14,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
-from counterfact.capture._payloads import digest_of
+from counterfact.capture import digest_of
 from counterfact.store import Outcome
 
 GRAPH_LABEL = "graph"  # run label: how to rebuild the graph (GraphInfo)

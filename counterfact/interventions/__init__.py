@@ -23,6 +23,12 @@ from counterfact.interventions._compare import (
 from counterfact.interventions._debug import Debugger
 from counterfact.interventions._fixes import Fix, leaked, thinking_fixes
 from counterfact.interventions._grounding import Suspect, find_suspects
+from counterfact.interventions._records import (
+    DebugLog,
+    DebugSessionRecord,
+    DebugSpend,
+    HypothesisRecord,
+)
 from counterfact.interventions._replay import (
     Replayer,
     ReplayerSpec,
@@ -31,7 +37,12 @@ from counterfact.interventions._replay import (
     parse_step,
     resume_replay,
 )
-from counterfact.interventions._report import render_html, report_table, write_html
+from counterfact.interventions._report import (
+    describe_edit,
+    render_html,
+    report_table,
+    write_html,
+)
 from counterfact.interventions._resume import (
     Resumed,
     ResumedReplay,
@@ -107,6 +118,11 @@ from counterfact.interventions.strategies import (
 )
 
 __all__ = [
+    "DebugSessionRecord",
+    "DebugSpend",
+    "HypothesisRecord",
+    "describe_edit",
+    "DebugLog",
     "METHODS",
     "Method",
     "Attribution",

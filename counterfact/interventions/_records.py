@@ -3,7 +3,7 @@ database so that an interrupted session resumes and the CLI and the viewer show 
 
 They belong to the debugger, not to the store, which knows nothing of debugging: `DebugLog`
 reads and writes them through any `Store`. Their tables (`debug_sessions`, `hypotheses`)
-stay in `counterfact.store._schema` and its migrations, because one database has one schema,
+stay in `counterfact.store.schema` and its migrations, because one database has one schema,
 migrated as a whole.
 """
 
@@ -16,10 +16,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, Field
 from sqlalchemy import func, insert, select, update
 
-from counterfact.store import Store, StoreError
-from counterfact.store._models import new_id, utcnow
-from counterfact.store._rows import require, row_of
-from counterfact.store._schema import DebugSession, Hypothesis, Run, Verdict
+from counterfact.store import Store, StoreError, new_id, require_row, row_of, utcnow
+from counterfact.store.schema import DebugSession, Hypothesis, Run, Verdict
 
 DebugStatus = Literal["running", "done"]
 # verified: decided by its verdict; undecided: fixes tried, none decided it (the note says why)
@@ -84,7 +82,7 @@ class DebugLog:
         """Start a running debug session of `run_id`, with nothing spent or completed."""
         record = DebugSessionRecord(run_id=run_id, strategies=list(strategies), settings=settings)
         with self.store.begin() as conn:
-            require(conn, Run, run_id, "run", self.store.display_url)
+            require_row(conn, Run, run_id, "run", self.store.display_url)
             conn.execute(insert(DebugSession.__table__), record.model_dump())
         return record
 
@@ -185,7 +183,7 @@ class DebugLog:
             if locked is None:
                 raise StoreError(f"no debug session with id {session_id!r} in {self.store.display_url}")
             if reference_run_id is not None:
-                require(conn, Run, reference_run_id, "run", self.store.display_url)
+                require_row(conn, Run, reference_run_id, "run", self.store.display_url)
             seq = conn.execute(
                 insert(Hypothesis.__table__)
                 .values(**record.model_dump(exclude={"seq"}), seq=count)
@@ -196,7 +194,7 @@ class DebugLog:
     def hypotheses(self, session_id: str) -> list[HypothesisRecord]:
         """A session's hypotheses in the order they were proposed."""
         with self.store.connect() as conn:
-            require(conn, DebugSession, session_id, "debug session", self.store.display_url)
+            require_row(conn, DebugSession, session_id, "debug session", self.store.display_url)
             rows = conn.execute(
                 select(Hypothesis.__table__).where(Hypothesis.session_id == session_id).order_by(Hypothesis.seq)
             ).mappings()
@@ -226,9 +224,9 @@ class DebugLog:
             values["note"] = note
         where = self.store.display_url
         with self.store.begin() as conn:
-            require(conn, Hypothesis, hypothesis_id, "hypothesis", where)
+            require_row(conn, Hypothesis, hypothesis_id, "hypothesis", where)
             if verdict_id is not None:
-                require(conn, Verdict, verdict_id, "verdict", where)
+                require_row(conn, Verdict, verdict_id, "verdict", where)
             if values:
                 conn.execute(update(Hypothesis.__table__).where(Hypothesis.id == hypothesis_id).values(**values))
             return HypothesisRecord.model_validate(row_of(conn, Hypothesis, hypothesis_id, "hypothesis", where))

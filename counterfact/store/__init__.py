@@ -4,7 +4,7 @@ above need of it; `TraceStore` is its SQLAlchemy implementation."""
 
 from counterfact.store._audit import ChainReport, redact_run_text, verify_run
 from counterfact.store._base import Store
-from counterfact.store._chain import RunWriter
+from counterfact.store._chain import RunWriter, prepare_step
 from counterfact.store._checkpointer import SQLAlchemySaver, state_at
 from counterfact.store._dialects import Dialect
 from counterfact.store._discard import discard_run
@@ -20,8 +20,11 @@ from counterfact.store._models import (
     StepRecord,
     VerdictKind,
     VerdictRecord,
+    new_id,
+    utcnow,
 )
 from counterfact.store._redact import Redactor
+from counterfact.store._rows import require_row, row_of
 from counterfact.store._show import (
     coloured,
     excerpt,
@@ -32,6 +35,11 @@ from counterfact.store._show import (
 from counterfact.store._store import TraceStore
 
 __all__ = [
+    "new_id",
+    "prepare_step",
+    "require_row",
+    "row_of",
+    "utcnow",
     "ChainReport",
     "coloured",
     "Dialect",

@@ -16,13 +16,13 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Connection, select, update
 
-from counterfact.capture._payloads import sha256_hex
+from counterfact.capture import sha256_hex
 from counterfact.store._base import Store
 from counterfact.store._blobs import MESSAGES_MEDIA_TYPE, BlobReader, manifest_children
 from counterfact.store._chain import GENESIS, PLACEMENT, chain_link, step_content_digest
 from counterfact.store._engine import StoreError
-from counterfact.store._schema import Blob, ModelCall, Run, Step, ToolCall
 from counterfact.store._steps import calls_by_step
+from counterfact.store.schema import Blob, ModelCall, Run, Step, ToolCall
 
 
 class ChainReport(BaseModel):

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, event, select
 
-from counterfact.capture._payloads import canonical_json, sha256_hex, to_jsonable
+from counterfact.capture import canonical_json, sha256_hex, to_jsonable
 from counterfact.store._engine import StoreError
 from counterfact.store._redact import Redactor
-from counterfact.store._schema import Blob
+from counterfact.store.schema import Blob
 
 MESSAGES_MEDIA_TYPE = "application/vnd.counterfact.messages+json"
 JSON_MEDIA_TYPE = "application/json"

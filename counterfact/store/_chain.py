@@ -6,21 +6,40 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, select, update
 
-from counterfact.capture._payloads import digest_of, sha256_hex, to_jsonable
-from counterfact.capture._records import ModelCallRecord, ToolCallRecord
-from counterfact.store._blobs import BlobRow
-from counterfact.store._listeners import after_commit
+from counterfact.capture import (
+    ModelCallRecord,
+    ToolCallRecord,
+    digest_of,
+    sha256_hex,
+    to_jsonable,
+)
+from counterfact.store._blobs import BlobCodec, BlobRow
+from counterfact.store._listeners import StoreListener, after_commit
 from counterfact.store._models import StepRecord
-from counterfact.store._schema import Run, Step
+from counterfact.store._redact import Redactor
+from counterfact.store._statements import Statements
+from counterfact.store.schema import Run, Step
 
-if TYPE_CHECKING:
-    from counterfact.store._store import TraceStore
+
+class ChainedStore(Protocol):
+    """What writing a chain needs of a store (the SQLAlchemy `TraceStore` has it)."""
+
+    blobs: BlobCodec
+    sql: Statements
+    live: StoreListener | None
+
+    @property
+    def redact(self) -> Redactor: ...
+
+    def connect(self) -> AbstractContextManager[Connection]: ...
+
 
 GENESIS = "0" * 64  # the link before a run's first step
 PLACEMENT = ("offset_ms", "agent", "handoff")  # call columns hashed only when set (added in 0006)
@@ -79,7 +98,7 @@ def _placed(call: ModelCallRecord | ToolCallRecord) -> dict[str, Any]:
     return {k: v for k in PLACEMENT if (v := getattr(call, k, None)) is not None}
 
 
-def prepare_step(store: TraceStore, step: StepRecord, input_messages: Sequence[Any] | None = None) -> PreparedStep:
+def prepare_step(store: ChainedStore, step: StepRecord, input_messages: Sequence[Any] | None = None) -> PreparedStep:
     """Encode `step`'s payloads; `input_messages` (raw state messages) replaces `step.input`."""
     blobs: list[BlobRow] = []
 
@@ -152,7 +171,7 @@ class RunWriter:
     """Appends steps to one run: dense indices, invocation counts, and the hash chain."""
 
     def __init__(
-        self, store: TraceStore, run_id: str, next_index: int, head: str, invocations: dict[str, set[int]]
+        self, store: ChainedStore, run_id: str, next_index: int, head: str, invocations: dict[str, set[int]]
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -162,7 +181,7 @@ class RunWriter:
         self._lock = threading.Lock()
 
     @classmethod
-    def resume(cls, store: TraceStore, run_id: str) -> RunWriter:
+    def resume(cls, store: ChainedStore, run_id: str) -> RunWriter:
         """A writer that appends steps to `run_id`, continuing its chain and its numbering."""
         with store.connect() as conn:
             count, head = chain_end(conn, run_id)

@@ -11,8 +11,8 @@ from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Connection, delete, select, tuple_
 
-from counterfact.store._schema import Checkpoint as CheckpointRow
-from counterfact.store._schema import CheckpointWrite
+from counterfact.store.schema import Checkpoint as CheckpointRow
+from counterfact.store.schema import CheckpointWrite
 
 CP = CheckpointRow.__table__
 WR = CheckpointWrite.__table__

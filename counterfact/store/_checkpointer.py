@@ -28,7 +28,7 @@ from langgraph.checkpoint.base import (
 )
 from sqlalchemy import delete, insert, select
 
-from counterfact.capture._payloads import to_jsonable
+from counterfact.capture import to_jsonable
 from counterfact.store._chain import PreparedStep, RunWriter
 from counterfact.store._checkpoint_rows import (
     CP,

@@ -42,7 +42,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from counterfact.store._schema import Run
+from counterfact.store.schema import Run
 
 _PIPELINE = "cf_pipeline"  # connection info: the psycopg pipeline the write connection is in
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import delete, or_, select
 
 from counterfact.store._base import Store
-from counterfact.store._schema import Checkpoint, CheckpointWrite, Run
+from counterfact.store.schema import Checkpoint, CheckpointWrite, Run
 
 
 def discard_run(store: Store, run_id: str) -> bool:

@@ -19,7 +19,8 @@ from counterfact.store._base import Store
 from counterfact.store._chain import GENESIS
 from counterfact.store._engine import StoreError
 from counterfact.store._models import RunRecord
-from counterfact.store._schema import (
+from counterfact.store._steps import checkpoint_after
+from counterfact.store.schema import (
     Checkpoint,
     CheckpointWrite,
     ModelCall,
@@ -27,7 +28,6 @@ from counterfact.store._schema import (
     Step,
     ToolCall,
 )
-from counterfact.store._steps import checkpoint_after
 
 
 class ForkPoint(BaseModel):

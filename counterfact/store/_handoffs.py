@@ -3,7 +3,7 @@ graph and OTel spans)."""
 
 from __future__ import annotations
 
-from counterfact.capture._handoffs import Handoff, handoff_of
+from counterfact.capture import Handoff, handoff_of
 from counterfact.store._models import StepRecord
 
 

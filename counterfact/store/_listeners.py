@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, event
 
+from counterfact.store._base import Store
 from counterfact.store._models import RunRecord, StepRecord, VerdictRecord
-
-if TYPE_CHECKING:
-    from counterfact.store._store import TraceStore
 
 LISTENER_GROUP = "counterfact.store_listeners"  # the entry points that name listener factories
 _AFTER_COMMIT = "cf_after_commit"  # connection info: what to do once the transaction commits
@@ -26,7 +24,7 @@ class StoreListener(Protocol):
 
     def step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None: ...
 
-    def run_finished(self, store: TraceStore, run: RunRecord) -> None: ...
+    def run_finished(self, store: Store, run: RunRecord) -> None: ...
 
     def verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
                      fork_step: int | None) -> None: ...

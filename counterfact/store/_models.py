@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from counterfact.capture._records import ModelCallRecord, ToolCallRecord
+from counterfact.capture import ModelCallRecord, ToolCallRecord
 
 RunStatus = Literal["running", "succeeded", "failed", "error"]
 StepKind = Literal["agent", "tool", "router", "plan", "input"]

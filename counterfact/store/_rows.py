@@ -10,7 +10,7 @@ from sqlalchemy import Connection, select
 from counterfact.store._engine import StoreError
 
 
-def require(conn: Connection, table: Any, record_id: str, what: str, where: str) -> None:
+def require_row(conn: Connection, table: Any, record_id: str, what: str, where: str) -> None:
     """Raise StoreError unless `table` has a row with id `record_id` (`where`: the database,
     as people may read its URL)."""
     if conn.execute(select(table.id).where(table.id == record_id)).first() is None:

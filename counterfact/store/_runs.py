@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from counterfact.capture._payloads import to_jsonable
+from counterfact.capture import to_jsonable
 from counterfact.store._models import Outcome, RunRecord, RunStatus, utcnow
 from counterfact.store._redact import Redactor
-from counterfact.store._schema import ModelCall, Step
+from counterfact.store.schema import ModelCall, Step
 
 SEARCH_CHARS = 2000  # as migration 0005 fills runs.search_text
 

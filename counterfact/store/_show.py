@@ -9,7 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree
 
-from counterfact.capture._records import ModelCallRecord, timeline
+from counterfact.capture import ModelCallRecord, timeline
 from counterfact.store._handoffs import step_handoffs
 from counterfact.store._models import RunRecord, StepRecord
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, insert, select
 
 from counterfact.store._dialects import Dialect
-from counterfact.store._schema import (
+from counterfact.store.schema import (
     Blob,
     Checkpoint,
     CheckpointWrite,

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from counterfact.capture._records import ModelCallRecord, ToolCallRecord
+from counterfact.capture import ModelCallRecord, ToolCallRecord
 from counterfact.store._blobs import BlobReader
 from counterfact.store._models import StepRecord
-from counterfact.store._schema import Blob, Checkpoint, ModelCall, Step, ToolCall
+from counterfact.store.schema import Blob, Checkpoint, ModelCall, Step, ToolCall
 
 
 def checkpoint_after(step: Any) -> Any:

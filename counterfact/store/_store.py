@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from counterfact.capture._payloads import to_jsonable
+from counterfact.capture import to_jsonable
 from counterfact.store._blobs import BlobCodec, BlobReader
 from counterfact.store._chain import GENESIS, RunWriter, seal_run
 from counterfact.store._engine import StoreError, open_engine, resolve_url, safe_url
@@ -35,11 +35,11 @@ from counterfact.store._models import (
     VerdictRecord,
 )
 from counterfact.store._redact import Redactor
-from counterfact.store._rows import require, row_of
+from counterfact.store._rows import require_row, row_of
 from counterfact.store._runs import finished_values, run_record, run_values
-from counterfact.store._schema import Intervention, Run, Step, Verdict
 from counterfact.store._statements import Statements
 from counterfact.store._steps import read_activations, read_steps
+from counterfact.store.schema import Intervention, Run, Step, Verdict
 
 
 class TraceStore:
@@ -294,7 +294,7 @@ class TraceStore:
         """Store an edit of `run_id` at step `fork_step`; replays name it by the record's id."""
         record = InterventionRecord(run_id=run_id, fork_step=fork_step, spec=spec)
         with self.begin() as conn:
-            require(conn, Run, run_id, "run", self.display_url)
+            require_row(conn, Run, run_id, "run", self.display_url)
             conn.execute(insert(Intervention.__table__), record.model_dump())
         return record
 
@@ -316,8 +316,8 @@ class TraceStore:
             **({"id": verdict_id} if verdict_id is not None else {}),
         )
         with self.begin() as conn:
-            require(conn, Intervention, intervention_id, "intervention", self.display_url)
-            require(conn, Run, run_id, "run", self.display_url)
+            require_row(conn, Intervention, intervention_id, "intervention", self.display_url)
+            require_row(conn, Run, run_id, "run", self.display_url)
             conn.execute(insert(Verdict.__table__), record.model_dump())
         if self.live is not None:
             replays = self.list_runs(parent=run_id, labels={"verification_id": record.id}, limit=None)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from counterfact.interventions._records import DebugLog
+from counterfact.interventions import DebugLog
 from counterfact.store import (
     ChainReport,
     RunRecord,

@@ -11,13 +11,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from counterfact.agents import (
+    ActivationEdit,
     ChatMessage,
     GenerationSettings,
     LocalModel,
     ModelError,
     ModelRequest,
 )
-from counterfact.agents._activations import ActivationEdit, resolve_edits
+from counterfact.agents._activations import resolve_edits
 from counterfact.agents._engine import Request
 from counterfact.capture import collect_calls
 

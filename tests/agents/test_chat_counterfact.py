@@ -33,6 +33,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from counterfact.agents import (
+    ChatCounterfact,
     ChatMessage,
     Completion,
     LocalModel,
@@ -44,21 +45,22 @@ from counterfact.agents import (
     calculate,
     shared_model,
 )
-from counterfact.agents._langchain import ChatCounterfact, to_chat_messages
+from counterfact.agents._langchain import to_chat_messages
 from counterfact.capture import (
+    SELF_RECORDING,
+    CallCapture,
     Directives,
     ModelResponse,
     StepAddress,
     StepDirectives,
     ToolChange,
+    at_step,
     collect_calls,
     derive_seed,
     directing,
     install_langchain_hooks,
     with_directives,
 )
-from counterfact.capture._capture import SELF_RECORDING, CallCapture
-from counterfact.capture._records import at_step
 from counterfact.graphs import record
 from counterfact.store import TraceStore
 

@@ -17,8 +17,6 @@ from counterfact.agents import (
     ModelError,
     ModelRequest,
     _embedded,
-)
-from counterfact.agents._embedded import (
     embedded_cache_dir,
     embedded_gguf,
     load_embedded,

@@ -24,8 +24,14 @@ import pytest
 import pyvene as pv  # installed with --no-deps: its declared deps are heavy (see setup.sh)
 import torch
 
-from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelRequest
-from counterfact.agents._activations import ActivationEdit, HookPoint, resolve_edits
+from counterfact.agents import (
+    ActivationEdit,
+    ChatMessage,
+    GenerationSettings,
+    LocalModel,
+    ModelRequest,
+)
+from counterfact.agents._activations import HookPoint, resolve_edits
 from counterfact.agents._engine import Request
 
 TOLERANCE = 1e-5

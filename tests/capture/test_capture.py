@@ -42,20 +42,18 @@ from counterfact.capture import (
     StepCalls,
     StepDirectives,
     ToolChange,
+    at_step,
     collect_calls,
     directing,
+    install_langchain_hooks,
     instrument,
     tool_call_key,
     with_directives,
-)
-from counterfact.capture._intercept import (
-    install_langchain_hooks,
     without_removed_tools,
 )
-from counterfact.capture._records import at_step
 from counterfact.graphs import RecordedGraph, record
 from counterfact.store import TraceStore
-from counterfact.store._schema import Blob, ModelCall
+from counterfact.store.schema import Blob, ModelCall
 
 KEY = "sk-" + "k" * 40  # looks like an OpenAI key: it must never reach the store
 MODEL = "test-model"

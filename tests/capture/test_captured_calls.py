@@ -43,12 +43,16 @@ from counterfact.agents import (
 from counterfact.capture import (
     CallCapture,
     Directives,
+    ModelCallRecord,
     ModelResponse,
     StepAddress,
     StepDirectives,
+    ToolCallRecord,
     _capture,
+    at_step,
     collect_calls,
     directing,
+    install_langchain_hooks,
 )
 from counterfact.capture._capture import (
     FORCED,
@@ -57,8 +61,6 @@ from counterfact.capture._capture import (
     tool_arguments,
     tool_name,
 )
-from counterfact.capture._intercept import install_langchain_hooks
-from counterfact.capture._records import ModelCallRecord, ToolCallRecord, at_step
 
 MODEL = "capture-model"
 KEY = "sk-capture"

@@ -24,12 +24,14 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from counterfact.capture import (
     Directives,
+    ModelCallRecord,
     ModelResponse,
     StepAddress,
     StepCalls,
     StepDirectives,
     ToolChange,
     _instrument,
+    at_step,
     collect_calls,
     directing,
     instrument,
@@ -40,7 +42,6 @@ from counterfact.capture._instrument import (
     _forced_chunks,
     _forced_completion,
 )
-from counterfact.capture._records import ModelCallRecord, at_step
 
 MODEL = "raw-model"
 KEY = "sk-raw"

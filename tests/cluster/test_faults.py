@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 
 from counterfact.agents import ChatMessage
 from counterfact.graphs import Suite, load_suite, run_suite
-from counterfact.interventions._records import DebugLog
+from counterfact.interventions import DebugLog
 from counterfact.store import TraceStore, verify_run
-from counterfact.store._schema import Run, Step
+from counterfact.store.schema import Run, Step
 
 from ..conftest import _truncate
 from ..graphs.scripted import PIPELINE_YAML, trio_spec

@@ -25,7 +25,7 @@ from counterfact.interventions import (
     verify,
 )
 from counterfact.store import TraceStore, verify_run
-from counterfact.store._schema import Run
+from counterfact.store.schema import Run
 
 from ..conftest import _truncate
 from ..graphs.scripted import trio_spec

@@ -24,7 +24,7 @@ from counterfact.capture import (
 from counterfact.formats import export_jsonl, import_jsonl, import_whowhen
 from counterfact.graphs import record
 from counterfact.store import RunRecord, StepRecord, StoreError, TraceStore
-from counterfact.store._schema import Checkpoint, CheckpointWrite
+from counterfact.store.schema import Checkpoint, CheckpointWrite
 
 WHOWHEN_LOG = {
     "question": "Which year?",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from counterfact.store import TraceStore, verify_run
-from counterfact.store._schema import Blob, Step
+from counterfact.store.schema import Blob, Step
 from tests.fuzz.conftest import count
 
 

@@ -30,25 +30,28 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
-from counterfact.capture import ToolCallRecord, report_tool_call
-from counterfact.capture._directives import Directives, StepDirectives, with_directives
-from counterfact.capture._payloads import digest_of, to_jsonable
-from counterfact.capture._records import current_step
-from counterfact.graphs import record
-from counterfact.graphs._recorder import (
-    RunConfig,
-    _as_task_input,
-    _database_error,
-    lost_database,
+from counterfact.capture import (
+    Directives,
+    StepDirectives,
+    ToolCallRecord,
+    current_step,
+    digest_of,
+    report_tool_call,
+    to_jsonable,
+    with_directives,
 )
-from counterfact.graphs._refs import (
-    _module_ref,
+from counterfact.graphs import (
+    RunConfig,
     check_label,
     find_ref,
     graph_info,
     import_ref,
+    lost_database,
+    record,
     score_state,
 )
+from counterfact.graphs._recorder import _as_task_input, _database_error
+from counterfact.graphs._refs import _module_ref
 from counterfact.store import Outcome, StoreError, TraceStore
 from tests.graphs.sample_graphs import loop_graph
 

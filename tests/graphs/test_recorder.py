@@ -9,9 +9,8 @@ from langgraph.graph import END, START, StateGraph
 from sqlalchemy import func, select
 
 from counterfact.graphs import record
-from counterfact.store import Outcome, StoreError, TraceStore
-from counterfact.store._models import utcnow
-from counterfact.store._schema import Blob, Checkpoint, CheckpointWrite
+from counterfact.store import Outcome, StoreError, TraceStore, utcnow
+from counterfact.store.schema import Blob, Checkpoint, CheckpointWrite
 from tests.graphs.sample_graphs import LoopState, loop_graph, loop_input, route, worker
 
 

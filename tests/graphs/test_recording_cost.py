@@ -14,12 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from counterfact.graphs import record
 from counterfact.store import RunRecord, TraceStore
 from counterfact.store._blobs import MANIFEST_CHUNK
-from counterfact.store._schema import Blob, Step
+from counterfact.store.schema import Blob, Step
 from tests.graphs.sample_graphs import loop_graph, loop_input
 
 
 def _step_row(run_id: str, index: int) -> dict[str, Any]:
-    from counterfact.store._models import utcnow
+    from counterfact.store import utcnow
 
     now = utcnow()
     return {

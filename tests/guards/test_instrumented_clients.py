@@ -34,11 +34,11 @@ from counterfact.capture import (
     StepCalls,
     StepDirectives,
     ToolChange,
+    at_step,
     collect_calls,
     directing,
     instrument,
 )
-from counterfact.capture._records import at_step
 from counterfact.graphs import record
 from counterfact.store import TraceStore
 

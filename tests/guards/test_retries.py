@@ -22,12 +22,11 @@ from sqlalchemy import func, select
 
 from counterfact.agents import ChatMessage, ScriptedChatModel
 from counterfact.executors import WorkerContext
-from counterfact.graphs import ModelPool, load_suite, record
-from counterfact.graphs._runner import RunUnit
+from counterfact.graphs import ModelPool, RunUnit, load_suite, record
 from counterfact.interventions import Replayer, parse_intervention
 from counterfact.interventions._units import replay_unit
 from counterfact.store import TraceStore, verify_run
-from counterfact.store._schema import (
+from counterfact.store.schema import (
     Checkpoint,
     CheckpointWrite,
     ModelCall,

@@ -31,6 +31,7 @@ from counterfact.graphs import (
 from counterfact.interventions import (
     Budget,
     Debugger,
+    DebugLog,
     DebugReport,
     Replayer,
     hypothesis_schema,
@@ -40,9 +41,8 @@ from counterfact.interventions import (
     split_segments,
     write_html,
 )
-from counterfact.interventions._records import DebugLog
 from counterfact.store import StepRecord, TraceStore
-from counterfact.store._schema import Run
+from counterfact.store.schema import Run
 
 from ..graphs.scripted import arithmetic_brain, trio_spec
 from .test_replay import SUITE, _recorded_orchestrator, _recorded_trio

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from counterfact.interventions._records import (
+from counterfact.interventions import (
     DebugLog,
     DebugSessionRecord,
     DebugSpend,
     HypothesisRecord,
 )
 from counterfact.store import RunRecord, StoreError, TraceStore
-from counterfact.store._schema import DebugSession, Hypothesis, Run, Verdict
+from counterfact.store.schema import DebugSession, Hypothesis, Run, Verdict
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from counterfact.interventions import (
     Intervention,
     InterventionError,
     Replayer,
+    describe_edit,
     edit_kind,
     edit_kind_names,
     parse_intervention,
     register_edit_kind,
 )
-from counterfact.interventions._report import describe_edit
 from counterfact.interventions.edits import CompileContext, EditSpec, StepPlan, _base
 from counterfact.store import StepRecord, TraceStore
 from counterfact.ui._step import edit_templates

@@ -25,10 +25,9 @@ from sqlalchemy import select
 
 from counterfact.agents import ChatMessage
 from counterfact.graphs import Suite, load_suite, run_suite
-from counterfact.interventions import Budget, Debugger, DebugReport
-from counterfact.interventions._records import DebugLog
+from counterfact.interventions import Budget, Debugger, DebugLog, DebugReport
 from counterfact.store import RunRecord, TraceStore, verify_run
-from counterfact.store._schema import Checkpoint, Intervention
+from counterfact.store.schema import Checkpoint, Intervention
 
 from ..cluster.delayed import DelayedModel, delayed_server
 from ..conftest import _truncate

@@ -18,7 +18,9 @@ from counterfact.agents import ActivationEdit, ChatMessage
 from counterfact.capture import StepDirectives
 from counterfact.executors import Executor
 from counterfact.interventions import (
+    ReplayerSpec,
     ReplayPlan,
+    ReplayResult,
     _verify,
     compare,
     decide,
@@ -26,7 +28,6 @@ from counterfact.interventions import (
     validating_looks,
     verify,
 )
-from counterfact.interventions._replay import ReplayerSpec, ReplayResult
 from counterfact.interventions._stats import sign_test
 from counterfact.interventions._verify import (
     _activation_effect,

@@ -25,7 +25,7 @@ from counterfact.interventions import (
     wilson,
 )
 from counterfact.store import TraceStore
-from counterfact.store._schema import Intervention, Run, Verdict
+from counterfact.store.schema import Intervention, Run, Verdict
 
 from .test_replay import SUITE, _recorded_trio
 

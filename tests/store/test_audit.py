@@ -6,7 +6,7 @@ from sqlalchemy import text, update
 
 from counterfact.graphs import record
 from counterfact.store import TraceStore, redact_run_text, verify_run
-from counterfact.store._schema import Blob, Step
+from counterfact.store.schema import Blob, Step
 from tests.graphs.sample_graphs import loop_graph, loop_input
 
 

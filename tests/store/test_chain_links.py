@@ -19,8 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from counterfact.capture import ModelCallRecord, ToolCallRecord
-from counterfact.capture._payloads import canonical_json, sha256_hex
+from counterfact.capture import (
+    ModelCallRecord,
+    ToolCallRecord,
+    canonical_json,
+    sha256_hex,
+)
 from counterfact.store import (
     ChainReport,
     RunRecord,
@@ -31,7 +35,7 @@ from counterfact.store import (
     verify_run,
 )
 from counterfact.store._audit import redact_blobs
-from counterfact.store._schema import Blob
+from counterfact.store.schema import Blob
 
 BROKEN = "step content does not match its chain link (edited, or moved)"
 T0 = datetime(2026, 1, 2, 3, 4, 5, 600000)

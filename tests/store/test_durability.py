@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from counterfact.graphs import record
 from counterfact.store import TraceStore
-from counterfact.store._schema import Checkpoint, CheckpointWrite, Run, Step
+from counterfact.store.schema import Checkpoint, CheckpointWrite, Run, Step
 from tests.graphs.sample_graphs import loop_graph
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from alembic import command
 from counterfact.capture import ModelCallRecord
 from counterfact.store import RunRecord, StepRecord, TraceStore, verify_run
 from counterfact.store._migrate import alembic_config, current_revision, head_revision
-from counterfact.store._schema import JsonType
+from counterfact.store.schema import JsonType
 
 QUESTION = [{"role": "user", "content": "Population of Ivesley?"}]
 FIRST = "0001"

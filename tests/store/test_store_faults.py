@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from counterfact.graphs import record
 from counterfact.store import TraceStore, verify_run
-from counterfact.store._schema import Step
+from counterfact.store.schema import Step
 from tests.graphs.sample_graphs import loop_graph, loop_input
 
 from ..conftest import _truncate

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import func, select, update
 
-from counterfact.interventions._records import DebugLog, DebugSpend
+from counterfact.interventions import DebugLog, DebugSpend
 from counterfact.store import (
     InterventionRecord,
     RunRecord,
@@ -27,7 +27,7 @@ from counterfact.store._migrate import (
     head_revision,
     upgrade,
 )
-from counterfact.store._schema import (
+from counterfact.store.schema import (
     Intervention,
     JsonType,
     Verdict,

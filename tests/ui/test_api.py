@@ -13,10 +13,8 @@ from safetensors.numpy import save
 
 from counterfact.capture import ModelCallRecord
 from counterfact.graphs import record
-from counterfact.interventions import session_report
-from counterfact.interventions._records import DebugLog
-from counterfact.store import Outcome, RunRecord, StepRecord, TraceStore
-from counterfact.store._models import utcnow
+from counterfact.interventions import DebugLog, session_report
+from counterfact.store import Outcome, RunRecord, StepRecord, TraceStore, utcnow
 from counterfact.ui import TOKEN_HEADER, RunFilters, create_app, graph_view, runs_page
 
 from ..interventions import apps
@@ -257,7 +255,7 @@ def test_audit_page_shows_each_runs_chain(store: TraceStore) -> None:
     from sqlalchemy import update
 
     from counterfact.store import redact_run_text
-    from counterfact.store._schema import Step
+    from counterfact.store.schema import Step
 
     intact, edited, redacted = (_pipeline_run(store) for _ in range(3))
     with store.begin() as conn:

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from counterfact.graphs import record
-from counterfact.interventions._records import DebugLog
-from counterfact.store import Outcome, RunRecord, StepRecord
-from counterfact.store._models import utcnow
+from counterfact.interventions import DebugLog
+from counterfact.store import Outcome, RunRecord, StepRecord, utcnow
 
 from ..interventions import apps
 from .conftest import LiveViewer, free_port

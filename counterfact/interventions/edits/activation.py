@@ -102,9 +102,7 @@ def compile_edit(edit: ActivationIntervention, context: CompileContext, plan: St
     vector = resolve_vector(edit, model, context.store) if edit.vector is not None else None
     resolved = edit.to_edit(vector)
     try:
-        from counterfact.agents._activations import resolve_edits
-
-        resolve_edits([resolved], model.geometry)
+        model.check_edits([resolved])
     except ModelError as exc:
         raise InterventionError(f"activation edit at step {step.index}: {exc}") from None
     plan.directives.activation_edits.append(resolved.model_dump(mode="json", exclude_none=True))

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from counterfact.store._schema import Base
+from counterfact.store.schema import Base
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
