@@ -1,0 +1,243 @@
+"""Deciding a debug session's hypotheses by replaying their fixes.
+
+Apart from the debugger so that how replays are spent on fixes (a shared control for a greedy
+run, batches of fixes of different hypotheses, the budget) is one job; the debugger keeps the
+session's spend and records each verdict on its fix.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from counterfact._errors import CounterfactError
+from counterfact.executors import Executor
+from counterfact.interventions._fixes import Fix
+from counterfact.interventions._records import DebugLog, HypothesisRecord
+from counterfact.interventions._replay import Replayer, ReplayResult
+from counterfact.interventions._session import final_answer
+from counterfact.interventions._specs import Intervention
+from counterfact.interventions._units import replay_unit
+from counterfact.interventions._verify import greedy_from, verify
+from counterfact.store import discard_run, output_text
+
+SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
+
+
+def fixes_of(h: HypothesisRecord) -> list[Fix]:
+    return [Fix.model_validate(f) for f in h.evidence.get("fixes", [])]
+
+
+class ReplayCount:
+    """The session's replays finished but not yet charged: the progress counts them on top of
+    the spend until they are charged."""
+
+    def __init__(self, tell: Callable[[int], None]) -> None:
+        self.done = 0
+        self._tell = tell  # the count so far, as each replay ends
+        self._lock = threading.Lock()
+
+    def __call__(self, *_: Any) -> None:
+        with self._lock:
+            self.done += 1
+            self._tell(self.done)
+
+    def charged(self) -> None:
+        """The replays counted so far are in the spend now."""
+        self.done = 0
+
+
+class FixVerifier:
+    """Decides the open hypotheses of one session: each by its fixes, replayed against one
+    control where the run allows it, as far as the budget goes."""
+
+    def __init__(
+        self,
+        replayer: Replayer,
+        log: DebugLog,
+        session_id: str,
+        *,
+        pairs: int,  # most pairs of a sequential verification (sampled runs)
+        parallel: int,  # fixes verified at once
+        count: ReplayCount,
+        afford: Callable[[int], bool],
+        charge: Callable[[list[str], str], None],  # replays of a stage, charged once with it
+        record: Callable[[str, int, Fix, list[str]], None],  # a fix's verdict and its replays
+        say: Callable[[str], None],
+    ) -> None:
+        self.replayer = replayer
+        self.store = replayer.store
+        self.log = log
+        self.session_id = session_id
+        self.pairs = pairs
+        self.parallel = parallel
+        self.count = count
+        self.afford = afford
+        self.charge = charge
+        self.record = record
+        self.say = say
+        self._control: list[ReplayResult] | None = None  # the shared control of a greedy run
+        self._reproduces = True
+
+    def hypotheses(self) -> list[HypothesisRecord]:
+        return self.log.hypotheses(self.session_id)
+
+    def adopt(self) -> int:
+        """On resuming: what verifications the interruption cut off left behind. A verdict is
+        stored when its verification ends, and recorded on its fix (and its replays charged)
+        only when the session records the batch it belongs to; a verdict stored in between is
+        recorded now rather than made again, and the finished replays of a verification that
+        stored no verdict are discarded (they count for nothing). Returns the verdicts kept."""
+        replays = self.store.list_runs(labels={"debug_session": self.session_id}, limit=None)
+        verifications = {r.labels["verification_id"] for r in replays if r.labels.get("verification_id")}
+        stored = {v.id: v for v in self.store.verdicts(run_id=self.replayer.parent.id) if v.id in verifications}
+        for run in replays:
+            if run.labels.get("verification_id") and run.labels["verification_id"] not in stored:
+                discard_run(self.store, run.id)
+        shared = {r.id for r in replays if r.labels.get("debug_role") == SHARED_CONTROL}
+        recorded = {f.verdict_id for h in self.hypotheses() for f in fixes_of(h) if f.verdict_id}
+        adopted = 0
+        for verdict in sorted(stored.values(), key=lambda v: (v.created_at, v.id)):
+            if verdict.id in recorded:
+                continue
+            spec = self.store.get_intervention(verdict.intervention_id).spec
+            found = next(
+                ((h, i, f) for h in self.hypotheses() if h.status == "proposed"
+                 for i, f in enumerate(fixes_of(h))
+                 if f.verdict is None and Intervention.model_validate(f.intervention).dump() == spec),
+                None,
+            )
+            if found is None:
+                continue
+            h, position, fix = found
+            charged = [*verdict.stats.get("treatment_runs", []),
+                       *(r for r in verdict.stats.get("control_runs", []) if r not in shared)]
+            fix = fix.model_copy(update={"verdict": verdict.verdict, "verdict_id": verdict.id, "reason": verdict.reason})
+            self.record(h.id, position, fix, charged)
+            adopted += 1
+        return adopted
+
+    def verify_all(self, executor: Executor) -> None:
+        """Each hypothesis's next fix first, then the rest of each in order; a hypothesis is
+        settled by its first validated fix. Up to `parallel` fixes of different hypotheses are
+        verified at once (never two of one hypothesis, so no replay goes to a fix that an
+        earlier one made moot); with `parallel=1` hypotheses take the budget in order."""
+        pending = [h for h in self.hypotheses() if h.status == "proposed"]
+        if not pending:
+            return
+        self._shared_control(executor)
+        if not self._reproduces:
+            for h in pending:
+                self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
+            return
+        first_pass = [(h.id, position) for h in pending if (position := self._next_fix(h)) is not None]
+        while first_pass and (batch := self._affordable(first_pass)):
+            first_pass = first_pass[len(batch):]
+            self._verify_batch(batch, executor)
+        while batch := self._affordable(self._next_fixes()):
+            self._verify_batch(batch, executor)
+        for h in self.hypotheses():
+            if h.status == "proposed":
+                self._conclude(h)
+
+    def _shared_control(self, executor: Executor) -> None:
+        """For a greedy run: one full replay; if it reproduces every step's output it is the
+        control arm of every fix (a replay from any later step would repeat it exactly)."""
+        if self._control is not None or not greedy_from(self.replayer, 0):
+            return
+        labels = {"debug_session": self.session_id, "debug_role": SHARED_CONTROL}
+        made = [r for r in self.store.list_runs(labels=labels, limit=None) if r.status in ("succeeded", "failed")]
+        if made:  # a resumed session: the control made before the interruption
+            run = made[0]
+            self.charge([run.id], SHARED_CONTROL)  # unless charged before the interruption
+            result = ReplayResult(
+                run_id=run.id, arm="control", seed=0, status=run.status,
+                success=bool(run.outcome and run.outcome.success), score=run.outcome.score if run.outcome else 0.0,
+                answer=final_answer(self.store.steps(run.id)),
+            )
+        elif self.afford(1):
+            self.say("control: replaying the whole run unedited")
+            [result] = executor.map([
+                replay_unit(self.replayer, self.replayer.compile(None, 0), arm="control", seed=0, labels=labels)
+            ], self.count)
+            self.charge([result.run_id], SHARED_CONTROL)
+        else:
+            return
+        if result.success:
+            self._reproduces = False
+            return
+        mine = [(s.node, output_text(s.output)) for s in self.replayer.steps]
+        theirs = [(s.node, output_text(s.output)) for s in self.store.steps(result.run_id)]
+        if mine == theirs:
+            self._control = [result]
+
+    def _next_fix(self, h: HypothesisRecord) -> int | None:
+        return next((i for i, f in enumerate(fixes_of(h)) if f.verdict is None), None)
+
+    def _next_fixes(self) -> list[tuple[str, int]]:
+        """The next untried fix of each hypothesis still open, in order."""
+        return [
+            (h.id, position)
+            for h in self.hypotheses() if h.status == "proposed"
+            if (position := self._next_fix(h)) is not None
+        ]
+
+    def _replays_per_fix(self) -> int:
+        return 1 if self._control is not None else 2 if greedy_from(self.replayer, 0) else 2 * self.pairs
+
+    def _affordable(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The first candidates (at most `parallel`) that the budget still pays for."""
+        need = self._replays_per_fix()
+        batch: list[tuple[str, int]] = []
+        for candidate in candidates[: self.parallel]:
+            if not self.afford(need * (len(batch) + 1)):
+                break
+            batch.append(candidate)
+        return batch
+
+    def _verify_batch(self, batch: list[tuple[str, int]], executor: Executor) -> None:
+        """Verify the batch's fixes at once; record them in order."""
+        stored = {h.id: h for h in self.hypotheses()}
+        jobs = [(stored[h_id], position, fixes_of(stored[h_id])[position]) for h_id, position in batch]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            outcomes = list(pool.map(lambda job: self._verify_fix(*job, executor), jobs))
+        self.count.charged()
+        for (h, position, _), (fix, charged) in zip(jobs, outcomes, strict=True):
+            self.record(h.id, position, fix, charged)
+
+    def _verify_fix(self, h: HypothesisRecord, position: int, fix: Fix, executor: Executor) -> tuple[Fix, list[str]]:
+        """One fix's verification and the replays it made (run in a batch thread; the store
+        is written by `record`)."""
+        try:
+            plan = self.replayer.compile(Intervention.model_validate(fix.intervention), h.step)
+        except CounterfactError as exc:
+            return fix.model_copy(update={"verdict": "inconclusive", "reason": f"the edit does not apply: {exc}"}), []
+        self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
+        report = verify(
+            self.replayer, plan, pairs=self.pairs, control=self._control, sequential=True,
+            on_progress=lambda *_: self.count(), labels={"debug_session": self.session_id},
+            executor=executor,
+        )
+        charged = [r.run_id for r in report.treatment] + ([r.run_id for r in report.control] if self._control is None else [])
+        return fix.model_copy(update={"verdict": report.verdict, "verdict_id": report.id, "reason": report.reason}), charged
+
+    def _conclude(self, h: HypothesisRecord) -> None:
+        """A hypothesis none of whose fixes validated: refuted if all were tried, else why not."""
+        fixes = fixes_of(h)
+        tried = [f for f in fixes if f.verdict is not None]
+        refuted = [f for f in tried if f.verdict == "refuted"]
+        if len(tried) == len(fixes) and refuted:
+            self._close(h, "verified", f"none of its {len(fixes)} fixes repaired the run", refuted[-1].verdict_id)
+            return
+        reasons = []
+        if len(tried) < len(fixes):
+            reasons.append(f"budget: {len(tried)} of {len(fixes)} fixes tried before the budget ran out")
+        unapplied = [f for f in tried if f.verdict == "inconclusive"]
+        if unapplied:
+            reasons.append(f"{len(unapplied)} fixes undecided ({unapplied[0].reason})")
+        self._close(h, "undecided", "; ".join(reasons) or "no fix was tried")
+
+    def _close(self, h: HypothesisRecord, status: str, note: str, verdict_id: str | None = None) -> None:
+        self.log.update_hypothesis(h.id, status=status, note=note, verdict_id=verdict_id)  # type: ignore[arg-type]
