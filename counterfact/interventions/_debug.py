@@ -2,7 +2,7 @@
 
 1. Segments: the run splits at its planning steps (orchestrator workflows), else it is one.
 2. Hypotheses (a suspect step and why) come from the strategies asked for, plug-ins found by
-   name (`strategies`): handoff, grounded, llm, resample, patch by default, each in a module
+   name (`strategies`): handoff, grounded, rerun, llm, resample, patch by default, each in a module
    of its own. A strategy only proposes; the session stores what it proposes and verifies it.
    Hypotheses on the same step are one hypothesis, with the fixes of every strategy behind it.
 3. Fixes are thinking interventions (see `_fixes`): the agent reads what went wrong and writes
@@ -29,6 +29,7 @@ from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel, ModelError, shared_model
 from counterfact.executors import Executor, LocalExecutor
 from counterfact.interventions._fix_verify import (
+    PLACED_BY_REPLAY,
     FixVerifier,
     ReplayCount,
     fixes_of,
@@ -73,6 +74,7 @@ class Debugger:
         on_event: Callable[[str], None] | None = None,
         executor: Executor | None = None,
         parallel: int = 4,
+        repeatable_tools: Sequence[str] = (),
     ) -> None:
         run = replayer.parent
         if run.status == "succeeded":
@@ -89,6 +91,7 @@ class Debugger:
         self.pairs = pairs  # most pairs of a sequential verification (sampled runs)
         self.samples = samples  # sampled fixes per hypothesis; fresh replays per resampled step
         self.temperature = temperature
+        self.repeatable_tools = sorted(repeatable_tools)  # tools the app declares safe to run again
         self.reference = reference
         self.max_hypotheses = max_hypotheses
         self.on_progress = on_progress
@@ -175,9 +178,13 @@ class Debugger:
                 known = {json.dumps(f["intervention"], sort_keys=True) for f in existing.evidence.get("fixes", [])}
                 added = [f for f in fixes if json.dumps(f.intervention, sort_keys=True) not in known]
                 merged = dict(existing.evidence)
-                merged["fixes"] = [*existing.evidence.get("fixes", []), *(f.model_dump() for f in added)]
+                stored, new = existing.evidence.get("fixes", []), [f.model_dump() for f in added]
+                # fixes from a step that replays placed are tried before guesses read from the log
+                merged["fixes"] = [*new, *stored] if (evidence or {}).get(PLACED_BY_REPLAY) else [*stored, *new]
                 merged["proposed_by"] = [*existing.evidence.get("proposed_by", [existing.strategy]), strategy]
                 merged.setdefault("reasons", {})[strategy] = reason
+                if (evidence or {}).get(PLACED_BY_REPLAY):
+                    merged[PLACED_BY_REPLAY] = True
                 self.log.update_hypothesis(existing.id, evidence=merged)
                 return
         target = self.steps[step]
@@ -278,8 +285,9 @@ class Debugger:
             if isinstance(outcome, Skipped):
                 self._note(strategy, outcome.note)
             else:
+                evidence = {**outcome.evidence, PLACED_BY_REPLAY: True} if outcome.placed_by_replay else outcome.evidence
                 self._propose(outcome.label or strategy, outcome.step, outcome.reason, outcome.fixes,
-                              reference=outcome.reference, evidence=outcome.evidence)
+                              reference=outcome.reference, evidence=evidence)
 
     def _verify_all(self) -> None:
         assert self.executor is not None
@@ -302,6 +310,17 @@ class Debugger:
         self._charge([r for r, _ in results])
         self.counted.charged()
         return results
+
+    def rerun_from(self, step: int) -> tuple[str, bool]:
+        """One replay from `step` with nothing edited: model calls made again, and tools too
+        where the app declares them safe to repeat (others answer as recorded); charged to the
+        budget. (run id, success)."""
+        plan = self.replayer.compile(None, step)
+        [result] = self._replay([replay_unit(self.replayer, plan, arm="rerun", seed=None, live_tools=self.repeatable_tools,
+                                             labels={"debug_session": self.session_id})])
+        self._charge([result.run_id])
+        self.counted.charged()
+        return result.run_id, result.success
 
     def hypothesis_model(self) -> ChatModel:
         model = self._hypothesis_model

@@ -24,6 +24,11 @@ from counterfact.interventions._verify import greedy_from, verify
 from counterfact.store import discard_run, output_text
 
 SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
+PLACED_BY_REPLAY = "placed_by_replay"  # a hypothesis's evidence: replays, not the log, placed its step
+
+
+def placed_by_replay(h: HypothesisRecord) -> bool:
+    return bool(h.evidence.get(PLACED_BY_REPLAY))
 
 
 def fixes_of(h: HypothesisRecord) -> list[Fix]:
@@ -124,14 +129,15 @@ class FixVerifier:
         settled by its first validated fix. Up to `parallel` fixes of different hypotheses are
         verified at once (never two of one hypothesis, so no replay goes to a fix that an
         earlier one made moot); with `parallel=1` hypotheses take the budget in order."""
-        pending = [h for h in self.hypotheses() if h.status == "proposed"]
+        pending = sorted((h for h in self.hypotheses() if h.status == "proposed"), key=lambda h: not placed_by_replay(h))
         if not pending:
             return
         self._shared_control(executor)
-        if not self._reproduces:
+        if not self._reproduces:  # a transient fault: only a step placed by replays has a control that fails
             for h in pending:
-                self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
-            return
+                if not placed_by_replay(h):
+                    self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
+            pending = [h for h in pending if placed_by_replay(h)]
         first_pass = [(h.id, position) for h in pending if (position := self._next_fix(h)) is not None]
         while first_pass and (batch := self._affordable(first_pass)):
             first_pass = first_pass[len(batch):]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from langgraph.types import Command
@@ -207,18 +208,20 @@ class Replayer:
         arm: str,
         seed: int | None = None,
         temperature: float | None = None,
-        live_tools: bool = False,
+        live_tools: bool | Sequence[str] = False,
         intervention_id: str | None = None,
         labels: dict[str, Any] | None = None,
         child_id: str | None = None,
     ) -> ReplayResult:
-        """One child run from the plan's fork point; `arm` is "treatment" or "control"."""
+        """One child run from the plan's fork point; `arm` is "treatment" or "control".
+        `live_tools`: every tool runs again (True), or those named (tools the app declares safe
+        to repeat), instead of answering with its recorded result."""
         edited = arm == "treatment" and plan.intervention is not None
         settings: dict[str, Any] = {"replay_seed": seed}
         if temperature is not None:
             settings["replay_temperature"] = temperature
         if live_tools:
-            settings["replay_live_tools"] = True
+            settings["replay_live_tools"] = True if live_tools is True else sorted(live_tools)
         child = RunRecord(
             id=child_id or uuid.uuid4().hex,
             workflow=self.parent.workflow,
@@ -256,7 +259,7 @@ class Replayer:
         directives = Directives(
             seed=seed,
             temperature=labels.get("replay_temperature"),
-            reuse_tool_results={} if labels.get("replay_live_tools") else self._recorded_tool_results(),
+            reuse_tool_results=self._recorded_tool_results(labels.get("replay_live_tools") or ()),
             nested_recursion_limit=self.recursion_limit,
         )
         if edited:
@@ -305,14 +308,17 @@ class Replayer:
         for update in plan.updates:
             config = self.graph.update_state(config, copy.deepcopy(update.values), as_node=update.as_node)
 
-    def _recorded_tool_results(self) -> dict[str, Any]:
-        """Recorded results to reuse, by call. A handoff's is not: its tool returned a `Command`
-        (the recorded text is only its message), so the tool runs again and hands off as it did."""
+    def _recorded_tool_results(self, live: bool | Sequence[str]) -> dict[str, Any]:
+        """Recorded results to reuse, by call: none when every tool runs live, else all but
+        those of the `live` tools. A handoff's is not reused either: its tool returned a
+        `Command` (the recorded text is only its message), so it runs again and hands off."""
+        if live is True:
+            return {}
         return {
             tool_call_key(call.name, call.arguments): call.result
             for step in self.steps
             for call in step.tool_calls
-            if call.error is None and call.handoff is None
+            if call.error is None and call.handoff is None and call.name not in live
         }
 
     # -- did the edit take effect? -------------------------------------------------------------

@@ -131,11 +131,12 @@ def session_report(
     )
 
 
-def rank(h: HypothesisView) -> tuple[int, float]:
-    """Validated first (largest effect first), then undecided, refuted."""
+def rank(h: HypothesisView) -> tuple[int, bool, float]:
+    """Validated first (largest effect first), then undecided, refuted; within each, steps
+    placed by replays before those read from the log."""
     order = {"validated": 0, "refuted": 2}.get(h.verdict or "", 1)
     effect = float(h.stats.get("comparison", {}).get("difference", 0.0)) if h.stats else 0.0
-    return order, -effect
+    return order, not h.evidence.get("placed_by_replay", False), -effect
 
 
 def final_answer(steps: list[StepRecord]) -> str | None:

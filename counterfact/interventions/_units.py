@@ -24,7 +24,7 @@ class ReplayUnit(Unit):
     arm: str
     seed: int | None = None
     temperature: float | None = None
-    live_tools: bool = False
+    live_tools: bool | list[str] = False  # every tool, or those named, run again instead of answering as recorded
     intervention_id: str | None = None
     labels: dict[str, Any] = {}
 

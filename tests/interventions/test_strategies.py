@@ -50,7 +50,7 @@ def blame() -> Iterator[BlameTheSolver]:
 
 
 def test_the_built_in_strategies_in_the_order_a_session_tries_them() -> None:
-    assert STRATEGIES == ("handoff", "grounded", "llm", "resample", "patch")
+    assert STRATEGIES == ("handoff", "grounded", "rerun", "llm", "resample", "patch")
     assert strategies_from(["all"]) == list(STRATEGIES)
     assert strategies_from(["patch", "llm"]) == ["patch", "llm"]
 

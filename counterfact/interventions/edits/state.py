@@ -82,14 +82,20 @@ def write_patch(patch: list[dict[str, Any]], current: dict[str, Any], context: C
     plan.updates.append(StateUpdate(values=values, as_node=previous))
 
 
+_IDENTIFIERS = frozenset({"id", "tool_call_id"})
+
+
 def _new_texts(new: Any, old: Any) -> list[str]:
-    """Strings in the new value that the old one did not have (what an agent should now see)."""
+    """Strings in the new value that the old one did not have (what an agent should now see);
+    identifiers (a message's or a tool call's id) are never shown to a model, so they are not
+    evidence."""
 
     def strings(value: Any) -> set[str]:
         if isinstance(value, str):
             return {value}
         if isinstance(value, dict):
-            return set().union(*(strings(v) for v in value.values())) if value else set()
+            shown = [v for k, v in value.items() if k not in _IDENTIFIERS]
+            return set().union(*(strings(v) for v in shown)) if shown else set()
         if isinstance(value, list):
             return set().union(*(strings(v) for v in value)) if value else set()
         return set()

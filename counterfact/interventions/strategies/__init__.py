@@ -23,6 +23,7 @@ from counterfact.interventions.strategies._llm import (
     read_hypothesis,
 )
 from counterfact.interventions.strategies._patch import PatchStrategy
+from counterfact.interventions.strategies._rerun import RerunStrategy
 from counterfact.interventions.strategies._resample import ResampleStrategy
 
 _REGISTRY: dict[str, Strategy] = {}
@@ -60,7 +61,8 @@ def strategies_from(names: list[str] | tuple[str, ...]) -> list[str]:
     return chosen
 
 
-for _builtin in (HandoffStrategy(), GroundedStrategy(), LlmStrategy(), ResampleStrategy(), PatchStrategy()):
+for _builtin in (HandoffStrategy(), GroundedStrategy(), RerunStrategy(), LlmStrategy(), ResampleStrategy(),
+                 PatchStrategy()):
     register_strategy(_builtin)
 
 STRATEGIES = strategy_names()  # the built-in ones
@@ -76,6 +78,7 @@ __all__ = [
     "Outcome",
     "PatchStrategy",
     "Proposal",
+    "RerunStrategy",
     "ResampleStrategy",
     "Skipped",
     "Strategy",

@@ -27,6 +27,9 @@ class Proposal(BaseModel):
     reference: str | None = None  # a run the fixes borrow from
     evidence: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None  # stored as this strategy name instead of the proposer's
+    # the step was placed by replays, not read from the log: its fixes are verified first, and
+    # against their own control when re-executing the whole run does not reproduce the failure
+    placed_by_replay: bool = False
 
 
 class Skipped(BaseModel):
@@ -60,6 +63,12 @@ class DebugContext(Protocol):
     def sample_from(self, step: int, count: int) -> list[tuple[str, bool]]:
         """`count` fresh replays from `step` at the sampling temperature, charged to the
         budget: (run id, success) of each."""
+        ...
+
+    def rerun_from(self, step: int) -> tuple[str, bool]:
+        """One replay from `step`, nothing edited, the steps from there on executed again
+        (tools only where the app declares them safe to repeat), charged to the budget:
+        (run id, success)."""
         ...
 
     def hypothesis_model(self) -> ChatModel:
