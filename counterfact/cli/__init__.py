@@ -13,7 +13,7 @@ import typer
 from typer.exceptions import TyperException
 
 from counterfact._errors import CounterfactError
-from counterfact.cli import _debug, _formats, _runs, _serve, _workflows
+from counterfact.cli import _bench, _debug, _formats, _runs, _serve, _workflows
 
 app = typer.Typer(
     help="Record multi-agent LLM runs as replayable traces, and debug failures by replay.",
@@ -22,13 +22,16 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The trace database.", no_args_is_help=True)
 runs_app = typer.Typer(help="Look at recorded runs.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks of the debugger against known truth.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
+app.add_typer(bench_app, name="bench")
 
 db_app.command("upgrade")(_runs.db_upgrade)
 runs_app.command("list")(_runs.runs_list)
 runs_app.command("show")(_runs.runs_show)
 runs_app.command("tree")(_runs.runs_tree)
+bench_app.command("faults")(_bench.bench_faults_command)
 
 app.command("verify")(_runs.verify)
 app.command("redact")(_runs.redact)

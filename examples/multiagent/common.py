@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,14 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
 
 from examples.town_agent.app import TOWNS, add, population
 
 __all__ = [
-    "EXAMPLE_QUESTION", "EXAMPLE_REPORT", "QUESTIONS", "TOWNS", "Example", "ScriptedTeamModel",
+    "EXAMPLE_QUESTION", "EXAMPLE_REPORT", "QUESTIONS", "TOOLS", "TOWNS", "Example", "ScriptedTeamModel", "Tools",
     "add", "chat_model", "correct", "population", "towns_in", "with_example",
 ]
 
@@ -47,6 +48,9 @@ QUESTIONS = [
 ]
 
 MAX_TOKENS = 96  # enough for one tool call or one short answer
+
+Tools = Mapping[str, BaseTool]
+TOOLS: Tools = {"population": population, "add": add}  # the workers' tools, by name: an app takes others in their place
 
 
 def chat_model() -> BaseChatModel:
@@ -256,7 +260,12 @@ class ScriptedTeamModel(BaseChatModel):
     same trace every time.
     """
 
+    temperature: float = 0.0  # it answers a conversation one way only, as greedy decoding does (traces say so)
     _calls: int = PrivateAttr(default=0)
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
 
     @property
     def _llm_type(self) -> str:

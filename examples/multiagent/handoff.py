@@ -22,12 +22,12 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
 
 from examples.multiagent.common import (
+    TOOLS,
     Example,
     ScriptedTeamModel,
-    add,
+    Tools,
     chat_model,
     correct,
-    population,
     with_example,
 )
 
@@ -113,7 +113,7 @@ def agent_node(
     return turn
 
 
-def build(model: BaseChatModel | None = None) -> StateGraph:
+def build(model: BaseChatModel | None = None, tools: Tools = TOOLS) -> StateGraph:
     """The app's graph (uncompiled): the coordinator and the two workers, all on `model`."""
     llm = model if model is not None else chat_model()
     examples = _examples()
@@ -126,13 +126,13 @@ def build(model: BaseChatModel | None = None) -> StateGraph:
     )
     graph.add_node(
         "researcher",
-        agent_node("researcher", llm, with_example(RESEARCHER_PROMPT, examples["researcher"]), [population],
+        agent_node("researcher", llm, with_example(RESEARCHER_PROMPT, examples["researcher"]), [tools["population"]],
                    ["coordinator"]),
         destinations=("coordinator", "researcher", END),
     )
     graph.add_node(
         "math_expert",
-        agent_node("math_expert", llm, with_example(MATH_PROMPT, examples["math_expert"]), [add],
+        agent_node("math_expert", llm, with_example(MATH_PROMPT, examples["math_expert"]), [tools["add"]],
                    ["coordinator"]),
         destinations=("coordinator", "math_expert", END),
     )

@@ -17,8 +17,10 @@ from langgraph_supervisor import create_supervisor
 
 from examples.multiagent.common import (
     EXAMPLE_REPORT,
+    TOOLS,
     Example,
     ScriptedTeamModel,
+    Tools,
     chat_model,
     correct,
     with_example,
@@ -42,29 +44,29 @@ TOP_PROMPT = (
 )
 
 
-def research_team(model: BaseChatModel) -> CompiledStateGraph:
+def research_team(model: BaseChatModel, tools: Tools = TOOLS) -> CompiledStateGraph:
     """The research team: its own supervisor over the researcher, a compiled subgraph."""
     lead = "research_supervisor"
     example = (Example().transfer("research_team")
                .transfer("researcher", by=lead).say(EXAMPLE_REPORT, name="researcher")
                .hand_back("researcher", lead).say(EXAMPLE_REPORT, name=lead))
-    team = create_supervisor([researcher(model, lead)], model=model, supervisor_name=lead,
+    team = create_supervisor([researcher(model, lead, tools)], model=model, supervisor_name=lead,
                              prompt=with_example(RESEARCH_SUPERVISOR_PROMPT, example))
     return team.compile(name="research_team")
 
 
-def math_team(model: BaseChatModel) -> CompiledStateGraph:
+def math_team(model: BaseChatModel, tools: Tools = TOOLS) -> CompiledStateGraph:
     """The math team: its own supervisor over the math expert, a compiled subgraph."""
     lead = "math_supervisor"
     example = (Example().say(EXAMPLE_REPORT, name="research_supervisor").transfer("math_team")
                .transfer("math_expert", by=lead).say("The sum is 1540.", name="math_expert")
                .hand_back("math_expert", lead).say("The answer is 1540.", name=lead))
-    team = create_supervisor([math_expert(model, lead)], model=model, supervisor_name=lead,
+    team = create_supervisor([math_expert(model, lead, tools)], model=model, supervisor_name=lead,
                              prompt=with_example(MATH_SUPERVISOR_PROMPT, example))
     return team.compile(name="math_team")
 
 
-def build(model: BaseChatModel | None = None) -> StateGraph:
+def build(model: BaseChatModel | None = None, tools: Tools = TOOLS) -> StateGraph:
     """The app's graph (uncompiled): the top supervisor over the two teams, all on `model`."""
     llm = model if model is not None else chat_model()
     example = (Example()
@@ -73,7 +75,7 @@ def build(model: BaseChatModel | None = None) -> StateGraph:
                .transfer("math_team").say("The answer is 1540.", name="math_supervisor")
                .hand_back("math_team")
                .say("The answer is 1540.", name="supervisor"))
-    return create_supervisor([research_team(llm), math_team(llm)], model=llm,
+    return create_supervisor([research_team(llm, tools), math_team(llm, tools)], model=llm,
                              prompt=with_example(TOP_PROMPT, example))
 
 

@@ -16,12 +16,12 @@ from langgraph_supervisor import create_supervisor
 
 from examples.multiagent.common import (
     EXAMPLE_REPORT,
+    TOOLS,
     Example,
     ScriptedTeamModel,
-    add,
+    Tools,
     chat_model,
     correct,
-    population,
     with_example,
 )
 
@@ -42,29 +42,29 @@ SUPERVISOR_PROMPT = (
 )
 
 
-def researcher(model: BaseChatModel, supervisor: str = "supervisor") -> CompiledStateGraph:
+def researcher(model: BaseChatModel, supervisor: str = "supervisor", tools: Tools = TOOLS) -> CompiledStateGraph:
     """The worker that looks populations up (its tool errors go back to it as messages)."""
     example = Example().transfer("researcher", by=supervisor).look_up().say(EXAMPLE_REPORT, name="researcher")
-    return create_react_agent(model, ToolNode([population], handle_tool_errors=True), name="researcher",
+    return create_react_agent(model, ToolNode([tools["population"]], handle_tool_errors=True), name="researcher",
                               prompt=with_example(RESEARCHER_PROMPT, example))
 
 
-def math_expert(model: BaseChatModel, supervisor: str = "supervisor") -> CompiledStateGraph:
+def math_expert(model: BaseChatModel, supervisor: str = "supervisor", tools: Tools = TOOLS) -> CompiledStateGraph:
     """The worker that adds."""
     example = (Example().say(EXAMPLE_REPORT, name="researcher").transfer("math_expert", by=supervisor)
                .add_up().say("The sum is 1540.", name="math_expert"))
-    return create_react_agent(model, ToolNode([add], handle_tool_errors=True), name="math_expert",
+    return create_react_agent(model, ToolNode([tools["add"]], handle_tool_errors=True), name="math_expert",
                               prompt=with_example(MATH_PROMPT, example))
 
 
-def build(model: BaseChatModel | None = None) -> StateGraph:
+def build(model: BaseChatModel | None = None, tools: Tools = TOOLS) -> StateGraph:
     """The app's graph (uncompiled): the supervisor over the two workers, all on `model`."""
     llm = model if model is not None else chat_model()
     example = (Example()
                .transfer("researcher").say(EXAMPLE_REPORT, name="researcher").hand_back("researcher")
                .transfer("math_expert").say("The sum is 1540.", name="math_expert").hand_back("math_expert")
                .say("The answer is 1540.", name="supervisor"))
-    return create_supervisor([researcher(llm), math_expert(llm)], model=llm,
+    return create_supervisor([researcher(llm, tools=tools), math_expert(llm, tools=tools)], model=llm,
                              prompt=with_example(SUPERVISOR_PROMPT, example))
 
 

@@ -15,12 +15,12 @@ from langgraph.prebuilt import ToolNode, create_react_agent
 from langgraph_swarm import create_handoff_tool, create_swarm
 
 from examples.multiagent.common import (
+    TOOLS,
     Example,
     ScriptedTeamModel,
-    add,
+    Tools,
     chat_model,
     correct,
-    population,
     with_example,
 )
 
@@ -41,27 +41,27 @@ def _researcher_part() -> Example:
     return Example().look_up().transfer("math_expert", by="researcher")
 
 
-def researcher(model: BaseChatModel) -> CompiledStateGraph:
+def researcher(model: BaseChatModel, tools: Tools = TOOLS) -> CompiledStateGraph:
     """The agent that looks populations up and hands over to the math expert."""
     handoff = create_handoff_tool(agent_name="math_expert",
                                   description="Hand over to math_expert to add numbers.")
-    return create_react_agent(model, ToolNode([population, handoff], handle_tool_errors=True),
+    return create_react_agent(model, ToolNode([tools["population"], handoff], handle_tool_errors=True),
                               name="researcher", prompt=with_example(RESEARCHER_PROMPT, _researcher_part()))
 
 
-def math_expert(model: BaseChatModel) -> CompiledStateGraph:
+def math_expert(model: BaseChatModel, tools: Tools = TOOLS) -> CompiledStateGraph:
     """The agent that adds, and hands back to the researcher if a population is missing."""
     handoff = create_handoff_tool(agent_name="researcher",
                                   description="Hand over to researcher to look up populations.")
     example = _researcher_part().add_up().say("The answer is 1540.", name="math_expert")
-    return create_react_agent(model, ToolNode([add, handoff], handle_tool_errors=True),
+    return create_react_agent(model, ToolNode([tools["add"], handoff], handle_tool_errors=True),
                               name="math_expert", prompt=with_example(MATH_PROMPT, example))
 
 
-def build(model: BaseChatModel | None = None) -> StateGraph:
+def build(model: BaseChatModel | None = None, tools: Tools = TOOLS) -> StateGraph:
     """The app's graph (uncompiled): the two agents on `model`, the researcher first."""
     llm = model if model is not None else chat_model()
-    return create_swarm([researcher(llm), math_expert(llm)], default_active_agent="researcher")
+    return create_swarm([researcher(llm, tools), math_expert(llm, tools)], default_active_agent="researcher")
 
 
 def scripted() -> StateGraph:

@@ -1,0 +1,54 @@
+"""Benchmarks of the debugger against known truth: faults put into live runs of app shapes
+(`run_fault_bench`), each fault kind a plug-in (`register_fault`)."""
+
+from counterfact.bench._faults import (
+    BASELINES,
+    SHAPES,
+    CaseScore,
+    FaultBench,
+    Rates,
+    Shape,
+    Truth,
+    baseline_steps,
+    bench_model,
+    run_fault_bench,
+    shape_named,
+    step_of,
+)
+from counterfact.bench._inject import (
+    FaultEvent,
+    FaultyModel,
+    ToolFault,
+    faulty_tool,
+)
+from counterfact.bench._kinds import (
+    Faulted,
+    FaultKind,
+    fault_named,
+    fault_names,
+    register_fault,
+)
+
+__all__ = [
+    "BASELINES",
+    "SHAPES",
+    "CaseScore",
+    "FaultBench",
+    "FaultEvent",
+    "FaultKind",
+    "Faulted",
+    "FaultyModel",
+    "Rates",
+    "Shape",
+    "ToolFault",
+    "Truth",
+    "baseline_steps",
+    "bench_model",
+    "fault_named",
+    "fault_names",
+    "faulty_tool",
+    "register_fault",
+    "run_fault_bench",
+    "shape_named",
+    "step_of",
+]

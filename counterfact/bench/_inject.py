@@ -1,0 +1,147 @@
+"""Faults put into an app the way real ones arise: through its own model and its own tools.
+
+`FaultyModel` stands where the app's chat model stood and changes what one call returns (or
+what every call sends); `faulty_tool` stands where one of the app's tools stood and fails.
+Neither leaves a mark a debugger could read: the recorded run is an ordinary run whose model
+said something wrong or whose tool failed. Each keeps `events`, what it did, for the truth.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from counterfact.capture import SELF_RECORDING
+
+
+class FaultEvent(BaseModel):
+    """One thing a fault did: which call it hit and what a trace will show of it."""
+
+    where: str  # "model" or the tool's name
+    call: int  # which call of that model or tool (from 1)
+    detail: str  # what changed
+    shows: str  # text the recorded call carries because of it (a marker to find it by)
+
+
+ReplyFault = Callable[[int, AIMessage, list[BaseMessage]], tuple[AIMessage, str, str] | None]
+"""Given the call number, the reply and the messages sent: a changed reply, what changed, and
+the text that shows it; or None to leave this call alone."""
+
+RequestFault = Callable[[list[BaseMessage], list[dict[str, Any]]], tuple[list[BaseMessage], list[dict[str, Any]]]]
+"""Rewrite what every call sends (the messages and the tools offered): a persistent fault."""
+
+
+class FaultyModel(BaseChatModel):
+    """The app's chat model with a fault: a reply changed once, or what every call sends
+    rewritten. A model that records its own calls is refused: the trace would show its reply,
+    not the one the app got."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: BaseChatModel
+    reply_fault: ReplyFault | None = None
+    request_fault: RequestFault | None = None
+    _calls: int = PrivateAttr(default=0)
+    _events: list[FaultEvent] = PrivateAttr(default_factory=list)
+
+    def model_post_init(self, context: Any) -> None:
+        if (self.inner.metadata or {}).get(SELF_RECORDING):
+            raise ValueError(f"{type(self.inner).__name__} records its own calls; serve it over HTTP and fault that client")
+
+    @property
+    def events(self) -> list[FaultEvent]:
+        return self._events
+
+    @property
+    def _llm_type(self) -> str:
+        return f"faulty-{self.inner._llm_type}"
+
+    def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """The inner model's settings (its temperature above all), as a trace of it shows them."""
+        return self.inner._get_invocation_params(stop=stop, **kwargs)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[Any, BaseMessage]:
+        """The tools as the inner model binds them, passed through this model's generation."""
+        bound = self.inner.bind_tools(tools, **kwargs)
+        return self.bind(**getattr(bound, "kwargs", {}))
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        self._calls += 1
+        if self.request_fault is not None:
+            messages, tools = self.request_fault(list(messages), list(kwargs.get("tools") or []))
+            if tools:
+                kwargs["tools"] = tools
+        result = self.inner._generate(messages, stop=stop, **kwargs)
+        reply = result.generations[0].message
+        if self.reply_fault is not None and isinstance(reply, AIMessage):
+            changed = self.reply_fault(self._calls, reply, list(messages))
+            if changed is not None:
+                message, detail, shows = changed
+                result.generations[0].message = message
+                result.generations[0].text = str(message.content)
+                self._events.append(FaultEvent(where="model", call=self._calls, detail=detail, shows=shows))
+        return result
+
+
+class ToolFault(BaseModel):
+    """What a faulty tool does on a call: raise, or answer something else."""
+
+    error: str | None = None
+    value: Any = None
+
+
+ToolRule = Callable[[int, dict[str, Any], Any], ToolFault | None]
+"""Given the call number, the arguments and the true result: the fault, or None."""
+
+
+def _call_quietly(tool: BaseTool, arguments: dict[str, Any]) -> Any:
+    """The tool's own function, not its `invoke`: the call the app makes is the faulty tool's,
+    and a nested invocation would be recorded as a second call."""
+    func = getattr(tool, "func", None)
+    return func(**arguments) if func is not None else tool._run(**arguments)
+
+
+def faulty_tool(tool: BaseTool, rule: ToolRule, events: list[FaultEvent]) -> BaseTool:
+    """`tool` with the same name, description and arguments, failing where `rule` says."""
+    calls = 0
+
+    def run(**arguments: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        true = _call_quietly(tool, arguments)
+        fault = rule(calls, arguments, true)
+        if fault is None:
+            return true
+        if fault.error is not None:
+            events.append(FaultEvent(where=tool.name, call=calls, detail=f"raised: {fault.error}", shows=fault.error))
+            raise ValueError(fault.error)
+        events.append(FaultEvent(where=tool.name, call=calls, detail=f"returned {fault.value!r} instead of {true!r}",
+                                 shows=str(fault.value)))
+        return fault.value
+
+    return StructuredTool.from_function(func=run, name=tool.name, description=tool.description,
+                                        args_schema=tool.args_schema)
+
+
+def changed_number(text: str, rng: random.Random) -> tuple[str, str, str] | None:
+    """`text` with one of its numbers changed (the last of them), what changed and the new
+    number; None when it has no number."""
+    import re
+
+    found = list(re.finditer(r"\d+", text))
+    if not found:
+        return None
+    match = found[-1]
+    old = int(match.group())
+    new = old + rng.choice([-1, 1]) * max(1, old // 10 or 7)
+    return text[:match.start()] + str(new) + text[match.end():], f"{old} -> {new}", str(new)

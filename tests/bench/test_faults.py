@@ -1,0 +1,128 @@
+"""The fault benchmark on the multi-agent example apps (the deterministic team model): faults go
+in through the app's own tools and model and leave no mark in the store; the truth names the
+step the faulted call is in; re-execution places a transient fault and repairs it."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from counterfact.agents import ChatCounterfact
+from counterfact.bench import (
+    SHAPES,
+    FaultyModel,
+    fault_named,
+    fault_names,
+    run_fault_bench,
+    step_of,
+)
+from counterfact.graphs import import_ref, record
+from counterfact.store import TraceStore
+from examples.multiagent import supervisor, swarm
+from examples.multiagent.common import QUESTIONS, TOOLS, ScriptedTeamModel, correct
+
+TASK = {"messages": [("user", QUESTIONS[0])]}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TraceStore:
+    return TraceStore.open(str(tmp_path / "bench.db"))
+
+
+def _clean(store: TraceStore, build: object) -> list:
+    result = record(build(ScriptedTeamModel(), TOOLS), store, workflow="clean", check=correct).invoke(TASK)  # type: ignore[operator]
+    assert result.status == "succeeded"
+    return store.steps(result.run_id)
+
+
+def test_a_wrong_tool_value_is_an_ordinary_failed_run_whose_truth_is_the_step_of_the_call(store: TraceStore) -> None:
+    clean = _clean(store, supervisor.build)
+    faulted = fault_named("tool_wrong_value").inject(supervisor.build, ScriptedTeamModel(), TOOLS, clean, random.Random(1))
+    assert faulted is not None and faulted.target.startswith("population call ")
+    result = record(faulted.graph, store, workflow="supervisor", check=correct).invoke(TASK)
+    assert result.status == "failed"
+    [event] = faulted.events
+    steps = store.steps(result.run_id)
+    step = step_of(event, steps)
+    assert step is not None and step.node == "researcher"
+    lied = [c for c in step.tool_calls if c.name == "population"][event.call - 1]
+    assert str(lied.result) == event.shows  # the trace shows the value the app got, once
+    assert sum(c.name == "population" for s in steps for c in s.tool_calls) == sum(
+        c.name == "population" for s in clean for c in s.tool_calls)  # no nested call recorded twice
+    run = store.get_run(result.run_id)
+    assert not any("fault" in str(k).lower() or "fault" in str(v).lower() for k, v in run.labels.items())
+
+
+def test_a_corrupted_reply_is_found_at_the_model_call_it_hit(store: TraceStore) -> None:
+    clean = _clean(store, swarm.build)
+    faulted = fault_named("reply_corrupted").inject(swarm.build, ScriptedTeamModel(), TOOLS, clean, random.Random(3))
+    assert faulted is not None
+    result = record(faulted.graph, store, workflow="swarm", check=correct).invoke(TASK)
+    [event] = faulted.events
+    step = step_of(event, store.steps(result.run_id))
+    assert step is not None
+    assert any(event.shows in str(c.response.get("content")) for c in step.model_calls)
+    assert result.status == "failed"
+
+
+def test_a_model_that_records_its_own_calls_cannot_carry_a_fault() -> None:
+    with pytest.raises(ValueError, match="records its own calls"):
+        FaultyModel(inner=ChatCounterfact(model="scripted:ok"))
+
+
+def test_each_kind_aims_at_what_the_clean_run_did_or_declines(store: TraceStore) -> None:
+    clean = _clean(store, supervisor.build)
+    for name in fault_names():
+        faulted = fault_named(name).inject(supervisor.build, ScriptedTeamModel(), TOOLS, clean, random.Random(0))
+        assert faulted is not None, name  # the supervisor app has tools, replies with numbers, handoffs, prompts
+        reply = faulted.graph.compile().invoke(TASK)["messages"][-1]
+        assert isinstance(reply, AIMessage)
+
+
+def test_re_execution_places_transient_faults_and_repairs_them(store: TraceStore) -> None:
+    seen: list[tuple[int, int]] = []
+    bench = run_fault_bench(store, shapes=[SHAPES["supervisor"]], kinds=["tool_wrong_value"], runs=2,
+                            model=ScriptedTeamModel, seed=0, on_progress=lambda d, t: seen.append((d, t)))
+    [row] = bench.rows
+    assert row.runs == 2 and len(bench.cases) == 2
+    assert row.top1_step == 1.0 and row.agent == 1.0 and row.repaired == 1.0
+    steps = len(store.steps(bench.cases[0].truth.run_id))
+    assert all(c.replays <= 12 for c in bench.cases)
+    assert all(c.ranked_steps[0] == c.truth.step for c in bench.cases)
+    assert row.baselines["last_step"] == 0.0 and steps > 2  # the failure shows at the end, the fault earlier
+    assert seen[-1] == (2, 2)
+    for case in bench.cases:  # the truth is not in the store: nothing of it in the run or its replays
+        assert case.truth.detail not in json.dumps(store.get_run(case.truth.run_id).labels)
+
+
+def test_the_cli_writes_the_table_the_rows_and_the_truth_apart(tmp_path: Path) -> None:
+    out, truth = tmp_path / "bench.json", tmp_path / "truth.jsonl"
+    cli = subprocess.run(
+        [sys.executable, "-m", "counterfact.cli", "bench", "faults", "--runs", "1", "--shape", "handoff", "--kind",
+         "tool_wrong_value", "--json", str(out), "--truth", str(truth), "--db", str(tmp_path / "b.db")],
+        capture_output=True, text=True, check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "fault benchmark: 1 faulted runs" in cli.stdout and "tool_wrong_value" in cli.stdout
+    data = json.loads(out.read_text())
+    keys = {"shape", "kind", "runs", "top1_step", "top3_step", "agent", "repaired", "median_replays", "median_seconds"}
+    assert set(data["rows"][0]) == keys and set(data["overall"]) == keys
+    assert data["rows"][0]["runs"] == 1 and 0.0 <= data["rows"][0]["top1_step"] <= 1.0
+    [line] = truth.read_text().splitlines()
+    assert json.loads(line)["kind"] == "tool_wrong_value"
+    bad = subprocess.run([sys.executable, "-m", "counterfact.cli", "bench", "faults", "--kind", "gremlins",
+                          "--db", str(tmp_path / "c.db")], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: no fault kind 'gremlins'")
+    assert not (tmp_path / "c.db").exists() or TraceStore.open(str(tmp_path / "c.db")).list_runs() == []
+
+
+def test_the_shapes_name_importable_factories() -> None:
+    for shape in SHAPES.values():
+        assert callable(import_ref(shape.build)) and callable(import_ref(shape.check))
+        assert set(shape.repeatable) <= set(import_ref(shape.tools))
