@@ -3,6 +3,7 @@
 
 from counterfact.bench._faults import (
     BASELINES,
+    JUDGE_BASELINE,
     SHAPES,
     CaseScore,
     FaultBench,
@@ -11,6 +12,7 @@ from counterfact.bench._faults import (
     Truth,
     baseline_steps,
     bench_model,
+    rates,
     run_fault_bench,
     shape_named,
     step_of,
@@ -31,6 +33,7 @@ from counterfact.bench._kinds import (
 
 __all__ = [
     "BASELINES",
+    "JUDGE_BASELINE",
     "SHAPES",
     "CaseScore",
     "FaultBench",
@@ -44,6 +47,7 @@ __all__ = [
     "Truth",
     "baseline_steps",
     "bench_model",
+    "rates",
     "fault_named",
     "fault_names",
     "faulty_tool",

@@ -22,15 +22,17 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
+from counterfact.agents import ChatModel
 from counterfact.bench._inject import FaultEvent
 from counterfact.bench._kinds import Build, Tools, fault_named
 from counterfact.graphs import import_ref, record
-from counterfact.interventions import Budget, Debugger, DebugReport, Replayer
+from counterfact.interventions import Budget, Debugger, DebugReport, Replayer, attribute
 from counterfact.store import StepRecord, TraceStore
 
 Progress = Callable[[int, int], None]
 BASELINES = ("last_step", "first_error", "random_step")
 TRIES = 3  # tries per task and fault kind: each aims the fault anew
+JUDGE_BASELINE = "attribute_all_at_once"  # `attribute` reading the log, when a judge is given
 
 
 class Shape(BaseModel):
@@ -154,12 +156,14 @@ def run_fault_bench(
     seed: int = 0,
     strategies: Sequence[str] = ("handoff", "grounded", "rerun"),
     budget: Budget | None = None,
+    judge: ChatModel | str | None = None,
     on_progress: Progress | None = None,
 ) -> FaultBench:
     """Up to `runs` faulted runs per shape and kind, each debugged and scored. Tasks are taken
     in turn, each up to `TRIES` times (the fault aimed anew each time); a try whose clean run
     fails, or whose fault does not break the run, is counted in `skipped`. `model()` makes a
-    fresh chat model for each app built."""
+    fresh chat model for each app built. With a `judge` (a model or its spec), `attribute`'s
+    all-at-once method reads each faulted run's log too, as one more baseline."""
     rng = random.Random(seed)
     cases: list[CaseScore] = []
     skipped: dict[str, int] = {}
@@ -176,7 +180,7 @@ def run_fault_bench(
                 if made == runs:
                     break
                 case = _one_case(store, shape, kind_name, kind.persistent, build, tools, check, question, model, rng,
-                                 strategies, budget or Budget(replays=12), skipped, aimed)
+                                 strategies, budget or Budget(replays=12), skipped, aimed, judge)
                 if case is not None:
                     cases.append(case)
                     made += 1
@@ -186,15 +190,16 @@ def run_fault_bench(
             done += runs - made
             if on_progress is not None:
                 on_progress(done, total)
-    rows = [_rates(shape.name, kind, [c for c in cases if c.truth.shape == shape.name and c.truth.kind == kind])
+    rows = [rates(shape.name, kind, [c for c in cases if c.truth.shape == shape.name and c.truth.kind == kind])
             for shape in shapes for kind in kinds]
-    return FaultBench(rows=[r for r in rows if r.runs], overall=_rates("all", "all", cases) if cases else None,
+    return FaultBench(rows=[r for r in rows if r.runs], overall=rates("all", "all", cases) if cases else None,
                       cases=cases, skipped=skipped)
 
 
 def _one_case(store: TraceStore, shape: Shape, kind_name: str, persistent: bool, build: Build, tools: Tools, check: Any,
               question: str, model: Callable[[], BaseChatModel], rng: random.Random, strategies: Sequence[str],
-              budget: Budget, skipped: dict[str, int], aimed: set[tuple[str, str]]) -> CaseScore | None:
+              budget: Budget, skipped: dict[str, int], aimed: set[tuple[str, str]],
+              judge: ChatModel | str | None) -> CaseScore | None:
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
@@ -222,16 +227,22 @@ def _one_case(store: TraceStore, shape: Shape, kind_name: str, persistent: bool,
     started = time.perf_counter()
     replayer = Replayer(store, result.run_id, graph=faulted.graph, check=check)
     report = Debugger(replayer, strategies=list(strategies), budget=budget, repeatable_tools=shape.repeatable).run()
+    seconds = time.perf_counter() - started
+    baselines = baseline_steps(steps, rng)
+    if judge is not None:
+        [read] = attribute(store, [result.run_id], judge, "all_at_once", concurrency=1)
+        baselines[JUDGE_BASELINE] = read.step if read.step is not None else -1
     ranked = _ranked(report)
     top = next((s for s in steps if (s.index or 0) == ranked[0]), None) if ranked else None
     return CaseScore(
         truth=truth, ranked_steps=ranked, top_agent=(top.agent or top.node) if top else None,
         repaired=any(h.verdict == "validated" for h in report.hypotheses), replays=report.spent.replays,
-        seconds=time.perf_counter() - started, tokens=report.spent.tokens, baselines=baseline_steps(steps, rng),
+        seconds=seconds, tokens=report.spent.tokens, baselines=baselines,
     )
 
 
-def _rates(shape: str, kind: str, cases: list[CaseScore]) -> Rates:
+def rates(shape: str, kind: str, cases: list[CaseScore]) -> Rates:
+    """Scores of `cases` (rates as fractions; zeros for none)."""
     n = len(cases)
     share = (lambda hits: hits / n) if n else (lambda hits: 0.0)
     return Rates(
@@ -242,7 +253,8 @@ def _rates(shape: str, kind: str, cases: list[CaseScore]) -> Rates:
         repaired=share(sum(c.repaired for c in cases)),
         median_replays=statistics.median(c.replays for c in cases) if n else 0.0,
         median_seconds=statistics.median(c.seconds for c in cases) if n else 0.0,
-        baselines={b: share(sum(c.baselines[b] == c.truth.step for c in cases)) for b in BASELINES},
+        baselines={b: share(sum(c.baselines.get(b) == c.truth.step for c in cases))
+                   for b in dict.fromkeys(b for c in cases for b in c.baselines)},
     )
 
 

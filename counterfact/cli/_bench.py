@@ -21,6 +21,7 @@ def bench_faults_command(
     model: Annotated[str, typer.Option(help="scripted, embedded (served over HTTP here) or module:factory")] = "scripted",
     strategies: Annotated[str, typer.Option("--strategy", help="debugger strategies, comma-separated")] = "handoff,grounded,rerun",
     replays: Annotated[int, typer.Option(min=1, help="replay budget of each debug session")] = 12,
+    judge: Annotated[str | None, typer.Option(help="model spec for `attribute` (all at once) as one more baseline, e.g. embedded")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="write the rows and the overall scores here")] = None,
     truth_file: Annotated[Path | None, typer.Option("--truth", help="write the truth of each faulted run here (JSON lines)")] = None,
     db: DbOption = None,
@@ -29,6 +30,7 @@ def bench_faults_command(
     score where the debugger looked against the truth and against log-only baselines."""
     from counterfact.bench import (
         BASELINES,
+        JUDGE_BASELINE,
         SHAPES,
         bench_model,
         fault_named,
@@ -43,15 +45,17 @@ def bench_faults_command(
     store = _open(db)
     with bench_model(model) as factory, _bar("faulted runs") as on_progress:
         bench = run_fault_bench(store, shapes=chosen, kinds=chosen_kinds, runs=runs, model=factory, seed=seed,
-                                strategies=strategies.split(","), budget=Budget(replays=replays), on_progress=on_progress)
+                                strategies=strategies.split(","), budget=Budget(replays=replays), judge=judge,
+                                on_progress=on_progress)
     table = Table(title=f"fault benchmark: {len(bench.cases)} faulted runs, model {model}, seed {seed}")
+    baselines = [*BASELINES, *([JUDGE_BASELINE] if judge else [])]
     for column in ("shape", "kind", "runs", "top-1 step", "top-3 step", "agent", "repaired", "replays", "seconds",
-                   *(f"{b} top-1" for b in BASELINES)):
+                   *(f"{b} top-1" for b in baselines)):
         table.add_column(column, justify="left" if column in ("shape", "kind") else "right")
     for row in [*bench.rows, *([bench.overall] if bench.overall else [])]:
         table.add_row(row.shape, row.kind, str(row.runs), f"{row.top1_step:.0%}", f"{row.top3_step:.0%}",
                       f"{row.agent:.0%}", f"{row.repaired:.0%}", f"{row.median_replays:g}", f"{row.median_seconds:.1f}",
-                      *(f"{row.baselines[b]:.0%}" for b in BASELINES))
+                      *(f"{row.baselines.get(b, 0.0):.0%}" for b in baselines))
     (console if console.is_terminal else Console(width=200)).print(table)
     for reason, count in bench.skipped.items():
         console.print(f"{count} tries made no faulted run: {reason}", highlight=False)

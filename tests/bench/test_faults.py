@@ -126,3 +126,16 @@ def test_the_shapes_name_importable_factories() -> None:
     for shape in SHAPES.values():
         assert callable(import_ref(shape.build)) and callable(import_ref(shape.check))
         assert set(shape.repeatable) <= set(import_ref(shape.tools))
+
+
+def test_a_judge_reading_the_log_is_scored_as_one_more_baseline(store: TraceStore) -> None:
+    from counterfact.agents import ScriptedChatModel
+    from counterfact.bench import JUDGE_BASELINE
+
+    judge = ScriptedChatModel(lambda _messages: "Step: 3\nAgent: math_expert\nReason: the sum is wrong")
+    bench = run_fault_bench(store, shapes=[SHAPES["supervisor"]], kinds=["tool_wrong_value"], runs=1,
+                            model=ScriptedTeamModel, seed=0, judge=judge)
+    [case] = bench.cases
+    assert case.baselines[JUDGE_BASELINE] == 3
+    assert bench.rows[0].baselines[JUDGE_BASELINE] == float(case.truth.step == 3)
+    assert store.get_run(case.truth.run_id).labels["attribution"]["all_at_once"]["step"] == 3
