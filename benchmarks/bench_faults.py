@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--model", default="scripted")
     parser.add_argument("--json", type=Path, help="write both arms' rows and overall scores here")
     args = parser.parse_args()
-    console = Console()
+    console = Console() if Console().is_terminal else Console(width=200)
     results: dict[str, FaultBench] = {}
     with tempfile.TemporaryDirectory() as tmp, bench_model(args.model) as model, Progress(console=console) as progress:
         for arm, strategies in ARMS.items():

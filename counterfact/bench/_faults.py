@@ -226,7 +226,8 @@ def _one_case(store: TraceStore, shape: Shape, kind_name: str, persistent: bool,
                   detail=event.detail)
     started = time.perf_counter()
     replayer = Replayer(store, result.run_id, graph=faulted.graph, check=check)
-    report = Debugger(replayer, strategies=list(strategies), budget=budget, repeatable_tools=shape.repeatable).run()
+    report = Debugger(replayer, strategies=list(strategies), budget=budget, repeatable_tools=shape.repeatable,
+                      until_repaired=True).run()
     seconds = time.perf_counter() - started
     baselines = baseline_steps(steps, rng)
     if judge is not None:

@@ -129,6 +129,7 @@ def debug_command(
     session: Annotated[str | None, typer.Option(help="show this stored session of the run again instead of running one")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="finish the run's interrupted session (an error if there is none)")] = False,
     parallel: Annotated[int, typer.Option(min=1, help="fixes of different hypotheses verified at once")] = 4,
+    until_repaired: Annotated[bool, typer.Option("--until-repaired", help="stop verifying once a fix repairs the run")] = False,
     repeatable: Annotated[list[str] | None, typer.Option("--repeatable-tool", help="a tool safe to run again in replays (read-only or idempotent); repeat the option")] = None,
     model: Annotated[str | None, typer.Option(help="model spec for replays, if not the run's own")] = None,
     graph: GraphOption = None,
@@ -171,6 +172,7 @@ def debug_command(
         on_event=lambda message: console.print(f"[dim]{message}[/dim]") if fmt == "text" else None,
         parallel=parallel,
         repeatable_tools=repeatable or (),
+        until_repaired=until_repaired,
     )
     if resume and debugger.log.unfinished_session(debugger.replayer.parent.id, chosen) is None:
         raise CounterfactError(f"run {debugger.replayer.parent.id[:12]} has no interrupted debug session with strategies {', '.join(chosen)}")

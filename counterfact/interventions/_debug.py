@@ -75,6 +75,7 @@ class Debugger:
         executor: Executor | None = None,
         parallel: int = 4,
         repeatable_tools: Sequence[str] = (),
+        until_repaired: bool = False,
     ) -> None:
         run = replayer.parent
         if run.status == "succeeded":
@@ -92,6 +93,7 @@ class Debugger:
         self.samples = samples  # sampled fixes per hypothesis; fresh replays per resampled step
         self.temperature = temperature
         self.repeatable_tools = sorted(repeatable_tools)  # tools the app declares safe to run again
+        self.until_repaired = until_repaired  # stop verifying once a fix repairs the run
         self.reference = reference
         self.max_hypotheses = max_hypotheses
         self.on_progress = on_progress
@@ -141,6 +143,7 @@ class Debugger:
         return FixVerifier(
             self.replayer, self.log, self.session_id, pairs=self.pairs, parallel=self.parallel,
             count=self.counted, afford=self.afford, charge=self._charge_stage, record=self._record, say=self.say,
+            until_repaired=self.until_repaired,
         )
 
     def report_of(self, session_id: str) -> DebugReport:

@@ -71,8 +71,10 @@ class FixVerifier:
         charge: Callable[[list[str], str], None],  # replays of a stage, charged once with it
         record: Callable[[str, int, Fix, list[str]], None],  # a fix's verdict and its replays
         say: Callable[[str], None],
+        until_repaired: bool = False,  # stop once one fix is validated: the others cannot repair it more
     ) -> None:
         self.replayer = replayer
+        self.until_repaired = until_repaired
         self.store = replayer.store
         self.log = log
         self.session_id = session_id
@@ -139,14 +141,21 @@ class FixVerifier:
                     self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
             pending = [h for h in pending if placed_by_replay(h)]
         first_pass = [(h.id, position) for h in pending if (position := self._next_fix(h)) is not None]
-        while first_pass and (batch := self._affordable(first_pass)):
+        while not self._repaired() and first_pass and (batch := self._affordable(first_pass)):
             first_pass = first_pass[len(batch):]
             self._verify_batch(batch, executor)
-        while batch := self._affordable(self._next_fixes()):
+        while not self._repaired() and (batch := self._affordable(self._next_fixes())):
             self._verify_batch(batch, executor)
+        repaired = self._repaired()
         for h in self.hypotheses():
-            if h.status == "proposed":
+            if h.status == "proposed" and repaired:
+                self._close(h, "undecided", "not tried: another hypothesis's fix already repaired the run")
+            elif h.status == "proposed":
                 self._conclude(h)
+
+    def _repaired(self) -> bool:
+        """Whether to stop: asked to stop at the first repair, and a fix has repaired the run."""
+        return self.until_repaired and any(f.verdict == "validated" for h in self.hypotheses() for f in fixes_of(h))
 
     def _shared_control(self, executor: Executor) -> None:
         """For a greedy run: one full replay; if it reproduces every step's output it is the

@@ -78,3 +78,20 @@ def test_without_repeatable_tools_a_lie_replayed_as_recorded_is_not_placed(tmp_p
                       budget=Budget(replays=8)).run()
     assert report.hypotheses == []
     assert any("re-executed from step 0 the run still fails" in note for note in report.notes)
+
+
+def test_until_repaired_stops_verifying_once_a_fix_repairs_the_run(tmp_path: Path) -> None:
+    store = TraceStore.open(str(tmp_path / "s.db"))
+    run_id, graph, truth = _faulted_run(store)
+
+    def debug(until_repaired: bool) -> Any:
+        return Debugger(Replayer(store, run_id, graph=graph, check=correct), strategies=["handoff", "grounded", "rerun"],
+                        budget=Budget(replays=24), repeatable_tools=["population", "add"],
+                        until_repaired=until_repaired).run()
+
+    stopped, full = debug(True), debug(False)
+    assert stopped.hypotheses[0].step == truth and stopped.hypotheses[0].verdict == "validated"
+    others = stopped.hypotheses[1:]
+    assert others and all(h.note == "not tried: another hypothesis's fix already repaired the run" for h in others)
+    assert stopped.spent.replays < full.spent.replays
+    assert full.hypotheses[0].step == truth and full.hypotheses[0].verdict == "validated"
