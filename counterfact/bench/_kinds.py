@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,18 +115,25 @@ def _with_faulty_tool(build: Build, model: BaseChatModel, tools: Tools, name: st
 
 # -- transient -------------------------------------------------------------------------------
 
+def _tool_once(build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord], rng: random.Random,
+               fault: Callable[[Any], ToolFault | None]) -> Faulted | None:
+    """The app with one of the clean run's tool calls (chosen at random) answered by
+    `fault(true result)` instead."""
+    calls = _tool_calls(clean)
+    if not calls:
+        return None
+    tool, number, _ = rng.choice(calls)
+    rule: ToolRule = lambda n, _args, true: fault(true) if n == number else None  # noqa: E731
+    made = _with_faulty_tool(build, model, tools, tool, rule)
+    return Faulted(graph=made[0], events=made[1], target=f"{tool} call {number}") if made else None
+
+
 class ToolError:
     name, persistent = "tool_error", False
 
     def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
-        calls = _tool_calls(clean)
-        if not calls:
-            return None
-        tool, number, _ = rng.choice(calls)
-        rule: ToolRule = lambda n, _args, _true: ToolFault(error="the service timed out") if n == number else None  # noqa: E731
-        made = _with_faulty_tool(build, model, tools, tool, rule)
-        return Faulted(graph=made[0], events=made[1], target=f"{tool} call {number}") if made else None
+        return _tool_once(build, model, tools, clean, rng, lambda _true: ToolFault(error="the service timed out"))
 
 
 class ToolWrongValue:
@@ -134,17 +141,11 @@ class ToolWrongValue:
 
     def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
-        calls = _tool_calls(clean)
-        if not calls:
-            return None
-        tool, number, _ = rng.choice(calls)
-
-        def rule(n: int, _args: dict[str, Any], true: Any) -> ToolFault | None:
-            changed = changed_number(str(true), rng) if n == number else None
+        def lie(true: Any) -> ToolFault | None:
+            changed = changed_number(str(true), rng)
             return ToolFault(value=changed[0]) if changed else None
 
-        made = _with_faulty_tool(build, model, tools, tool, rule)
-        return Faulted(graph=made[0], events=made[1], target=f"{tool} call {number}") if made else None
+        return _tool_once(build, model, tools, clean, rng, lie)
 
 
 class ReplyCorrupted:
