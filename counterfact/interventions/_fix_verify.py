@@ -230,13 +230,27 @@ class FixVerifier:
         except CounterfactError as exc:
             return fix.model_copy(update={"verdict": "inconclusive", "reason": f"the edit does not apply: {exc}"}), []
         self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
+        control = self._control or self._recorded_control(h, plan.step)
         report = verify(
-            self.replayer, plan, pairs=self.pairs, control=self._control, sequential=True,
+            self.replayer, plan, pairs=self.pairs, control=control, sequential=True,
             on_progress=lambda *_: self.count(), labels={"debug_session": self.session_id},
             executor=executor,
         )
-        charged = [r.run_id for r in report.treatment] + ([r.run_id for r in report.control] if self._control is None else [])
+        charged = [r.run_id for r in report.treatment] + ([r.run_id for r in report.control] if control is None else [])
         return fix.model_copy(update={"verdict": report.verdict, "verdict_id": report.id, "reason": report.reason}), charged
+
+    def _recorded_control(self, h: HypothesisRecord, step: int) -> list[ReplayResult] | None:
+        """The control of a transient fault that replays placed at the last step: the run as
+        recorded, that step kept and nothing after it. (A replay from the step would run it
+        again, and a transient fault does not strike twice; from an earlier step the control
+        is a replay from the step after the placed one, which keeps it as recorded.)"""
+        steps = self.replayer.steps
+        if self._reproduces or not placed_by_replay(h) or step != len(steps) - 1 or not greedy_from(self.replayer, step):
+            return None
+        run = self.replayer.parent
+        return [ReplayResult(run_id=run.id, arm="control", seed=0, status=run.status,
+                             success=bool(run.outcome and run.outcome.success),
+                             score=run.outcome.score if run.outcome else 0.0, answer=final_answer(steps))]
 
     def _conclude(self, h: HypothesisRecord) -> None:
         """A hypothesis none of whose fixes validated: refuted if all were tried, else why not."""

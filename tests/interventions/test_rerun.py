@@ -95,3 +95,30 @@ def test_until_repaired_stops_verifying_once_a_fix_repairs_the_run(tmp_path: Pat
     assert others and all(h.note == "not tried: another hypothesis's fix already repaired the run" for h in others)
     assert stopped.spent.replays < full.spent.replays
     assert full.hypotheses[0].step == truth and full.hypotheses[0].verdict == "validated"
+
+
+def test_a_transient_fault_at_the_last_step_is_verified_against_the_run_as_recorded(tmp_path: Path) -> None:
+    from langchain_core.messages import AIMessage
+
+    from counterfact.bench import FaultyModel
+    from examples.multiagent import swarm
+
+    store = TraceStore.open(str(tmp_path / "s.db"))
+    clean = record(swarm.build(ScriptedTeamModel(), TOOLS), store, workflow="clean", check=correct).invoke(TASK)
+    last_call = sum(len(s.model_calls) for s in store.steps(clean.run_id))
+
+    def corrupt(n: int, reply: AIMessage, _sent: list[Any]) -> tuple[AIMessage, str, str] | None:
+        if n != last_call:
+            return None
+        return reply.model_copy(update={"content": "The answer is 7."}), "answer -> 7", "7"
+
+    graph = swarm.build(FaultyModel(inner=ScriptedTeamModel(), reply_fault=corrupt), TOOLS)
+    faulted = record(graph, store, workflow="swarm", check=correct).invoke(TASK)
+    assert faulted.status == "failed"
+    last = len(store.steps(faulted.run_id)) - 1
+    report = Debugger(Replayer(store, faulted.run_id, graph=graph, check=correct), strategies=["rerun"],
+                      budget=Budget(replays=8), repeatable_tools=["population", "add"]).run()
+    [h] = report.hypotheses
+    assert (h.step, h.verdict) == (last, "validated")
+    verdict = store.get_verdict(h.fixes[0].verdict_id)
+    assert verdict.stats["control_runs"] == [faulted.run_id]  # the run as recorded stands for the control
