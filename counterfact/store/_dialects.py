@@ -249,6 +249,11 @@ def _pipelined(conn: Connection, pipeline: _PipelineMode) -> Iterator[None]:
             raw.execute("COMMIT")
             pipeline.sync()
         except error as exc:
+            # A sync raises the first error among the results that have arrived; those still
+            # on their way (the aborted COMMIT's) would make the rollback below raise
+            # PipelineAborted in its place. One more sync waits for them.
+            with suppress(error):
+                pipeline.sync()
             raise DBAPIError.instance("COMMIT", None, exc, error) from None
 
 
