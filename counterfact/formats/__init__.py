@@ -1,6 +1,9 @@
-"""Runs in and out of other formats: JSON lines, OpenTelemetry (OTLP) and Who&When logs, each a
-plug-in behind `RunFormat` (detect, read, write), found by `import_paths` and `format_named`."""
+"""Runs in and out of other formats: JSON lines, OpenTelemetry (OTLP), Who&When logs, tau-bench
+results, LangSmith and Langfuse exports, OpenAI message lists and chat transcripts, each a
+plug-in behind `RunFormat` (detect, read, write), and a live Phoenix behind `RunSource`, found
+by `import_paths` and `format_named`. Each registers itself when imported here."""
 
+from counterfact.formats import _chat, _openai, _taubench  # noqa: F401  (they register themselves)
 from counterfact.formats._base import (
     ExportReport,
     FormatError,

@@ -1,9 +1,11 @@
 """One interface for every format runs come in and go out in, and the registry that finds them.
 
 A format is a plug-in: one module that says whether a file is in it (`detect`), reads files into
-the store (`read`) and, where it can, writes runs out (`write`). `import_paths` is what the
+the store (`read`) and, where it can, writes runs out (`write`). A source is the same for a live
+service named by a URL (`phoenix://HOST:PORT/PROJECT`). `import_paths` is what the
 `counterfact import` command calls: it expands folders, asks each format whether a file is its
-own and hands every format its files. Adding a format is one module that registers itself.
+own and hands every format its files, and every source its URLs. Adding a format is one module
+that registers itself.
 """
 
 from __future__ import annotations
@@ -97,7 +99,20 @@ class RunFormat(Protocol):
         ...
 
 
+class RunSource(Protocol):
+    """A live service runs are imported from, named by a URL of its own scheme."""
+
+    scheme: str  # `phoenix` for phoenix://...
+    summary: str
+
+    def read(self, store: TraceStore, url: str, on_progress: Progress | None = None) -> ImportReport:
+        """Store the runs the service holds at `url`, all or nothing; an unreachable or unknown
+        place raises naming the URL."""
+        ...
+
+
 FORMATS: dict[str, RunFormat] = {}  # in the order detection asks them: the most specific first
+SOURCES: dict[str, RunSource] = {}  # by URL scheme
 
 
 def register_format(fmt: RunFormat) -> RunFormat:
@@ -106,6 +121,25 @@ def register_format(fmt: RunFormat) -> RunFormat:
         raise FormatError(f"format {fmt.name!r} is registered twice")
     FORMATS[fmt.name] = fmt
     return fmt
+
+
+def register_source(source: RunSource) -> RunSource:
+    """Make a URL scheme known to `import`; a second source of the same scheme is an error."""
+    if source.scheme in SOURCES:
+        raise FormatError(f"source {source.scheme}:// is registered twice")
+    SOURCES[source.scheme] = source
+    return source
+
+
+def source_of(given: Path | str) -> RunSource | None:
+    """The source a `scheme://...` argument names, None for a path; an unknown scheme is an error."""
+    text = str(given)
+    scheme, sep, _ = text.partition("://")
+    if not sep or not isinstance(given, str) or not scheme.isidentifier():
+        return None
+    if scheme not in SOURCES:
+        raise FormatError(f"{text}: no source for {scheme}://; known: {', '.join(f'{s}://' for s in SOURCES) or 'none'}")
+    return SOURCES[scheme]
 
 
 def format_names(*, writable: bool = False) -> list[str]:
@@ -156,19 +190,27 @@ def expand_paths(paths: Iterable[Path | str], suffixes: Iterable[str]) -> list[P
 
 def import_paths(
     store: TraceStore,
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     *,
     format_name: str | None = None,
     on_progress: Progress | None = None,
 ) -> list[ImportReport]:
-    """Import files and folders of runs, each file in the format its content shows (or the one
-    given). A file named on its own that no format reads is an error before anything is
-    written; in a folder it is skipped and reported. Each format's files go in together, all or
-    nothing, and one report per format comes back."""
+    """Import files, folders and source URLs of runs, each file in the format its content shows
+    (or the one given). A file named on its own that no format reads, or that its format finds
+    bad, is an error before anything of its format is written; in a folder it is skipped, the
+    import goes on with the other files and the skip is reported. Each format's files go in
+    together, all or nothing, and one report per format (and per URL) comes back."""
     forced = format_named(format_name) if format_name else None
-    by_format: dict[str, list[Path]] = {}
+    named: dict[str, list[Path]] = {}
+    in_folders: dict[str, list[Path]] = {}
+    urls: list[tuple[RunSource, str]] = []
     skipped: list[Skipped] = []
     for given in paths:
+        source = source_of(given)
+        if source is not None:
+            urls.append((source, str(given)))
+            continue
+        given = Path(given)
         for file in expand_paths([given], {s for fmt in FORMATS.values() for s in fmt.suffixes}):
             fmt = forced or detect_format(file)
             if fmt is None and not given.is_dir():
@@ -176,16 +218,52 @@ def import_paths(
             if fmt is None:
                 skipped.append(Skipped(what=str(file), reason="in no format counterfact reads"))
             else:
-                by_format.setdefault(fmt.name, []).append(file)
-    total = sum(len(files) for files in by_format.values())
+                (in_folders if given.is_dir() else named).setdefault(fmt.name, []).append(file)
+    total = sum(len(files) for batch in (named, in_folders) for files in batch.values()) + len(urls)
     reports: list[ImportReport] = []
     done = 0
-    for name, files in by_format.items():
-        def progress(files_done: int, _files: int, before: int = done) -> None:
+
+    def progress_from(before: int) -> Progress:
+        def progress(files_done: int, _files: int) -> None:
             if on_progress is not None:
                 on_progress(before + files_done, total)
-        reports.append(FORMATS[name].read(store, files, progress))
+        return progress
+
+    for name, files in named.items():
+        reports.append(FORMATS[name].read(store, files, progress_from(done)))
         done += len(files)
+    for name, files in in_folders.items():
+        reports.append(_read_past_bad_files(FORMATS[name], store, files, progress_from(done), skipped))
+        done += len(files)
+    for source, url in urls:
+        reports.append(source.read(store, url, progress_from(done)))
+        done += 1
     if skipped:
         reports.append(ImportReport(format="none", skipped=skipped))
     return reports
+
+
+def _read_past_bad_files(fmt: RunFormat, store: TraceStore, files: list[Path], on_progress: Progress,
+                         skipped: list[Skipped]) -> ImportReport:
+    """A folder's files of one format together; when one is bad (the format raises before it
+    writes), file by file, each bad one added to `skipped` with the format's one-line reason."""
+    try:
+        return fmt.read(store, files, on_progress)
+    except FormatError:
+        pass
+    merged = ImportReport(format=fmt.name)
+    for done, file in enumerate(files, start=1):
+        try:
+            report = fmt.read(store, [file])
+        except FormatError as exc:
+            reason = str(exc).removeprefix(f"{file}: ").removesuffix("; nothing was imported")
+            skipped.append(Skipped(what=str(file), reason=reason))
+            continue
+        finally:
+            on_progress(done, len(files))
+        merged.files += report.files
+        merged.run_ids += report.run_ids
+        merged.steps += report.steps
+        merged.skipped += report.skipped
+        merged.notes += report.notes
+    return merged

@@ -150,8 +150,8 @@ def import_whowhen(store: TraceStore, paths: Sequence[Path | str]) -> WhoWhenRep
     return report
 
 
-def _fail(file: str, field: str, problem: str) -> StoreError:
-    return StoreError(f"{file}: not a Who&When log: {field} {problem}; nothing was imported")
+def _fail(file: str, field: str, problem: str) -> FormatError:
+    return FormatError(f"{file}: not a Who&When log: {field} {problem}; nothing was imported")
 
 
 def _parse_file(path: Path) -> _Parsed:
@@ -161,9 +161,9 @@ def _parse_file(path: Path) -> _Parsed:
         raw = path.read_bytes()
         data = json.loads(raw)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{file}: not valid JSON ({exc}); nothing was imported") from None
+        raise FormatError(f"{file}: not valid JSON ({exc}); nothing was imported") from None
     if not isinstance(data, dict):
         raise _fail(file, "top level", f"is a {type(data).__name__}, expected an object")
     fmt: Format = "algorithm-generated" if "system_prompt" in data else "hand-crafted"
