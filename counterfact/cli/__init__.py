@@ -1,6 +1,6 @@
 """The `counterfact` command: each command parses, calls the library, and prints.
 
-One module per command group (`_runs`, `_formats`, `_workflows`, `_debug`, `_serve`), their
+One module per command group (`_runs`, `_formats`, `_workflows`, `_debug`, `_serve`, `_suite`), their
 shared options and helpers in `_common`. The commands are registered here, in one table: its
 order is the order `counterfact --help` lists them in.
 """
@@ -13,7 +13,7 @@ import typer
 from typer.exceptions import TyperException
 
 from counterfact._errors import CounterfactError
-from counterfact.cli import _bench, _debug, _formats, _runs, _serve, _workflows
+from counterfact.cli import _bench, _debug, _formats, _runs, _serve, _suite, _workflows
 
 app = typer.Typer(
     help="Record multi-agent LLM runs as replayable traces, and debug failures by replay.",
@@ -23,15 +23,19 @@ app = typer.Typer(
 db_app = typer.Typer(help="The trace database.", no_args_is_help=True)
 runs_app = typer.Typer(help="Look at recorded runs.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks of the debugger against known truth.", no_args_is_help=True)
+suite_app = typer.Typer(help="Regression suites made from runs.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 app.add_typer(bench_app, name="bench")
+app.add_typer(suite_app, name="suite")
 
 db_app.command("upgrade")(_runs.db_upgrade)
 runs_app.command("list")(_runs.runs_list)
 runs_app.command("show")(_runs.runs_show)
 runs_app.command("tree")(_runs.runs_tree)
 bench_app.command("faults")(_bench.bench_faults_command)
+suite_app.command("from-runs")(_suite.from_runs_command)
+suite_app.command("runs")(_suite.suite_runs_command)
 
 app.command("verify")(_runs.verify)
 app.command("redact")(_runs.redact)
@@ -44,6 +48,7 @@ app.command("replay")(_debug.replay_command)
 app.command("debug")(_debug.debug_command)
 app.command("attribute")(_debug.attribute_command)
 app.command("diff")(_runs.diff_command)
+app.command("compare")(_suite.compare_command)
 app.command("serve")(_serve.serve_command)
 app.command("ui")(_serve.ui_command)
 

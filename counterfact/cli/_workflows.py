@@ -50,7 +50,9 @@ def _print_summary(results: list[Any], title: str) -> None:
 
 
 def run_command(
-    workflow: Annotated[str, typer.Argument(help="a workflow YAML file, or `demo`")],
+    workflow: Annotated[str | None, typer.Argument(help="a workflow YAML file, or `demo` (or give --graph)")] = None,
+    graph: Annotated[str | None, typer.Option(
+        "--graph", help="module:attribute (or file.py:attribute) of your own LangGraph app, its builder or factory, run instead of a workflow")] = None,
     task: Annotated[str | None, typer.Option(help="one question to run the workflow on")] = None,
     suite: Annotated[Path | None, typer.Option(help="a suite of tasks (YAML or JSONL)")] = None,
     model: Annotated[str | None, typer.Option(help="run every agent on this model spec")] = None,
@@ -64,21 +66,46 @@ def run_command(
     endpoint_limit: EndpointLimitOption = None,
     db: DbOption = None,
 ) -> None:
-    """Run a workflow on a task or a suite; every run is recorded."""
-    from counterfact.graphs import Suite, Task, load_suite, run_suite
+    """Run a workflow (or your own graph) on a task or a suite; every run is recorded, and a
+    suite's runs are one suite run, for `counterfact compare`."""
+    from counterfact.graphs import (
+        SUITE_RUN_LABEL,
+        Suite,
+        Task,
+        load_graph_suite,
+        load_suite,
+        new_suite_run_id,
+        run_graph_suite,
+        run_suite,
+        tag_suite_run,
+    )
 
     if (task is None) == (suite is None):
         raise CounterfactError("give exactly one of --task TEXT or --suite FILE")
-    spec = _workflow(workflow)
-    tasks = load_suite(suite) if suite else Suite(name="adhoc", tasks=[Task(id="task", question=task or "")])
+    if (workflow is None) == (graph is None):
+        raise CounterfactError("give either a workflow (a YAML file or `demo`) or --graph module:attribute")
+    if graph is not None and (model is not None or seed is not None or executor != "local"):
+        raise CounterfactError("--model, --seed and --executor apply to workflows; --graph runs your app here as it is")
+    load = load_graph_suite if graph is not None else load_suite
+    tasks = load(suite) if suite else Suite(name="adhoc", tasks=[Task(id="task", question=task or "")])
+    suite_run = new_suite_run_id()
     store = _open(db)
-    with _executor(store, executor, address=address, workers=workers, concurrency=concurrency,
-                   endpoint_limit=endpoint_limit) as where, _suite_bar(f"{spec.name} on {tasks.name}") as on_result:
-        results = run_suite(
-            spec, tasks, store, model=model, repeats=repeats, limit=limit, seed=seed, on_result=on_result,
-            executor=where,
-        )
-    _print_summary(results, f"{spec.name} on {tasks.name}")
+    if graph is not None:
+        with _suite_bar(f"{graph} on {tasks.name}") as on_result:
+            results = run_graph_suite(graph, tasks, store, labels={SUITE_RUN_LABEL: suite_run}, repeats=repeats,
+                                      limit=limit, concurrency=concurrency, on_result=on_result)
+        _print_summary(results, f"{graph} on {tasks.name}")
+    else:
+        spec = _workflow(workflow or "")
+        with _executor(store, executor, address=address, workers=workers, concurrency=concurrency,
+                       endpoint_limit=endpoint_limit) as where, _suite_bar(f"{spec.name} on {tasks.name}") as on_result:
+            results = run_suite(
+                spec, tasks, store, model=model, repeats=repeats, limit=limit, seed=seed, on_result=on_result,
+                executor=where,
+            )
+        tag_suite_run(store, [r.run_id for r in results], suite_run)
+        _print_summary(results, f"{spec.name} on {tasks.name}")
+    console.print(f"suite run {suite_run} (compare two with `counterfact compare A B`)")
 
 
 def resume_command(

@@ -57,6 +57,29 @@ from counterfact.graphs._state import (
     agent_message,
     initial_state,
 )
+from counterfact.graphs._suite_compare import (
+    SUITE_RUN_LABEL,
+    SuiteComparison,
+    SuiteRun,
+    TaskChange,
+    compare_suite_runs,
+    new_suite_run_id,
+    suite_runs,
+    tag_suite_run,
+)
+from counterfact.graphs._suite_from_runs import (
+    RunsSuite,
+    SkippedRun,
+    suite_from_runs,
+    task_from_run,
+    write_suite,
+)
+from counterfact.graphs._suite_on_graph import (
+    GraphSuite,
+    GraphTask,
+    load_graph_suite,
+    run_graph_suite,
+)
 from counterfact.graphs._target import (
     ExpectCheck,
     ReplayTarget,
@@ -143,4 +166,21 @@ __all__ = [
     "run_agent",
     "run_suite",
     "summary_rows",
+    "GraphSuite",
+    "GraphTask",
+    "load_graph_suite",
+    "run_graph_suite",
+    "SUITE_RUN_LABEL",
+    "SuiteComparison",
+    "SuiteRun",
+    "TaskChange",
+    "compare_suite_runs",
+    "new_suite_run_id",
+    "suite_runs",
+    "tag_suite_run",
+    "RunsSuite",
+    "SkippedRun",
+    "suite_from_runs",
+    "task_from_run",
+    "write_suite",
 ]
