@@ -197,8 +197,8 @@ def debug_command(
 def attribute_command(
     runs: Annotated[list[str] | None, typer.Argument(help="run ids (default: every imported run of --workflow)")] = None,
     workflow: Annotated[str, typer.Option(help="which runs, when none are named")] = "whowhen/algorithm-generated",
-    method: Annotated[Method, typer.Option(help="how the judge reads the log")] = "all_at_once",
-    model: Annotated[str, typer.Option(help="model spec of the judge")] = "embedded",
+    method: Annotated[Method, typer.Option(help="evidence: signals in the log, no model; the others ask the judge")] = "evidence",
+    model: Annotated[str, typer.Option(help="model spec of the judge (methods that ask one)")] = "embedded",
     score: Annotated[bool, typer.Option("--score", help="score stored predictions instead of making them")] = False,
     limit: Annotated[int | None, typer.Option(help="only the first N runs")] = None,
     max_prompt_tokens: Annotated[int | None, typer.Option(help="cut longer logs to fit (see docs)")] = None,
@@ -213,7 +213,7 @@ def attribute_command(
     """Log-only failure attribution (which agent, which step) on runs that cannot be replayed."""
     from rich.progress import Progress
 
-    from counterfact.interventions import attribute, score_attributions
+    from counterfact.interventions import Attribution, attribute, score_attributions
 
     store = _open(db)
     ids = [store.resolve_run_id(r) for r in runs] if runs else [
@@ -222,17 +222,29 @@ def attribute_command(
     ids = ids[:limit] if limit else ids
     if not ids:
         raise CounterfactError(f"no runs to attribute (none named, none of workflow {workflow!r})")
+    made: list[Attribution] = []
     if not score:
         with _executor(store, executor, address=address, workers=workers, concurrency=concurrency,
                        endpoint_limit=endpoint_limit) as where, Progress(disable=fmt != "text") as progress:
             bar = progress.add_task(f"attributing ({method})", total=len(ids))
-            attribute(
-                store, ids, model, method, max_prompt_tokens=max_prompt_tokens,  # type: ignore[arg-type]
-                on_done=lambda _: progress.advance(bar), executor=where,
+            made = attribute(
+                store, ids, None if method == "evidence" else model, method,
+                max_prompt_tokens=max_prompt_tokens, on_done=lambda _: progress.advance(bar), executor=where,
             )
-    result = score_attributions(store, ids, method)  # type: ignore[arg-type]
+    result = score_attributions(store, ids, method)
     if fmt == "json":
         _print_json(result.model_dump(mode="json"))
+        return
+    if made:
+        blamed = Table(title=f"attribution ({method})")
+        for column in ("run", "agent", "step", "reason"):
+            blamed.add_column(column, justify="right" if column == "step" else "left")
+        for found in made:
+            reason = found.reason or "; ".join(found.errors)
+            blamed.add_row(found.run_id[:12], found.agent or "-", "-" if found.step is None else str(found.step), reason)
+        console.print(blamed)
+    if not result.runs:
+        console.print("no run has a ground-truth label to score against")
         return
     table = Table(title=f"attribution ({method}) against the labels")
     for column in ("runs", "agent accuracy", "exact-step accuracy", "runs cut to fit", "errors", "unpredicted"):

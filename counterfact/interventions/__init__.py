@@ -21,6 +21,12 @@ from counterfact.interventions._compare import (
     run_tree,
 )
 from counterfact.interventions._debug import Debugger
+from counterfact.interventions._evidence import (
+    Blame,
+    StepEvidence,
+    blame,
+    gather_evidence,
+)
 from counterfact.interventions._fixes import Fix, leaked, thinking_fixes
 from counterfact.interventions._grounding import Suspect, find_suspects
 from counterfact.interventions._records import (
@@ -130,6 +136,10 @@ __all__ = [
     "attribute",
     "score_attributions",
     "score_predictions",
+    "Blame",
+    "StepEvidence",
+    "blame",
+    "gather_evidence",
     "Budget",
     "DebugReport",
     "Debugger",

@@ -1,5 +1,10 @@
 """Log-only failure attribution: which agent, at which step, caused a failed run.
 
+The default method, evidence, asks no model: it scores every step with signals the log shows by
+itself (claims nothing grounds, tool calls that failed, criticism that follows, the step's role
+and place; see `_evidence`), so it reads a log of any length whole, in milliseconds, with flat
+memory. Its strongest candidates are kept in `Attribution.candidates`.
+
 The three methods of Who&When (Zhang et al., ICML 2025) ask a model about a stored run's log,
 never replaying it:
 
@@ -55,19 +60,22 @@ from counterfact.agents import (
     shared_model,
 )
 from counterfact.executors import Executor, LocalExecutor, Unit, WorkerContext
+from counterfact.interventions._evidence import StepEvidence, blame
 from counterfact.interventions._prompts import prompt
 from counterfact.store import RunRecord, StepRecord, TraceStore, output_text
 
-Method = Literal["all_at_once", "step_by_step", "binary_search"]
-METHODS: tuple[Method, ...] = ("all_at_once", "step_by_step", "binary_search")
+JudgeMethod = Literal["all_at_once", "step_by_step", "binary_search"]  # the ones that ask a model
+Method = Literal["evidence", "all_at_once", "step_by_step", "binary_search"]
+METHODS: tuple[Method, ...] = ("evidence", "all_at_once", "step_by_step", "binary_search")
+EVIDENCE_MODEL = "log-signals"  # what `Attribution.model` says when no model was asked
 LABEL_KEY = "attribution"  # predictions live in labels["attribution"][method]
 
 # Answer lengths per method: a step, an agent and a few words; or one word or letter.
-DEFAULT_MAX_TOKENS: dict[Method, int] = {"all_at_once": 32, "step_by_step": 6, "binary_search": 6}
+DEFAULT_MAX_TOKENS: dict[JudgeMethod, int] = {"all_at_once": 32, "step_by_step": 6, "binary_search": 6}
 _CAPS = (4000, 2000, 1000, 500, 250)  # per-step character caps, tried in order
 _CHARS_PER_TOKEN = 4  # the estimate for models that cannot count their tokens
 _RETRY_TOKENS = 64  # a format reminder, with the chat template's markup
-_FORMAT_HINTS: dict[Method, str] = {
+_FORMAT_HINTS: dict[JudgeMethod, str] = {
     "all_at_once": "Step: <step number>\nAgent: <agent name>\nReason: <a few words>",
     "step_by_step": "Yes or No",
     "binary_search": "A or B",
@@ -90,6 +98,7 @@ class Attribution(BaseModel):
     prompt_tokens: int = 0  # over all calls
     truncated: bool = False  # some prompt had step text cut or steps left out
     errors: list[str] = Field(default_factory=list)
+    candidates: list[StepEvidence] = Field(default_factory=list)  # evidence: strongest steps first
 
 
 class AttributionScore(BaseModel):
@@ -154,7 +163,7 @@ class AttributeUnit(Unit):
 
     run_id: str
     method: Method
-    model: str  # the judge's model spec
+    model: str | None = None  # the judge's model spec (none for evidence)
     max_prompt_tokens: int | None = None
     max_tokens: int | None = None
 
@@ -163,9 +172,13 @@ class AttributeUnit(Unit):
         return f"attribution of run {self.run_id[:12]} ({self.method})"
 
     def perform(self, context: WorkerContext, *, attempt: int = 1) -> Attribution:
-        asker = context.warm(self.asker_key, lambda: _asker(shared_model(self.model), self))
-        run_id, log = _load_log(context.store, self.run_id)
-        result = asker.run(log, run_id)
+        if self.method == "evidence":
+            result = _evidence(context.store, self.run_id)
+        else:
+            spec = self.model or "embedded"
+            asker = context.warm(self.asker_key, lambda: _asker(shared_model(spec), self))
+            run_id, log = _load_log(context.store, self.run_id)
+            result = asker.run(log, run_id)
         _store_prediction(context.store, result)  # a label: a retry overwrites, never doubles
         return result
 
@@ -175,14 +188,33 @@ class AttributeUnit(Unit):
 
 
 def _asker(model: ChatModel, unit: AttributeUnit) -> _Asker:
-    settings = GenerationSettings(max_tokens=unit.max_tokens or DEFAULT_MAX_TOKENS[unit.method])
-    return _Asker(model, unit.method, settings, _prompt_limit(model, settings, unit.max_prompt_tokens))
+    method = _judge_method(unit.method)
+    settings = GenerationSettings(max_tokens=unit.max_tokens or DEFAULT_MAX_TOKENS[method])
+    return _Asker(model, method, settings, _prompt_limit(model, settings, unit.max_prompt_tokens))
+
+
+def _judge_method(method: Method) -> JudgeMethod:
+    if method == "evidence":
+        raise ValueError("the evidence method asks no model")
+    return method
+
+
+def _evidence(store: TraceStore, run_ref: str) -> Attribution:
+    """The evidence method on one stored run (its labels are never read)."""
+    run = store.get_run(run_ref)
+    task = run.task_input.get("question")
+    found = blame(store.steps(run.id), task if isinstance(task, str) else output_text(run.task_input))
+    result = Attribution(run_id=run.id, method="evidence", model=EVIDENCE_MODEL, agent=found.agent,
+                         step=found.step, reason=found.reason, candidates=found.candidates)
+    if found.step is None:
+        result.errors.append("the run has no step that made a decision")
+    return result
 
 
 def attribute(
     store: TraceStore,
     run_ids: Sequence[str],
-    model: ChatModel | str,
+    model: ChatModel | str | None,
     method: Method,
     *,
     max_prompt_tokens: int | None = None,
@@ -195,13 +227,17 @@ def attribute(
 
     Runs are worked on `concurrency` at a time here (so a local model batches their requests)
     or on `executor`; a Ray executor needs `model` as a spec. `on_done` is called as each run
-    finishes (for progress bars). Results follow `run_ids`.
+    finishes (for progress bars). Results follow `run_ids`. The evidence method asks no model:
+    `model` is ignored (None is fine) and nothing is loaded.
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; use one of {', '.join(METHODS)}")
-    if executor is not None and executor.kind != "local" and not isinstance(model, str):
+    judged = method != "evidence"
+    if judged and model is None:
+        raise CounterfactError(f"the {method} method needs a judge model")
+    if judged and executor is not None and executor.kind != "local" and not isinstance(model, str):
         raise CounterfactError(f"the {executor.kind} executor needs the judge as a model spec, not a model object")
-    spec = model if isinstance(model, str) else f"object:{id(model)}"
+    spec = None if not judged or model is None else model if isinstance(model, str) else f"object:{id(model)}"
     units = [
         AttributeUnit(run_id=store.resolve_run_id(ref), method=method, model=spec,
                       max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens)
@@ -209,7 +245,7 @@ def attribute(
     ]
     own = executor is None
     executor = executor or LocalExecutor(store, concurrency=concurrency)
-    if units and executor.kind == "local":  # the judge of this process, loaded once
+    if judged and units and model is not None and executor.kind == "local":  # the judge, loaded once
         judge = shared_model(model) if isinstance(model, str) else model
         executor.keep(units[0].asker_key, _asker(judge, units[0]))
     try:
@@ -311,7 +347,7 @@ class _Asker:
     """Builds the prompts of one method, asks the model and reads its answers."""
 
     def __init__(
-        self, model: ChatModel, method: Method, settings: GenerationSettings, limit: int | None
+        self, model: ChatModel, method: JudgeMethod, settings: GenerationSettings, limit: int | None
     ) -> None:
         self.model = model
         self.method = method
