@@ -1,6 +1,6 @@
 """The `counterfact` command: each command parses, calls the library, and prints.
 
-One module per command group (`_runs`, `_formats`, `_workflows`, `_debug`, `_serve`, `_suite`), their
+One module per command group (`_runs`, `_formats`, `_workflows`, `_debug`, `_serve`, `_suite`, `_mcp`), their
 shared options and helpers in `_common`. The commands are registered here, in one table: its
 order is the order `counterfact --help` lists them in.
 """
@@ -13,7 +13,16 @@ import typer
 from typer.exceptions import TyperException
 
 from counterfact._errors import CounterfactError
-from counterfact.cli import _bench, _debug, _formats, _runs, _serve, _suite, _workflows
+from counterfact.cli import (
+    _bench,
+    _debug,
+    _formats,
+    _mcp,
+    _runs,
+    _serve,
+    _suite,
+    _workflows,
+)
 
 app = typer.Typer(
     help="Record multi-agent LLM runs as replayable traces, and debug failures by replay.",
@@ -51,6 +60,7 @@ app.command("diff")(_runs.diff_command)
 app.command("compare")(_suite.compare_command)
 app.command("serve")(_serve.serve_command)
 app.command("ui")(_serve.ui_command)
+app.command("mcp")(_mcp.mcp_command)
 
 __all__ = ["app", "main"]
 
