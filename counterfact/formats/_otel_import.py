@@ -314,19 +314,37 @@ def import_otel(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> OtelImport:
     """Import OTLP JSON files (or folders of `*.json`/`*.jsonl` files) as log-only runs."""
-    files = expand_paths(paths, (".json", ".jsonl"))
-    report = OtelImport()
+    spans = [span for path in expand_paths(paths, (".json", ".jsonl")) for span in read_otlp_json(path)]
+    return import_spans(store, spans, skip_existing=skip_existing, on_progress=on_progress)
+
+
+def runs_of_spans(spans: Sequence[Span], report: OtelImport) -> list[tuple[RunRecord, list[StepRecord]]]:
+    """The runs spans make, one per trace, oldest first (a replay after the run it was forked
+    from); counts what it read into `report`. Any tool's spans given as `Span`s map this way."""
     by_trace: dict[str, list[Span]] = {}
-    for path in files:
-        for span in read_otlp_json(path):
-            by_trace.setdefault(span.trace_id, []).append(span)
-            report.spans += 1
+    for span in spans:
+        by_trace.setdefault(span.trace_id, []).append(span)
+        report.spans += 1
     built: list[tuple[RunRecord, list[StepRecord]]] = []
-    for trace_id, spans in by_trace.items():
-        made = _run_of(trace_id, spans, report)
+    for trace_id, trace in by_trace.items():
+        made = _run_of(trace_id, trace, report)
         if made is not None:
             built.append(made)
-    built.sort(key=lambda made: made[0].created_at)  # a replay after the run it was forked from
+    built.sort(key=lambda made: made[0].created_at)
+    return built
+
+
+def import_spans(
+    store: TraceStore,
+    spans: Sequence[Span],
+    *,
+    skip_existing: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> OtelImport:
+    """Store the runs `spans` make, in one transaction; runs already stored are skipped (or,
+    without `skip_existing`, refused)."""
+    report = OtelImport()
+    built = runs_of_spans(spans, report)
     known = store.existing_run_ids([run.id for run, _ in built])
     parents = {run.parent_run_id for run, _ in built if run.parent_run_id}
     present = {run.id for run, _ in built} | store.existing_run_ids(list(parents))
