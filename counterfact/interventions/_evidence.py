@@ -5,8 +5,8 @@ What replay taught about where failures start, turned into signals a log shows b
   "for demonstration", "I cannot access"), and numbers it introduces that neither the task nor
   any earlier step or tool result gives, when later steps of others repeat them (the claim the
   rest depends on);
-- what follows it before its author speaks again: a tool call it caused that errors or returns
-  nothing, and remarks of other agents that say it went wrong (no progress, stuck, failed,
+- what it raised and what follows it before its author speaks again: a tool call it made or
+  caused that errors or returns nothing, and remarks of other agents that say it went wrong (no progress, stuck, failed,
   irrelevant, incorrect);
 - its role: a worker's step (kind "agent") does the task's work, a plan or routing step directs
   it; a step that restates the task is the task, not a decision; tool and input steps are never
@@ -84,7 +84,7 @@ class StepEvidence(BaseModel):
     kind: StepKind
     fabricated: int = 0  # hedges marking an invented fact or value in its own text
     propagated: list[str] = Field(default_factory=list)  # ungrounded numbers later steps repeat
-    tool_failed: bool = False  # a tool call it caused errored
+    tool_failed: bool = False  # it raised, or a tool call it made or caused errored
     tool_empty: bool = False  # a tool call it caused returned nothing
     criticised: int = 0  # critical remarks of others before it speaks again
     restates_task: bool = False
@@ -110,7 +110,7 @@ class StepEvidence(BaseModel):
         if self.propagated:
             parts.append(f"it introduced {', '.join(self.propagated)}, which nothing earlier gives and later steps repeat")
         if self.tool_failed:
-            parts.append("a tool call it caused failed")
+            parts.append("it or a tool call it caused failed")
         if self.tool_empty:
             parts.append("a tool call it caused returned nothing")
         if self.criticised:
@@ -153,7 +153,7 @@ def gather_evidence(steps: Sequence[StepRecord], task: str) -> list[StepEvidence
                 kind=step.kind,
                 fabricated=len(_FABRICATION.findall(text)),
                 propagated=[x for x in claimed if x not in grounded and x in later][: _CAPS["propagated"]],
-                tool_failed=any(c.error is not None for c in step.tool_calls)
+                tool_failed=step.error is not None or any(c.error is not None for c in step.tool_calls)
                 or any(_TOOL_ERROR.search(t) for t in tool_out),
                 tool_empty=any(_TOOL_EMPTY.search(t) for t in tool_out),
                 criticised=sum(len(_CRITICISM.findall(t)) for t in remarks),

@@ -103,6 +103,15 @@ def test_a_failed_tool_call_inside_a_step_and_grounded_numbers() -> None:
     assert blame(steps, QUESTION).step == 1
 
 
+def test_a_step_that_raised_counts_against_itself() -> None:
+    steps = [
+        _step(0, "Lookup", "Looking the line up."),
+        _step(1, "Adder", "Adding the branch stations.", error="ZeroDivisionError: division by zero"),
+        _step(2, "Lookup", "Done."),
+    ]
+    assert [e.tool_failed for e in gather_evidence(steps, QUESTION)] == [False, True, False]
+
+
 def test_a_long_log_is_read_whole_and_a_late_mistake_found() -> None:
     filler = "Still browsing the archive page, nothing new. " * 400  # 18,000 characters a step
     steps = [_step(i, "Surfer" if i % 2 else "Lead", filler) for i in range(300)]
