@@ -108,7 +108,7 @@ def _span(run: LangSmithRun, parent: str | None, trace_id: str, where: str) -> S
         if value is not None:
             attributes[key] = value
     if parent is None:
-        attributes.update({"counterfact.run.id": f"langsmith-{run.id}", "gen_ai.workflow.name": run.name})
+        attributes["gen_ai.workflow.name"] = run.name
     return Span(trace_id=trace_id, span_id=run.id, parent_id=parent, name=run.name, start=run.start_time,
                 end=run.end_time or run.start_time, attributes=attributes, error=run.error, source=where)
 

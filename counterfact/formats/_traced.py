@@ -77,13 +77,15 @@ def llm_attributes(model: str | None, provider: str | None, request: Any, respon
 
 
 def parsed_runs(spans: Sequence[Span], *, source: str, where: str, labels: dict[str, dict[str, Any]]) -> list[ParsedRun]:
-    """The runs spans make, each of `source`, with the labels given for its trace (by trace id)
-    in place of the OTel importer's own."""
+    """The runs spans make, each of `source` and named by it and its trace id, with the labels
+    given for its trace (by trace id) in place of the OTel importer's own."""
     report = OtelImport()
     parsed: list[ParsedRun] = []
     for run, steps in runs_of_spans(spans, report):
         trace_id = run.labels["otel"]["trace_id"]
-        run.source = source
+        run.id, run.source = f"{source}-{trace_id}", source
+        if run.workflow == "otel":  # a trace of several roots
+            run.workflow = source
         run.labels = labels.get(trace_id, {})
         parsed.append(ParsedRun(where=f"{where} trace {trace_id}", run=run, steps=steps))
     return parsed
