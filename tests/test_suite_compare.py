@@ -30,6 +30,8 @@ from counterfact.graphs import (
     load_suite,
     record,
     suite_from_runs,
+    suite_runs,
+    tag_suite_run,
 )
 from counterfact.store import RunRecord, TraceStore
 
@@ -121,27 +123,27 @@ def test_runs_become_a_suite_that_reruns_on_the_graph_and_compares(tmp_path: Pat
     graph_tasks = load_graph_suite(suite_file).tasks
     assert graph_tasks[1].graph_input == {"messages": [["user", "What is 4*5?"]]} and graph_tasks[1].answer_path == "answer"
 
-    suite_runs = []
+    batches = []
     for app in ("calculator", "calculator_fixed"):
         ran = cli("run", "--suite", str(suite_file), "--graph", f"tests.test_suite_compare:{app}", "--db", sqlite_path)
         assert ran.returncode == 0, ran.stderr
-        suite_runs.append(re.search(r"suite run ([0-9a-f]{12})", ran.stdout).group(1))  # type: ignore[union-attr]
+        batches.append(re.search(r"suite run ([0-9a-f]{12})", ran.stdout).group(1))  # type: ignore[union-attr]
     store = TraceStore.open(sqlite_path)
-    before = store.list_runs(labels={SUITE_RUN_LABEL: suite_runs[0]})
+    before = store.list_runs(labels={SUITE_RUN_LABEL: batches[0]})
     assert sorted(r.status for r in before) == ["failed", "succeeded", "succeeded"]
     assert all(r.labels["check"]["expect"] in QUESTIONS.values() for r in before)  # `debug` scores them alike
 
-    compared = cli("compare", suite_runs[0][:6], suite_runs[1], "--format", "json", "--db", sqlite_path)
+    compared = cli("compare", batches[0][:6], batches[1], "--format", "json", "--db", sqlite_path)
     assert compared.returncode == 0, compared.stderr
     result = json.loads(compared.stdout)
     changes = {row["task_id"]: row["change"] for row in result["tasks"]}
     assert sorted(changes.values()) == ["broken", "fixed", "still passing"]
     assert (result["fixed"], result["broken"], result["still_passing"]) == (1, 1, 1)
     assert result["p_value"] == pytest.approx(1.0)
-    text = cli("compare", suite_runs[0], suite_runs[1], "--db", sqlite_path)
+    text = cli("compare", batches[0], batches[1], "--db", sqlite_path)
     assert "fixed 1, broken 1, unchanged 1" in text.stdout and "p = 1" in text.stdout
     listed = json.loads(cli("suite", "runs", "--format", "json", "--db", sqlite_path).stdout)
-    assert {s["id"] for s in listed} == set(suite_runs) and all(s["tasks"] == 3 for s in listed)
+    assert {s["id"] for s in listed} == set(batches) and all(s["tasks"] == 3 for s in listed)
 
 
 def _suite_run(store: TraceStore, suite_run: str, results: dict[str, bool]) -> None:
@@ -169,7 +171,7 @@ def test_imported_runs_give_tasks_when_their_answer_is_known(store: TraceStore) 
                                status="failed", source="whowhen", labels={"ground_truth": "Paris", "mistake_agent": "x"}))
     store.create_run(RunRecord(id="chat-2", workflow="chat", task_input={"question": "Hello?"}, status="failed"))
     made = suite_from_runs(store, ["ww-1", "chat-2"], name="imported", skip_unknown=True)
-    assert made.suite.tasks == [GraphTask(id="ww-1", question="Capital of France?", answer="Paris")]
+    assert made.suite.tasks == [GraphTask(id="run-ww-1", question="Capital of France?", answer="Paris")]
     assert [(s.run_id, s.reason) for s in made.skipped] == [
         ("chat-2", "its expected answer is not known (no check or ground truth is stored with it)")]
     with pytest.raises(SuiteError, match="run chat-2: its expected answer is not known"):
@@ -208,10 +210,22 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path: Path, sqlite_path:
 def test_a_suite_file_written_is_the_suite_read(tmp_path: Path, sqlite_path: str) -> None:
     ids = _record_runs(sqlite_path)
     made = suite_from_runs(TraceStore.open(sqlite_path), [*ids, ids[0]], name="calc")
-    assert [s.reason for s in made.skipped] == [f"the same task as another run ({ids[0][:12]})"]
+    assert [s.reason for s in made.skipped] == [f"the same task as another run (run-{ids[0][:12]})"]
     path = tmp_path / "calc.yaml"
     from counterfact.graphs import write_suite
 
     write_suite(made.suite, path)
     assert load_graph_suite(path) == made.suite
     assert yaml.safe_load(path.read_text())["name"] == "calc"
+
+
+def test_runs_a_workflow_made_are_tagged_as_one_suite_run_and_replays_are_left_out(store: TraceStore) -> None:
+    for task_id, ok in {"a": True, "b": False}.items():
+        store.create_run(RunRecord(id=f"wf-{task_id}", workflow="demo", status="succeeded" if ok else "failed",
+                                   labels={"suite": "s", "task_id": task_id}))
+    tag_suite_run(store, ["wf-a", "wf-b"], "1234abcd")
+    tagged = store.get_run("wf-b")
+    store.create_run(RunRecord(id="replay-b", workflow="demo", status="succeeded", labels=tagged.labels, parent_run_id="wf-b"))
+    (listed,) = suite_runs(store)
+    assert (listed.id, listed.suite, listed.tasks, listed.passed, listed.runs) == ("1234abcd", "s", 2, 1, 2)
+    assert tagged.labels == {"suite": "s", "task_id": "b", SUITE_RUN_LABEL: "1234abcd"}

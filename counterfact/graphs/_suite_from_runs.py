@@ -67,7 +67,7 @@ def task_from_run(run: RunRecord) -> GraphTask:
     if answer is None:
         how = f"its check is {check['function']}, a function of the final state" if isinstance(check, dict) and "function" in check else "no check or ground truth is stored with it"
         raise NotATask(f"run {run.id[:12]}: its expected answer is not known ({how})")
-    task_id = str(labels.get("task_id") or labels.get("question_ID") or run.task_input.get("question_ID") or run.id[:12])
+    task_id = str(labels.get("task_id") or run.task_input.get("question_ID") or f"run-{run.id[:12]}")
     return GraphTask(
         id=task_id, question=question, answer=str(answer), checker=checker, answer_path=answer_path,
         graph_input=run.task_input if GRAPH_LABEL in labels else None,

@@ -83,7 +83,7 @@ def run_graph_suite(
     """Run every task of `suite` (`repeats` times) on the graph at `graph` ("module:attribute"
     or "file.py:attribute" of a StateGraph, compiled graph or factory), recorded into `store`
     with `labels`; results follow the suite's order."""
-    recorded = record(_load_graph(graph), store, ref=graph)
+    recorded = record(_load_graph(graph), store, workflow=graph.rpartition(":")[2], ref=graph)
     tasks = [GraphTask.model_validate(t.model_dump()) for t in suite.tasks[:limit]]
     units = [(task, repeat) for task in tasks for repeat in range(repeats)]
 
