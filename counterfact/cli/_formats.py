@@ -13,21 +13,24 @@ from counterfact.cli._common import SINCE_FORMATS, DbOption, _bar, _open, consol
 
 
 def import_command(
-    paths: Annotated[list[str], typer.Argument(help="files or folders of runs; FORMAT first to force one (e.g. `import otel F`)")],
+    paths: Annotated[list[str], typer.Argument(help="files or folders of runs, or a live source such as phoenix://HOST:PORT/PROJECT; "
+                                                    "FORMAT first to force one (e.g. `import otel F`)")],
     format_name: Annotated[str | None, typer.Option("--format", help="read every file as this format (default: told by content)")] = None,
     db: DbOption = None,
 ) -> None:
-    """Import runs from the formats counterfact reads, each file's format told by its content."""
+    """Import runs from the formats counterfact reads, each file's format told by its content; a folder goes on
+    past files it cannot read and lists them at the end."""
     from counterfact.formats import format_names, import_paths
 
     if paths[0] in format_names() and not Path(paths[0]).exists() and len(paths) > 1:
         format_name, paths = format_name or paths[0], paths[1:]  # the older `import FORMAT FILE...`
     with _bar("files") as on_progress:
-        reports = import_paths(_open(db), [Path(p) for p in paths], format_name=format_name, on_progress=on_progress)
+        reports = import_paths(_open(db), [p if "://" in p else Path(p) for p in paths], format_name=format_name,
+                               on_progress=on_progress)
     for report in reports:
         if report.files:
-            console.print(f"imported {len(report.run_ids)} runs with {report.steps} steps from {len(report.files)} "
-                          f"{report.format} files", highlight=False)
+            where = report.files[0] if "://" in report.files[0] else f"{len(report.files)} {report.format} files"
+            console.print(f"imported {len(report.run_ids)} runs with {report.steps} steps from {where}", highlight=False)
         for note in report.notes:
             console.print(f"  {note}", highlight=False)
         for skipped in report.skipped:

@@ -3,7 +3,14 @@ results, LangSmith and Langfuse exports, OpenAI message lists and chat transcrip
 plug-in behind `RunFormat` (detect, read, write), and a live Phoenix behind `RunSource`, found
 by `import_paths` and `format_named`. Each registers itself when imported here."""
 
-from counterfact.formats import _chat, _langfuse, _langsmith, _openai, _taubench  # noqa: F401  (they register themselves)
+from counterfact.formats import (  # noqa: F401  (they register themselves)
+    _chat,
+    _langfuse,
+    _langsmith,
+    _openai,
+    _phoenix,
+    _taubench,
+)
 from counterfact.formats._base import (
     ExportReport,
     FormatError,

@@ -124,8 +124,10 @@ def _span(obs: Observation, trace_id: str, parent: str | None, where: str) -> Sp
 
 
 def _trace_spans(trace: Trace, where: str) -> list[Span]:
-    """A trace's observations under one root made of the trace itself."""
-    observations = [_span(o, trace.id, o.parent_id or trace.id, where) for o in trace.observations]
+    """A trace's observations under one root made of the trace itself (so is one whose parent
+    the export left out)."""
+    ids = {o.id for o in trace.observations}
+    observations = [_span(o, trace.id, o.parent_id if o.parent_id in ids else trace.id, where) for o in trace.observations]
     start = min([*([trace.timestamp] if trace.timestamp else []), *(s.start for s in observations)], default=None)
     if start is None:
         raise FormatError(f"{where}: trace {trace.id} has no timestamp and no observations; expected a trace with "
