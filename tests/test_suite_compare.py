@@ -22,9 +22,11 @@ from langgraph.graph.message import add_messages
 from counterfact.cli import main
 from counterfact.graphs import (
     SUITE_RUN_LABEL,
+    Checker,
     ExpectCheck,
     GraphTask,
     SuiteError,
+    Task,
     compare_suite_runs,
     load_graph_suite,
     load_suite,
@@ -176,6 +178,13 @@ def test_imported_runs_give_tasks_when_their_answer_is_known(store: TraceStore) 
         ("chat-2", "its expected answer is not known (no check or ground truth is stored with it)")]
     with pytest.raises(SuiteError, match="run chat-2: its expected answer is not known"):
         suite_from_runs(store, ["ww-1", "chat-2"], name="imported")
+    # a run of `counterfact run` carries its task, checker and facts included
+    task = Task(id="q7", question="Population of Elstead?", answer="690", checker=Checker(kind="number"),
+                facts={"population of Elstead": "690"})
+    store.create_run(RunRecord(id="wf-3", workflow="demo", task_input=task.input(), status="failed",
+                               labels={"task": task.model_dump(mode="json"), "task_id": "q7"}))
+    (made_task,) = suite_from_runs(store, ["wf-3"], name="workflow").suite.tasks
+    assert made_task == GraphTask(**task.model_dump())
 
 
 def test_user_errors_are_one_line_and_write_nothing(tmp_path: Path, sqlite_path: str, cli: Callable[..., Ran]) -> None:

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
-from scipy.stats import binomtest
 
 from counterfact.graphs._tasks import SuiteError
 from counterfact.store import RunRecord, TraceStore
@@ -113,6 +112,10 @@ def resolve_suite_run(store: TraceStore, ref: str) -> str:
 
 def compare_suite_runs(store: TraceStore, a_ref: str, b_ref: str) -> SuiteComparison:
     """Suite run B against suite run A, task by task, with the paired test on the changes."""
+    from scipy.stats import (
+        binomtest,  # on first use: half a second of every command's start-up
+    )
+
     a_id, b_id = resolve_suite_run(store, a_ref), resolve_suite_run(store, b_ref)
     a_runs, b_runs = _members(store, a_id), _members(store, b_id)
     a_tasks, b_tasks = _by_task(a_runs), _by_task(b_runs)

@@ -51,8 +51,7 @@ def task_from_run(run: RunRecord) -> GraphTask:
     """The task `run` was a run of; `NotATask` says what is missing."""
     labels = run.labels
     if isinstance(labels.get("task"), dict):  # made by `counterfact run`: the task itself
-        task = Task.model_validate(labels["task"])
-        return GraphTask(**task.model_dump(), graph_input=run.task_input if GRAPH_LABEL in labels else None)
+        return GraphTask(**Task.model_validate(labels["task"]).model_dump())
     question = question_of(run.task_input) if run.task_input else ""
     if not question.strip():
         raise NotATask(f"run {run.id[:12]}: its input is not known")

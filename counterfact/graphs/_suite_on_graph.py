@@ -113,6 +113,6 @@ def _run_task(recorded: RecordedGraph, task: GraphTask, repeat: int, labels: dic
     return RunSummary(
         run_id=run.id, task_id=task.id, repeat=repeat, status=run.status, success=bool(outcome and outcome.success),
         score=outcome.score if outcome else 0.0, answer=answer, expected=task.answer,
-        steps=run.step_count or len(recorded.store.steps(run.id, payloads=False)), tokens=run.total_tokens,
+        steps=run.step_count, tokens=run.total_tokens,
         seconds=time.perf_counter() - started, error=result.error,
     )
