@@ -172,17 +172,20 @@ def test_imported_runs_give_tasks_when_their_answer_is_known(store: TraceStore) 
     store.create_run(RunRecord(id="ww-1", workflow="whowhen/hand-crafted", task_input={"question": "Capital of France?"},
                                status="failed", source="whowhen", labels={"ground_truth": "Paris", "mistake_agent": "x"}))
     store.create_run(RunRecord(id="chat-2", workflow="chat", task_input={"question": "Hello?"}, status="failed"))
-    made = suite_from_runs(store, ["ww-1", "chat-2"], name="imported", skip_unknown=True)
+    # tau-bench's own task (expected actions and outputs, no one answer) is not counterfact's
+    store.create_run(RunRecord(id="tau-3", workflow="tau-bench", task_input={"question": "Cancel my order", "task_id": 3},
+                               status="failed", labels={"task": {"instruction": "Cancel my order", "outputs": []}}))
+    made = suite_from_runs(store, ["ww-1", "chat-2", "tau-3"], name="imported", skip_unknown=True)
     assert made.suite.tasks == [GraphTask(id="run-ww-1", question="Capital of France?", answer="Paris")]
-    assert [(s.run_id, s.reason) for s in made.skipped] == [
-        ("chat-2", "its expected answer is not known (no check or ground truth is stored with it)")]
+    unknown = "its expected answer is not known (no check or ground truth is stored with it)"
+    assert [(s.run_id, s.reason) for s in made.skipped] == [("chat-2", unknown), ("tau-3", unknown)]
     with pytest.raises(SuiteError, match="run chat-2: its expected answer is not known"):
         suite_from_runs(store, ["ww-1", "chat-2"], name="imported")
     # a run of `counterfact run` carries its task, checker and facts included
     task = Task(id="q7", question="Population of Elstead?", answer="690", checker=Checker(kind="number"),
                 facts={"population of Elstead": "690"})
     store.create_run(RunRecord(id="wf-3", workflow="demo", task_input=task.input(), status="failed",
-                               labels={"task": task.model_dump(mode="json"), "task_id": "q7"}))
+                               labels={"task": task.model_dump(mode="json"), "task_id": "q7", "workflow_spec": {}}))
     (made_task,) = suite_from_runs(store, ["wf-3"], name="workflow").suite.tasks
     assert made_task == GraphTask(**task.model_dump())
 

@@ -50,7 +50,7 @@ class NotATask(SuiteError):
 def task_from_run(run: RunRecord) -> GraphTask:
     """The task `run` was a run of; `NotATask` says what is missing."""
     labels = run.labels
-    if isinstance(labels.get("task"), dict):  # made by `counterfact run`: the task itself
+    if "workflow_spec" in labels and isinstance(labels.get("task"), dict):  # made by `counterfact run`
         return GraphTask(**Task.model_validate(labels["task"]).model_dump())
     question = question_of(run.task_input) if run.task_input else ""
     if not question.strip():
