@@ -188,6 +188,10 @@ def test_imported_runs_give_tasks_when_their_answer_is_known(store: TraceStore) 
                                labels={"task": task.model_dump(mode="json"), "task_id": "q7", "workflow_spec": {}}))
     (made_task,) = suite_from_runs(store, ["wf-3"], name="workflow").suite.tasks
     assert made_task == GraphTask(**task.model_dump())
+    store.create_run(RunRecord(id="odd-4", workflow="w", task_input={"question": "q"}, status="failed",
+                               labels={"check": {"expect": "1", "checker": "fuzzy"}}))
+    with pytest.raises(SuiteError, match="run odd-4: its stored task or check is not valid"):
+        suite_from_runs(store, ["odd-4"], name="odd")
 
 
 def test_user_errors_are_one_line_and_write_nothing(tmp_path: Path, sqlite_path: str, cli: Callable[..., Ran]) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from counterfact._errors import validation_message
 from counterfact.graphs._refs import CHECK_LABEL, GRAPH_LABEL
 from counterfact.graphs._suite_on_graph import GraphSuite, GraphTask
 from counterfact.graphs._target import question_of
@@ -48,7 +49,14 @@ class NotATask(SuiteError):
 
 
 def task_from_run(run: RunRecord) -> GraphTask:
-    """The task `run` was a run of; `NotATask` says what is missing."""
+    """The task `run` was a run of; `NotATask` says what is missing or malformed."""
+    try:
+        return _task_of(run)
+    except ValidationError as exc:
+        raise NotATask(f"run {run.id[:12]}: its stored task or check is not valid ({validation_message(exc)})") from None
+
+
+def _task_of(run: RunRecord) -> GraphTask:
     labels = run.labels
     if "workflow_spec" in labels and isinstance(labels.get("task"), dict):  # made by `counterfact run`
         return GraphTask(**Task.model_validate(labels["task"]).model_dump())
