@@ -8,7 +8,10 @@ tool result a tool step, anyone else an agent step. Tool calls a message makes (
 `tool_calls` or `function_call`, AutoGen's ToolCallRequestEvent) become its step's tool calls,
 and a tool result (role `tool` or `function`, AutoGen's ToolCallExecutionEvent) is filled into
 the call it answers. Token counts a message carries (AutoGen's `models_usage`) become a model
-call of its step. A step's input is every message before it, as Who&When runs have it.
+call of its step. A step's input is what was said since its speaker last spoke (at its first
+turn, everything before it): what was new to it. (Every message before it, as Who&When runs
+keep, would cost the store quadratic time on long transcripts: a 10,000-message log would hold
+50 million message references.)
 """
 
 from __future__ import annotations
@@ -154,6 +157,7 @@ def message_steps(messages: Sequence[dict[str, Any]], *, backend: str) -> list[S
     said: list[dict[str, Any]] = []
     steps: list[StepRecord] = []
     counts: Counter[str] = Counter()
+    last_turn: dict[str, int] = {}  # the index of each speaker's latest message
     open_calls: dict[str, ToolCallRecord] = {}  # by call id, or by tool name when there is none
     for index, message in enumerate(messages):
         speaker = speaker_of(message) or ""
@@ -168,12 +172,13 @@ def message_steps(messages: Sequence[dict[str, Any]], *, backend: str) -> list[S
                 call.error, call.result = (text_of(result), None) if failed else (None, result)
         for call_id, call in made:
             open_calls[call_id or f"name:{call.name}"] = call
-        request = said[:index]
+        request = said[last_turn.get(speaker, -1) + 1:index]
         steps.append(StepRecord(
             index=index, node=speaker, agent=speaker, invocation=counts[speaker], kind=_kind(message, speaker),
             input=request, output=output, tool_calls=[call for _, call in made],
             model_calls=_model_call(message, backend, request, output), **_when(message),
         ))
         counts[speaker] += 1
+        last_turn[speaker] = index
         said.append(output)
     return steps

@@ -44,7 +44,9 @@ def test_an_autogen_team_run_is_a_step_per_message_with_its_tool_call_and_tokens
     assert [s.invocation for s in steps if s.agent == "coder"] == [0, 1, 2]
     usage = [m["models_usage"] for m in original if m["models_usage"]]
     assert run.total_tokens == sum(u["prompt_tokens"] + u["completion_tokens"] for u in usage)
-    assert steps[4].output["content"] == "The sum is 43." and steps[4].input == [s.output for s in steps[:4]]
+    assert steps[4].output["content"] == "The sum is 43."
+    assert steps[1].input == [steps[0].output]  # the planner's first turn: everything before it
+    assert steps[5].input == [s.output for s in steps[2:5]]  # later: what was said since its last turn
     assert steps[1].started_at.isoformat().startswith(original[1]["created_at"][:19])
 
 
