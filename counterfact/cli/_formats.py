@@ -16,16 +16,25 @@ def import_command(
     paths: Annotated[list[str], typer.Argument(help="files or folders of runs, or a live source such as phoenix://HOST:PORT/PROJECT; "
                                                     "FORMAT first to force one (e.g. `import otel F`)")],
     format_name: Annotated[str | None, typer.Option("--format", help="read every file as this format (default: told by content)")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="YAML or JSON: FILE-NAME-or-RUN-ID: {mistake_agent, mistake_step, "
+                                                "mistake_reason}, stored with the runs for `attribute` to score against")] = None,
     db: DbOption = None,
 ) -> None:
     """Import runs from the formats counterfact reads, each file's format told by its content; a folder goes on
     past files it cannot read and lists them at the end."""
-    from counterfact.formats import format_names, import_paths
+    from counterfact.formats import (
+        apply_labels,
+        format_names,
+        import_paths,
+        load_labels,
+    )
 
+    truth = load_labels(labels) if labels is not None else None  # a bad labels file stops the import before it starts
     if paths[0] in format_names() and not Path(paths[0]).exists() and len(paths) > 1:
         format_name, paths = format_name or paths[0], paths[1:]  # the older `import FORMAT FILE...`
     with _bar("files") as on_progress:
-        reports = import_paths(_open(db), [p if "://" in p else Path(p) for p in paths], format_name=format_name,
+        store = _open(db)
+        reports = import_paths(store, [p if "://" in p else Path(p) for p in paths], format_name=format_name,
                                on_progress=on_progress)
     for report in reports:
         if report.files:
@@ -35,6 +44,9 @@ def import_command(
             console.print(f"  {note}", highlight=False)
         for skipped in report.skipped:
             console.print(f"[yellow]skipped[/yellow] {skipped.what}: {skipped.reason}", highlight=False)
+    if truth is not None and labels is not None:
+        for note in apply_labels(store, [r for report in reports for r in report.run_ids], truth, labels.name):
+            console.print(f"  {note}", highlight=False)
 
 
 def export_command(

@@ -25,6 +25,7 @@ from counterfact.formats._base import (
     register_format,
 )
 from counterfact.formats._jsonl import RunExport, export_jsonl, import_jsonl
+from counterfact.formats._labels import TruthLabel, apply_labels, load_labels
 from counterfact.formats._otel import export_otlp, write_otlp_json
 from counterfact.formats._otel_import import (
     OtelImport,
@@ -40,6 +41,9 @@ from counterfact.formats._whowhen import (
 )
 
 __all__ = [
+    "TruthLabel",
+    "apply_labels",
+    "load_labels",
     "ExportReport",
     "FormatError",
     "ImportReport",

@@ -1,12 +1,14 @@
 """Message logs of other tools imported as runs: AutoGen team transcripts (made by AutoGen on a
 replay model client, tests/formats/data/make_autogen.py), Magentic-One and AG2 histories as bare
 lists (the Who&When logs' own), OpenAI message lists and tau-bench results (made through the
-OpenAI SDK, make_openai.py)."""
+OpenAI SDK, make_openai.py); and a labels file that states their failure causes."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +145,28 @@ def test_a_bad_file_is_one_line_naming_file_and_entry_and_nothing_is_stored(
     text = str(err.value)
     assert text.startswith(f"{bad}: ") and message in text and "expected" in text and "\n" not in text, text
     assert store.list_runs() == []
+
+
+def test_a_labels_file_puts_the_truth_on_the_runs_it_names_and_attribute_scores_against_it(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("autogen_round_robin.json:\n  mistake_agent: Coder\n  mistake_step: 4\n  mistake_reason: reported 43\n"
+                      "elsewhere.json:\n  mistake_agent: x\n")
+    db = str(tmp_path / "cli.db")
+    cli = [sys.executable, "-m", "counterfact.cli"]
+    out = subprocess.run([*cli, "import", str(DATA / "autogen_round_robin.json"), str(DATA / "openai_tool_calls.json"),
+                          "--labels", str(labels), "--db", db], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "labels 'elsewhere.json': names no run of this import" in out.stdout
+    with TraceStore.open(db) as store:
+        runs = {r.source: r for r in store.list_runs()}
+        chat = runs["chat"]
+        assert (chat.labels["mistake_agent"], chat.labels["mistake_step"], chat.labels["truth_from"]) == ("coder", 4, "labels.yaml")
+        assert "mistake_agent" not in runs["openai"].labels
+    scored = subprocess.run([*cli, "attribute", chat.id, "--db", db], capture_output=True, text=True, check=False)
+    assert scored.returncode == 0 and "against the labels" in scored.stdout, scored.stderr
+    labels.write_text("autogen_round_robin.json:\n  mistake_step: 4\n")
+    bad = subprocess.run([*cli, "import", str(DATA / "taubench_results.json"), "--labels", str(labels), "--db", db],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "mistake_agent" in bad.stderr, bad.stderr
+    with TraceStore.open(db) as store:
+        assert len(store.list_runs()) == 2  # the bad labels file stopped the import before it began
