@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,12 @@ def load_json(path: Path, expected: str) -> Any:
         raise FormatError(f"{path}: not JSON (line {exc.lineno}: {exc.msg}); expected {expected}; {NOTHING}") from None
     except RecursionError:
         raise FormatError(f"{path}: nests too deeply to read; expected {expected}; {NOTHING}") from None
+
+
+def naive_utc(when: datetime) -> datetime:
+    """A time as the store keeps it, naive UTC (an aware time would not survive the round trip
+    its chain digest is checked by)."""
+    return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo is not None else when
 
 
 def content_id(prefix: str, value: Any) -> str:

@@ -32,6 +32,7 @@ from counterfact.formats._imported import (
     bad_entry,
     kind_of,
     load_json,
+    naive_utc,
     write_parsed,
 )
 from counterfact.formats._otel_import import Span
@@ -120,7 +121,8 @@ def _span(obs: Observation, trace_id: str, parent: str | None, where: str) -> Sp
         attributes["agent.name"] = obs.name
     error = (obs.status_message or "error") if obs.level == "ERROR" else None
     return Span(trace_id=trace_id, span_id=obs.id, parent_id=parent, name=obs.name or obs.type.lower(),
-                start=obs.start_time, end=obs.end_time or obs.start_time, attributes=attributes, error=error, source=where)
+                start=naive_utc(obs.start_time), end=naive_utc(obs.end_time or obs.start_time), attributes=attributes,
+                error=error, source=where)
 
 
 def _trace_spans(trace: Trace, where: str) -> list[Span]:
@@ -128,7 +130,7 @@ def _trace_spans(trace: Trace, where: str) -> list[Span]:
     the export left out)."""
     ids = {o.id for o in trace.observations}
     observations = [_span(o, trace.id, o.parent_id if o.parent_id in ids else trace.id, where) for o in trace.observations]
-    start = min([*([trace.timestamp] if trace.timestamp else []), *(s.start for s in observations)], default=None)
+    start = min([*([naive_utc(trace.timestamp)] if trace.timestamp else []), *(s.start for s in observations)], default=None)
     if start is None:
         raise FormatError(f"{where}: trace {trace.id} has no timestamp and no observations; expected a trace with "
                           "observations; nothing was imported")

@@ -30,6 +30,7 @@ from counterfact.formats._imported import (
     bad_entry,
     kind_of,
     load_json,
+    naive_utc,
     write_parsed,
 )
 from counterfact.formats._otel_import import Span
@@ -109,8 +110,8 @@ def _span(run: LangSmithRun, parent: str | None, trace_id: str, where: str) -> S
             attributes[key] = value
     if parent is None:
         attributes["gen_ai.workflow.name"] = run.name
-    return Span(trace_id=trace_id, span_id=run.id, parent_id=parent, name=run.name, start=run.start_time,
-                end=run.end_time or run.start_time, attributes=attributes, error=run.error, source=where)
+    return Span(trace_id=trace_id, span_id=run.id, parent_id=parent, name=run.name, start=naive_utc(run.start_time),
+                end=naive_utc(run.end_time or run.start_time), attributes=attributes, error=run.error, source=where)
 
 
 def _parse(path: Path) -> list[ParsedRun]:

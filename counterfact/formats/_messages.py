@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from counterfact.capture import ModelCallRecord, ToolCallRecord
-from counterfact.formats._imported import bad_entry, kind_of
+from counterfact.formats._imported import bad_entry, kind_of, naive_utc
 from counterfact.store import StepKind, StepRecord
 
 AGENT_KEYS = ("agent", "source", "sender", "name", "role")  # most telling first
@@ -149,7 +149,7 @@ def _when(message: dict[str, Any]) -> dict[str, datetime]:
         when = datetime.fromisoformat(raw) if isinstance(raw, str) else None
     except ValueError:
         return {}
-    return {} if when is None else {"started_at": when, "ended_at": when}
+    return {} if when is None else {"started_at": naive_utc(when), "ended_at": naive_utc(when)}
 
 
 def message_steps(messages: Sequence[dict[str, Any]], *, backend: str) -> list[StepRecord]:

@@ -22,7 +22,7 @@ from counterfact.formats._base import (
     Skipped,
     register_source,
 )
-from counterfact.formats._imported import NOTHING
+from counterfact.formats._imported import NOTHING, naive_utc
 from counterfact.formats._otel_import import Span, import_spans
 from counterfact.store import TraceStore
 
@@ -96,7 +96,8 @@ def read_phoenix(url: str) -> list[Span]:
                     attributes["openinference.span.kind"] = span.span_kind
                 spans.append(Span(
                     trace_id=span.context.trace_id, span_id=span.context.span_id, parent_id=span.parent_id or None,
-                    name=span.name, start=span.start_time, end=span.end_time or span.start_time, attributes=attributes,
+                    name=span.name, start=naive_utc(span.start_time), end=naive_utc(span.end_time or span.start_time),
+                    attributes=attributes,
                     error=(span.status_message or "error") if span.status_code == "ERROR" else None,
                     source=f"{url} span {number}"))
             cursor = page.get("next_cursor")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from counterfact.formats import import_paths
+from counterfact.formats import export_jsonl, import_paths
 from counterfact.store import TraceStore
 
 DATA = Path(__file__).parent / "data"
@@ -99,3 +99,15 @@ def test_a_folder_goes_on_past_a_bad_file_and_reports_it_at_the_end(store: Trace
     [skipped] = reports["none"].skipped
     assert skipped.what == str(folder / "broken.json") and "message[1] (tool) tool_call_id" in skipped.reason
     assert len(store.list_runs()) == 4
+
+
+def test_every_imported_run_exports_and_imports_again_with_its_chain_intact(store: TraceStore, tmp_path: Path) -> None:
+    """Times an export gave with a zone are kept as the store keeps times (naive UTC), so the
+    digests of the imported runs survive a JSON lines round trip."""
+    imported = [r for report in import_paths(store, [DATA]) for r in report.run_ids]
+    assert len(imported) == 7
+    export_jsonl(store, imported, tmp_path / "runs.jsonl")
+    with TraceStore.open(str(tmp_path / "again.db")) as again:
+        [report] = import_paths(again, [tmp_path / "runs.jsonl"])
+        assert sorted(report.run_ids) == sorted(imported)
+        assert [s.started_at for s in again.steps(imported[0])] == [s.started_at for s in store.steps(imported[0])]
