@@ -134,6 +134,8 @@ def gather_evidence(steps: Sequence[StepRecord], task: str) -> list[StepEvidence
     texts = [_WARNING.sub("", output_text(s.output)) for s in steps]
     results = [" ".join(output_text(c.result) for c in s.tool_calls if c.error is None) for s in steps]
     authors = [s.agent or s.node for s in steps]
+    stated = [set(numbers_in(texts[n])) | set(numbers_in(results[n])) for n in range(len(steps))]
+    repeated = _repeated_by_others(stated, authors)
     head = " ".join(task.split())[:_TASK_HEAD]
     seen = set(numbers_in(task))
     found: list[StepEvidence] = []
@@ -141,7 +143,6 @@ def gather_evidence(steps: Sequence[StepRecord], task: str) -> list[StepEvidence
     for n, step in enumerate(steps):
         text = texts[n]
         if _decides(step, text):
-            later = " ".join(texts[m] + " " + results[m] for m in range(n + 1, len(steps)) if authors[m] != authors[n])
             claimed = numbers_in(text + " " + " ".join(json.dumps(c.arguments) for c in step.tool_calls))
             grounded = seen | set(numbers_in(results[n]))
             after = _consequences(steps, authors, n)
@@ -152,7 +153,7 @@ def gather_evidence(steps: Sequence[StepRecord], task: str) -> list[StepEvidence
                 agent=authors[n],
                 kind=step.kind,
                 fabricated=len(_FABRICATION.findall(text)),
-                propagated=[x for x in claimed if x not in grounded and x in later][: _CAPS["propagated"]],
+                propagated=[x for x in claimed if x not in grounded and x in repeated[n]][: _CAPS["propagated"]],
                 tool_failed=step.error is not None or any(c.error is not None for c in step.tool_calls)
                 or any(_TOOL_ERROR.search(t) for t in tool_out),
                 tool_empty=any(_TOOL_EMPTY.search(t) for t in tool_out),
@@ -168,8 +169,19 @@ def gather_evidence(steps: Sequence[StepRecord], task: str) -> list[StepEvidence
             )
             found.append(evidence)
             workers += step.kind == "agent"
-        seen |= set(numbers_in(text)) | set(numbers_in(results[n]))
+        seen |= stated[n]
     return found
+
+
+def _repeated_by_others(stated: list[set[str]], authors: list[str]) -> list[set[str]]:
+    """For each step, the numbers that later steps of other authors state (one pass backwards,
+    so a long log costs linear time)."""
+    after: dict[str, set[str]] = {}  # author -> numbers its steps state after the current one
+    repeated: list[set[str]] = [set() for _ in stated]
+    for n in range(len(stated) - 1, -1, -1):
+        repeated[n] = set().union(*(numbers for author, numbers in after.items() if author != authors[n]))
+        after.setdefault(authors[n], set()).update(stated[n])
+    return repeated
 
 
 def blame(steps: Sequence[StepRecord], task: str, *, keep: int = 3) -> Blame:
