@@ -6,8 +6,8 @@ What replay taught about where failures start, turned into signals a log shows b
   any earlier step or tool result gives, when later steps of others repeat them (the claim the
   rest depends on);
 - what it raised and what follows it before its author speaks again: a tool call it made or
-  caused that errors or returns nothing, and remarks of other agents that say it went wrong (no progress, stuck, failed,
-  irrelevant, incorrect);
+  caused that errors or returns nothing, and remarks of other agents that say it went wrong
+  (no progress, stuck, failed, irrelevant, incorrect);
 - its role: a worker's step (kind "agent") does the task's work, a plan or routing step directs
   it; a step that restates the task is the task, not a decision; tool and input steps are never
   blamed (a tool's failure is charged to the step that called it); handoff announcements and
@@ -17,7 +17,9 @@ What replay taught about where failures start, turned into signals a log shows b
 
 The agent is chosen first, as the one whose worker steps carry the run (their count) plus a
 share of the evidence against it; then the step is that agent's best-scoring step, the earliest
-on a tie. Every weight is a round number set once; none is fitted to a data set.
+on a tie. The weights are round numbers, a few values tried on the 52 Who&When logs of the
+shared data and then checked, unchanged, on 132 other Who&When logs; no rule names an agent, a
+framework's wording beyond handoff and termination markers, or a task.
 """
 
 from __future__ import annotations
@@ -205,8 +207,7 @@ def _decides(step: StepRecord, text: str) -> bool:
         return False
     if not text.strip() and not step.tool_calls:
         return False
-    first = text.strip().split("\n", 1)[0]
-    return not (_NO_DECISION.match(first) and len(text.strip()) <= len(first) + 1) and not _bare_route(step.delta)
+    return not _NO_DECISION.match(text.strip()) and not _bare_route(step.delta)
 
 
 def _bare_route(delta: Any) -> bool:
