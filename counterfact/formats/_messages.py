@@ -162,11 +162,15 @@ def message_steps(messages: Sequence[dict[str, Any]], *, backend: str) -> list[S
     for index, message in enumerate(messages):
         speaker = speaker_of(message) or ""
         made = _calls_made(message)
+        results = _results(message)
+        said_text = "" if message.get("type") == AUTOGEN_CALLS else (  # AutoGen's calls and results are lists
+            "\n".join(text_of(r) for _, _, r, _ in results) if message.get("type") == AUTOGEN_RESULTS
+            else text_of(message.get("content")))
         output: dict[str, Any] = {"role": str(message.get("role") or ("assistant" if made else "user")),
-                                  "name": speaker, "content": text_of(message.get("content"))}
+                                  "name": speaker, "content": said_text}
         if message.get("tool_calls"):
             output["tool_calls"] = message["tool_calls"]
-        for call_id, name, result, failed in _results(message):
+        for call_id, name, result, failed in results:
             call = open_calls.pop(call_id or "", None) or open_calls.pop(f"name:{name}", None)
             if call is not None:
                 call.error, call.result = (text_of(result), None) if failed else (None, result)

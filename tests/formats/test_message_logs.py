@@ -43,6 +43,7 @@ def test_an_autogen_team_run_is_a_step_per_message_with_its_tool_call_and_tokens
     assert run.labels["stop_reason"] == "Text 'TERMINATE' mentioned"
     [call] = steps[2].tool_calls
     assert (call.name, call.arguments, call.result) == ("add", {"a": 17, "b": 25}, "42")
+    assert (steps[2].output["content"], steps[3].output["content"]) == ("", "42")  # the call is shown as a call
     assert [s.invocation for s in steps if s.agent == "coder"] == [0, 1, 2]
     usage = [m["models_usage"] for m in original if m["models_usage"]]
     assert run.total_tokens == sum(u["prompt_tokens"] + u["completion_tokens"] for u in usage)
