@@ -69,10 +69,10 @@ def content_id(prefix: str, value: Any) -> str:
 
 
 def write_parsed(store: TraceStore, format_name: str, files: Sequence[Path], parsed: Sequence[ParsedRun],
-                 on_progress: Progress | None = None, notes: Sequence[str] = ()) -> ImportReport:
+                 on_progress: Progress | None = None) -> ImportReport:
     """Write the runs in one transaction; runs already stored, or twice in this import, are
     skipped and reported."""
-    report = ImportReport(format=format_name, files=[str(f) for f in files], notes=list(notes))
+    report = ImportReport(format=format_name, files=[str(f) for f in files])
     existing = store.existing_run_ids([p.run.id for p in parsed])
     seen: dict[str, str] = {}
     todo: list[ParsedRun] = []
