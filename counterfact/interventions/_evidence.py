@@ -5,6 +5,8 @@ What replay taught about where failures start, turned into signals a log shows b
   "for demonstration", "I cannot access"), and numbers it introduces that neither the task nor
   any earlier step or tool result gives, when later steps of others repeat them (the claim the
   rest depends on);
+- what builds on it: how many later steps of others reuse the words it brought into the run
+  (the first step whose output the rest depends on weighs more than a step nobody took up);
 - what it raised and what follows it before its author speaks again: a tool call it made or
   caused that errors or returns nothing, and remarks of other agents that say it went wrong
   (no progress, stuck, failed, irrelevant, incorrect);
@@ -43,12 +45,16 @@ W_CRITICISED = 0.5
 W_WORKER = 1.0
 W_RESTATES = -1.0
 W_RANK = -0.2
+W_DEPENDED = 1.0  # reached when `_CAPS["depended_on"]` later steps build on the step
 AGENT_EVIDENCE_SHARE = 0.25  # how much the evidence adds to an agent's count of worker steps
-_CAPS = {"fabricated": 2, "propagated": 2, "criticised": 3, "rank": 10}
+_CAPS = {"fabricated": 2, "propagated": 2, "criticised": 3, "rank": 10, "depended_on": 3}
 _WINDOW = 4  # steps after a step that count as its consequences
 _SCAN = 3000  # characters of a tool output searched for an error
 _REMARK = 1500  # characters of a later remark searched for criticism
 _TASK_HEAD = 60  # characters of the task a restating step contains verbatim
+_SHARED_WORDS = 5  # new words of a step a later step must reuse to build on it
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{4,}")  # words of five letters or more: content, not glue
 
 _FABRICATION = re.compile(
     r"\b(?:assum\w*|hypothetic\w*|placeholders?|for (?:the sake of )?(?:demonstration|illustration)"
@@ -90,6 +96,7 @@ class StepEvidence(BaseModel):
     tool_empty: bool = False  # a tool call it caused returned nothing
     criticised: int = 0  # critical remarks of others before it speaks again
     restates_task: bool = False
+    depended_on: int = 0  # later steps of others that reuse the words it introduced
     worker_rank: int = 0  # worker steps before it
     score: float = 0.0
 
@@ -117,6 +124,8 @@ class StepEvidence(BaseModel):
             parts.append("a tool call it caused returned nothing")
         if self.criticised:
             parts.append(f"the next steps criticise it ({self.criticised} remark{'s' * (self.criticised != 1)})")
+        if self.depended_on:
+            parts.append(f"{self.depended_on} later step{'s' * (self.depended_on != 1)} of others build on what it introduced")
         if not parts:
             parts.append("the earliest worker step with the most weight")
         return f"step {self.step} ({self.agent}): " + "; ".join(parts)
@@ -138,6 +147,7 @@ def gather_evidence(steps: Sequence[StepRecord], task: str) -> list[StepEvidence
     authors = [s.agent or s.node for s in steps]
     stated = [set(numbers_in(texts[n])) | set(numbers_in(results[n])) for n in range(len(steps))]
     repeated = _repeated_by_others(stated, authors)
+    depended = _built_on(texts, authors, task)
     head = " ".join(task.split())[:_TASK_HEAD]
     seen = set(numbers_in(task))
     found: list[StepEvidence] = []
@@ -161,18 +171,36 @@ def gather_evidence(steps: Sequence[StepRecord], task: str) -> list[StepEvidence
                 tool_empty=any(_TOOL_EMPTY.search(t) for t in tool_out),
                 criticised=sum(len(_CRITICISM.findall(t)) for t in remarks),
                 restates_task=bool(head) and head in " ".join(text.split()),
+                depended_on=depended[n],
                 worker_rank=workers,
             )
             evidence.score = (
                 evidence.evidence
                 + W_WORKER * (step.kind == "agent")
                 + W_RESTATES * evidence.restates_task
+                + W_DEPENDED * min(evidence.depended_on, _CAPS["depended_on"]) / _CAPS["depended_on"]
                 + W_RANK * min(workers, _CAPS["rank"])
             )
             found.append(evidence)
             workers += step.kind == "agent"
         seen |= stated[n]
     return found
+
+
+def _built_on(texts: list[str], authors: list[str], task: str) -> list[int]:
+    """For each step, how many later steps of other authors reuse `_SHARED_WORDS` or more of
+    the words it was first to write (words of the task are nobody's)."""
+    words = [{w.lower() for w in _WORD.findall(t)} for t in texts]
+    seen = {w.lower() for w in _WORD.findall(task)}
+    counts: list[int] = []
+    for n, mine in enumerate(words):
+        new = mine - seen
+        counts.append(sum(
+            1 for m in range(n + 1, len(texts))
+            if authors[m] != authors[n] and len(new & words[m]) >= _SHARED_WORDS
+        ) if len(new) >= _SHARED_WORDS else 0)
+        seen |= mine
+    return counts
 
 
 def _repeated_by_others(stated: list[set[str]], authors: list[str]) -> list[set[str]]:

@@ -112,6 +112,19 @@ def test_a_step_that_raised_counts_against_itself() -> None:
     assert [e.tool_failed for e in gather_evidence(steps, QUESTION)] == [False, True, False]
 
 
+def test_a_step_others_build_on_weighs_more() -> None:
+    seed = "The Harbour Crossing timetable lists Ferrygate, Lanternhill, Saltmarsh and Quayside stops."
+    steps = [
+        _step(0, "Scout", "Searching for something about trains in general today."),
+        _step(1, "Scout", seed),
+        _step(2, "Reader", "Counting Ferrygate, Lanternhill, Saltmarsh and Quayside from the Harbour timetable."),
+        _step(3, "Writer", "So Ferrygate, Lanternhill, Saltmarsh, Quayside and Harbour: that is the answer."),
+    ]
+    found = {e.step: e for e in gather_evidence(steps, QUESTION)}
+    assert (found[0].depended_on, found[1].depended_on) == (0, 2)
+    assert found[1].score > found[0].score and "2 later steps of others build on" in found[1].reason
+
+
 def test_a_long_log_is_read_whole_and_a_late_mistake_found() -> None:
     filler = "Still browsing the archive page, nothing new. " * 400  # 18,000 characters a step
     steps = [_step(i, "Surfer" if i % 2 else "Lead", filler) for i in range(300)]
