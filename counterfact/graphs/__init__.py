@@ -99,6 +99,7 @@ from counterfact.graphs._tasks import (
     Task,
     load_suite,
 )
+from counterfact.graphs._tools import task_tools
 
 DATA = Path(__file__).parent / "data"
 DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
@@ -151,6 +152,7 @@ __all__ = [
     "agent_message",
     "agent_node",
     "build_graph",
+    "task_tools",
     "final_answer_in",
     "group_chat",
     "initial_state",

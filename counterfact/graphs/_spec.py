@@ -7,7 +7,7 @@ rebuilds exactly the same graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from counterfact._errors import CounterfactError, validation_message
 from counterfact._files import load_yaml
-from counterfact.agents import Agent, ChatMessage, ChatModel, GenerationSettings
+from counterfact.agents import Agent, ChatMessage, ChatModel, GenerationSettings, Tool
 from counterfact.graphs import _builders
 from counterfact.graphs._tools import TOOLS
 
@@ -87,13 +87,17 @@ def parse_workflow(data: Any, *, source: str = "workflow") -> WorkflowSpec:
 
 
 def build_graph(
-    spec: WorkflowSpec, models: Callable[[str], ChatModel]
+    spec: WorkflowSpec, models: Callable[[str], ChatModel], tools: Mapping[str, Tool] | None = None
 ) -> StateGraph:
-    """The StateGraph of `spec`, its agents on models resolved by `models(model_spec)`."""
+    """The StateGraph of `spec`, its agents on models resolved by `models(model_spec)`. `tools`
+    stand in for the task tools of the same name (an app's own implementation of a tool, or a
+    benchmark's faulty one); the others are made for each task as usual."""
+    given = dict(tools or {})
     agents = {
-        a.name: _bound_agent(a, models(a.model or spec.model)) for a in spec.agents
+        a.name: _bound_agent(a, models(a.model or spec.model), [given[t] for t in a.tools if t in given])
+        for a in spec.agents
     }
-    tool_names = {a.name: a.tools for a in spec.agents}
+    tool_names = {a.name: [t for t in a.tools if t not in given] for a in spec.agents}
     examples = {a.name: a.examples for a in spec.agents}
     if spec.topology == "pipeline":
         order = spec.order or [a.name for a in spec.agents]
@@ -114,11 +118,12 @@ def build_graph(
     )
 
 
-def _bound_agent(spec: AgentSpec, model: ChatModel) -> Agent:
+def _bound_agent(spec: AgentSpec, model: ChatModel, tools: list[Tool]) -> Agent:
     return Agent(
         name=spec.name,
         role=spec.role.strip(),
         model=model,
+        tools=tools,
         settings=spec.settings,
         max_tool_rounds=spec.max_tool_rounds,
     )
