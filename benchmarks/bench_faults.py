@@ -4,7 +4,8 @@ with the log-reading strategies alone (handoff, grounded) and once with re-execu
 
     .venv/bin/python benchmarks/bench_faults.py [--runs 9] [--seed 0] [--model scripted] [--json FILE]
 
-Run from the repository root (the app shapes are the examples' multi-agent apps). Exits non-zero
+Run from the repository root (the example app shapes are the examples' multi-agent apps; the
+`pipeline` shape is the built-in demo workflow on its suite, on counterfact's own models). Exits non-zero
 on errors only, not on a missed target.
 """
 
@@ -26,10 +27,10 @@ from counterfact.bench import (  # noqa: E402
     BASELINES,
     SHAPES,
     FaultBench,
-    bench_model,
     fault_names,
     rates,
     run_fault_bench,
+    shape_named,
 )
 from counterfact.store import TraceStore  # noqa: E402
 
@@ -40,22 +41,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="faulted runs per shape and kind")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default="scripted")
+    parser.add_argument("--model", default="scripted", help="scripted, embedded, ... (see `counterfact bench faults --help`)")
+    parser.add_argument("--shape", action="append", help="app shape (repeat); default: every shape that runs on --model")
     parser.add_argument("--json", type=Path, help="write both arms' rows and overall scores here")
     args = parser.parse_args()
     console = Console() if Console().is_terminal else Console(width=200)
     results: dict[str, FaultBench] = {}
-    with tempfile.TemporaryDirectory() as tmp, bench_model(args.model) as model, Progress(console=console) as progress:
+    shapes = [shape_named(s) for s in args.shape] if args.shape else [s for s in SHAPES.values() if s.runs_on(args.model)]
+    with tempfile.TemporaryDirectory() as tmp, Progress(console=console) as progress:
         for arm, strategies in ARMS.items():
             task = progress.add_task(arm, total=None)
             store = TraceStore.open(str(Path(tmp) / f"{arm.replace(' ', '_')}.db"))
             results[arm] = run_fault_bench(
-                store, shapes=list(SHAPES.values()), kinds=fault_names(), runs=args.runs, model=model, seed=args.seed,
+                store, shapes=shapes, kinds=fault_names(), runs=args.runs, model=args.model, seed=args.seed,
                 strategies=strategies, on_progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
             )
             store.close()
     kinds = [k for k in fault_names() if any(r.kind == k for r in results["with rerun"].rows)]
-    table = Table(title=f"faulted runs by kind over {len(SHAPES)} app shapes (model {args.model}, seed {args.seed})")
+    table = Table(title=f"faulted runs by kind over {len(shapes)} app shapes (model {args.model}, seed {args.seed})")
     for column in ("kind", "runs", "top-1 log only", "top-1 with rerun", "top-3 with rerun", "agent with rerun",
                    "repaired log only", "repaired with rerun", "replays with rerun", *(f"{b}" for b in BASELINES)):
         table.add_column(column, justify="left" if column == "kind" else "right")

@@ -15,17 +15,30 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
+from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatModel
+from counterfact.agents import ChatModel, shared_model
 from counterfact.bench._inject import FaultEvent
-from counterfact.bench._kinds import Build, Tools, fault_named
-from counterfact.graphs import import_ref, record
+from counterfact.bench._kinds import Build, Model, Tools, fault_named
+from counterfact.graphs import (
+    DEMO_SUITE,
+    DEMO_WORKFLOW,
+    build_graph,
+    import_ref,
+    initial_state,
+    load_suite,
+    load_workflow,
+    record,
+    task_tools,
+)
 from counterfact.interventions import Budget, Debugger, DebugReport, Replayer, attribute
 from counterfact.store import StepRecord, TraceStore
 
@@ -35,24 +48,103 @@ TRIES = 3  # tries per task and fault kind: each aims the fault anew
 JUDGE_BASELINE = "attribute_all_at_once"  # `attribute` reading the log, when a judge is given
 
 
-class Shape(BaseModel):
-    """An app shape: a factory of its graph from a chat model, its check, its tasks."""
+@dataclass
+class AppCase:
+    """One task of an app shape, ready to run: how the app is built, its input, its check, and
+    the tools it is built with for this task (a dataclass: it holds functions)."""
+
+    id: str  # the task's id (its question, where questions are unique)
+    input: dict[str, Any]
+    check: Callable[[Any], Any]  # the final state -> bool, score or Outcome
+    tools: Tools
+    build: Build
+    ref: str | None = None  # where a replay could import the app from, if it is importable
+
+
+class Shape(Protocol):
+    """An app shape the benchmark puts faults into: its tasks, and the models it runs on."""
 
     name: str
-    build: str  # "module:function" taking a chat model, returning the (uncompiled) graph
+    repeatable: list[str]  # tools safe to run again in replays (read-only)
+
+    def cases(self) -> list[AppCase]: ...
+
+    def runs_on(self, spec: str) -> bool:
+        """Whether this shape's apps can run on the model named by `spec`."""
+        ...
+
+    def models(self, spec: str) -> AbstractContextManager[Callable[[], Model]]:
+        """A factory of the chat model named by `spec`, as this shape's apps take it."""
+        ...
+
+
+class ExampleShape(BaseModel):
+    """A user's LangGraph app on a LangChain chat model: the examples' multi-agent apps."""
+
+    name: str
+    build: str  # "module:function" taking a chat model and tools, returning the (uncompiled) graph
     check: str  # "module:function" of the final state
     questions: str  # "module:NAME" of a list of questions
     tools: str  # "module:NAME" of the tools it is built with by default, by name
-    repeatable: list[str] = Field(default_factory=list)  # tools safe to run again in replays (read-only)
+    repeatable: list[str] = Field(default_factory=list)
+
+    def cases(self) -> list[AppCase]:
+        build, check, tools = import_ref(self.build), import_ref(self.check), import_ref(self.tools)
+        return [AppCase(id=q, input={"messages": [("user", q)]}, check=check, tools=tools, build=build,
+                        ref=self.build) for q in import_ref(self.questions)]
+
+    def runs_on(self, spec: str) -> bool:
+        return spec in ("scripted", "embedded") or ":" in spec and not spec.startswith(("local:", "openai:"))
+
+    def models(self, spec: str) -> AbstractContextManager[Callable[[], Model]]:
+        return bench_model(spec)
 
 
-def _example(name: str) -> Shape:
-    return Shape(name=name, build=f"examples.multiagent.{name}:build", check="examples.multiagent.common:correct",
-                 questions="examples.multiagent.common:QUESTIONS", tools="examples.multiagent.common:TOOLS",
-                 repeatable=["population", "add"])
+class WorkflowShape(BaseModel):
+    """A built-in workflow (pipeline, orchestrator, group chat) on counterfact's own agents, on
+    the tasks of a suite; its task tools are made for each task (the lookup tool serves the
+    task's facts)."""
+
+    name: str
+    workflow: Path
+    suite: Path
+    repeatable: list[str] = Field(default_factory=lambda: ["lookup", "calculator"])
+
+    def cases(self) -> list[AppCase]:
+        spec = load_workflow(self.workflow)
+        names = list(dict.fromkeys(t for agent in spec.agents for t in agent.tools))
+
+        def build(model: Model, tools: Tools) -> StateGraph:
+            if isinstance(model, BaseChatModel):
+                raise CounterfactError(f"shape {self.name} runs on counterfact's models (embedded, local:PATH, openai:MODEL)")
+            return build_graph(spec, lambda _spec: model, tools=tools)
+
+        return [AppCase(id=task.id, input=dict(initial_state(task.input())), check=task.score,
+                        tools={t.name: t for t in task_tools(names, task.input())}, build=build)
+                for task in load_suite(self.suite).tasks]
+
+    def runs_on(self, spec: str) -> bool:
+        return spec == "embedded" or spec.startswith(("local:", "openai:"))
+
+    @contextmanager
+    def models(self, spec: str) -> Iterator[Callable[[], Model]]:
+        if not self.runs_on(spec):
+            raise CounterfactError(f"shape {self.name} runs on counterfact's models (embedded, local:PATH, "
+                                   f"openai:MODEL), not {spec!r}")
+        model = shared_model(spec)
+        yield lambda: model
 
 
-SHAPES = {name: _example(name) for name in ("supervisor", "swarm", "hierarchical", "handoff")}
+def _example(name: str) -> ExampleShape:
+    return ExampleShape(name=name, build=f"examples.multiagent.{name}:build", check="examples.multiagent.common:correct",
+                        questions="examples.multiagent.common:QUESTIONS", tools="examples.multiagent.common:TOOLS",
+                        repeatable=["population", "add"])
+
+
+SHAPES: dict[str, Shape] = {
+    "pipeline": WorkflowShape(name="pipeline", workflow=DEMO_WORKFLOW, suite=DEMO_SUITE),
+    **{name: _example(name) for name in ("supervisor", "swarm", "hierarchical", "handoff")},
+}
 
 
 def shape_named(name: str) -> Shape:
@@ -152,7 +244,7 @@ def run_fault_bench(
     shapes: Sequence[Shape],
     kinds: Sequence[str],
     runs: int,
-    model: Callable[[], BaseChatModel],
+    model: str = "scripted",
     seed: int = 0,
     strategies: Sequence[str] = ("handoff", "grounded", "rerun"),
     budget: Budget | None = None,
@@ -160,60 +252,68 @@ def run_fault_bench(
     on_progress: Progress | None = None,
 ) -> FaultBench:
     """Up to `runs` faulted runs per shape and kind, each debugged and scored. Tasks are taken
-    in turn, each up to `TRIES` times (the fault aimed anew each time); a try whose clean run
-    fails, or whose fault does not break the run, is counted in `skipped`. `model()` makes a
-    fresh chat model for each app built. With a `judge` (a model or its spec), `attribute`'s
-    all-at-once method reads each faulted run's log too, as one more baseline."""
+    in turn, each up to `TRIES` times (the fault aimed anew each time) at one clean run of the
+    task; a task whose clean run fails, or a try whose fault does not break the run, is counted
+    in `skipped`. `model` names the chat model every app runs on (see each shape's `models`).
+    With a `judge` (a model or its spec), `attribute`'s all-at-once method reads each faulted
+    run's log too, as one more baseline."""
     rng = random.Random(seed)
     cases: list[CaseScore] = []
     skipped: dict[str, int] = {}
     total, done = len(shapes) * len(kinds) * runs, 0
     for shape in shapes:
-        build: Build = import_ref(shape.build)
-        check = import_ref(shape.check)
-        questions: list[str] = list(import_ref(shape.questions))
-        tools: Tools = import_ref(shape.tools)
-        for kind_name in kinds:
-            kind = fault_named(kind_name)
-            made, aimed = 0, set[tuple[str, str]]()
-            for question in (questions * TRIES)[: runs * TRIES]:
-                if made == runs:
-                    break
-                case = _one_case(store, shape, kind_name, kind.persistent, build, tools, check, question, model, rng,
-                                 strategies, budget or Budget(replays=12), skipped, aimed, judge)
-                if case is not None:
-                    cases.append(case)
-                    made += 1
-                    done += 1
-                    if on_progress is not None:
-                        on_progress(done, total)
-            done += runs - made
-            if on_progress is not None:
-                on_progress(done, total)
+        app_cases = shape.cases()
+        cleans: dict[str, list[StepRecord] | None] = {}  # task id -> the clean run's steps (None: it failed)
+        with shape.models(model) as factory:
+            for kind_name in kinds:
+                made, aimed = 0, set[tuple[str, str]]()
+                for case in (app_cases * TRIES)[: runs * TRIES]:
+                    if made == runs:
+                        break
+                    if case.id not in cleans:
+                        cleans[case.id] = _clean_run(store, shape, case, factory)
+                    clean = cleans[case.id]
+                    if clean is None:
+                        skipped["clean run failed"] = skipped.get("clean run failed", 0) + 1
+                        continue
+                    scored = _one_case(store, shape, kind_name, case, clean, factory, rng, strategies,
+                                       budget or Budget(replays=12), skipped, aimed, judge)
+                    if scored is not None:
+                        cases.append(scored)
+                        made += 1
+                        done += 1
+                        if on_progress is not None:
+                            on_progress(done, total)
+                done += runs - made
+                if on_progress is not None:
+                    on_progress(done, total)
     rows = [rates(shape.name, kind, [c for c in cases if c.truth.shape == shape.name and c.truth.kind == kind])
             for shape in shapes for kind in kinds]
     return FaultBench(rows=[r for r in rows if r.runs], overall=rates("all", "all", cases) if cases else None,
                       cases=cases, skipped=skipped)
 
 
-def _one_case(store: TraceStore, shape: Shape, kind_name: str, persistent: bool, build: Build, tools: Tools, check: Any,
-              question: str, model: Callable[[], BaseChatModel], rng: random.Random, strategies: Sequence[str],
-              budget: Budget, skipped: dict[str, int], aimed: set[tuple[str, str]],
-              judge: ChatModel | str | None) -> CaseScore | None:
+def _clean_run(store: TraceStore, shape: Shape, case: AppCase, model: Callable[[], Model]) -> list[StepRecord] | None:
+    """The steps of a clean run of the task, which the faults aim at; None if it failed."""
+    app = record(case.build(model(), case.tools), store, workflow=f"{shape.name}-clean", ref=case.ref, check=case.check)
+    result = app.invoke(case.input)
+    return store.steps(result.run_id) if result.status == "succeeded" else None
+
+
+def _one_case(store: TraceStore, shape: Shape, kind_name: str, case: AppCase, clean: list[StepRecord],
+              model: Callable[[], Model], rng: random.Random, strategies: Sequence[str], budget: Budget,
+              skipped: dict[str, int], aimed: set[tuple[str, str]], judge: ChatModel | str | None) -> CaseScore | None:
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
-    task = {"messages": [("user", question)]}
-    clean = record(build(model(), tools), store, workflow=f"{shape.name}-clean", ref=shape.build, check=check).invoke(task)
-    if clean.status != "succeeded":
-        return skip("clean run failed")
-    faulted = fault_named(kind_name).inject(build, model(), tools, store.steps(clean.run_id), rng)
+    kind = fault_named(kind_name)
+    faulted = kind.inject(case.build, model(), case.tools, clean, rng)
     if faulted is None:
         return skip("nothing to aim the fault at")
-    if (question, faulted.target) in aimed:
+    if (case.id, faulted.target) in aimed:
         return skip("the same fault on the same task was tried already")
-    aimed.add((question, faulted.target))
-    result = record(faulted.graph, store, workflow=shape.name, ref=shape.build, check=check).invoke(task)
+    aimed.add((case.id, faulted.target))
+    result = record(faulted.graph, store, workflow=shape.name, ref=case.ref, check=case.check).invoke(case.input)
     if result.status == "succeeded" or not faulted.events:
         return skip("the fault did not break the run")
     steps = store.steps(result.run_id)
@@ -221,11 +321,11 @@ def _one_case(store: TraceStore, shape: Shape, kind_name: str, persistent: bool,
     step = step_of(event, steps)
     if step is None:
         return skip("the faulted call is not in the trace")
-    truth = Truth(run_id=result.run_id, shape=shape.name, kind=kind_name, persistent=persistent, step=step.index or 0,
-                  agent=step.agent or step.node, nested_agent=_nested_agent(step, event), target=faulted.target,
-                  detail=event.detail)
+    truth = Truth(run_id=result.run_id, shape=shape.name, kind=kind_name, persistent=kind.persistent,
+                  step=step.index or 0, agent=step.agent or step.node, nested_agent=_nested_agent(step, event),
+                  target=faulted.target, detail=event.detail)
     started = time.perf_counter()
-    replayer = Replayer(store, result.run_id, graph=faulted.graph, check=check)
+    replayer = Replayer(store, result.run_id, graph=faulted.graph, check=case.check)
     report = Debugger(replayer, strategies=list(strategies), budget=budget, repeatable_tools=shape.repeatable,
                       until_repaired=True).run()
     seconds = time.perf_counter() - started

@@ -20,6 +20,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from counterfact.agents import Tool
 from counterfact.capture import SELF_RECORDING
 
 
@@ -63,11 +64,16 @@ class FaultyModel(BaseChatModel):
 
     @property
     def _llm_type(self) -> str:
-        return f"faulty-{self.inner._llm_type}"
+        return self.inner._llm_type
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         """The inner model's settings (its temperature above all), as a trace of it shows them."""
         return self.inner._get_invocation_params(stop=stop, **kwargs)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        """The inner model's provider and name: the trace names the model the app thinks it
+        calls, not this wrapper."""
+        return self.inner._get_ls_params(stop=stop, **kwargs)
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[Any, BaseMessage]:
         """The tools as the inner model binds them, passed through this model's generation."""
@@ -111,23 +117,33 @@ def _call_quietly(tool: BaseTool, arguments: dict[str, Any]) -> Any:
     return func(**arguments) if func is not None else tool._run(**arguments)
 
 
-def faulty_tool(tool: BaseTool, rule: ToolRule, events: list[FaultEvent]) -> BaseTool:
+AnyTool = BaseTool | Tool  # a LangChain tool (users' apps) or counterfact's own (built-in workflows)
+
+
+def faulty_tool(tool: AnyTool, rule: ToolRule, events: list[FaultEvent]) -> AnyTool:
     """`tool` with the same name, description and arguments, failing where `rule` says."""
     calls = 0
 
-    def run(**arguments: Any) -> Any:
+    def faulted(arguments: dict[str, Any], true: Callable[[], Any]) -> Any:
         nonlocal calls
         calls += 1
-        true = _call_quietly(tool, arguments)
-        fault = rule(calls, arguments, true)
+        value = true()
+        fault = rule(calls, arguments, value)
         if fault is None:
-            return true
+            return value
         if fault.error is not None:
             events.append(FaultEvent(where=tool.name, call=calls, detail=f"raised: {fault.error}", shows=fault.error))
             raise ValueError(fault.error)
-        events.append(FaultEvent(where=tool.name, call=calls, detail=f"returned {fault.value!r} instead of {true!r}",
+        events.append(FaultEvent(where=tool.name, call=calls, detail=f"returned {fault.value!r} instead of {value!r}",
                                  shows=str(fault.value)))
         return fault.value
+
+    if isinstance(tool, Tool):
+        own = tool.function
+        return tool.model_copy(update={"function": lambda args: faulted(args.model_dump(), lambda: own(args))})
+
+    def run(**arguments: Any) -> Any:
+        return faulted(arguments, lambda: _call_quietly(tool, arguments))
 
     return StructuredTool.from_function(func=run, name=tool.name, description=tool.description,
                                         args_schema=tool.args_schema)

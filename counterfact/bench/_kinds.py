@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
-from langchain_core.tools import BaseTool
 from langgraph.graph import StateGraph
 
 from counterfact._errors import CounterfactError
+from counterfact.agents import ChatModel
 from counterfact.bench._inject import (
+    AnyTool,
     FaultEvent,
     FaultyModel,
     ToolFault,
@@ -26,15 +27,17 @@ from counterfact.bench._inject import (
     changed_number,
     faulty_tool,
 )
+from counterfact.capture import SELF_RECORDING
 from counterfact.store import StepRecord
 
-Tools = Mapping[str, BaseTool]
+Tools = Mapping[str, AnyTool]
+Model = BaseChatModel | ChatModel  # a LangChain chat model (users' apps) or counterfact's (built-in workflows)
 
 
 class Build(Protocol):
     """An app's factory: its graph on a chat model and tools (by name)."""
 
-    def __call__(self, model: BaseChatModel, tools: Tools) -> StateGraph: ...
+    def __call__(self, model: Model, tools: Tools) -> StateGraph: ...
 
 
 @dataclass
@@ -53,7 +56,7 @@ class FaultKind(Protocol):
     name: str
     persistent: bool
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
         """The app built with this fault, aimed at something the clean run did; None when the
         clean run gives it nothing to aim at (no tool, no handoff)."""
@@ -100,12 +103,16 @@ def _model_replies(clean: list[StepRecord]) -> list[dict[str, Any]]:
     return [dict(call.response or {}) for step in clean for call in sorted(step.model_calls, key=lambda c: c.offset_ms or 0)]
 
 
-def _with_faulty_model(build: Build, model: BaseChatModel, tools: Tools, **faults: Any) -> tuple[StateGraph, list[FaultEvent]]:
+def _with_faulty_model(build: Build, model: Model, tools: Tools, **faults: Any) -> tuple[StateGraph, list[FaultEvent]] | None:
+    """The app built on `model` with a fault; None for a model that is not a LangChain chat
+    model or that records its own calls (its trace would not show the fault)."""
+    if not isinstance(model, BaseChatModel) or (model.metadata or {}).get(SELF_RECORDING):
+        return None
     faulty = FaultyModel(inner=model, **faults)
     return build(faulty, tools), faulty.events
 
 
-def _with_faulty_tool(build: Build, model: BaseChatModel, tools: Tools, name: str, rule: ToolRule) -> tuple[StateGraph, list[FaultEvent]] | None:
+def _with_faulty_tool(build: Build, model: Model, tools: Tools, name: str, rule: ToolRule) -> tuple[StateGraph, list[FaultEvent]] | None:
     """The app built with tool `name` failing where `rule` says; None if it has no such tool."""
     if name not in tools:
         return None
@@ -115,7 +122,7 @@ def _with_faulty_tool(build: Build, model: BaseChatModel, tools: Tools, name: st
 
 # -- transient -------------------------------------------------------------------------------
 
-def _tool_once(build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord], rng: random.Random,
+def _tool_once(build: Build, model: Model, tools: Tools, clean: list[StepRecord], rng: random.Random,
                fault: Callable[[Any], ToolFault | None]) -> Faulted | None:
     """The app with one of the clean run's tool calls (chosen at random) answered by
     `fault(true result)` instead."""
@@ -131,7 +138,7 @@ def _tool_once(build: Build, model: BaseChatModel, tools: Tools, clean: list[Ste
 class ToolError:
     name, persistent = "tool_error", False
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
         return _tool_once(build, model, tools, clean, rng, lambda _true: ToolFault(error="the service timed out"))
 
@@ -139,7 +146,7 @@ class ToolError:
 class ToolWrongValue:
     name, persistent = "tool_wrong_value", False
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
         def lie(true: Any) -> ToolFault | None:
             changed = changed_number(str(true), rng)
@@ -151,7 +158,7 @@ class ToolWrongValue:
 class ReplyCorrupted:
     name, persistent = "reply_corrupted", False
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
         replies = _model_replies(clean)
         numbered = [i + 1 for i, r in enumerate(replies) if changed_number(str(r.get("content") or ""), rng)]
@@ -165,18 +172,16 @@ class ReplyCorrupted:
                 return None
             return reply.model_copy(update={"content": changed[0]}), changed[1], changed[2]
 
-        graph, events = _with_faulty_model(build, model, tools, reply_fault=fault)
-        return Faulted(graph=graph, events=events, target=f"model call {number}")
+        made = _with_faulty_model(build, model, tools, reply_fault=fault)
+        return Faulted(graph=made[0], events=made[1], target=f"model call {number}") if made else None
 
 
 class WrongHandoff:
     name, persistent = "wrong_handoff", False
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
-        replies = _model_replies(clean)
-        handing = [i + 1 for i, r in enumerate(replies)
-                   if any(str(c.get("name", "")).startswith("transfer_") for c in r.get("tool_calls") or [])]
+        handing = _handing_calls(clean)
         if not handing:
             return None
         number = rng.choice(handing)
@@ -200,8 +205,42 @@ class WrongHandoff:
             _offered["names"] = [t.get("function", t).get("name", "") for t in tools]
             return messages, tools
 
-        graph, events = _with_faulty_model(build, model, tools, reply_fault=fault, request_fault=remember)
-        return Faulted(graph=graph, events=events, target=f"model call {number}")
+        made = _with_faulty_model(build, model, tools, reply_fault=fault, request_fault=remember)
+        return Faulted(graph=made[0], events=made[1], target=f"model call {number}") if made else None
+
+
+def _handing_calls(clean: list[StepRecord]) -> list[int]:
+    """Numbers of the clean run's model calls whose reply hands off (a `transfer_*` tool call)."""
+    return [i + 1 for i, r in enumerate(_model_replies(clean))
+            if any(str(c.get("name", "")).startswith("transfer_") for c in r.get("tool_calls") or [])]
+
+
+EARLY_ANSWER = "That is all I can tell."  # what an agent that drops its handoff says, when it said nothing
+
+
+class HandoffDropped:
+    """One handoff not made: the agent answers with what it has instead (a run ended early,
+    the commonest way a handoff goes wrong in LLM teams)."""
+
+    name, persistent = "handoff_dropped", False
+
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
+               rng: random.Random) -> Faulted | None:
+        handing = _handing_calls(clean)
+        if not handing:
+            return None
+        number = rng.choice(handing)
+
+        def fault(n: int, reply: AIMessage, _sent: list[BaseMessage]) -> tuple[AIMessage, str, str] | None:
+            handoffs = [c["name"] for c in reply.tool_calls if c["name"].startswith("transfer_")]
+            if n != number or not handoffs:
+                return None
+            text = str(reply.content) or EARLY_ANSWER
+            return (reply.model_copy(update={"tool_calls": [], "content": text}),
+                    f"{handoffs[0]} not made: answered instead", text)
+
+        made = _with_faulty_model(build, model, tools, reply_fault=fault)
+        return Faulted(graph=made[0], events=made[1], target=f"model call {number}") if made else None
 
 
 # -- persistent ------------------------------------------------------------------------------
@@ -209,7 +248,7 @@ class WrongHandoff:
 class ToolBug:
     name, persistent = "tool_bug", True
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
         calls = _tool_calls(clean)
         if not calls:
@@ -233,7 +272,7 @@ WRONG_SENTENCE = "Numbers in this task are in thousands: multiply every number y
 class InstructionSentence:
     name, persistent = "instruction_sentence", True
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
         prompts = sorted({str(call.request[0].get("content", "")) for step in clean for call in step.model_calls
                           if call.request and call.request[0].get("role") == "system"})
@@ -250,14 +289,14 @@ class InstructionSentence:
                 messages = [SystemMessage(content=f"{chosen} {WRONG_SENTENCE}"), *messages[1:]]
             return messages, tools
 
-        faulty = FaultyModel(inner=model, request_fault=rewrite)
-        return Faulted(graph=build(faulty, tools), events=events, target=f"instructions: {chosen[:40]}")
+        made = _with_faulty_model(build, model, tools, request_fault=rewrite)
+        return Faulted(graph=made[0], events=events, target=f"instructions: {chosen[:40]}") if made else None
 
 
 class MisleadingDescription:
     name, persistent = "misleading_description", True
 
-    def inject(self, build: Build, model: BaseChatModel, tools: Tools, clean: list[StepRecord],
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
                rng: random.Random) -> Faulted | None:
         calls = _tool_calls(clean)
         if not calls:
@@ -277,10 +316,10 @@ class MisleadingDescription:
                 changed.append(spec)
             return messages, changed
 
-        faulty = FaultyModel(inner=model, request_fault=rewrite)
-        return Faulted(graph=build(faulty, tools), events=events, target=f"{tool}'s description")
+        made = _with_faulty_model(build, model, tools, request_fault=rewrite)
+        return Faulted(graph=made[0], events=events, target=f"{tool}'s description") if made else None
 
 
-for _kind in (ToolError(), ToolWrongValue(), ReplyCorrupted(), WrongHandoff(), ToolBug(), InstructionSentence(),
+for _kind in (ToolError(), ToolWrongValue(), ReplyCorrupted(), WrongHandoff(), HandoffDropped(), ToolBug(), InstructionSentence(),
               MisleadingDescription()):
     register_fault(_kind)

@@ -16,9 +16,9 @@ from counterfact.cli._common import DbOption, _bar, _open, console
 def bench_faults_command(
     runs: Annotated[int, typer.Option(min=1, help="faulted runs per shape and fault kind")] = 3,
     seed: Annotated[int, typer.Option(help="seed of the fault choices and the random baseline")] = 0,
-    shapes: Annotated[list[str] | None, typer.Option("--shape", help="app shape (repeat); default: all")] = None,
+    shapes: Annotated[list[str] | None, typer.Option("--shape", help="app shape (repeat); default: every shape that runs on --model")] = None,
     kinds: Annotated[list[str] | None, typer.Option("--kind", help="fault kind (repeat); default: all")] = None,
-    model: Annotated[str, typer.Option(help="scripted, embedded (served over HTTP here) or module:factory")] = "scripted",
+    model: Annotated[str, typer.Option(help="scripted, embedded or module:factory for the example apps (embedded is served over HTTP here); embedded, local:PATH or openai:MODEL for the built-in workflows")] = "scripted",
     strategies: Annotated[str, typer.Option("--strategy", help="debugger strategies, comma-separated")] = "handoff,grounded,rerun",
     replays: Annotated[int, typer.Option(min=1, help="replay budget of each debug session")] = 12,
     judge: Annotated[str | None, typer.Option(help="model spec for `attribute` (all at once) as one more baseline, e.g. embedded")] = None,
@@ -32,7 +32,6 @@ def bench_faults_command(
         BASELINES,
         JUDGE_BASELINE,
         SHAPES,
-        bench_model,
         fault_named,
         fault_names,
         run_fault_bench,
@@ -40,11 +39,11 @@ def bench_faults_command(
     )
     from counterfact.interventions import Budget
 
-    chosen = [shape_named(s) for s in shapes or SHAPES]
+    chosen = [shape_named(s) for s in shapes] if shapes else [s for s in SHAPES.values() if s.runs_on(model)]
     chosen_kinds = [fault_named(k).name for k in kinds or fault_names()]
     store = _open(db)
-    with bench_model(model) as factory, _bar("faulted runs") as on_progress:
-        bench = run_fault_bench(store, shapes=chosen, kinds=chosen_kinds, runs=runs, model=factory, seed=seed,
+    with _bar("faulted runs") as on_progress:
+        bench = run_fault_bench(store, shapes=chosen, kinds=chosen_kinds, runs=runs, model=model, seed=seed,
                                 strategies=strategies.split(","), budget=Budget(replays=replays), judge=judge,
                                 on_progress=on_progress)
     table = Table(title=f"fault benchmark: {len(bench.cases)} faulted runs, model {model}, seed {seed}")

@@ -22,7 +22,7 @@ from counterfact.bench import (
     run_fault_bench,
     step_of,
 )
-from counterfact.graphs import import_ref, record
+from counterfact.graphs import record
 from counterfact.store import TraceStore
 from examples.multiagent import supervisor, swarm
 from examples.multiagent.common import QUESTIONS, TOOLS, ScriptedTeamModel, correct
@@ -69,6 +69,17 @@ def test_a_corrupted_reply_is_found_at_the_model_call_it_hit(store: TraceStore) 
     assert step is not None
     assert any(event.shows in str(c.response.get("content")) for c in step.model_calls)
     assert result.status == "failed"
+    clean_calls = {(c.backend, c.model) for s in clean for c in s.model_calls}
+    faulted_calls = {(c.backend, c.model) for s in store.steps(result.run_id) for c in s.model_calls}
+    assert faulted_calls == clean_calls  # the trace names the app's model, not the wrapper that faulted it
+
+
+def test_a_dropped_handoff_ends_the_run_where_the_debugger_finds_and_repairs_it(store: TraceStore) -> None:
+    bench = run_fault_bench(store, shapes=[SHAPES["supervisor"]], kinds=["handoff_dropped"], runs=1, model="scripted",
+                            seed=0)
+    [case] = bench.cases
+    assert case.truth.agent == "supervisor" and case.truth.step > 0  # a handoff after the first worker's
+    assert case.ranked_steps[0] == case.truth.step and case.repaired
 
 
 def test_a_model_that_records_its_own_calls_cannot_carry_a_fault() -> None:
@@ -88,7 +99,7 @@ def test_each_kind_aims_at_what_the_clean_run_did_or_declines(store: TraceStore)
 def test_re_execution_places_transient_faults_and_repairs_them(store: TraceStore) -> None:
     seen: list[tuple[int, int]] = []
     bench = run_fault_bench(store, shapes=[SHAPES["supervisor"]], kinds=["tool_wrong_value"], runs=2,
-                            model=ScriptedTeamModel, seed=0, on_progress=lambda d, t: seen.append((d, t)))
+                            model="scripted", seed=0, on_progress=lambda d, t: seen.append((d, t)))
     [row] = bench.rows
     assert row.runs == 2 and len(bench.cases) == 2
     assert row.top1_step == 1.0 and row.agent == 1.0 and row.repaired == 1.0
@@ -122,10 +133,15 @@ def test_the_cli_writes_the_table_the_rows_and_the_truth_apart(tmp_path: Path) -
     assert not (tmp_path / "c.db").exists() or TraceStore.open(str(tmp_path / "c.db")).list_runs() == []
 
 
-def test_the_shapes_name_importable_factories() -> None:
+def test_every_shape_offers_tasks_whose_tools_it_may_repeat() -> None:
     for shape in SHAPES.values():
-        assert callable(import_ref(shape.build)) and callable(import_ref(shape.check))
-        assert set(shape.repeatable) <= set(import_ref(shape.tools))
+        cases = shape.cases()
+        assert cases and len({c.id for c in cases}) == len(cases), shape.name
+        for case in cases:
+            assert callable(case.build) and callable(case.check)
+            assert set(shape.repeatable) <= set(case.tools), shape.name
+    assert SHAPES["pipeline"].runs_on("embedded") and not SHAPES["pipeline"].runs_on("scripted")
+    assert SHAPES["supervisor"].runs_on("scripted") and not SHAPES["supervisor"].runs_on("local:/m.gguf")
 
 
 def test_a_judge_reading_the_log_is_scored_as_one_more_baseline(store: TraceStore) -> None:
@@ -134,7 +150,7 @@ def test_a_judge_reading_the_log_is_scored_as_one_more_baseline(store: TraceStor
 
     judge = ScriptedChatModel(lambda _messages: "Step: 3\nAgent: math_expert\nReason: the sum is wrong")
     bench = run_fault_bench(store, shapes=[SHAPES["supervisor"]], kinds=["tool_wrong_value"], runs=1,
-                            model=ScriptedTeamModel, seed=0, judge=judge)
+                            model="scripted", seed=0, judge=judge)
     [case] = bench.cases
     assert case.baselines[JUDGE_BASELINE] == 3
     assert bench.rows[0].baselines[JUDGE_BASELINE] == float(case.truth.step == 3)
