@@ -14,6 +14,7 @@ from counterfact.interventions._fixes import Fix
 from counterfact.interventions._specs import Intervention
 from counterfact.interventions.edits import StepRef
 from counterfact.interventions.edits.message import MessageEdit
+from counterfact.interventions.edits.response import ResponseEdit
 from counterfact.interventions.edits.state import StateEdit
 from counterfact.interventions.strategies._base import (
     DebugContext,
@@ -65,7 +66,8 @@ class RerunStrategy:
 
 def _fixes(context: DebugContext, step: int, rerun_id: str) -> list[Fix]:
     """The step as it came out when re-executed: the state it left (every channel it changed,
-    read by the step after it), else its last message."""
+    read by the step after it), else the replies its model calls got (the step itself runs
+    again, with its tools and its routing), else its last message."""
     rerun = context.store.steps(rerun_id)
     note = f"rerun {rerun_id}"
     fixes = []
@@ -79,6 +81,12 @@ def _fixes(context: DebugContext, step: int, rerun_id: str) -> list[Fix]:
                 edit = StateEdit(at=StepRef(step=step + 1), patch=patch)
                 fixes.append(Fix(label="the state the step left when re-executed", strategy="rerun", source="agent",
                                  intervention=Intervention(edits=[edit], note=note).dump()))
+    calls = sorted(rerun[step].model_calls, key=lambda c: c.offset_ms or 0)
+    if calls:  # the node runs for real (its tools, its routing) on the replies it got when re-executed
+        replies = [ResponseEdit(at=StepRef(step=step), call=i, text=str(c.response.get("content") or ""),
+                                tool_calls=list(c.response.get("tool_calls") or [])) for i, c in enumerate(calls)]
+        fixes.append(Fix(label="the step's model replies when re-executed", strategy="rerun", source="agent",
+                         intervention=Intervention(edits=replies, note=note).dump()))
     message = MessageEdit(at=StepRef(step=step), text=output_text(rerun[step].output))
     fixes.append(Fix(label="the step's message when re-executed", strategy="rerun", source="agent",
                      intervention=Intervention(edits=[message], note=note).dump()))
