@@ -87,7 +87,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path, sqlite_path:
         (["run", "demo", "--db", sqlite_path], "give exactly one of --task TEXT or --suite FILE"),
         (["run", "demo", "--suite", str(tmp_path / "s.yaml"), "--db", sqlite_path], "s.yaml does not exist"),
         (["resume", "nosuchrun", "--db", sqlite_path], "no run with id 'nosuchrun'"),
-        (["attribute", "--method", "guess", "--db", sqlite_path], "'guess' is not one of 'all_at_once'"),
+        (["attribute", "--method", "guess", "--db", sqlite_path], "'guess' is not one of 'evidence', 'all_at_once'"),
         (["attribute", "--score", "--db", sqlite_path], "no runs to attribute"),
     ]
     for args, expected in cases:

@@ -96,7 +96,7 @@ def test_a_langgraph_app_traced_by_openinference_is_imported_and_attributed(tmp_
     assert steps[1].output is not None and steps[0].started_at <= steps[1].started_at
     store.close()
 
-    attributed = subprocess.run([sys.executable, "-m", "counterfact.cli", "attribute", run.id, "--model", "embedded",
+    attributed = subprocess.run([sys.executable, "-m", "counterfact.cli", "attribute", run.id, "--method", "all_at_once", "--model", "embedded",
                                  "--db", db], capture_output=True, text=True, check=False, timeout=600)
     assert attributed.returncode == 0, attributed.stderr[-2000:]
     prediction = TraceStore.open(db).get_run(run.id).labels["attribution"]["all_at_once"]
