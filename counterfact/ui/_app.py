@@ -27,6 +27,7 @@ from counterfact.store import StoreError, TraceStore
 from counterfact.ui._jobs import Jobs
 from counterfact.ui._routes import ROUTERS, Viewer
 from counterfact.ui._security import ViewerGuard
+from counterfact.ui._suites import SuiteRunNotFound
 
 _HERE = Path(__file__).parent
 
@@ -42,6 +43,7 @@ def create_app(store: TraceStore, *, token: str | None = None, host: str = "127.
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.middleware("http")(ViewerGuard(token, host))
     app.add_exception_handler(StoreError, _not_found)
+    app.add_exception_handler(SuiteRunNotFound, _not_found)
     app.add_exception_handler(CounterfactError, _bad_request)
     app.add_exception_handler(ValueError, _bad_request)
     for router in ROUTERS:
