@@ -18,6 +18,12 @@ from counterfact.ui._run import RunPage, TimelineRow, run_page, timeline
 from counterfact.ui._security import TOKEN_HEADER, ViewerGuard, is_loopback
 from counterfact.ui._serve import serve
 from counterfact.ui._step import StepView, step_view
+from counterfact.ui._suites import (
+    SuiteComparePage,
+    SuiteRunNotFound,
+    TaskRuns,
+    suite_compare_page,
+)
 
 __all__ = [
     "TOKEN_HEADER",
@@ -35,6 +41,9 @@ __all__ = [
     "RunRow",
     "RunsPage",
     "StepView",
+    "SuiteComparePage",
+    "SuiteRunNotFound",
+    "TaskRuns",
     "TimelineRow",
     "TreeNode",
     "ViewerGuard",
@@ -49,5 +58,6 @@ __all__ = [
     "runs_page",
     "serve",
     "step_view",
+    "suite_compare_page",
     "timeline",
 ]

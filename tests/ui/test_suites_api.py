@@ -52,6 +52,10 @@ def test_suite_runs_are_listed_newest_first(store: TraceStore) -> None:
     assert page.status_code == 200 and '<a href="/suites">Suite runs</a>' in page.text
     assert f'name="a" value="{a}"' in page.text and f'name="b" value="{b}"' in page.text
     assert 'action="/suites/compare"' in page.text
+    runs_of_a = client(store).get(f"/?label={SUITE_RUN_LABEL}={a}")  # where a suite run's id links to
+    assert f'href="/?label={SUITE_RUN_LABEL}%3D{a}"' in page.text and runs_of_a.status_code == 200
+    assert {r.id[:12] in runs_of_a.text for r in store.list_runs(labels={SUITE_RUN_LABEL: a})} == {True}
+    assert not any(r.id[:12] in runs_of_a.text for r in store.list_runs(labels={SUITE_RUN_LABEL: b}))
 
 
 def test_two_suite_runs_compared_per_task_with_their_runs(store: TraceStore) -> None:
