@@ -49,11 +49,20 @@ class SuiteRun(BaseModel):
     passed: int  # tasks every run of which succeeded
 
 
+class TaskRun(BaseModel):
+    """One run of a task in a suite run, for a report to link to."""
+
+    id: str
+    status: str
+
+
 class TaskChange(BaseModel):
     task_id: str
     change: Change
     a: str  # successes/runs in A ("-" when the task was not run)
     b: str
+    a_runs: list[TaskRun] = []  # the task's runs in A, oldest first
+    b_runs: list[TaskRun] = []
 
 
 class SuiteComparison(BaseModel):
@@ -73,18 +82,24 @@ def _members(store: TraceStore, suite_run: str) -> list[RunRecord]:
     return sorted((r for r in runs if r.parent_run_id is None), key=lambda r: (r.created_at, r.id))
 
 
-def _by_task(runs: Sequence[RunRecord]) -> dict[str, list[bool]]:
-    tasks: dict[str, list[bool]] = {}
+def _by_task(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    """A suite run's runs by task (a run without a task id is a task of its own)."""
+    tasks: dict[str, list[RunRecord]] = {}
     for run in runs:
-        tasks.setdefault(str(run.labels.get("task_id", run.id[:12])), []).append(run.status == "succeeded")
+        tasks.setdefault(str(run.labels.get("task_id", run.id[:12])), []).append(run)
     return tasks
+
+
+def _passed(runs: Sequence[RunRecord] | None) -> list[bool] | None:
+    return None if runs is None else [run.status == "succeeded" for run in runs]
 
 
 def _summary(suite_run: str, runs: Sequence[RunRecord]) -> SuiteRun:
     tasks = _by_task(runs)
     return SuiteRun(
         id=suite_run, suite=str(runs[0].labels.get("suite", "")), workflow=runs[0].workflow,
-        started=runs[0].created_at, runs=len(runs), tasks=len(tasks), passed=sum(all(ok) for ok in tasks.values()),
+        started=runs[0].created_at, runs=len(runs), tasks=len(tasks),
+        passed=sum(all(_passed(task) or []) for task in tasks.values()),
     )
 
 
@@ -121,8 +136,12 @@ def compare_suite_runs(store: TraceStore, a_ref: str, b_ref: str) -> SuiteCompar
     a_tasks, b_tasks = _by_task(a_runs), _by_task(b_runs)
     rows: list[TaskChange] = []
     for task_id in [*a_tasks, *(t for t in b_tasks if t not in a_tasks)]:
-        a_ok, b_ok = a_tasks.get(task_id), b_tasks.get(task_id)
-        rows.append(TaskChange(task_id=task_id, change=_change(a_ok, b_ok), a=_count(a_ok), b=_count(b_ok)))
+        a_ok, b_ok = _passed(a_tasks.get(task_id)), _passed(b_tasks.get(task_id))
+        rows.append(TaskChange(
+            task_id=task_id, change=_change(a_ok, b_ok), a=_count(a_ok), b=_count(b_ok),
+            a_runs=[TaskRun(id=r.id, status=r.status) for r in a_tasks.get(task_id, [])],
+            b_runs=[TaskRun(id=r.id, status=r.status) for r in b_tasks.get(task_id, [])],
+        ))
     counts = {change: sum(r.change == change for r in rows) for change in ("fixed", "broken", "still passing", "still failing")}
     changed = counts["fixed"] + counts["broken"]
     p_value = float(binomtest(counts["fixed"], changed, 0.5).pvalue) if changed else 1.0

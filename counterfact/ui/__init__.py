@@ -19,9 +19,7 @@ from counterfact.ui._security import TOKEN_HEADER, ViewerGuard, is_loopback
 from counterfact.ui._serve import serve
 from counterfact.ui._step import StepView, step_view
 from counterfact.ui._suites import (
-    SuiteComparePage,
     SuiteRunNotFound,
-    TaskRuns,
     suite_compare_page,
 )
 
@@ -41,9 +39,7 @@ __all__ = [
     "RunRow",
     "RunsPage",
     "StepView",
-    "SuiteComparePage",
     "SuiteRunNotFound",
-    "TaskRuns",
     "TimelineRow",
     "TreeNode",
     "ViewerGuard",

@@ -61,8 +61,8 @@ def test_suite_runs_are_listed_newest_first(store: TraceStore) -> None:
 def test_two_suite_runs_compared_per_task_with_their_runs(store: TraceStore) -> None:
     a, b = make_suite_runs(store)
     data = client(store).get("/api/suite-runs/compare", params={"a": a[:6], "b": b}).json()
-    runs = data.pop("runs")
     assert data == compare_suite_runs(store, a, b).model_dump(mode="json")  # the CLI's JSON, key for key
+    runs = {t["task_id"]: {"a": t["a_runs"], "b": t["b_runs"]} for t in data["tasks"]}
     assert {t["task_id"]: t["change"] for t in data["tasks"]} == {"add": "still passing", "mul": "fixed", "sub": "broken"}
     assert (data["fixed"], data["broken"], data["still_passing"], data["p_value"]) == (1, 1, 1, 1.0)
     for side, suite_run in (("a", a), ("b", b)):
@@ -84,8 +84,8 @@ def test_a_replay_of_a_suite_run_is_not_one_of_its_runs(store: TraceStore) -> No
     (sub,) = store.list_runs(labels={SUITE_RUN_LABEL: b, "task_id": "sub"})
     store.create_run(RunRecord(id="replay-of-sub", workflow=sub.workflow, status="succeeded", labels=sub.labels,
                                parent_run_id=sub.id, fork_step=0))
-    runs = client(store).get("/api/suite-runs/compare", params={"a": a, "b": b}).json()["runs"]
-    assert runs["sub"]["b"] == [{"id": sub.id, "status": "failed"}]
+    tasks = client(store).get("/api/suite-runs/compare", params={"a": a, "b": b}).json()["tasks"]
+    assert next(t for t in tasks if t["task_id"] == "sub")["b_runs"] == [{"id": sub.id, "status": "failed"}]
 
 
 def test_an_unknown_suite_run_is_a_404_with_one_line(store: TraceStore) -> None:
