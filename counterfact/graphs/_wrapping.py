@@ -9,9 +9,10 @@ and the graph that starts, resumes and finishes runs another.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -87,10 +88,9 @@ class NodeWrapper:
             delta = to_jsonable(result)
             handoff_tools = [c.name for c in calls.tool_calls if c.handoff]
             messages = state.get("messages") if isinstance(state, Mapping) else None
-            seen = [getattr(m, "id", None) for m in messages or []]
             step = step.model_copy(
                 update={
-                    "output": step_output(delta, handoff_tools, [i for i in seen if i]),
+                    "output": step_output(delta, handoff_tools, _ids(messages or [])),
                     "delta": delta,
                     "ended_at": utcnow(),
                     "error": error,
@@ -177,6 +177,21 @@ class NodeWrapper:
 def _execution_info(config: RunnableConfig) -> Any:
     runtime = config.get("configurable", {}).get("__pregel_runtime")
     return getattr(runtime, "execution_info", None)
+
+
+def _ids(messages: Sequence[Any]) -> set[str]:
+    """The ids of the state's messages (a long history at every step: read without a Python
+    frame per message when they are all message objects)."""
+    try:
+        ids = set(map(_ID, messages))
+    except AttributeError:  # a state holding other things than messages
+        ids = {getattr(m, "id", None) for m in messages}
+    ids.discard(None)
+    ids.discard("")
+    return ids
+
+
+_ID = operator.attrgetter("id")
 
 
 def _give_message_ids(update: Any) -> None:

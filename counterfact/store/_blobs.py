@@ -8,6 +8,7 @@ resent at every step costs the store only its new messages.
 from __future__ import annotations
 
 import json
+import operator
 import threading
 import weakref
 from collections import OrderedDict
@@ -33,6 +34,15 @@ def manifest_children(data: bytes) -> list[str]:
     """The digests a message manifest points at: its messages and its prefix manifest."""
     value = json.loads(data)
     return [*value["messages"], *([value["prefix"]] if value["prefix"] else [])]
+
+
+def _str_keys(value: Any) -> bool:
+    """Whether every dict in `value` has only string keys (JSON would rename other keys)."""
+    if isinstance(value, dict):
+        return all(type(k) is str and _str_keys(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(map(_str_keys, value))
+    return True
 
 
 def _is_message_object(value: Any) -> bool:
@@ -89,6 +99,13 @@ class BlobCodec:
             key: Any = ("obj", id(message))
         elif isinstance(message, dict) and all(isinstance(v, (str, type(None))) for v in message.values()):
             key = ("dict", tuple(sorted(message.items())))
+        elif isinstance(message, dict) and _str_keys(message):
+            # a recorded request's message with tool calls: known by its JSON (to_jsonable would
+            # render it the same, its keys being strings), which is cheaper than encoding it
+            try:
+                key = ("json", canonical_json(message))
+            except (TypeError, ValueError):
+                return self.encode_value(message)
         else:
             return self.encode_value(message)
         with self._lock:
@@ -137,8 +154,8 @@ class BlobCodec:
                 hit = self._chunks.get(key)
                 if hit is not None:
                     self._chunks.move_to_end(key)
-            if hit is not None and all(ref() is m for ref, m in zip(hit[0], chunk, strict=True)):
-                return hit[1]
+            if hit is not None and all(map(operator.is_, map(weakref.ref.__call__, hit[0]), chunk)):
+                return hit[1]  # (checked without a Python frame per message: histories are long)
         rows = [self._encode_message(m) for m in chunk]
         body = canonical_json({"prefix": prefix, "messages": [d for d, _, _ in rows]})
         rows.append((sha256_hex(body), body, MESSAGES_MEDIA_TYPE))

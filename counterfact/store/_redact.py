@@ -30,7 +30,9 @@ class Redactor:
 
     def __init__(self, patterns: Iterable[str] = (), *, include_env: bool = True) -> None:
         extra = [p for p in os.environ.get("COUNTERFACT_REDACT", "").split(";;") if p]
-        self._patterns = [re.compile(p) for p in [*_DEFAULT_PATTERNS, *extra, *patterns]]
+        sources = [*_DEFAULT_PATTERNS, *extra, *patterns]
+        self._patterns = [re.compile(p) for p in sources]
+        self._any = _alternation(sources, self._patterns)
         self._literals = sorted(
             {
                 v
@@ -45,6 +47,8 @@ class Redactor:
         for literal in self._literals:
             if literal in value:
                 value = value.replace(literal, REDACTED)
+        if self._any is not None and self._any.search(value) is None:
+            return value  # the common case: one scan instead of one per pattern
         for pattern in self._patterns:
             value = pattern.sub(REDACTED, value)
         return value
@@ -60,3 +64,17 @@ class Redactor:
         if isinstance(value, list):
             return [self(v) for v in value]
         return value
+
+
+def _alternation(sources: list[str], compiled: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One pattern matching wherever any of `compiled` does, to tell in one scan that a text
+    holds no secret; None when they cannot be joined safely (groups, whose numbers would shift
+    under backreferences, or global flags other than a leading `(?i)`)."""
+    if any(p.groups for p in compiled):
+        return None
+    parts = [f"(?i:{s[4:]})" if s.startswith("(?i)") else f"(?:{s})" for s in sources]
+    try:
+        joined = re.compile("|".join(parts))
+    except re.error:
+        return None
+    return joined if not joined.groups else None
