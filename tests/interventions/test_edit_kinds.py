@@ -139,6 +139,9 @@ def test_the_built_in_kinds_are_the_old_twelve_and_each_says_itself() -> None:
     assert len(set(said.values())) == len(OLD_KINDS), said  # no kind falls back on another's words
     assert said["route"] == "route to solver at step 2: 'compute it'"
     assert said["handoff"] == "the handoff at step 2 goes to no one (the agent keeps control) with the message 'go on'"
+    [calling] = parse_intervention({"kind": "response", "at": {"step": 2}, "call": 1, "text": "",
+                                    "tool_calls": [{"name": "transfer_to_math_expert", "args": {}}]}).dump()["edits"]
+    assert describe_edit(calling) == "the model at step 2 answers '' and calls transfer_to_math_expert({})"
 
 
 def test_the_templates_a_step_offers_are_edits_that_parse(local_store: TraceStore) -> None:

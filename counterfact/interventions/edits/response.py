@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, Literal
 
@@ -42,7 +43,9 @@ def compile_edit(edit: ResponseEdit, context: CompileContext, plan: StepPlan) ->
 
 
 def describe(edit: dict[str, Any], where: str) -> str:
-    return f"the model at {where} answers {short(edit.get('text', ''))!r}"
+    calls = [f"{c.get('name')}({short(json.dumps(c.get('args', c.get('arguments', {}))))})" for c in edit.get("tool_calls") or []]
+    said = f"answers {short(edit.get('text', ''))!r}"
+    return f"the model at {where} {said} and calls {', '.join(calls)}" if calls else f"the model at {where} {said}"
 
 
 def template(step: StepRecord, before: dict[str, Any] | None) -> None:
