@@ -22,9 +22,12 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -533,8 +536,10 @@ class _Checked:
 
 
 class LiveExport:
-    """Spans of runs as they are recorded, through the SDK's batch processor: recording hands
-    finished spans to a queue and never waits on the network."""
+    """Spans of runs as they are recorded: recording only queues the records it committed; a
+    thread of its own builds their spans and hands them to the SDK's batch processor, whose
+    thread encodes and sends them. Nothing of it runs on the recording thread, which never
+    waits on span building or the network."""
 
     def __init__(self, endpoint: str, project: str = PROJECT) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
@@ -546,16 +551,35 @@ class LiveExport:
         self.exporter = _Checked(OTLPSpanExporter(endpoint=self.endpoint, timeout=5), warn=True)
         self.processor = BatchSpanProcessor(self.exporter)
         self.writer = SpanWriter(self.processor, lambda value: value, project)
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._builder = threading.Thread(target=self._build, name="counterfact-otel-spans", daemon=True)
+        self._builder.start()
 
     def step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
-        self._safely(self.writer.redacting(redact).step, run_id, step)
+        self._queue.put(partial(self._safely, self._step, redact, run_id, step))
 
     def run_finished(self, store: TraceStore, run: RunRecord) -> None:
-        self._safely(self.writer.redacting(store.redact).run, run, None, intervention_of(store, run))
+        intervention = intervention_of(store, run)  # read now: the store may be closed by the time it is built
+        self._queue.put(partial(self._safely, self._run, store.redact, run, intervention))
 
     def verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
                      fork_step: int | None) -> None:
-        self._safely(self.writer.redacting(redact).verification, verdict, replays, fork_step)
+        self._queue.put(partial(self._safely, self._verification, redact, verdict, replays, fork_step))
+
+    def _step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
+        self.writer.redacting(redact).step(run_id, step)
+
+    def _run(self, redact: Callable[[Any], Any], run: RunRecord, intervention: dict[str, Any] | None) -> None:
+        self.writer.redacting(redact).run(run, None, intervention)
+
+    def _verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
+                      fork_step: int | None) -> None:
+        self.writer.redacting(redact).verification(verdict, replays, fork_step)
+
+    def _build(self) -> None:
+        """The span builder's loop: queued records become spans, in the order they came."""
+        while (task := self._queue.get()) is not None:
+            task()
 
     def _safely(self, emit: Callable[..., None], *args: Any) -> None:
         try:
@@ -564,9 +588,18 @@ class LiveExport:
             log.warning("counterfact: a span could not be made (%s); recording goes on", exc)
 
     def flush(self, timeout_millis: int = 30_000) -> bool:
-        return bool(self.processor.force_flush(timeout_millis))
+        """Build the spans queued so far, then send every span built."""
+        built = threading.Event()
+        started = time.monotonic()
+        self._queue.put(built.set)
+        if not built.wait(timeout_millis / 1000):
+            return False
+        left = timeout_millis - int((time.monotonic() - started) * 1000)
+        return left > 0 and bool(self.processor.force_flush(left))
 
     def close(self) -> None:
+        self._queue.put(None)
+        self._builder.join(timeout=30)
         self.processor.shutdown()
 
 
