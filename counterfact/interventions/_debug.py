@@ -143,7 +143,7 @@ class Debugger:
         return FixVerifier(
             self.replayer, self.log, self.session_id, pairs=self.pairs, parallel=self.parallel,
             count=self.counted, afford=self.afford, charge=self._charge_stage, record=self._record, say=self.say,
-            until_repaired=self.until_repaired,
+            until_repaired=self.until_repaired, repeatable_tools=self.repeatable_tools,
         )
 
     def report_of(self, session_id: str) -> DebugReport:
@@ -186,8 +186,8 @@ class Debugger:
                 merged["fixes"] = [*new, *stored] if (evidence or {}).get(PLACED_BY_REPLAY) else [*stored, *new]
                 merged["proposed_by"] = [*existing.evidence.get("proposed_by", [existing.strategy]), strategy]
                 merged.setdefault("reasons", {})[strategy] = reason
-                if (evidence or {}).get(PLACED_BY_REPLAY):
-                    merged[PLACED_BY_REPLAY] = True
+                for key, value in (evidence or {}).items():  # what placed the step, e.g. the replays that did
+                    merged.setdefault(key, value)
                 self.log.update_hypothesis(existing.id, evidence=merged)
                 return
         target = self.steps[step]

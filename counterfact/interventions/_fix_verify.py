@@ -8,7 +8,7 @@ session's spend and records each verdict on its fix.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +25,7 @@ from counterfact.store import discard_run, output_text
 
 SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
 PLACED_BY_REPLAY = "placed_by_replay"  # a hypothesis's evidence: replays, not the log, placed its step
+PROBE_RUNS = "probe_runs"  # and the replays that placed it, by the step each started from
 
 
 def placed_by_replay(h: HypothesisRecord) -> bool:
@@ -72,8 +73,10 @@ class FixVerifier:
         record: Callable[[str, int, Fix, list[str]], None],  # a fix's verdict and its replays
         say: Callable[[str], None],
         until_repaired: bool = False,  # stop once one fix is validated: the others cannot repair it more
+        repeatable_tools: Sequence[str] = (),  # tools the placing replays ran again
     ) -> None:
         self.replayer = replayer
+        self.repeatable_tools = list(repeatable_tools)
         self.until_repaired = until_repaired
         self.store = replayer.store
         self.log = log
@@ -128,30 +131,42 @@ class FixVerifier:
 
     def verify_all(self, executor: Executor) -> None:
         """Each hypothesis's next fix first, then the rest of each in order; a hypothesis is
-        settled by its first validated fix. Up to `parallel` fixes of different hypotheses are
+        settled by its first validated fix. Hypotheses whose step replays placed go first,
+        against the replays that placed them (no control is replayed for them); the others
+        then against one shared control. Up to `parallel` fixes of different hypotheses are
         verified at once (never two of one hypothesis, so no replay goes to a fix that an
         earlier one made moot); with `parallel=1` hypotheses take the budget in order."""
         pending = sorted((h for h in self.hypotheses() if h.status == "proposed"), key=lambda h: not placed_by_replay(h))
         if not pending:
             return
-        self._shared_control(executor)
-        if not self._reproduces:  # a transient fault: only a step placed by replays has a control that fails
-            for h in pending:
-                if not placed_by_replay(h):
-                    self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
-            pending = [h for h in pending if placed_by_replay(h)]
-        first_pass = [(h.id, position) for h in pending if (position := self._next_fix(h)) is not None]
-        while not self._repaired() and first_pass and (batch := self._affordable(first_pass)):
-            first_pass = first_pass[len(batch):]
-            self._verify_batch(batch, executor)
-        while not self._repaired() and (batch := self._affordable(self._next_fixes())):
-            self._verify_batch(batch, executor)
+        self._settle([h for h in pending if self._placed_control(h) is not None], executor)
+        rest = [h for h in self.hypotheses() if h.status == "proposed" and self._next_fix(h) is not None]
+        if rest and not self._repaired():
+            rest.sort(key=lambda h: not placed_by_replay(h))
+            self._shared_control(executor)
+            if not self._reproduces:  # a transient fault: only a step placed by replays has a control that fails
+                for h in rest:
+                    if not placed_by_replay(h):
+                        self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
+                rest = [h for h in rest if placed_by_replay(h)]
+            self._settle(rest, executor)
         repaired = self._repaired()
         for h in self.hypotheses():
             if h.status == "proposed" and repaired:
                 self._close(h, "undecided", "not tried: another hypothesis's fix already repaired the run")
             elif h.status == "proposed":
                 self._conclude(h)
+
+    def _settle(self, hypotheses: list[HypothesisRecord], executor: Executor) -> None:
+        """Verify these hypotheses' fixes: each one's next fix first, then the rest in order,
+        until the budget ends (or a fix repairs the run, when asked to stop there)."""
+        ids = {h.id for h in hypotheses}
+        first_pass = [(h.id, position) for h in hypotheses if (position := self._next_fix(h)) is not None]
+        while not self._repaired() and first_pass and (batch := self._affordable(first_pass)):
+            first_pass = first_pass[len(batch):]
+            self._verify_batch(batch, executor)
+        while not self._repaired() and (batch := self._affordable([c for c in self._next_fixes() if c[0] in ids])):
+            self._verify_batch(batch, executor)
 
     def _repaired(self) -> bool:
         """Whether to stop: asked to stop at the first repair, and a fix has repaired the run."""
@@ -199,15 +214,19 @@ class FixVerifier:
             if (position := self._next_fix(h)) is not None
         ]
 
-    def _replays_per_fix(self) -> int:
-        return 1 if self._control is not None else 2 if greedy_from(self.replayer, 0) else 2 * self.pairs
+    def _replays_per_fix(self, hypothesis_id: str) -> int:
+        h = next(h for h in self.hypotheses() if h.id == hypothesis_id)
+        if self._placed_control(h) is not None or self._control is not None:
+            return 1
+        return 2 if greedy_from(self.replayer, 0) else 2 * self.pairs
 
     def _affordable(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The first candidates (at most `parallel`) that the budget still pays for."""
-        need = self._replays_per_fix()
         batch: list[tuple[str, int]] = []
+        need = 0
         for candidate in candidates[: self.parallel]:
-            if not self.afford(need * (len(batch) + 1)):
+            need += self._replays_per_fix(candidate[0])
+            if not self.afford(need):
                 break
             batch.append(candidate)
         return batch
@@ -230,27 +249,35 @@ class FixVerifier:
         except CounterfactError as exc:
             return fix.model_copy(update={"verdict": "inconclusive", "reason": f"the edit does not apply: {exc}"}), []
         self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
-        control = self._control or self._recorded_control(h, plan.step)
+        placed = self._placed_control(h)
+        control = placed or self._control
         report = verify(
             self.replayer, plan, pairs=self.pairs, control=control, sequential=True,
             on_progress=lambda *_: self.count(), labels={"debug_session": self.session_id},
-            executor=executor,
+            executor=executor, live_tools=self.repeatable_tools if placed else False,
         )
         charged = [r.run_id for r in report.treatment] + ([r.run_id for r in report.control] if control is None else [])
         return fix.model_copy(update={"verdict": report.verdict, "verdict_id": report.id, "reason": report.reason}), charged
 
-    def _recorded_control(self, h: HypothesisRecord, step: int) -> list[ReplayResult] | None:
-        """The control of a transient fault that replays placed at the last step: the run as
-        recorded, that step kept and nothing after it. (A replay from the step would run it
-        again, and a transient fault does not strike twice; from an earlier step the control
-        is a replay from the step after the placed one, which keeps it as recorded.)"""
+    def _placed_control(self, h: HypothesisRecord) -> list[ReplayResult] | None:
+        """The control of a step that replays placed (a greedy run): the step kept as recorded
+        and what follows run again, which the placing replays already did (the replay from the
+        step after it, which failed: a transient fault does not strike twice, so a replay from
+        the step itself is no control); for the last step, the run as recorded. A fix is then
+        replayed as the placing replays were, with the same tools run again."""
         steps = self.replayer.steps
-        if self._reproduces or not placed_by_replay(h) or step != len(steps) - 1 or not greedy_from(self.replayer, step):
+        if not placed_by_replay(h) or h.step is None or not greedy_from(self.replayer, h.step):
             return None
-        run = self.replayer.parent
+        if h.step == len(steps) - 1:
+            run = self.replayer.parent
+        else:
+            probe = h.evidence.get(PROBE_RUNS, {}).get(str(h.step + 1))
+            run = self.store.get_run(probe) if probe else None
+            if run is None or run.status != "failed":
+                return None
         return [ReplayResult(run_id=run.id, arm="control", seed=0, status=run.status,
                              success=bool(run.outcome and run.outcome.success),
-                             score=run.outcome.score if run.outcome else 0.0, answer=final_answer(steps))]
+                             score=run.outcome.score if run.outcome else 0.0, answer=final_answer(self.store.steps(run.id)))]
 
     def _conclude(self, h: HypothesisRecord) -> None:
         """A hypothesis none of whose fixes validated: refuted if all were tried, else why not."""

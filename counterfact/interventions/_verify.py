@@ -71,7 +71,7 @@ def verify(
     pairs: int = 3,
     seed: int = 0,
     temperature: float | None = None,
-    live_tools: bool = False,
+    live_tools: bool | list[str] = False,
     min_effect: float = 0.5,
     concurrency: int = 4,
     on_progress: Progress | None = None,

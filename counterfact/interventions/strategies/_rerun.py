@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from counterfact.interventions._fix_verify import PROBE_RUNS
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._specs import Intervention
 from counterfact.interventions.edits import StepRef
@@ -59,7 +60,8 @@ class RerunStrategy:
             reason=f"transient fault: re-executed from step {low} the run succeeds, from step {high} it "
                    f"fails{placed} ({trail})",
             fixes=_fixes(context, low, rerun_id),
-            evidence={"rerun": rerun_id, "probes": {str(s): ok for s, (_, ok) in probes.items()}},
+            evidence={"rerun": rerun_id, "probes": {str(s): ok for s, (_, ok) in probes.items()},
+                      PROBE_RUNS: {str(s): run for s, (run, _) in probes.items()}},
             placed_by_replay=True,
         )
 
