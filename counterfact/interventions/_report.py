@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from counterfact.interventions._fix_verify import PROBE_RUNS
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._session import DebugReport, HypothesisView
 from counterfact.interventions.edits import edit_kind
@@ -70,7 +71,7 @@ def describe_evidence(evidence: dict[str, Any]) -> list[str]:
     }
     lines = []
     for key, value in evidence.items():
-        if value in (None, "", [], {}):
+        if value in (None, "", [], {}) or key == PROBE_RUNS:  # the placing replays are in `runs tree`
             continue
         if key == "reasons" and isinstance(value, dict):
             lines.extend(f"{strategy}'s reason: {reason}" for strategy, reason in value.items())
