@@ -95,7 +95,8 @@ class PreparedStep:
 def _placed(call: ModelCallRecord | ToolCallRecord) -> dict[str, Any]:
     """A call's place in its step, as columns; unset ones are left out of the row (and so of
     the hash chain), so the links of calls recorded before these columns existed still hold."""
-    return {k: v for k in PLACEMENT if (v := getattr(call, k, None)) is not None}
+    fields = type(call).model_fields  # (a missing attribute costs pydantic an exception)
+    return {k: v for k in PLACEMENT if k in fields and (v := getattr(call, k)) is not None}
 
 
 def prepare_step(store: ChainedStore, step: StepRecord, input_messages: Sequence[Any] | None = None) -> PreparedStep:
