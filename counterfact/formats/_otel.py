@@ -19,18 +19,15 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import itertools
 import json
 import logging
 import os
-import pickle
 import queue
-import subprocess
-import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import suppress
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -504,19 +501,13 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
 
 
-def _warn_lost(spans: int) -> None:
-    log.warning("counterfact: %d spans could not be sent to the OTLP collector; they are lost, "
-                "the runs are in the store (export them later with `counterfact export --otlp`)", spans)
-
-
 class _Checked:
     """An exporter that counts failed batches and says so once (the live exporter goes on)."""
 
-    def __init__(self, inner: Any, *, warn: bool = False, on_failure: Callable[[int], None] | None = None) -> None:
+    def __init__(self, inner: Any, *, warn: bool = False) -> None:
         self.inner = inner
         self.failed = 0
         self._warn = warn
-        self._on_failure = on_failure  # told how many spans each failed batch lost
 
     def export(self, spans: Sequence[Any]) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
@@ -529,9 +520,9 @@ class _Checked:
         if result != SpanExportResult.SUCCESS:
             self.failed += 1
             if self._warn and self.failed == 1:
-                _warn_lost(len(spans))
-            if self._on_failure is not None:
-                self._on_failure(len(spans))
+                log.warning("counterfact: %d spans could not be sent to the OTLP collector; they are lost, "
+                            "the runs are in the store (export them later with `counterfact export --otlp`)",
+                            len(spans))
         return result
 
     def shutdown(self) -> None:
@@ -545,148 +536,71 @@ class _Checked:
 
 
 class LiveExport:
-    """Spans of runs as they are recorded, built and sent by a process of their own: recording
-    only queues the records it committed, and a thread pickles them down a pipe to that
-    process, which builds their spans and hands them to the SDK's batch processor (encoding,
-    batching, sending). Span building and OTLP encoding are Python work that would otherwise
-    hold the recording process's GIL; there they use another core and never delay a step."""
+    """Spans of runs as they are recorded: recording only queues the records it committed; a
+    thread of its own builds their spans and hands them to the SDK's batch processor, whose
+    thread encodes and sends them. Nothing of it runs on the recording thread, which never
+    waits on span building or the network."""
 
     def __init__(self, endpoint: str, project: str = PROJECT) -> None:
-        self.endpoint = traces_url(endpoint)
-        self._child = subprocess.Popen(
-            [sys.executable, "-c", "from counterfact.formats._otel import serve_live; serve_live()",
-             self.endpoint, project],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
         )
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._redactors: dict[int, Callable[[Any], Any]] = {}  # sent to the process, by id (kept alive)
-        self._flushes: dict[int, tuple[threading.Event, list[bool]]] = {}
-        self._tokens = itertools.count()
-        self._warned = False
-        threading.Thread(target=self._send, name="counterfact-otel-send", daemon=True).start()
-        threading.Thread(target=self._hear, name="counterfact-otel-hear", daemon=True).start()
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        self.endpoint = traces_url(endpoint)
+        self.exporter = _Checked(OTLPSpanExporter(endpoint=self.endpoint, timeout=5), warn=True)
+        self.processor = BatchSpanProcessor(self.exporter)
+        self.writer = SpanWriter(self.processor, lambda value: value, project)
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._builder = threading.Thread(target=self._build, name="counterfact-otel-spans", daemon=True)
+        self._builder.start()
 
     def step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
-        self._queue.put(("step", self._redactor(redact), run_id, step))
+        self._queue.put(partial(self._safely, self._step, redact, run_id, step))
 
     def run_finished(self, store: TraceStore, run: RunRecord) -> None:
-        self._queue.put(("run", self._redactor(store.redact), run, intervention_of(store, run)))
+        intervention = intervention_of(store, run)  # read now: the store may be closed by the time it is built
+        self._queue.put(partial(self._safely, self._run, store.redact, run, intervention))
 
     def verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
                      fork_step: int | None) -> None:
-        self._queue.put(("verification", self._redactor(redact), verdict, list(replays), fork_step))
+        self._queue.put(partial(self._safely, self._verification, redact, verdict, replays, fork_step))
 
-    def _redactor(self, redact: Callable[[Any], Any]) -> int:
-        """The key the span process knows `redact` by; sent to it the first time."""
-        key = id(redact)
-        with self._lock:
-            if key not in self._redactors:
-                self._redactors[key] = redact
-                self._queue.put(("redactor", key, redact))
-        return key
+    def _step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
+        self.writer.redacting(redact).step(run_id, step)
 
-    def _send(self) -> None:
-        """Pickle queued records down the pipe, flushed whenever the queue runs dry."""
-        pipe = self._child.stdin
-        assert pipe is not None
-        while (message := self._queue.get()) is not None:
-            try:
-                pickle.dump(message, pipe, protocol=pickle.HIGHEST_PROTOCOL)
-                if self._queue.empty():
-                    pipe.flush()
-            except (OSError, ValueError):
-                log.warning("counterfact: the OTLP export process is gone; spans are no longer sent")
-                return
-            except Exception as exc:  # noqa: BLE001 - a record that cannot be sent never fails a step
-                log.warning("counterfact: a span could not be made (%s); recording goes on", exc)
-        with suppress(OSError, ValueError):
-            pipe.close()
+    def _run(self, redact: Callable[[Any], Any], run: RunRecord, intervention: dict[str, Any] | None) -> None:
+        self.writer.redacting(redact).run(run, None, intervention)
 
-    def _hear(self) -> None:
-        """The span process's answers: flushes done, and batches the collector refused."""
-        pipe = self._child.stdout
-        assert pipe is not None
-        while True:
-            try:
-                kind, value, ok = pickle.load(pipe)
-            except (EOFError, OSError, pickle.UnpicklingError):
-                break
-            if kind == "failed":
-                if not self._warned:
-                    self._warned = True
-                    _warn_lost(value)
-                continue
-            with self._lock:
-                waiting = self._flushes.pop(value, None)
-            if waiting is not None:
-                waiting[1].append(ok)
-                waiting[0].set()
-        with self._lock:  # the process ended: nobody waits for it any longer
-            for event, result in self._flushes.values():
-                result.append(False)
-                event.set()
-            self._flushes.clear()
+    def _verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
+                      fork_step: int | None) -> None:
+        self.writer.redacting(redact).verification(verdict, replays, fork_step)
+
+    def _build(self) -> None:
+        """The span builder's loop: queued records become spans, in the order they came."""
+        while (task := self._queue.get()) is not None:
+            task()
+
+    def _safely(self, emit: Callable[..., None], *args: Any) -> None:
+        try:
+            emit(*args)
+        except Exception as exc:  # noqa: BLE001 - a span that cannot be made never fails a step
+            log.warning("counterfact: a span could not be made (%s); recording goes on", exc)
 
     def flush(self, timeout_millis: int = 30_000) -> bool:
-        """Wait until every record queued so far is sent as spans."""
-        done: tuple[threading.Event, list[bool]] = (threading.Event(), [])
-        with self._lock:
-            token = next(self._tokens)
-            self._flushes[token] = done
-        self._queue.put(("flush", token, timeout_millis))
-        return done[0].wait(timeout_millis / 1000 + 1) and all(done[1])
+        """Build the spans queued so far, then send every span built."""
+        built = threading.Event()
+        started = time.monotonic()
+        self._queue.put(built.set)
+        if not built.wait(timeout_millis / 1000):
+            return False
+        left = timeout_millis - int((time.monotonic() - started) * 1000)
+        return left > 0 and bool(self.processor.force_flush(left))
 
     def close(self) -> None:
         self._queue.put(None)
-        with suppress(subprocess.TimeoutExpired):
-            self._child.wait(timeout=30)
-
-
-def serve_live() -> None:
-    """The span process of `LiveExport` (argv: traces URL, project): records in on stdin,
-    spans out to the collector, answers on stdout. Ends, with its spans sent, when its
-    parent closes the pipe or exits."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter,
-    )
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything else printed goes to stderr, not into the answers
-    records = sys.stdin.buffer
-    lock = threading.Lock()
-
-    def answer(*message: Any) -> None:
-        with lock:
-            pickle.dump(message, answers)
-            answers.flush()
-
-    exporter = _Checked(OTLPSpanExporter(endpoint=sys.argv[1], timeout=5),
-                        on_failure=lambda spans: answer("failed", spans, False))
-    processor = BatchSpanProcessor(exporter)
-    writer = SpanWriter(processor, lambda value: value, sys.argv[2])
-    writers: dict[int, SpanWriter] = {}
-    while True:
-        try:
-            message = pickle.load(records)
-        except (EOFError, OSError):
-            break
-        kind = message[0]
-        try:
-            if kind == "redactor":
-                writers[message[1]] = writer.redacting(message[2])
-            elif kind == "step":
-                writers[message[1]].step(*message[2:])
-            elif kind == "run":
-                writers[message[1]].run(message[2], None, message[3])
-            elif kind == "verification":
-                writers[message[1]].verification(*message[2:])
-            elif kind == "flush":
-                answer("flushed", message[1], bool(processor.force_flush(message[2])))
-        except Exception as exc:  # noqa: BLE001 - a span that cannot be made never stops the others
-            log.warning("counterfact: a span could not be made (%s)", exc)
-    processor.shutdown()
+        self._builder.join(timeout=30)
+        self.processor.shutdown()
 
 
 _live: dict[str, LiveExport] = {}
