@@ -10,26 +10,21 @@ stored in the run's labels for `attribute` to score against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from counterfact.formats._base import (
     FORMATS,
-    ExportReport,
-    FormatError,
-    ImportReport,
-    Progress,
     Sniff,
     register_format,
 )
 from counterfact.formats._imported import (
     ParsedRun,
+    ReadOnlyFormat,
     bad_entry,
     content_id,
     kind_of,
     load_json,
-    write_parsed,
 )
 from counterfact.formats._labels import file_labels
 from counterfact.formats._messages import (
@@ -41,7 +36,7 @@ from counterfact.formats._messages import (
     messages_in,
     text_of,
 )
-from counterfact.store import RunRecord, TraceStore, utcnow
+from counterfact.store import RunRecord, utcnow
 
 EXPECTED = ("a JSON list of messages (or an object holding one under " + ", ".join(LIST_KEYS)
             + "), each an object with content and an agent name under agent, source, sender, name or role")
@@ -73,13 +68,12 @@ def _parse(path: Path) -> ParsedRun:
     return ParsedRun(where=str(path), run=run, steps=steps, notes=notes)
 
 
-class ChatFormat:
+class ChatFormat(ReadOnlyFormat):
     """Multi-agent chat transcripts (AutoGen, AG2, Magentic-One, homemade loggers)."""
 
     name = "chat"
     summary = "chat transcripts (AutoGen, AG2, Magentic-One, homemade): one step per message, by its agent"
-    suffixes = (".json",)
-    writes = False
+    noun = "chat transcripts"
 
     def detect(self, sniff: Sniff) -> bool:
         """Any list of messages no other format claims (a Who&When log or an OpenAI message
@@ -88,12 +82,8 @@ class ChatFormat:
         return (found is not None and is_message_list(found[1])
                 and not any(fmt.detect(sniff) for fmt in FORMATS.values() if fmt is not self))
 
-    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
-        return write_parsed(store, self.name, files, [_parse(f) for f in files], on_progress)
-
-    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
-              on_progress: Progress | None = None) -> ExportReport:
-        raise FormatError("chat transcripts are read, not written")
+    def parse(self, path: Path) -> list[ParsedRun]:
+        return [_parse(path)]
 
 
 register_format(ChatFormat())

@@ -18,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 
 from counterfact._files import read_text_file
 from counterfact.capture import canonical_json, sha256_hex
-from counterfact.formats._base import FormatError, ImportReport, Progress, Skipped
+from counterfact.formats._base import (
+    ExportReport,
+    FormatError,
+    ImportReport,
+    Progress,
+    Skipped,
+)
 from counterfact.store import RunRecord, StepRecord, TraceStore
 
 NOTHING = "nothing was imported"
@@ -97,3 +103,25 @@ def write_parsed(store: TraceStore, format_name: str, files: Sequence[Path], par
     if on_progress is not None:
         on_progress(len(files), len(files))
     return report
+
+
+class ReadOnlyFormat:
+    """A format runs are only read from: each file parsed into runs (`parse`), the files of one
+    import written together, all or nothing; writing one is refused. A plug-in subclasses it
+    with its `name`, `summary`, `noun`, `detect` and `parse`."""
+
+    name: str
+    summary: str
+    noun: str  # what its files are, as the refusal to write one says it ("chat transcripts")
+    suffixes: tuple[str, ...] = (".json",)
+    writes = False
+
+    def parse(self, path: Path) -> list[ParsedRun]:
+        raise NotImplementedError
+
+    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
+        return write_parsed(store, self.name, files, [p for f in files for p in self.parse(f)], on_progress)
+
+    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
+              on_progress: Progress | None = None) -> ExportReport:
+        raise FormatError(f"{self.noun} are read, not written")

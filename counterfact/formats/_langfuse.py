@@ -11,7 +11,6 @@ the OpenTelemetry importer's (`_traced`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,17 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from counterfact._errors import validation_message
 from counterfact.formats._base import (
-    ExportReport,
     FormatError,
-    ImportReport,
-    Progress,
     Sniff,
     register_format,
 )
 from counterfact.formats._imported import (
     ParsedRun,
+    ReadOnlyFormat,
     bad_entry,
     kind_of,
     load_json,
     naive_utc,
-    write_parsed,
 )
 from counterfact.formats._otel_import import Span
 from counterfact.formats._traced import (
@@ -45,7 +41,6 @@ from counterfact.formats._traced import (
     llm_attributes,
     parsed_runs,
 )
-from counterfact.store import TraceStore
 
 KINDS = {"GENERATION": LLM, "TOOL": TOOL, "AGENT": AGENT, "SPAN": CHAIN, "EVENT": CHAIN, "CHAIN": CHAIN,
          "RETRIEVER": "RETRIEVER", "EMBEDDING": "EMBEDDING", "EVALUATOR": "EVALUATOR", "GUARDRAIL": "GUARDRAIL"}
@@ -170,24 +165,19 @@ def _parse(path: Path) -> list[ParsedRun]:
     return parsed_runs(spans, source="langfuse", where=str(path), labels=labels)
 
 
-class LangfuseFormat:
+class LangfuseFormat(ReadOnlyFormat):
     """Langfuse traces and observations, as its API and UI export them."""
 
     name = "langfuse"
     summary = "Langfuse exports: a trace per run, its top observations as steps, GENERATION and TOOL as calls"
-    suffixes = (".json",)
-    writes = False
+    noun = "Langfuse exports"
 
     def detect(self, sniff: Sniff) -> bool:
         entries = _entries(sniff.document)
         return bool(entries) and all(_is_trace(e) or _is_observation(e) for e in entries)
 
-    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
-        return write_parsed(store, self.name, files, [p for f in files for p in _parse(f)], on_progress)
-
-    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
-              on_progress: Progress | None = None) -> ExportReport:
-        raise FormatError("Langfuse exports are read, not written")
+    def parse(self, path: Path) -> list[ParsedRun]:
+        return _parse(path)
 
 
 register_format(LangfuseFormat())

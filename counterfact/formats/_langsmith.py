@@ -9,7 +9,7 @@ arguments, outputs as result, error). The mapping is the OpenTelemetry importer'
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,20 +18,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from counterfact._errors import validation_message
 from counterfact.formats._base import (
-    ExportReport,
-    FormatError,
-    ImportReport,
-    Progress,
     Sniff,
     register_format,
 )
 from counterfact.formats._imported import (
     ParsedRun,
+    ReadOnlyFormat,
     bad_entry,
     kind_of,
     load_json,
     naive_utc,
-    write_parsed,
 )
 from counterfact.formats._otel_import import Span
 from counterfact.formats._traced import (
@@ -43,7 +39,6 @@ from counterfact.formats._traced import (
     llm_attributes,
     parsed_runs,
 )
-from counterfact.store import TraceStore
 
 RUN_TYPES = {"llm": LLM, "tool": TOOL, "chain": CHAIN, "agent": AGENT, "retriever": "RETRIEVER",
              "embedding": "EMBEDDING", "prompt": CHAIN, "parser": CHAIN}
@@ -144,25 +139,20 @@ def _parse(path: Path) -> list[ParsedRun]:
     return parsed_runs(spans, source="langsmith", where=str(path), labels=labels)
 
 
-class LangSmithFormat:
+class LangSmithFormat(ReadOnlyFormat):
     """LangSmith run trees and run lists, as its SDK returns them."""
 
     name = "langsmith"
     summary = "LangSmith run exports: a root run per run, its child runs as steps, llm and tool runs as calls"
-    suffixes = (".json",)
-    writes = False
+    noun = "LangSmith exports"
 
     def detect(self, sniff: Sniff) -> bool:
         document = sniff.document
         entries = document if isinstance(document, list) else [document]
         return bool(entries) and all(_is_run(e) for e in entries)
 
-    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
-        return write_parsed(store, self.name, files, [p for f in files for p in _parse(f)], on_progress)
-
-    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
-              on_progress: Progress | None = None) -> ExportReport:
-        raise FormatError("LangSmith exports are read, not written")
+    def parse(self, path: Path) -> list[ParsedRun]:
+        return _parse(path)
 
 
 register_format(LangSmithFormat())

@@ -26,24 +26,20 @@ from pydantic import TypeAdapter, ValidationError
 
 from counterfact._errors import validation_message
 from counterfact.formats._base import (
-    ExportReport,
-    FormatError,
-    ImportReport,
-    Progress,
     Sniff,
     register_format,
 )
 from counterfact.formats._imported import (
     ParsedRun,
+    ReadOnlyFormat,
     bad_entry,
     content_id,
     kind_of,
     load_json,
-    write_parsed,
 )
 from counterfact.formats._labels import file_labels
 from counterfact.formats._messages import message_steps, messages_in, text_of
-from counterfact.store import RunRecord, StepRecord, TraceStore, utcnow
+from counterfact.store import RunRecord, StepRecord, utcnow
 
 ROLES: dict[str, TypeAdapter[Any]] = {
     "system": TypeAdapter(ChatCompletionSystemMessageParam),
@@ -107,24 +103,19 @@ def _parse(path: Path) -> ParsedRun:
     return ParsedRun(where=str(path), run=run, steps=steps, notes=notes)
 
 
-class OpenAIFormat:
+class OpenAIFormat(ReadOnlyFormat):
     """OpenAI chat-completions message lists, tool calls and results included."""
 
     name = "openai"
     summary = "OpenAI chat-completions messages: one step per message, tool calls with their results"
-    suffixes = (".json",)
-    writes = False
+    noun = "OpenAI message lists"
 
     def detect(self, sniff: Sniff) -> bool:
         found = messages_in(sniff.document)
         return found is not None and is_openai_messages(found[1])
 
-    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
-        return write_parsed(store, self.name, files, [_parse(f) for f in files], on_progress)
-
-    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
-              on_progress: Progress | None = None) -> ExportReport:
-        raise FormatError("OpenAI message lists are read, not written")
+    def parse(self, path: Path) -> list[ParsedRun]:
+        return [_parse(path)]
 
 
 register_format(OpenAIFormat())

@@ -8,7 +8,6 @@ Each result is one run whose steps are its trajectory's OpenAI-style messages (s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from counterfact._errors import validation_message
 from counterfact.formats._base import (
-    ExportReport,
-    FormatError,
-    ImportReport,
-    Progress,
     Sniff,
     register_format,
 )
 from counterfact.formats._imported import (
     ParsedRun,
+    ReadOnlyFormat,
     bad_entry,
     content_id,
     kind_of,
     load_json,
-    write_parsed,
 )
 from counterfact.formats._messages import message_steps
 from counterfact.formats._openai import check_openai, question_of
-from counterfact.store import Outcome, RunRecord, TraceStore, utcnow
+from counterfact.store import Outcome, RunRecord, utcnow
 
 SUCCESS = 1.0 - 1e-6  # tau-bench's own threshold: a reward this high or higher is a solved task
 EXPECTED = "tau-bench results: a JSON list of objects with task_id, reward, info and traj (OpenAI messages), as tau-bench's run.py writes"
@@ -87,25 +82,20 @@ def _parse(path: Path) -> list[ParsedRun]:
     return parsed
 
 
-class TauBenchFormat:
+class TauBenchFormat(ReadOnlyFormat):
     """tau-bench result files: each task's trajectory, reward and task."""
 
     name = "tau-bench"
     summary = "tau-bench results: a run per task and trial, its trajectory as steps, reward < 1 a failed run"
-    suffixes = (".json",)
-    writes = False
+    noun = "tau-bench results"
 
     def detect(self, sniff: Sniff) -> bool:
         document = sniff.document
         entries = document if isinstance(document, list) else [document]
         return bool(entries) and all(_is_result(e) for e in entries)
 
-    def read(self, store: TraceStore, files: Sequence[Path], on_progress: Progress | None = None) -> ImportReport:
-        return write_parsed(store, self.name, files, [p for f in files for p in _parse(f)], on_progress)
-
-    def write(self, store: TraceStore, run_ids: Sequence[str], path: Path,
-              on_progress: Progress | None = None) -> ExportReport:
-        raise FormatError("tau-bench results are read, not written")
+    def parse(self, path: Path) -> list[ParsedRun]:
+        return _parse(path)
 
 
 register_format(TauBenchFormat())
