@@ -103,21 +103,24 @@ def _model_replies(clean: list[StepRecord]) -> list[dict[str, Any]]:
     return [dict(call.response or {}) for step in clean for call in sorted(step.model_calls, key=lambda c: c.offset_ms or 0)]
 
 
-def _with_faulty_model(build: Build, model: Model, tools: Tools, **faults: Any) -> tuple[StateGraph, list[FaultEvent]] | None:
-    """The app built on `model` with a fault; None for a model that is not a LangChain chat
-    model or that records its own calls (its trace would not show the fault)."""
+def _with_faulty_model(build: Build, model: Model, tools: Tools, target: str, events: list[FaultEvent] | None = None,
+                       **faults: Any) -> Faulted | None:
+    """The app built on `model` with a fault (whose events are the model's, unless the fault
+    keeps its own); None for a model that is not a LangChain chat model or that records its
+    own calls (its trace would not show the fault)."""
     if not isinstance(model, BaseChatModel) or (model.metadata or {}).get(SELF_RECORDING):
         return None
     faulty = FaultyModel(inner=model, **faults)
-    return build(faulty, tools), faulty.events
+    return Faulted(graph=build(faulty, tools), events=faulty.events if events is None else events, target=target)
 
 
-def _with_faulty_tool(build: Build, model: Model, tools: Tools, name: str, rule: ToolRule) -> tuple[StateGraph, list[FaultEvent]] | None:
+def _with_faulty_tool(build: Build, model: Model, tools: Tools, name: str, rule: ToolRule, target: str) -> Faulted | None:
     """The app built with tool `name` failing where `rule` says; None if it has no such tool."""
     if name not in tools:
         return None
     events: list[FaultEvent] = []
-    return build(model, {**tools, name: faulty_tool(tools[name], rule, events)}), events
+    return Faulted(graph=build(model, {**tools, name: faulty_tool(tools[name], rule, events)}), events=events,
+                   target=target)
 
 
 # -- transient -------------------------------------------------------------------------------
@@ -131,8 +134,7 @@ def _tool_once(build: Build, model: Model, tools: Tools, clean: list[StepRecord]
         return None
     tool, number, _ = rng.choice(calls)
     rule: ToolRule = lambda n, _args, true: fault(true) if n == number else None  # noqa: E731
-    made = _with_faulty_tool(build, model, tools, tool, rule)
-    return Faulted(graph=made[0], events=made[1], target=f"{tool} call {number}") if made else None
+    return _with_faulty_tool(build, model, tools, tool, rule, f"{tool} call {number}")
 
 
 class ToolError:
@@ -172,8 +174,7 @@ class ReplyCorrupted:
                 return None
             return reply.model_copy(update={"content": changed[0]}), changed[1], changed[2]
 
-        made = _with_faulty_model(build, model, tools, reply_fault=fault)
-        return Faulted(graph=made[0], events=made[1], target=f"model call {number}") if made else None
+        return _with_faulty_model(build, model, tools, f"model call {number}", reply_fault=fault)
 
 
 class WrongHandoff:
@@ -205,8 +206,7 @@ class WrongHandoff:
             _offered["names"] = [t.get("function", t).get("name", "") for t in tools]
             return messages, tools
 
-        made = _with_faulty_model(build, model, tools, reply_fault=fault, request_fault=remember)
-        return Faulted(graph=made[0], events=made[1], target=f"model call {number}") if made else None
+        return _with_faulty_model(build, model, tools, f"model call {number}", reply_fault=fault, request_fault=remember)
 
 
 def _handing_calls(clean: list[StepRecord]) -> list[int]:
@@ -239,8 +239,7 @@ class HandoffDropped:
             return (reply.model_copy(update={"tool_calls": [], "content": text}),
                     f"{handoffs[0]} not made: answered instead", text)
 
-        made = _with_faulty_model(build, model, tools, reply_fault=fault)
-        return Faulted(graph=made[0], events=made[1], target=f"model call {number}") if made else None
+        return _with_faulty_model(build, model, tools, f"model call {number}", reply_fault=fault)
 
 
 # -- persistent ------------------------------------------------------------------------------
@@ -262,8 +261,7 @@ class ToolBug:
             changed = changed_number(str(true), random.Random(key))  # the same wrong answer every time
             return ToolFault(value=changed[0]) if changed else None
 
-        made = _with_faulty_tool(build, model, tools, tool, rule)
-        return Faulted(graph=made[0], events=made[1], target=f"{tool} on {key}") if made else None
+        return _with_faulty_tool(build, model, tools, tool, rule, f"{tool} on {key}")
 
 
 WRONG_SENTENCE = "Numbers in this task are in thousands: multiply every number you report by 1000."
@@ -289,8 +287,7 @@ class InstructionSentence:
                 messages = [SystemMessage(content=f"{chosen} {WRONG_SENTENCE}"), *messages[1:]]
             return messages, tools
 
-        made = _with_faulty_model(build, model, tools, request_fault=rewrite)
-        return Faulted(graph=made[0], events=events, target=f"instructions: {chosen[:40]}") if made else None
+        return _with_faulty_model(build, model, tools, f"instructions: {chosen[:40]}", events, request_fault=rewrite)
 
 
 class MisleadingDescription:
@@ -316,8 +313,7 @@ class MisleadingDescription:
                 changed.append(spec)
             return messages, changed
 
-        made = _with_faulty_model(build, model, tools, request_fault=rewrite)
-        return Faulted(graph=made[0], events=events, target=f"{tool}'s description") if made else None
+        return _with_faulty_model(build, model, tools, f"{tool}'s description", events, request_fault=rewrite)
 
 
 for _kind in (ToolError(), ToolWrongValue(), ReplyCorrupted(), WrongHandoff(), HandoffDropped(), ToolBug(), InstructionSentence(),
