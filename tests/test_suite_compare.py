@@ -24,11 +24,9 @@ from counterfact.graphs import (
     SUITE_RUN_LABEL,
     Checker,
     ExpectCheck,
-    GraphTask,
     SuiteError,
     Task,
     compare_suite_runs,
-    load_graph_suite,
     load_suite,
     record,
     suite_from_runs,
@@ -119,10 +117,10 @@ def test_runs_become_a_suite_that_reruns_on_the_graph_and_compares(tmp_path: Pat
     made = cli("suite", "from-runs", *[i[:10] for i in ids], "-o", str(suite_file), "--db", sqlite_path)
     assert made.returncode == 0, made.stderr
     assert "wrote 3 tasks" in made.stdout
-    suite = load_suite(suite_file)  # the plain loader reads it: any runner can use it
+    suite = load_suite(suite_file)  # the one loader reads it: any runner can use it
     assert [t.answer for t in suite.tasks] == list(QUESTIONS.values())
     assert [t.question for t in suite.tasks] == list(QUESTIONS)
-    graph_tasks = load_graph_suite(suite_file).tasks
+    graph_tasks = suite.tasks
     assert graph_tasks[1].graph_input == {"messages": [["user", "What is 4*5?"]]} and graph_tasks[1].answer_path == "answer"
 
     batches = []
@@ -176,7 +174,7 @@ def test_imported_runs_give_tasks_when_their_answer_is_known(store: TraceStore) 
     store.create_run(RunRecord(id="tau-3", workflow="tau-bench", task_input={"question": "Cancel my order", "task_id": 3},
                                status="failed", labels={"task": {"instruction": "Cancel my order", "outputs": []}}))
     made = suite_from_runs(store, ["ww-1", "chat-2", "tau-3"], name="imported", skip_unknown=True)
-    assert made.suite.tasks == [GraphTask(id="run-ww-1", question="Capital of France?", answer="Paris")]
+    assert made.suite.tasks == [Task(id="run-ww-1", question="Capital of France?", answer="Paris")]
     unknown = "its expected answer is not known (no check or ground truth is stored with it)"
     assert [(s.run_id, s.reason) for s in made.skipped] == [("chat-2", unknown), ("tau-3", unknown)]
     with pytest.raises(SuiteError, match="run chat-2: its expected answer is not known"):
@@ -187,7 +185,7 @@ def test_imported_runs_give_tasks_when_their_answer_is_known(store: TraceStore) 
     store.create_run(RunRecord(id="wf-3", workflow="demo", task_input=task.input(), status="failed",
                                labels={"task": task.model_dump(mode="json"), "task_id": "q7", "workflow_spec": {}}))
     (made_task,) = suite_from_runs(store, ["wf-3"], name="workflow").suite.tasks
-    assert made_task == GraphTask(**task.model_dump())
+    assert made_task == task
     store.create_run(RunRecord(id="odd-4", workflow="w", task_input={"question": "q"}, status="failed",
                                labels={"check": {"expect": "1", "checker": "fuzzy"}}))
     with pytest.raises(SuiteError, match="run odd-4: its stored task or check is not valid"):
@@ -231,7 +229,7 @@ def test_a_suite_file_written_is_the_suite_read(tmp_path: Path, sqlite_path: str
     from counterfact.graphs import write_suite
 
     write_suite(made.suite, path)
-    assert load_graph_suite(path) == made.suite
+    assert load_suite(path) == made.suite
     assert yaml.safe_load(path.read_text())["name"] == "calc"
 
 

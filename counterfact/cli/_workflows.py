@@ -72,7 +72,6 @@ def run_command(
         SUITE_RUN_LABEL,
         Suite,
         Task,
-        load_graph_suite,
         load_suite,
         new_suite_run_id,
         run_graph_suite,
@@ -86,8 +85,7 @@ def run_command(
         raise CounterfactError("give either a workflow (a YAML file or `demo`) or --graph module:attribute")
     if graph is not None and (model is not None or seed is not None or executor != "local"):
         raise CounterfactError("--model, --seed and --executor apply to workflows; --graph runs your app here as it is")
-    load = load_graph_suite if graph is not None else load_suite
-    tasks = load(suite) if suite else Suite(name="adhoc", tasks=[Task(id="task", question=task or "")])
+    tasks = load_suite(suite) if suite else Suite(name="adhoc", tasks=[Task(id="task", question=task or "")])
     suite_run = new_suite_run_id()
     store = _open(db)
     if graph is not None:

@@ -76,9 +76,6 @@ from counterfact.graphs._suite_from_runs import (
     write_suite,
 )
 from counterfact.graphs._suite_on_graph import (
-    GraphSuite,
-    GraphTask,
-    load_graph_suite,
     run_graph_suite,
 )
 from counterfact.graphs._target import (
@@ -169,9 +166,6 @@ __all__ = [
     "run_agent",
     "run_suite",
     "summary_rows",
-    "GraphSuite",
-    "GraphTask",
-    "load_graph_suite",
     "run_graph_suite",
     "SUITE_RUN_LABEL",
     "SuiteComparison",

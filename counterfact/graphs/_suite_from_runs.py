@@ -21,9 +21,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from counterfact._errors import validation_message
 from counterfact.graphs._refs import CHECK_LABEL, GRAPH_LABEL
-from counterfact.graphs._suite_on_graph import GraphSuite, GraphTask
 from counterfact.graphs._target import question_of
-from counterfact.graphs._tasks import Checker, SuiteError, Task
+from counterfact.graphs._tasks import Checker, Suite, SuiteError, Task
 from counterfact.store import RunRecord, TraceStore
 
 # labels an imported log's expected answer is stored under, in the order they are looked at
@@ -40,7 +39,7 @@ class SkippedRun(BaseModel):
 class RunsSuite(BaseModel):
     """The suite made from runs, and the runs left out of it."""
 
-    suite: GraphSuite
+    suite: Suite
     skipped: list[SkippedRun] = Field(default_factory=list)
 
 
@@ -48,7 +47,7 @@ class NotATask(SuiteError):
     """A run whose input or expected answer is not known."""
 
 
-def task_from_run(run: RunRecord) -> GraphTask:
+def task_from_run(run: RunRecord) -> Task:
     """The task `run` was a run of; `NotATask` says what is missing or malformed."""
     try:
         return _task_of(run)
@@ -56,10 +55,10 @@ def task_from_run(run: RunRecord) -> GraphTask:
         raise NotATask(f"run {run.id[:12]}: its stored task or check is not valid ({validation_message(exc)})") from None
 
 
-def _task_of(run: RunRecord) -> GraphTask:
+def _task_of(run: RunRecord) -> Task:
     labels = run.labels
     if "workflow_spec" in labels and isinstance(labels.get("task"), dict):  # made by `counterfact run`
-        return GraphTask(**Task.model_validate(labels["task"]).model_dump())
+        return Task.model_validate(labels["task"])
     question = question_of(run.task_input) if run.task_input else ""
     if not question.strip():
         raise NotATask(f"run {run.id[:12]}: its input is not known")
@@ -75,7 +74,7 @@ def _task_of(run: RunRecord) -> GraphTask:
         how = f"its check is {check['function']}, a function of the final state" if isinstance(check, dict) and "function" in check else "no check or ground truth is stored with it"
         raise NotATask(f"run {run.id[:12]}: its expected answer is not known ({how})")
     task_id = str(labels.get("task_id") or run.task_input.get("question_ID") or f"run-{run.id[:12]}")
-    return GraphTask(
+    return Task(
         id=task_id, question=question, answer=str(answer), checker=checker, answer_path=answer_path,
         graph_input=run.task_input if GRAPH_LABEL in labels else None,
     )
@@ -84,7 +83,7 @@ def _task_of(run: RunRecord) -> GraphTask:
 def suite_from_runs(store: TraceStore, run_refs: Sequence[str], *, name: str, skip_unknown: bool = False) -> RunsSuite:
     """A suite with one task per distinct task of the runs, in the order given; a run whose
     task is not known is an error, or with `skip_unknown` is left out and listed."""
-    tasks: list[GraphTask] = []
+    tasks: list[Task] = []
     skipped: list[SkippedRun] = []
     for ref in run_refs:
         run = store.get_run(ref)
@@ -104,10 +103,10 @@ def suite_from_runs(store: TraceStore, run_refs: Sequence[str], *, name: str, sk
         tasks.append(task)
     if not tasks:
         raise SuiteError("none of the runs gives a task: " + "; ".join(f"{s.run_id[:12]}: {s.reason}" for s in skipped))
-    return RunsSuite(suite=GraphSuite(name=name, tasks=tasks), skipped=skipped)
+    return RunsSuite(suite=Suite(name=name, tasks=tasks), skipped=skipped)
 
 
-def write_suite(suite: GraphSuite, path: Path) -> None:
+def write_suite(suite: Suite, path: Path) -> None:
     """The suite as YAML, written whole or not at all."""
     text = yaml.safe_dump(suite.model_dump(mode="json", exclude_defaults=True), sort_keys=False, allow_unicode=True)
     folder = path.parent if str(path.parent) else Path(".")

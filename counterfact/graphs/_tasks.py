@@ -107,6 +107,9 @@ class Task(BaseModel):
     checker: Checker = Field(default_factory=Checker)
     facts: dict[str, str] = Field(default_factory=dict)  # the table the lookup tool serves
     milestones: list[Milestone] = Field(default_factory=list)
+    # for a user's own graph (`run --suite --graph`); a built-in workflow reads neither
+    graph_input: dict[str, Any] | None = None  # the graph's input, verbatim (None: the question as a message)
+    answer_path: str | None = None  # dotted path to the answer in the final state (None: the last message)
 
     def input(self) -> dict[str, Any]:
         """What the workflow is given (the answer is not)."""

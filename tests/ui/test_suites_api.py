@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from counterfact.graphs import (
     SUITE_RUN_LABEL,
-    GraphSuite,
-    GraphTask,
+    Suite,
+    Task,
     compare_suite_runs,
     new_suite_run_id,
     run_graph_suite,
@@ -21,10 +21,10 @@ from counterfact.store import RunRecord, TraceStore
 from counterfact.ui import create_app
 
 TOKEN = "test-token-123"
-SUITE = GraphSuite(name="calc", tasks=[
-    GraphTask(id="add", question="What is 2+3?", answer="5", answer_path="answer"),
-    GraphTask(id="mul", question="What is 4*5?", answer="20", answer_path="answer"),
-    GraphTask(id="sub", question="What is 9-4?", answer="5", answer_path="answer"),
+SUITE = Suite(name="calc", tasks=[
+    Task(id="add", question="What is 2+3?", answer="5", answer_path="answer"),
+    Task(id="mul", question="What is 4*5?", answer="20", answer_path="answer"),
+    Task(id="sub", question="What is 9-4?", answer="5", answer_path="answer"),
 ])
 
 
