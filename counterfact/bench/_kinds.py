@@ -103,6 +103,12 @@ def _model_replies(clean: list[StepRecord]) -> list[dict[str, Any]]:
     return [dict(call.response or {}) for step in clean for call in sorted(step.model_calls, key=lambda c: c.offset_ms or 0)]
 
 
+def _handing_calls(clean: list[StepRecord]) -> list[int]:
+    """Numbers of the clean run's model calls whose reply hands off (a `transfer_*` tool call)."""
+    return [i + 1 for i, r in enumerate(_model_replies(clean))
+            if any(str(c.get("name", "")).startswith("transfer_") for c in r.get("tool_calls") or [])]
+
+
 def _with_faulty_model(build: Build, model: Model, tools: Tools, target: str, events: list[FaultEvent] | None = None,
                        **faults: Any) -> Faulted | None:
     """The app built on `model` with a fault (whose events are the model's, unless the fault
@@ -207,12 +213,6 @@ class WrongHandoff:
             return messages, tools
 
         return _with_faulty_model(build, model, tools, f"model call {number}", reply_fault=fault, request_fault=remember)
-
-
-def _handing_calls(clean: list[StepRecord]) -> list[int]:
-    """Numbers of the clean run's model calls whose reply hands off (a `transfer_*` tool call)."""
-    return [i + 1 for i, r in enumerate(_model_replies(clean))
-            if any(str(c.get("name", "")).startswith("transfer_") for c in r.get("tool_calls") or [])]
 
 
 EARLY_ANSWER = "That is all I can tell."  # what an agent that drops its handoff says, when it said nothing
