@@ -1,6 +1,10 @@
-"""The debugger against known faults: `counterfact bench faults` run twice on the same seed, once
-with the log-reading strategies alone (handoff, grounded) and once with re-execution added
-(rerun), side by side with the log-only baselines, per fault kind over every app shape.
+"""The debugger against known faults: `counterfact bench faults` run three times on the same
+seed, side by side with the log-only baselines, per fault kind over every app shape:
+- log only: the log-reading strategies alone (handoff, grounded);
+- with rerun: re-execution added (rerun), and no earlier run of a task in the store;
+- with history: tool results compared with the store's earlier runs of the task too (history),
+  the clean runs the faults were aimed at being those earlier runs, as yesterday's are in a
+  user's store.
 
     .venv/bin/python benchmarks/bench_faults.py [--runs 9] [--seed 0] [--model scripted] [--json FILE]
 
@@ -34,7 +38,9 @@ from counterfact.bench import (  # noqa: E402
 )
 from counterfact.store import TraceStore  # noqa: E402
 
-ARMS = {"log only": ("handoff", "grounded"), "with rerun": ("handoff", "grounded", "rerun")}
+ARMS = {"log only": ("handoff", "grounded"), "with rerun": ("handoff", "grounded", "rerun"),
+        "with history": ("history", "handoff", "grounded", "rerun")}
+APART = {"log only", "with rerun"}  # arms whose clean runs are kept in a store of their own
 
 
 def main() -> None:
@@ -52,25 +58,30 @@ def main() -> None:
         for arm, strategies in ARMS.items():
             task = progress.add_task(arm, total=None)
             store = TraceStore.open(str(Path(tmp) / f"{arm.replace(' ', '_')}.db"))
+            clean = TraceStore.open(str(Path(tmp) / f"{arm.replace(' ', '_')}_clean.db")) if arm in APART else None
             results[arm] = run_fault_bench(
                 store, shapes=shapes, kinds=fault_names(), runs=args.runs, model=args.model, seed=args.seed,
-                strategies=strategies, on_progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
+                strategies=strategies, clean_store=clean,
+                on_progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
             )
-            store.close()
+            for opened in (store, clean):
+                if opened is not None:
+                    opened.close()
     kinds = [k for k in fault_names() if any(r.kind == k for r in results["with rerun"].rows)]
     table = Table(title=f"faulted runs by kind over {len(shapes)} app shapes (model {args.model}, seed {args.seed})")
-    for column in ("kind", "runs", "top-1 log only", "top-1 with rerun", "top-3 with rerun", "agent with rerun",
-                   "repaired log only", "repaired with rerun", "replays with rerun", *(f"{b}" for b in BASELINES)):
+    for column in ("kind", "runs", *(f"top-1 {arm}" for arm in ARMS), "top-3 with history", "agent with history",
+                   *(f"repaired {arm}" for arm in ARMS), "replays with rerun", "replays with history",
+                   *(f"{b}" for b in BASELINES)):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in [*kinds, "all"]:
         rows = {arm: _merged(bench, kind) for arm, bench in results.items()}
-        log, rerun = rows["log only"], rows["with rerun"]
-        table.add_row(kind, str(rerun["runs"]), f"{log['top1_step']:.0%}", f"{rerun['top1_step']:.0%}",
-                      f"{rerun['top3_step']:.0%}", f"{rerun['agent']:.0%}", f"{log['repaired']:.0%}",
-                      f"{rerun['repaired']:.0%}", f"{rerun['median_replays']:g}",
-                      *(f"{rerun['baselines'][b]:.0%}" for b in BASELINES))
+        full = rows["with history"]
+        table.add_row(kind, str(full["runs"]), *(f"{rows[arm]['top1_step']:.0%}" for arm in ARMS),
+                      f"{full['top3_step']:.0%}", f"{full['agent']:.0%}", *(f"{rows[arm]['repaired']:.0%}" for arm in ARMS),
+                      f"{rows['with rerun']['median_replays']:g}", f"{full['median_replays']:g}",
+                      *(f"{full['baselines'][b]:.0%}" for b in BASELINES))
     console.print(table)
-    skipped = results["with rerun"].skipped
+    skipped = results["with history"].skipped
     console.print("tries that made no faulted run: " + ", ".join(f"{n} ({why})" for why, n in skipped.items()))
     if args.json:
         args.json.write_text(json.dumps({arm: bench.model_dump(exclude={"cases"}) for arm, bench in results.items()}, indent=2))

@@ -138,7 +138,7 @@ def test_replay_and_debug_errors_are_one_line(tmp_path: Path, sqlite_path: str) 
         (["replay", bad, "--at", "0", "--edit", str(tmp_path / "none.yaml"), "--db", sqlite_path], "none.yaml does not exist"),
         (["replay", bad, "--at", "0", "--edit", str(edit), "--db", sqlite_path], "does not say where its graph comes from"),
         (["debug", bad, "--budget", "0", "--db", sqlite_path], "Invalid value for '--budget': Input should be greater than or equal to 1"),
-        (["debug", bad, "--strategy", "magic", "--db", sqlite_path], "choose strategies among handoff, grounded, rerun, llm, resample, patch or all, not magic"),
+        (["debug", bad, "--strategy", "magic", "--db", sqlite_path], "choose strategies among history, handoff, grounded, rerun, llm, resample, patch or all, not magic"),
     ]
     for args, expected in cases:
         result = cli(*args)

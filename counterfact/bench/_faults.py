@@ -246,9 +246,10 @@ def run_fault_bench(
     runs: int,
     model: str = "scripted",
     seed: int = 0,
-    strategies: Sequence[str] = ("handoff", "grounded", "rerun"),
+    strategies: Sequence[str] = ("history", "handoff", "grounded", "rerun"),
     budget: Budget | None = None,
     judge: ChatModel | str | None = None,
+    clean_store: TraceStore | None = None,
     on_progress: Progress | None = None,
 ) -> FaultBench:
     """Up to `runs` faulted runs per shape and kind, each debugged and scored. Tasks are taken
@@ -256,7 +257,9 @@ def run_fault_bench(
     task; a task whose clean run fails, or a try whose fault does not break the run, is counted
     in `skipped`. `model` names the chat model every app runs on (see each shape's `models`).
     With a `judge` (a model or its spec), `attribute`'s all-at-once method reads each faulted
-    run's log too, as one more baseline."""
+    run's log too, as one more baseline. The clean runs are recorded in `store`, as a user's
+    store holds the runs from before a fault (what the `history` strategy compares tool results
+    with), or in `clean_store`, for a debugger that has no earlier run of the task to go by."""
     rng = random.Random(seed)
     cases: list[CaseScore] = []
     skipped: dict[str, int] = {}
@@ -271,7 +274,7 @@ def run_fault_bench(
                     if made == runs:
                         break
                     if case.id not in cleans:
-                        cleans[case.id] = _clean_run(store, shape, case, factory)
+                        cleans[case.id] = _clean_run(clean_store or store, shape, case, factory)
                     clean = cleans[case.id]
                     if clean is None:
                         skipped["clean run failed"] = skipped.get("clean run failed", 0) + 1

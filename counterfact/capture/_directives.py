@@ -47,7 +47,8 @@ class StepDirectives(BaseModel):
     temperature: float | None = None  # this step samples at this temperature (the others do not)
     seed: int | None = None  # ... with this seed, whatever the arm's seed
     activation_edits: list[dict[str, Any]] = Field(default_factory=list)  # ActivationEdit dicts
-    tool_results: dict[str, Any] = Field(default_factory=dict)  # tool name -> forced result
+    # tool name, or `tool_call_key` of a call with given arguments -> its forced result
+    tool_results: dict[str, Any] = Field(default_factory=dict)
     model_responses: list[ModelResponse] = Field(default_factory=list)
     route: str | None = None  # the node that runs next, whatever the step's routing decides
     handoff_message: str | None = None  # the message a handoff made at the step carries instead
@@ -166,8 +167,10 @@ def tool_result_for(name: str, arguments: Any) -> tuple[bool, Any]:
     scope = _scope.get()
     if scope is None:
         return False, None
-    if scope.here is not None and name in scope.here.tool_results:
-        return True, scope.here.tool_results[name]
+    if scope.here is not None and scope.here.tool_results:
+        for key in (tool_call_key(name, arguments), name):  # these arguments' forced result first
+            if key in scope.here.tool_results:
+                return True, scope.here.tool_results[key]
     if scope.here is not None and name in scope.here.kept_handoffs:
         with scope._lock:  # the handoff the step made is not made; a later one goes through
             first = name not in scope.kept

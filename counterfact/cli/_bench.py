@@ -19,7 +19,7 @@ def bench_faults_command(
     shapes: Annotated[list[str] | None, typer.Option("--shape", help="app shape (repeat); default: every shape that runs on --model")] = None,
     kinds: Annotated[list[str] | None, typer.Option("--kind", help="fault kind (repeat); default: all")] = None,
     model: Annotated[str, typer.Option(help="scripted, embedded or module:factory for the example apps (embedded is served over HTTP here); embedded, local:PATH or openai:MODEL for the built-in workflows")] = "scripted",
-    strategies: Annotated[str, typer.Option("--strategy", help="debugger strategies, comma-separated")] = "handoff,grounded,rerun",
+    strategies: Annotated[str, typer.Option("--strategy", help="debugger strategies, comma-separated")] = "history,handoff,grounded,rerun",
     replays: Annotated[int, typer.Option(min=1, help="replay budget of each debug session")] = 12,
     judge: Annotated[str | None, typer.Option(help="model spec for `attribute` (all at once) as one more baseline, e.g. embedded")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="write the rows and the overall scores here")] = None,

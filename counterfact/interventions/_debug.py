@@ -2,7 +2,7 @@
 
 1. Segments: the run splits at its planning steps (orchestrator workflows), else it is one.
 2. Hypotheses (a suspect step and why) come from the strategies asked for, plug-ins found by
-   name (`strategies`): handoff, grounded, rerun, llm, resample, patch by default, each in a module
+   name (`strategies`): history, handoff, grounded, rerun, llm, resample, patch by default, each in a module
    of its own. A strategy only proposes; the session stores what it proposes and verifies it.
    Hypotheses on the same step are one hypothesis, with the fixes of every strategy behind it.
 3. Fixes are thinking interventions (see `_fixes`): the agent reads what went wrong and writes

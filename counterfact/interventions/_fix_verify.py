@@ -90,6 +90,7 @@ class FixVerifier:
         self.say = say
         self._control: list[ReplayResult] | None = None  # the shared control of a greedy run
         self._reproduces = True
+        self._batches = 0  # batches verified so far
 
     def hypotheses(self) -> list[HypothesisRecord]:
         return self.log.hypotheses(self.session_id)
@@ -221,10 +222,14 @@ class FixVerifier:
         return 2 if greedy_from(self.replayer, 0) else 2 * self.pairs
 
     def _affordable(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """The first candidates (at most `parallel`) that the budget still pays for."""
+        """The first candidates (at most `parallel`) that the budget still pays for. When the
+        session stops at the first repair, batches start at one fix and double: the first fix,
+        best placed, most often repairs the run, and the fixes beside it would be replays for
+        nothing."""
+        width = min(self.parallel, 2 ** self._batches) if self.until_repaired else self.parallel
         batch: list[tuple[str, int]] = []
         need = 0
-        for candidate in candidates[: self.parallel]:
+        for candidate in candidates[:width]:
             need += self._replays_per_fix(candidate[0])
             if not self.afford(need):
                 break
@@ -235,6 +240,7 @@ class FixVerifier:
         """Verify the batch's fixes at once; record them in order."""
         stored = {h.id: h for h in self.hypotheses()}
         jobs = [(stored[h_id], position, fixes_of(stored[h_id])[position]) for h_id, position in batch]
+        self._batches += 1
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             outcomes = list(pool.map(lambda job: self._verify_fix(*job, executor), jobs))
         self.count.charged()

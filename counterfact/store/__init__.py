@@ -23,6 +23,7 @@ from counterfact.store._models import (
     new_id,
     utcnow,
 )
+from counterfact.store._precedents import ToolPrecedent
 from counterfact.store._redact import Redactor
 from counterfact.store._rows import require_row, row_of
 from counterfact.store._show import (
@@ -58,6 +59,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunWriter",
+    "ToolPrecedent",
     "SQLAlchemySaver",
     "state_at",
     "step_handoffs",

@@ -34,6 +34,7 @@ from counterfact.store._models import (
     VerdictKind,
     VerdictRecord,
 )
+from counterfact.store._precedents import ToolPrecedent, read_precedents
 from counterfact.store._redact import Redactor
 from counterfact.store._rows import require_row, row_of
 from counterfact.store._runs import finished_values, run_record, run_values
@@ -258,6 +259,13 @@ class TraceStore:
         run_id = self.resolve_run_id(run_ref)
         with self.connect() as conn:
             return read_steps(conn, run_id, payloads=payloads, histories=histories, indices=indices)
+
+    def tool_precedents(self, name: str, arguments: Any, *, excluding: str, limit: int = 50) -> list[ToolPrecedent]:
+        """What tool `name` returned when called with these `arguments` in other original runs
+        (not `excluding`, not replays), newest first: what a tool result is compared with."""
+        digest = self.blobs.encode_value(arguments)[0]
+        with self.connect() as conn:
+            return read_precedents(conn, name, digest, excluding=excluding, limit=limit)
 
     def step_activations(self, run_ref: str, index: int) -> list[bytes | None]:
         """The activations captured during each model call of one step (safetensors bytes, or

@@ -120,6 +120,8 @@ class ModelCall(Base):
 
 class ToolCall(Base):
     __tablename__ = "tool_calls"
+    # the same tool with the same arguments in other runs: what a tool result is compared with
+    __table_args__ = (Index("ix_tool_calls_arguments", "arguments_digest", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)

@@ -472,9 +472,9 @@ def test_bad_input(sqlite_path: str) -> None:
     with pytest.raises(CounterfactError, match="has no check of its final state"):
         _debugger(store, run_id, pool, strategies=["llm"], budget=Budget())
     failed, _, pool2 = _recorded_trio(store, "wrong")
-    with pytest.raises(CounterfactError, match="choose strategies among handoff, grounded, rerun, llm, resample, patch or all$"):
+    with pytest.raises(CounterfactError, match="choose strategies among history, handoff, grounded, rerun, llm, resample, patch or all$"):
         _debugger(store, failed, pool2, strategies=[], budget=Budget())
-    with pytest.raises(CounterfactError, match="choose strategies among handoff, grounded, rerun, llm, resample, patch or all, not magic"):
+    with pytest.raises(CounterfactError, match="choose strategies among history, handoff, grounded, rerun, llm, resample, patch or all, not magic"):
         _debugger(store, failed, pool2, strategies=["magic"], budget=Budget())
     os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
     try:

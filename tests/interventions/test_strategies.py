@@ -50,7 +50,7 @@ def blame() -> Iterator[BlameTheSolver]:
 
 
 def test_the_built_in_strategies_in_the_order_a_session_tries_them() -> None:
-    assert STRATEGIES == ("handoff", "grounded", "rerun", "llm", "resample", "patch")
+    assert STRATEGIES == ("history", "handoff", "grounded", "rerun", "llm", "resample", "patch")
     assert strategies_from(["all"]) == list(STRATEGIES)
     assert strategies_from(["patch", "llm"]) == ["patch", "llm"]
 
@@ -70,7 +70,7 @@ def test_a_registered_strategy_is_chosen_by_name_and_run_by_the_debugger(store: 
 def test_what_is_not_a_strategy_is_refused_with_its_name() -> None:
     with pytest.raises(TypeError, match="not a strategy: it needs a name and a propose"):
         register_strategy(object())  # type: ignore[arg-type]
-    with pytest.raises(CounterfactError, match="no strategy 'nope'; choose among handoff, grounded"):
+    with pytest.raises(CounterfactError, match="no strategy 'nope'; choose among history, handoff, grounded"):
         strategy_named("nope")
     with pytest.raises(CounterfactError, match="choose strategies among .* or all, not nope"):
         strategies_from(["llm", "nope"])

@@ -1,11 +1,12 @@
-"""`tool`: force a tool's result at the step, or, from the step on, offer a tool to the agent
-(counterfact's agents only) or take it away."""
+"""`tool`: force a tool's result at the step (of every call of the tool there, or of its calls
+with the given arguments), or, from the step on, offer a tool to the agent (counterfact's agents
+only) or take it away."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from counterfact.capture import ToolChange, step_key
+from counterfact.capture import ToolChange, step_key, tool_call_key
 from counterfact.interventions._applied import Evidence
 from counterfact.interventions.edits._base import (
     CompileContext,
@@ -24,6 +25,7 @@ class ToolEdit(EditSpec):
     tool: str
     action: Literal["result", "add", "remove"] = "result"
     result: Any = None
+    arguments: dict[str, Any] | None = None  # force the result of these calls only (action "result")
 
 
 SPEC: type[EditSpec] = ToolEdit
@@ -32,7 +34,8 @@ ORDER = 80
 
 def compile_edit(edit: ToolEdit, context: CompileContext, plan: StepPlan) -> None:
     if edit.action == "result":
-        plan.directives.tool_results[edit.tool] = edit.result
+        key = edit.tool if edit.arguments is None else tool_call_key(edit.tool, edit.arguments)
+        plan.directives.tool_results[key] = edit.result
         plan.evidence.append(Evidence(kind="tool_result", value=str(edit.result), tool=edit.tool))
         return
     step = context.step
@@ -50,7 +53,8 @@ def compile_edit(edit: ToolEdit, context: CompileContext, plan: StepPlan) -> Non
 
 
 def describe(edit: dict[str, Any], where: str) -> str:
-    return f"tool {edit['tool']}: {edit.get('action', 'result')} {short(str(edit.get('result', '')))!r} at {where}"
+    called = f"({short(str(edit['arguments']))})" if edit.get("arguments") is not None else ""
+    return f"tool {edit['tool']}{called}: {edit.get('action', 'result')} {short(str(edit.get('result', '')))!r} at {where}"
 
 
 def template(step: StepRecord, before: dict[str, Any] | None) -> dict[str, Any] | None:

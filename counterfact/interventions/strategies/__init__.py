@@ -17,6 +17,7 @@ from counterfact.interventions.strategies._handoff import (
     HandoffSuspect,
     handoff_suspects,
 )
+from counterfact.interventions.strategies._history import HistoryStrategy, usual_result
 from counterfact.interventions.strategies._llm import (
     LlmStrategy,
     hypothesis_schema,
@@ -61,7 +62,7 @@ def strategies_from(names: list[str] | tuple[str, ...]) -> list[str]:
     return chosen
 
 
-for _builtin in (HandoffStrategy(), GroundedStrategy(), RerunStrategy(), LlmStrategy(), ResampleStrategy(),
+for _builtin in (HistoryStrategy(), HandoffStrategy(), GroundedStrategy(), RerunStrategy(), LlmStrategy(), ResampleStrategy(),
                  PatchStrategy()):
     register_strategy(_builtin)
 
@@ -74,6 +75,7 @@ __all__ = [
     "GroundedStrategy",
     "HandoffStrategy",
     "HandoffSuspect",
+    "HistoryStrategy",
     "LlmStrategy",
     "Outcome",
     "PatchStrategy",
@@ -89,4 +91,5 @@ __all__ = [
     "strategies_from",
     "strategy_named",
     "strategy_names",
+    "usual_result",
 ]
