@@ -72,7 +72,7 @@ def main() -> None:
     for column in ("kind", "runs", *(f"top-1 {arm}" for arm in ARMS), "top-3 with history", "agent with history",
                    *(f"repaired {arm}" for arm in ARMS), "replays with rerun", "replays with history",
                    *(f"{b}" for b in BASELINES)):
-        table.add_column(column, justify="left" if column == "kind" else "right")
+        table.add_column(column, justify="left" if column == "kind" else "right", no_wrap=column == "kind")
     for kind in [*kinds, "all"]:
         rows = {arm: _merged(bench, kind) for arm, bench in results.items()}
         full = rows["with history"]

@@ -76,8 +76,10 @@ from counterfact.capture import (
     ToolCallRecord,
     current_directives,
     next_model_call,
+    rewrite_prompt,
     step_seed,
     step_temperature,
+    with_rewritten_tools,
     without_removed_tools,
 )
 
@@ -201,8 +203,9 @@ class ChatCounterfact(BaseChatModel):
         )
         if settings.temperature > 0 and settings.seed is None:
             settings.seed = secrets.randbits(31)
-        tools = without_removed_tools({"tools": tools}).get("tools")
-        conversation = to_chat_messages(messages, text_protocol=model.white_box)
+        tools = with_rewritten_tools(without_removed_tools({"tools": tools})).get("tools")
+        conversation = [m.model_copy(update={"content": rewrite_prompt(m.content)}) if m.role == "system" else m
+                        for m in to_chat_messages(messages, text_protocol=model.white_box)]
         protocol = (tools or []) if model.white_box else []
         if protocol:
             conversation = _with_instructions(conversation, spec_protocol_prompt(protocol))

@@ -27,6 +27,7 @@ from counterfact.bench._inject import (
     faulty_tool,
 )
 from counterfact.bench._kinds import (
+    WRONG_SENTENCE,
     Faulted,
     FaultKind,
     fault_named,
@@ -38,6 +39,7 @@ __all__ = [
     "BASELINES",
     "JUDGE_BASELINE",
     "SHAPES",
+    "WRONG_SENTENCE",
     "AppCase",
     "CaseScore",
     "ExampleShape",

@@ -15,7 +15,7 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.outputs import ChatResult, LLMResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -43,8 +43,8 @@ RequestFault = Callable[[list[BaseMessage], list[dict[str, Any]]], tuple[list[Ba
 
 class FaultyModel(BaseChatModel):
     """The app's chat model with a fault: a reply changed once, or what every call sends
-    rewritten. A model that records its own calls is refused: the trace would show its reply,
-    not the one the app got."""
+    rewritten (before it is recorded, as the app's own prompt). A model that records its own
+    calls is refused: the trace would show its reply, not the one the app got."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -80,13 +80,21 @@ class FaultyModel(BaseChatModel):
         bound = self.inner.bind_tools(tools, **kwargs)
         return self.bind(**getattr(bound, "kwargs", {}))
 
+    def generate(self, messages: list[list[BaseMessage]], stop: list[str] | None = None, callbacks: Any = None,
+                 **kwargs: Any) -> LLMResult:
+        """What every call sends, rewritten before the call is made and recorded: a wrong
+        sentence in the instructions is in the app's prompt, so the trace shows it, as it
+        would show a prompt the app was written with."""
+        if self.request_fault is not None:
+            rewritten = [self.request_fault(list(batch), list(kwargs.get("tools") or [])) for batch in messages]
+            messages = [batch for batch, _ in rewritten]
+            if rewritten and rewritten[0][1]:
+                kwargs["tools"] = rewritten[0][1]
+        return super().generate(messages, stop=stop, callbacks=callbacks, **kwargs)
+
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         self._calls += 1
-        if self.request_fault is not None:
-            messages, tools = self.request_fault(list(messages), list(kwargs.get("tools") or []))
-            if tools:
-                kwargs["tools"] = tools
         result = self.inner._generate(messages, stop=stop, **kwargs)
         reply = result.generations[0].message
         if self.reply_fault is not None and isinstance(reply, AIMessage):

@@ -5,6 +5,7 @@ from counterfact.capture._capture import SELF_RECORDING, CallCapture
 from counterfact.capture._directives import (
     Directives,
     ModelResponse,
+    PromptChange,
     StepDirectives,
     ToolChange,
     current_directives,
@@ -12,6 +13,8 @@ from counterfact.capture._directives import (
     directing,
     directives_of,
     next_model_call,
+    prompts_rewritten,
+    rewrite_prompt,
     step_instruction,
     step_key,
     step_seed,
@@ -26,6 +29,7 @@ from counterfact.capture._instrument import instrument
 from counterfact.capture._intercept import (
     forced_tool_calls,
     install_langchain_hooks,
+    with_rewritten_tools,
     without_removed_tools,
 )
 from counterfact.capture._payloads import (
@@ -77,7 +81,10 @@ __all__ = [
     "ModelCallRecord",
     "ModelResponse",
     "next_model_call",
+    "PromptChange",
+    "prompts_rewritten",
     "report_model_call",
+    "rewrite_prompt",
     "report_tool_call",
     "step_instruction",
     "step_key",
@@ -94,4 +101,5 @@ __all__ = [
     "ToolCallRecord",
     "ToolChange",
     "with_directives",
+    "with_rewritten_tools",
 ]

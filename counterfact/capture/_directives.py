@@ -5,7 +5,7 @@ A replay passes `Directives` in the run config on every invoke (LangGraph does n
 so everything that runs inside the step (counterfact's agents, `ChatCounterfact`, LangChain
 models and tools, instrumented openai clients) finds what is aimed at it without a config
 argument: `current_directives()`, `next_model_call()`, `tool_result_for()`, `step_seed()`,
-`step_instruction()`.
+`step_instruction()`, `rewrite_prompt()`.
 Steps are addressed by (node, nth invocation), which, unlike LangGraph's step numbers and
 task ids, is stable across forks.
 """
@@ -64,6 +64,14 @@ class ToolChange(BaseModel):
     from_step: str  # "node#invocation"
 
 
+class PromptChange(BaseModel):
+    """Text a replay changes in what every model is sent from the fork on: an agent's
+    instructions or a tool's description, as a fix to the app's own prompts would."""
+
+    old: str = Field(min_length=1)
+    new: str
+
+
 class Directives(BaseModel):
     """Everything a replay asks of the re-executed part of a run."""
 
@@ -71,6 +79,7 @@ class Directives(BaseModel):
     temperature: float | None = None  # overrides counterfact models' temperature (resampling)
     steps: dict[str, StepDirectives] = Field(default_factory=dict)  # "node#invocation" -> ...
     tool_changes: list[ToolChange] = Field(default_factory=list)
+    prompt_changes: list[PromptChange] = Field(default_factory=list)
     reuse_tool_results: dict[str, Any] = Field(default_factory=dict)  # call key -> recorded result
     # The run's own recursion limit, for graphs nested in its steps: a replay's top level gets
     # what the run had left at the fork, but a subgraph starts its count afresh, as it did.
@@ -220,6 +229,22 @@ def step_instruction() -> str | None:
     """The note a replay gives the models of this step to read before they answer."""
     _, here = current_directives()
     return here.instruction if here is not None and here.instruction else None
+
+
+def rewrite_prompt(text: str) -> str:
+    """`text` (instructions, a tool's description) with the replay's prompt changes made."""
+    scope = _scope.get()
+    if scope is None:
+        return text
+    for change in scope.directives.prompt_changes:
+        text = text.replace(change.old, change.new)
+    return text
+
+
+def prompts_rewritten() -> bool:
+    """Whether the replay changes prompts at all (so requests are rewritten only then)."""
+    scope = _scope.get()
+    return scope is not None and bool(scope.directives.prompt_changes)
 
 
 def _at_or_after(address: StepAddress, step: str) -> bool:

@@ -11,6 +11,8 @@ step they pass everything through unchanged; inside one:
   streaming) and the model is not called. Callbacks still fire, so `CallCapture` records it.
 - tools the replay took away from the node (`tool_changes_for`) are dropped from the `tools` a
   bound model sends. Adding a tool is not supported here: a change names a tool, not an object.
+- the replay's prompt changes (`rewrite_prompt`) are made in the system messages and the tool
+  descriptions a model is sent.
 - a tool call with a forced or reused result (`tool_result_for`) returns it without running the
   tool, through the tool's callbacks, as a `ToolMessage` when called with a model's tool call.
 
@@ -30,7 +32,13 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import BaseTool
 from langchain_core.tools.base import _format_output
@@ -45,6 +53,8 @@ from counterfact.capture._directives import (
     ModelResponse,
     current_directives,
     next_model_call,
+    prompts_rewritten,
+    rewrite_prompt,
     step_instruction,
     step_seed,
     step_temperature,
@@ -117,7 +127,7 @@ def _self_recording(model: BaseChatModel) -> bool:
 def _request_kwargs(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
     if _self_recording(model):
         return kwargs
-    return with_sampling(model, without_removed_tools(kwargs))
+    return with_sampling(model, with_rewritten_tools(without_removed_tools(kwargs)))
 
 
 def with_sampling(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -167,12 +177,37 @@ def _as_chunk(message: AIMessage) -> AIMessageChunk:
 
 
 def _instructed(model: BaseChatModel, batches: list[list[BaseMessage]]) -> list[list[BaseMessage]]:
-    """Each conversation with the replay's instruction for this step as a last user message
-    (once: a stream that falls back to invoke brings it already added)."""
-    note = None if _self_recording(model) else step_instruction()
+    """Each conversation with the replay's prompt changes made in its system messages, and its
+    instruction for this step as a last user message (once: a stream that falls back to invoke
+    brings it already added)."""
+    if _self_recording(model):
+        return batches
+    if prompts_rewritten():
+        batches = [[_rewritten(m) for m in messages] for messages in batches]
+    note = step_instruction()
     if note is None:
         return batches
     return [messages if _ends_with(messages, note) else [*messages, HumanMessage(content=note)] for messages in batches]
+
+
+def _rewritten(message: BaseMessage) -> BaseMessage:
+    if not isinstance(message, SystemMessage) or not isinstance(message.content, str):
+        return message
+    text = rewrite_prompt(message.content)
+    return message if text == message.content else message.model_copy(update={"content": text})
+
+
+def with_rewritten_tools(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Request `kwargs` with the replay's prompt changes made in the tools' descriptions."""
+    if not prompts_rewritten() or not kwargs.get("tools"):
+        return kwargs
+    tools = []
+    for spec in kwargs["tools"]:
+        function = spec.get("function") if isinstance(spec, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("description"), str):
+            spec = {**spec, "function": {**function, "description": rewrite_prompt(function["description"])}}
+        tools.append(spec)
+    return {**kwargs, "tools": tools}
 
 
 def _ends_with(messages: list[BaseMessage], note: str) -> bool:
@@ -215,8 +250,7 @@ def _hook_agenerate_with_cache(original: Callable[..., Any]) -> Callable[..., An
 
 def _instructed_input(model: BaseChatModel, input: Any) -> Any:
     """A streamed request's input with the step's instruction (see `_instructed`)."""
-    note = None if _self_recording(model) else step_instruction()
-    if note is None:
+    if _self_recording(model) or (step_instruction() is None and not prompts_rewritten()):
         return input
     return _instructed(model, [model._convert_input(input).to_messages()])[0]
 

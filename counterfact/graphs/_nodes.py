@@ -18,6 +18,8 @@ from langchain_core.runnables import RunnableConfig
 from counterfact.agents import Agent, ChatMessage, Tool
 from counterfact.capture import (
     current_directives,
+    prompts_rewritten,
+    rewrite_prompt,
     step_seed,
     step_temperature,
     tool_changes_for,
@@ -78,6 +80,9 @@ def run_agent(
             tools.pop(change.tool, None)
         elif change.tool in TOOLS:
             tools[change.tool] = TOOLS[change.tool](task)
+    if prompts_rewritten():  # a replay's prompt changes: in the agent's instructions and its tools' descriptions
+        tools = {n: t.model_copy(update={"description": rewrite_prompt(t.description)}) for n, t in tools.items()}
+        agent = agent.model_copy(update={"role": rewrite_prompt(agent.role)})
     step_tools = [_answering_from_replay(tool) for tool in tools.values()]
     if here is not None and here.reply is not None:
         return here.reply  # an edited message stands in for the agent's whole turn

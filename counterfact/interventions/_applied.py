@@ -20,7 +20,8 @@ from counterfact.capture import canonical_json
 from counterfact.store import StepRecord, output_text
 
 EvidenceKind = Literal[
-    "seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response", "sampled", "state"
+    "seen", "prefix", "tool_offered", "tool_withdrawn", "tool_result", "route", "response", "sampled", "state",
+    "prompt",
 ]
 
 
@@ -83,7 +84,14 @@ def shown(evidence: Evidence, steps: list[StepRecord], state_at: StateAt) -> boo
     if evidence.kind == "state":
         state = state_at(target)
         return evidence.tool in state and _canonical(state[evidence.tool]) == evidence.value
-    return any(evidence.value in text for text in _seen_texts(steps))
+    texts = _seen_texts(steps)
+    if evidence.kind == "prompt":  # a model was sent the new text, or no longer the old (in a tool's
+        # description, which requests do not record, neither shows: a model call is all there is)
+        old = evidence.tool or ""
+        called = any(s.model_calls for s in steps)
+        return called and (any(evidence.value and evidence.value in t for t in texts)
+                           or not any(old and old in t for t in texts))
+    return any(evidence.value in text for text in texts)
 
 
 def state_evidence(channel: str, value: Any) -> Evidence:
@@ -113,6 +121,7 @@ def describe(evidence: Evidence) -> str:
         "route": f"{evidence.value} running next",
         "sampled": "the step's model calls sampled at temperature:seed " + evidence.value,
         "state": f"channel {evidence.tool} holding the edited value at the step",
+        "prompt": f"a model sent {evidence.value!r} in place of {evidence.tool!r}",
     }.get(evidence.kind, evidence.value)
 
 

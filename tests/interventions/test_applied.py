@@ -213,3 +213,16 @@ def test_an_activation_edit_needs_a_model_call_at_the_edited_step() -> None:
 )
 def test_each_kind_is_described_for_a_person(evidence: Evidence, text: str) -> None:
     assert describe(evidence) == text
+
+
+def test_a_prompt_change_is_shown_by_a_model_sent_the_new_text_or_no_longer_the_old() -> None:
+    changed = Evidence(kind="prompt", value="Report numbers as given.", tool="Multiply by 1000.")
+    sent_new = _call([{"role": "system", "content": "You research. Report numbers as given."}])
+    sent_old = _call([{"role": "system", "content": "You research. Multiply by 1000."}])
+    assert _shown(changed, _step(model_calls=[sent_new]))
+    assert not _shown(changed, _step(model_calls=[sent_old]))  # the old prompt went out again
+    assert not _shown(changed, _step())  # no model was called: nothing shows the prompt
+    removed = Evidence(kind="prompt", value="", tool="Multiply by 1000.")  # a sentence taken out
+    assert _shown(removed, _step(model_calls=[_call([{"role": "system", "content": "You research."}])]))
+    assert not _shown(removed, _step(model_calls=[sent_old]))
+    assert describe(changed) == "a model sent 'Report numbers as given.' in place of 'Multiply by 1000.'"

@@ -56,7 +56,7 @@ DETOUR = types.ModuleType("detour", "A kind of edit defined outside counterfact.
 vars(DETOUR).update(SPEC=DetourEdit, ORDER=1000, compile_edit=_compile, describe=_describe, template=_template)
 
 OLD_KINDS = (
-    "message", "state", "plan", "route", "handoff", "response", "resume", "tool", "prefix", "instruction",
+    "message", "state", "plan", "route", "handoff", "response", "resume", "tool", "prefix", "prompt", "instruction",
     "sample", "activation",
 )
 # One real edit of each kind, at step 2.
@@ -70,6 +70,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "resume": {"kind": "resume", "value": {"approved": True}},
     "tool": {"kind": "tool", "tool": "lookup", "result": "1000"},
     "prefix": {"kind": "prefix", "text": "FACTS:"},
+    "prompt": {"kind": "prompt", "old": "Answer briefly.", "new": "Answer with a number."},
     "instruction": {"kind": "instruction", "text": "Check the sum."},
     "sample": {"kind": "sample", "temperature": 0.7, "seed": 3},
     "activation": {"kind": "activation", "layers": [1], "operation": "scale", "strength": 0.5},
@@ -128,7 +129,7 @@ def test_an_unregistered_kind_is_refused_by_name() -> None:
     assert "detour" not in edit_kind_names()
 
 
-def test_the_built_in_kinds_are_the_old_twelve_and_each_says_itself() -> None:
+def test_the_built_in_kinds_are_these_thirteen_and_each_says_itself() -> None:
     assert edit_kind_names() == OLD_KINDS
     assert sorted(EXAMPLES) == sorted(OLD_KINDS)
     said = {}

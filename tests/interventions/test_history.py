@@ -1,16 +1,19 @@
-"""Tool results against their history: a tool that went wrong for good is placed by what the
-same call returned in the store's earlier runs, and its usual result repairs the run; a tool
-edit with arguments forces only the calls with those arguments."""
+"""A run against the store's earlier runs: a tool that went wrong for good is placed by what the
+same call returned before, and its usual result repairs the run; an agent whose instructions
+changed is placed by the last successful run of the input, and its earlier instructions (a
+prompt edit) repair it. A tool edit with arguments forces only the calls with those arguments."""
 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import SystemMessage
 from langchain_core.tools import StructuredTool
 
-from counterfact.bench import fault_named
+from counterfact.bench import WRONG_SENTENCE, fault_named
 from counterfact.graphs import record
 from counterfact.interventions import Budget, Debugger, Intervention, Replayer
 from counterfact.interventions.edits import StepRef
@@ -113,3 +116,41 @@ def test_a_tool_edit_with_arguments_forces_only_those_calls(tmp_path: Path) -> N
     assert got[str(first.arguments)] == "1" != first.result  # forced
     assert got[str(second.arguments)] == second.result  # ran as before
     assert (second.arguments["town"], "ran") in seen[-1:]
+
+
+class _Heeding(ScriptedTeamModel):
+    """The team test double, heeding one rule if its instructions carry it: every number it
+    reports is in thousands (a model that follows a wrong sentence in its prompt)."""
+
+    def _generate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        if any(isinstance(m, SystemMessage) and WRONG_SENTENCE in str(m.content) for m in messages):
+            reply = result.generations[0].message
+            if reply.content and not reply.tool_calls:
+                reply.content = re.sub(r"\d+", lambda n: str(int(n.group()) * 1000), str(reply.content))
+        return result
+
+
+def test_a_changed_instruction_is_placed_by_the_last_successful_run_and_undone(tmp_path: Path) -> None:
+    store = TraceStore.open(str(tmp_path / "s.db"))
+    task = {"messages": [("user", QUESTIONS[1])]}
+    clean = record(supervisor.build(_Heeding(), TOOLS), store, workflow="supervisor", check=correct).invoke(task)
+    assert clean.status == "succeeded"
+    clean_steps = store.steps(clean.run_id)
+    faulted = None
+    for seed in range(8):  # the kind picks one agent's instructions: one whose agent states the answer
+        faulted = fault_named("instruction_sentence").inject(supervisor.build, _Heeding(), TOOLS, clean_steps,
+                                                             random.Random(seed))
+        assert faulted is not None
+        result = record(faulted.graph, store, workflow="supervisor", check=correct).invoke(task)
+        if result.status == "failed":
+            break
+    assert faulted is not None and result.status == "failed"
+    steps = store.steps(result.run_id)
+    wrong = next(s.index for s in steps for c in s.model_calls if WRONG_SENTENCE in str(c.request))  # the trace shows it
+    report = Debugger(Replayer(store, result.run_id, graph=faulted.graph, check=correct), strategies=["history"],
+                      budget=Budget(replays=8)).run()
+    [h] = [h for h in report.hypotheses if h.verdict == "validated"]
+    assert h.step == wrong and "instructions differ" in h.reason and WRONG_SENTENCE[:20] in h.reason
+    [edit] = h.intervention["edits"]
+    assert edit["kind"] == "prompt" and WRONG_SENTENCE in edit["old"] and WRONG_SENTENCE not in edit["new"]

@@ -31,7 +31,7 @@ def test_runs_show_lists_handoffs_and_calls_in_order(tmp_path: Any) -> None:
     out = CliRunner().invoke(cli, ["runs", "show", run_id, "--db", db], env={"COLUMNS": "200"}).output
     assert "handoff supervisor -> researcher via transfer_to_researcher" in out
     assert "handoff supervisor -> math_expert via transfer_to_math_expert" in out
-    researcher = out[out.index("1 researcher"):out.index("2 supervisor")]
+    researcher = out[out.index("1 researcher agent"):out.index("2 supervisor agent")]  # not a run id ending in 2
     lines = [line for line in researcher.splitlines() if "model " in line or "tool " in line]
     kinds = ["model" if "model " in line else "tool" for line in lines]
     assert kinds == ["model", "tool", "model", "tool", "model"]  # as they ran, not grouped

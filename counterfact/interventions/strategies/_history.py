@@ -1,13 +1,17 @@
-"""Tool results against their history: a tool that returns, for the same arguments, something
-other than it returned in the store's other runs (or raises where it used to answer) is a
-suspect, and its usual result is the fix to try. This finds what re-execution cannot place: a
-tool that went wrong for good (a regression, a bug on some inputs) gives the same wrong answer
-every time it runs again, but not the answer it gave before.
+"""A run against the store's earlier runs: what re-execution cannot place, a fault in the app
+that is there for good (a regression, a bug on some inputs, a changed prompt), shows as a
+difference from the runs made before it, and what those runs had is the fix to try.
 
-The comparison is with original runs only (a replay may reuse the recorded result), with runs
-of the same input where there are any (a tool that serves each task its own data answers the
-same arguments differently from task to task), with runs that succeeded where there are any,
-and only where they all agree: a tool whose answer varies from run to run has no usual result."""
+- Tool results: a tool that returns, for the same arguments, other than it returned in the
+  other runs (or raises where it used to answer); the fix is its usual result. The comparison
+  is with original runs only (a replay may reuse the recorded result), with runs of the same
+  input where there are any (a tool that serves each task its own data answers the same
+  arguments differently from task to task), with runs that succeeded where there are any, and
+  only where they all agree: a tool whose answer varies from run to run has no usual result.
+- Instructions: an agent whose system message differs from the one it had in the newest
+  successful run of the same input; the fix is the earlier instructions, from that step on.
+  Only runs of the same input count, since instructions may quote the task.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Any
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._specs import Intervention
 from counterfact.interventions.edits import StepRef
+from counterfact.interventions.edits.prompt import PromptEdit
 from counterfact.interventions.edits.tool import ToolEdit
 from counterfact.interventions.strategies._base import (
     DebugContext,
@@ -25,7 +30,7 @@ from counterfact.interventions.strategies._base import (
     Proposal,
     Skipped,
 )
-from counterfact.store import ToolPrecedent, excerpt
+from counterfact.store import StepRecord, ToolPrecedent, excerpt
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -71,5 +76,63 @@ class HistoryStrategy:
                     evidence={"tool": call.name, "arguments": call.arguments, "result": call.result,
                               "error": call.error, "usual": usual.result, "precedent": usual.run_id},
                 )
+        if proposed < context.max_hypotheses:
+            for proposal in _instruction_changes(context):
+                proposed += 1
+                yield proposal
         if not proposed:
-            yield Skipped(note="no tool call answered otherwise than the same call in the store's other runs")
+            yield Skipped(note="no tool call answered otherwise than the same call in the store's other runs, "
+                               "and no agent's instructions changed since the last successful run of this input")
+
+
+def _instructions(steps: Sequence[StepRecord]) -> dict[str, list[tuple[int, str]]]:
+    """Each agent's system messages, in the order its steps sent them: agent -> (step, text)."""
+    sent: dict[str, list[tuple[int, str]]] = {}
+    for step in steps:
+        for call in step.model_calls:
+            for message in call.request:
+                if message.get("role") == "system" and message.get("content"):
+                    sent.setdefault(call.agent or step.agent or step.node, []).append((step.index or 0, str(message["content"])))
+    return sent
+
+
+def _instruction_changes(context: DebugContext) -> Iterator[Proposal]:
+    run = context.replayer.parent
+    same_input = context.replayer.target.same_input
+    if not same_input:
+        return
+    earlier = next((r for r in context.store.list_runs(status="succeeded", labels=same_input, limit=20)
+                    if r.parent_run_id is None and r.id != run.id), None)
+    if earlier is None:
+        return
+    theirs = _instructions(context.store.steps(earlier.id))
+    for agent, sent in _instructions(context.steps).items():
+        before = {text for _, text in theirs.get(agent, [])}
+        if len(before) != 1:
+            continue  # the agent did not run then, or its instructions varied within the run
+        [usual] = before
+        changed = next(((step, text) for step, text in sent if text != usual), None)
+        if changed is None:
+            continue
+        step, text = changed
+        edit = PromptEdit(at=StepRef(step=step), old=text, new=usual)
+        fix = Fix(label="the agent's earlier instructions", strategy="history", source="reference", reference=earlier.id,
+                  intervention=Intervention(edits=[edit], note=f"{agent}'s instructions as in run {earlier.id}").dump())
+        yield Proposal(
+            step=step, fixes=[fix], reference=earlier.id,
+            reason=f"{agent}'s instructions differ from those of successful run {earlier.id[:12]} of the same input: "
+                   f"{_difference(usual, text)}",
+            evidence={"agent": agent, "instructions": text, "usual": usual, "precedent": earlier.id},
+        )
+
+
+def _difference(before: str, now: str) -> str:
+    """What changed between two texts, in a few words: the part of `now` not in `before`."""
+    start = next((i for i, (a, b) in enumerate(zip(before, now, strict=False)) if a != b), min(len(before), len(now)))
+    end = 0
+    while end < min(len(before), len(now)) - start and before[-1 - end] == now[-1 - end]:
+        end += 1
+    added, removed = now[start:len(now) - end], before[start:len(before) - end]
+    if added and removed:
+        return f"{excerpt(removed, 60)!r} became {excerpt(added, 60)!r}"
+    return f"added {excerpt(added, 80)!r}" if added else f"removed {excerpt(removed, 80)!r}"
