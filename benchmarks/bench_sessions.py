@@ -1,0 +1,96 @@
+"""Time per decided hypothesis, side by side: the debugger as it is against the debugger at an
+earlier commit, on the same failed runs of the demo suite, on the embedded model.
+
+Each arm is `bench_debugger.py --configs all` run from its own checkout (the earlier one a git
+worktree of REV), both at once, so that they share the machine as it is during the run: each
+runs the demo suite at the same seed into a store of its own (the same tasks fail in both: the
+script checks) and debugs the first N failed runs with every strategy its version has, with the
+same budget. The table gives hypotheses, decided ones, replays and seconds per decided
+hypothesis, and the ratio of the arms.
+
+    .venv/bin/python benchmarks/bench_sessions.py [--before 04ba3d1] [--runs 3] [--budget 12]
+
+04ba3d1 is the commit the issue that set the target was measured at (114 s per decided
+hypothesis on the demo). Run from the repository root; the worktree is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def arm(checkout: Path, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """One arm: the checkout's own bench_debugger on the checkout's own code."""
+    command = [sys.executable, "benchmarks/bench_debugger.py", "--configs", "all", "--runs", str(args.runs),
+               "--budget", str(args.budget), "--db", str(out.with_suffix(".db")), "--json", str(out)]
+    log = out.with_suffix(".log").open("wb")
+    return subprocess.Popen(command, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
+                            env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+
+
+def failed_tasks(db: Path) -> list[str]:
+    """The tasks whose original run failed, in the arm's store (read with sqlite3: the two arms'
+    schemas may differ)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select labels from runs where parent_run_id is null and status = 'failed'").fetchall()
+    return sorted(str(json.loads(labels).get("task_id")) for (labels,) in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="04ba3d1", help="the earlier commit")
+    parser.add_argument("--runs", type=int, default=3, help="failed runs debugged per arm")
+    parser.add_argument("--budget", type=int, default=12, help="replays per debug session")
+    args = parser.parse_args()
+    console = Console(width=160)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        before = work / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            started = time.perf_counter()
+            arms = {f"before ({args.before})": (before, work / "before.json"), "now": (ROOT, work / "now.json")}
+            running = {name: arm(checkout, out, args) for name, (checkout, out) in arms.items()}
+            with console.status("both arms running (each logs to its own file)"):
+                codes = {name: process.wait() for name, process in running.items()}
+            for name, code in codes.items():
+                if code:
+                    log = arms[name][1].with_suffix(".log").read_text()[-2000:]
+                    raise SystemExit(f"arm {name} failed (exit {code}):\n{log}")
+            figures = {name: json.loads(out.read_text())["all"] for name, (_, out) in arms.items()}
+            tasks = {name: failed_tasks(out.with_suffix(".db")) for name, (_, out) in arms.items()}
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False,
+                           capture_output=True)
+    same = len({tuple(t) for t in tasks.values()}) == 1
+    table = Table(title=f"debug sessions on the demo's failed runs, all strategies, budget {args.budget}, "
+                        f"both arms at once ({time.perf_counter() - started:.0f} s)")
+    for column in ("arm", "runs", "repaired", "hypotheses", "decided", "replays / decided", "s / decided"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    per: dict[str, float] = {}
+    for name, r in figures.items():
+        per[name] = r["seconds"] / r["decided"] if r["decided"] else float("nan")
+        table.add_row(name, str(r["runs"]), str(r["repaired"]), str(r["hypotheses"]), str(r["decided"]),
+                      f"{r['replays'] / r['decided']:.1f}" if r["decided"] else "-", f"{per[name]:.1f}")
+    console.print(table)
+    first, last = per.values()
+    console.print(f"now / before, seconds per decided hypothesis: {last / first:.2f} (target <= 0.33)")
+    console.print("the same tasks failed in both arms" if same else f"the arms' failed tasks differ: {tasks}")
+
+
+if __name__ == "__main__":
+    main()
