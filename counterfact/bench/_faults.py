@@ -204,13 +204,16 @@ class FaultBench(BaseModel):
 
 def step_of(event: FaultEvent, steps: Sequence[StepRecord]) -> StepRecord | None:
     """The step a fault event happened in: the n-th model call or n-th call of a tool, in the
-    order they were made; for a fault every call meets (n = 0), the first step it touched."""
+    order they were made; for a fault every call meets (n = 0), the first step whose request
+    shows it (for a tool's description a request may not: then the tool's first call)."""
     ordered = [(step, call) for step in steps for call in sorted(step.model_calls, key=lambda c: c.offset_ms or 0)]
     tools = [(step, call) for step in steps for call in sorted(step.tool_calls, key=lambda c: c.offset_ms or 0)]
-    if event.where == "model":
-        if event.call:
-            return ordered[event.call - 1][0] if event.call <= len(ordered) else None
-        return next((step for step, call in ordered if event.shows in str(call.request)), None)
+    if event.where == "model" and event.call:
+        return ordered[event.call - 1][0] if event.call <= len(ordered) else None
+    if not event.call:  # a fault every call meets: the first request that shows it (else the tool's first call)
+        shown = next((step for step, call in ordered if event.shows in str(call.request)), None)
+        if shown is not None or event.where == "model":
+            return shown
     calls = [(step, call) for step, call in tools if call.name == event.where]
     if event.call:
         return calls[event.call - 1][0] if event.call <= len(calls) else None

@@ -114,6 +114,34 @@ def test_re_execution_places_transient_faults_and_repairs_them(store: TraceStore
         assert case.truth.detail not in json.dumps(store.get_run(case.truth.run_id).labels)
 
 
+def test_a_persistent_tool_bug_is_placed_and_repaired_from_the_store_s_earlier_runs(tmp_path: Path) -> None:
+    """The clean runs the faults aim at are the store's earlier runs; kept apart, nothing tells
+    the bug's answer from a right one."""
+    def bench(clean_store: TraceStore | None) -> object:
+        return run_fault_bench(TraceStore.open(str(tmp_path / f"{clean_store is None}.db")), shapes=[SHAPES["swarm"]],
+                               kinds=["tool_bug"], runs=2, model="scripted", seed=0, clean_store=clean_store)
+
+    together, apart = bench(None), bench(TraceStore.open(str(tmp_path / "clean.db")))
+    [row] = together.rows  # type: ignore[attr-defined]
+    assert row.runs == 2 and row.top1_step == 1.0 and row.repaired == 1.0
+    assert all(c.replays <= 3 for c in together.cases)  # type: ignore[attr-defined]
+    [row] = apart.rows  # type: ignore[attr-defined]
+    assert row.runs == 2 and row.repaired == 0.0
+
+
+def test_a_misleading_description_is_the_tool_s_own(store: TraceStore) -> None:
+    clean = _clean(store, supervisor.build)
+    faulted = fault_named("misleading_description").inject(supervisor.build, ScriptedTeamModel(), TOOLS, clean,
+                                                            random.Random(0))
+    assert faulted is not None
+    [event] = faulted.events
+    tool = event.where
+    result = record(faulted.graph, store, workflow="supervisor", check=correct).invoke(TASK)
+    step = step_of(event, store.steps(result.run_id))  # the team model's requests carry no descriptions
+    assert step is not None and any(c.name == tool for c in step.tool_calls)
+    assert event.shows not in TOOLS[tool].description  # the app's own tool is left as it was
+
+
 def test_the_cli_writes_the_table_the_rows_and_the_truth_apart(tmp_path: Path) -> None:
     out, truth = tmp_path / "bench.json", tmp_path / "truth.jsonl"
     cli = subprocess.run(

@@ -115,7 +115,8 @@ def _instruction_changes(context: DebugContext) -> Iterator[Proposal]:
         if changed is None:
             continue
         step, text = changed
-        edit = PromptEdit(at=StepRef(step=step), old=text, new=usual)
+        old, new = _changed_span(usual, text)
+        edit = PromptEdit(at=StepRef(step=step), old=old, new=new)
         fix = Fix(label="the agent's earlier instructions", strategy="history", source="reference", reference=earlier.id,
                   intervention=Intervention(edits=[edit], note=f"{agent}'s instructions as in run {earlier.id}").dump())
         yield Proposal(
@@ -126,13 +127,24 @@ def _instruction_changes(context: DebugContext) -> Iterator[Proposal]:
         )
 
 
-def _difference(before: str, now: str) -> str:
-    """What changed between two texts, in a few words: the part of `now` not in `before`."""
+def _changed_span(before: str, now: str) -> tuple[str, str]:
+    """The part of `now` that differs from `before` and what stood there before, trimmed of
+    their common start and end, so that a prompt edit changes that part wherever the app keeps
+    it (an agent's instructions, a tool's description); the whole texts where that part is
+    empty or not unique in `now`."""
     start = next((i for i, (a, b) in enumerate(zip(before, now, strict=False)) if a != b), min(len(before), len(now)))
     end = 0
     while end < min(len(before), len(now)) - start and before[-1 - end] == now[-1 - end]:
         end += 1
-    added, removed = now[start:len(now) - end], before[start:len(before) - end]
-    if added and removed:
-        return f"{excerpt(removed, 60)!r} became {excerpt(added, 60)!r}"
-    return f"added {excerpt(added, 80)!r}" if added else f"removed {excerpt(removed, 80)!r}"
+    old, new = now[start:len(now) - end], before[start:len(before) - end]
+    return (old, new) if old.strip() and now.count(old) == 1 else (now, before)
+
+
+def _difference(before: str, now: str) -> str:
+    """What changed between two texts, in a few words."""
+    old, new = _changed_span(before, now)
+    if old == now:
+        return f"{excerpt(new, 60)!r} became {excerpt(old, 60)!r}" if new.strip() else f"added {excerpt(old, 80)!r}"
+    if new.strip():
+        return f"{excerpt(new, 60)!r} became {excerpt(old, 60)!r}"
+    return f"added {excerpt(old, 80)!r}"
