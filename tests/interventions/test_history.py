@@ -154,3 +154,17 @@ def test_a_changed_instruction_is_placed_by_the_last_successful_run_and_undone(t
     assert h.step == wrong and "instructions differ" in h.reason and WRONG_SENTENCE[:20] in h.reason
     [edit] = h.intervention["edits"]
     assert edit["kind"] == "prompt" and WRONG_SENTENCE in edit["old"] and WRONG_SENTENCE not in edit["new"]
+
+
+def test_a_prompt_edit_changes_only_the_span_that_differs() -> None:
+    from counterfact.interventions.strategies._history import _changed_span
+
+    before = "You research. Report each population."
+    assert _changed_span(before, "You research. Report each population. Multiply by 1000.") == (" Multiply by 1000.", "")
+    assert _changed_span(before, "You research. Report each town.") == ("town", "population")
+    # a sentence taken out leaves nothing to replace: the whole instructions are the edit
+    assert _changed_span(before, "You research.") == ("You research.", before)
+    # a changed part that occurs twice could be replaced where it was right: the whole again
+    assert _changed_span("a 1 b 2", "a 1 b 1") == ("a 1 b 1", "a 1 b 2")
+    assert _changed_span("ab", "abc") == ("abc", "ab")  # a word grown at the very end: the whole word
+    assert _changed_span("", "Be brief.") == ("Be brief.", "")

@@ -136,6 +136,14 @@ def _changed_span(before: str, now: str) -> tuple[str, str]:
     end = 0
     while end < min(len(before), len(now)) - start and before[-1 - end] == now[-1 - end]:
         end += 1
+
+    def inside_word(left: str, texts: tuple[str, ...], at: int) -> bool:
+        return left.isalnum() and any(-len(t) <= at < len(t) and t[at].isalnum() for t in texts)
+
+    while start > 0 and inside_word(now[start - 1], (now, before), start):  # whole words, not "tow" for "town"
+        start -= 1
+    while end > 0 and inside_word(now[-end], (now[: len(now) - end], before[: len(before) - end]), -1):
+        end -= 1
     old, new = now[start:len(now) - end], before[start:len(before) - end]
     return (old, new) if old.strip() and now.count(old) == 1 else (now, before)
 
