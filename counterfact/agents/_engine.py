@@ -246,13 +246,10 @@ class Engine:
             self._cache, self._mask = cache, torch.ones(1, length, dtype=torch.long)
             self._rows = [row]
             return
-        width = self._mask.shape[1]
-        total = max(width, length)
         for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_pad_left(old.keys, total), _pad_left(new.keys, total)])
-            old.values = torch.cat([_pad_left(old.values, total), _pad_left(new.values, total)])
-        new_mask = torch.ones(1, length, dtype=torch.long)
-        self._mask = torch.cat([_pad_left(self._mask, total), _pad_left(new_mask, total)])
+            old.keys = _stack_left(old.keys, new.keys)
+            old.values = _stack_left(old.values, new.values)
+        self._mask = _stack_left(self._mask, torch.ones(1, length, dtype=torch.long))
         self._rows.append(row)
 
     def _step(self) -> None:
@@ -355,12 +352,16 @@ class Engine:
         _settle(row.req.future, result)
 
 
-def _pad_left(x: torch.Tensor, total: int) -> torch.Tensor:
-    """Pad the sequence axis (dim -2 for KV tensors [B,H,T,D], dim -1 for masks) to `total`."""
-    axis = -1 if x.ndim == 2 else -2
-    missing = total - x.shape[axis]
-    if missing == 0:
-        return x
-    shape = list(x.shape)
-    shape[axis] = missing
-    return torch.cat([x.new_zeros(shape), x], dim=axis)
+def _stack_left(top: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+    """`top` over `bottom` on the batch axis, each right-aligned on the sequence axis (dim -2 for
+    KV tensors [B,H,T,D], dim -1 for masks) with zeros on the left. Written into one new tensor:
+    padding each side and then concatenating copied the whole batch cache up to three times
+    on every admission."""
+    axis = -1 if top.ndim == 2 else -2
+    total = max(top.shape[axis], bottom.shape[axis])
+    shape = list(top.shape)
+    shape[0], shape[axis] = top.shape[0] + bottom.shape[0], total
+    out = top.new_zeros(shape)
+    for part, rows in ((top, out[: top.shape[0]]), (bottom, out[top.shape[0] :])):
+        rows.narrow(axis, total - part.shape[axis], part.shape[axis]).copy_(part)
+    return out

@@ -38,19 +38,45 @@ def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPat
 
 
 def test_killed_conversion_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A conversion that dies half-way leaves neither the cache folder nor its temp folder."""
-    dest = tmp_path / "models" / "m"
-    monkeypatch.setattr(Path, "is_file", lambda self: True)  # never reached: load fails first
-
-    def boom(*_args: object, **_kwargs: object) -> None:
-        raise KeyboardInterrupt
-
+    """A conversion that dies half-way through the weights leaves neither the cache folder nor
+    its temp folder."""
     import transformers
 
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    dest = tmp_path / "models" / "m"
+    config = transformers.LlamaConfig(
+        vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2
+    )
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *_a, **_k: config)
+
+    def half_written(_gguf: Path, _meta: object, out: Path) -> None:
+        out.write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_embedded, "_write_gguf_weights", half_written)
     with pytest.raises(KeyboardInterrupt):
         _embedded.convert_gguf(tmp_path / "x.gguf", dest)
     assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_conversion_streams_the_weights_transformers_loads(tmp_path: Path) -> None:
+    """The checkpoint written tensor by tensor holds exactly the weights (names, shapes, bits)
+    of transformers' own GGUF load, which the cache used to be saved from, and loads as one."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    gguf = embedded_gguf()
+    _embedded.convert_gguf(gguf, tmp_path / "m")
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    expected = dict(reference.named_parameters())  # the tied output head once, as saved
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        names = list(f.keys())  # a safetensors handle, not a dict
+        assert sorted(names) == sorted(expected)
+        for name in names:
+            assert torch.equal(f.get_tensor(name), expected[name].detach()), name
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32)
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
 
 
 @pytest.mark.slow

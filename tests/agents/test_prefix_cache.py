@@ -44,8 +44,8 @@ def test_requests_that_edit_activations_neither_read_nor_fill_the_cache(tiny: Lo
 
 
 def test_least_recently_used_blocks_go_first() -> None:
-    cache = PrefixCache(block=2, capacity=2)
-    kv = [(torch.zeros(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))]
+    kv = [(torch.zeros(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))]  # 16 bytes a block
+    cache = PrefixCache(block=2, max_bytes=32)
     ids = [1, 2, 3, 4, 5, 6]
     cache.put(ids, 2, kv)
     cache.put(ids, 4, kv)
@@ -54,3 +54,29 @@ def test_least_recently_used_blocks_go_first() -> None:
     assert cache.get(ids, 4) is None
     assert cache.get(ids, 2) is kv and cache.get(ids, 6) is kv
     assert cache.get([9, 9, 3, 4], 4) is None  # keyed by the whole prefix, not the block alone
+
+
+def test_the_bound_is_in_bytes_whatever_the_block_size() -> None:
+    small = [(torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4))]  # 64 bytes
+    large = [(torch.zeros(1, 1, 2, 16), torch.zeros(1, 1, 2, 16))]  # 256 bytes
+    cache = PrefixCache(block=2, max_bytes=300)
+    ids = [1, 2, 3, 4, 5, 6]
+    cache.put(ids, 2, small)
+    cache.put(ids, 4, small)
+    assert len(cache) == 2 and cache.nbytes == 128
+    cache.put(ids, 6, large)  # 384 bytes in all: both small blocks go, oldest first
+    assert cache.get(ids, 2) is None and cache.get(ids, 4) is None
+    assert cache.get(ids, 6) is large and cache.nbytes == 256
+    cache.put(ids, 6, small)  # the same prefix again replaces its block, counted once
+    assert len(cache) == 1 and cache.nbytes == 64
+    cache.put([7, 8], 2, [(torch.zeros(1, 1, 2, 32), torch.zeros(1, 1, 2, 32))])  # 512 bytes: never kept
+    assert cache.get([7, 8], 2) is None and cache.nbytes == 64
+
+
+def test_the_default_bound_keeps_the_cache_small_on_the_embedded_model() -> None:
+    """SmolLM2-135M: 30 layers of 3 KV heads of 64 in fp32, 64-token blocks (2.9 MB each)."""
+    cache = PrefixCache()
+    block = [(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)) for _ in range(30)]
+    for end in range(64, 64 * 200, 64):
+        cache.put(list(range(64 * 200)), end, block)
+    assert cache.nbytes <= 64 * 2**20 and len(cache) == 64 * 2**20 // (30 * 2 * 3 * 64 * 64 * 4) == 22
