@@ -4,6 +4,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_attribution.py                          # evidence only
     .venv/bin/python benchmarks/bench_attribution.py --methods evidence all_at_once --limit 5
     .venv/bin/python benchmarks/bench_attribution.py --data DIR --json out.json
+    .venv/bin/python benchmarks/bench_attribution.py --methods all_at_once --halves Hand-Crafted --limit 10 --longest
 
 `--data` is a folder holding `Hand-Crafted/` and `Algorithm-Generated/` Who&When logs (default:
 the subset in ../shared/data/whowhen). Each half is imported into its own temporary SQLite store;
@@ -17,14 +18,18 @@ the trivial baselines are computed on the same runs from their steps alone:
   random step         the expected accuracy of a uniformly random agent-written step
 
 Accuracy is exact: the agent ignoring case and punctuation, the step as an integer. Published
-figures (other subsets, other scorers) stand beside them for orientation. Progress goes to
-stderr; `--json FILE` writes every row.
+figures (other subsets, other scorers) stand beside them for orientation. For each method the
+table also gives seconds per log, the process's peak RSS after it, and how many logs had text cut
+(`cut`) or were read in several pieces (`pieces`: too long for the judge's context at once).
+`--longest` takes the `--limit` longest logs (by characters) instead of the first. Progress goes
+to stderr; `--json FILE` writes every row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -38,7 +43,7 @@ from rich.table import Table
 
 from counterfact.formats import import_whowhen
 from counterfact.interventions import METHODS, Method, attribute, score_attributions
-from counterfact.store import StepRecord, TraceStore
+from counterfact.store import StepRecord, TraceStore, output_text
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "whowhen"
 HALVES = ("Hand-Crafted", "Algorithm-Generated")
@@ -61,6 +66,9 @@ class Row(BaseModel):
     agent: float | None = None  # accuracy in percent
     step: float | None = None
     seconds: float | None = None
+    truncated: int | None = None  # logs with some text cut to fit the judge's context
+    in_pieces: int | None = None  # logs read in more than one piece
+    peak_rss_mb: float | None = None  # the process's peak resident memory after this method
 
 
 def _key(name: str) -> str:
@@ -123,10 +131,20 @@ def _baselines(store: TraceStore, run_ids: list[str], half: str) -> list[Row]:
     ]
 
 
-def _half(folder: Path, half: str, methods: list[Method], model: str, limit: int | None) -> list[Row]:
+def _length(store: TraceStore, run_id: str) -> int:
+    return sum(len(output_text(s.output)) for s in store.steps(run_id))
+
+
+def _half(
+    folder: Path, half: str, methods: list[Method], model: str, limit: int | None, *,
+    longest: bool = False, max_prompt_tokens: int | None = None,
+) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp, TraceStore.open(str(Path(tmp) / "ww.db")) as store:
-        run_ids = import_whowhen(store, [folder]).run_ids[:limit]
+        run_ids = import_whowhen(store, [folder]).run_ids
+        if longest:
+            run_ids = sorted(run_ids, key=lambda run_id: -_length(store, run_id))
+        run_ids = run_ids[:limit]
         for method in methods:
             done = 0
 
@@ -136,12 +154,15 @@ def _half(folder: Path, half: str, methods: list[Method], model: str, limit: int
                 print(f"\r{half} {method}: {done}/{len(run_ids)}", end="", file=sys.stderr, flush=True)
 
             started = time.perf_counter()
-            attribute(store, run_ids, None if method == "evidence" else model, method, on_done=progress)
+            attribute(store, run_ids, None if method == "evidence" else model, method, on_done=progress,
+                      max_prompt_tokens=max_prompt_tokens)
             seconds = time.perf_counter() - started
             print(file=sys.stderr)
             score = score_attributions(store, run_ids, method)
             rows.append(Row(half=half, name=method, kind="method", runs=score.runs,
-                            agent=100 * score.agent_accuracy, step=100 * score.step_accuracy, seconds=seconds))
+                            agent=100 * score.agent_accuracy, step=100 * score.step_accuracy, seconds=seconds,
+                            truncated=score.truncated, in_pieces=score.in_pieces,
+                            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
         rows += _baselines(store, run_ids, half)
     for name, figures in PUBLISHED:
         if half in figures:
@@ -157,16 +178,24 @@ def _table(rows: list[Row], halves: list[str]) -> Table:
         runs = next((r.runs for r in rows if r.half == half and r.runs), 0)
         table.add_column(f"{half} ({runs}) agent", justify="right")
         table.add_column(f"{half} step", justify="right")
-    table.add_column("time", justify="right")
+    for column in ("time", "s/log", "cut", "pieces", "peak RSS"):
+        table.add_column(column, justify="right")
     names = list(dict.fromkeys(r.name for r in rows))
     for name in names:
         cells: list[str] = []
-        seconds = 0.0
+        found = [r for half in halves for r in rows if r.half == half and r.name == name]
         for half in halves:
-            row = next((r for r in rows if r.half == half and r.name == name), None)
+            row = next((r for r in found if r.half == half), None)
             cells += [_pct(row.agent if row else None), _pct(row.step if row else None)]
-            seconds += row.seconds or 0.0 if row else 0.0
-        table.add_row(name, *cells, f"{seconds:.1f} s" if seconds else "")
+        seconds = sum(r.seconds or 0.0 for r in found)
+        logs = sum(r.runs or 0 for r in found if r.seconds is not None)
+        measured = [r for r in found if r.kind == "method"]
+        table.add_row(
+            name, *cells, f"{seconds:.1f} s" if seconds else "", f"{seconds / logs:.1f}" if seconds and logs else "",
+            str(sum(r.truncated or 0 for r in measured)) if measured else "",
+            str(sum(r.in_pieces or 0 for r in measured)) if measured else "",
+            f"{max(r.peak_rss_mb or 0.0 for r in measured):.0f} MB" if measured else "",
+        )
     return table
 
 
@@ -180,13 +209,19 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=["evidence"])
     parser.add_argument("--model", default="embedded", help="judge of the methods that ask a model")
     parser.add_argument("--limit", type=int, default=None, help="only the first N logs of each half")
+    parser.add_argument("--longest", action="store_true", help="with --limit: the N longest logs, not the first")
+    parser.add_argument("--halves", nargs="+", choices=HALVES, default=list(HALVES), help="which halves to run")
+    parser.add_argument("--max-prompt-tokens", type=int, default=None, help="a smaller prompt budget for the judge")
     parser.add_argument("--json", type=Path, default=None, help="write every row to this file")
     args = parser.parse_args()
-    halves = [h for h in HALVES if (args.data / h).is_dir()]
+    halves = [h for h in args.halves if (args.data / h).is_dir()]
     if not halves:
         print(f"no Who&When halves under {args.data.resolve()}", file=sys.stderr)
         raise SystemExit(1)
-    rows = [row for half in halves for row in _half(args.data / half, half, args.methods, args.model, args.limit)]
+    rows = [
+        row for half in halves for row in _half(args.data / half, half, args.methods, args.model, args.limit,
+                                                 longest=args.longest, max_prompt_tokens=args.max_prompt_tokens)
+    ]
     Console(width=200).print(_table(rows, halves))
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": [r.model_dump() for r in rows]}, indent=2))

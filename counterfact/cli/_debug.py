@@ -201,7 +201,7 @@ def attribute_command(
     model: Annotated[str, typer.Option(help="model spec of the judge (methods that ask one)")] = "embedded",
     score: Annotated[bool, typer.Option("--score", help="score stored predictions instead of making them")] = False,
     limit: Annotated[int | None, typer.Option(help="only the first N runs")] = None,
-    max_prompt_tokens: Annotated[int | None, typer.Option(help="cut longer logs to fit (see docs)")] = None,
+    max_prompt_tokens: Annotated[int | None, typer.Option(help="the judge's prompt size: longer logs are read in pieces of this size")] = None,
     concurrency: Annotated[int, typer.Option(help="runs at once per process (a local model batches them)")] = 8,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
@@ -247,12 +247,13 @@ def attribute_command(
         console.print("no run has a ground-truth label to score against")
         return
     table = Table(title=f"attribution ({method}) against the labels")
-    for column in ("runs", "agent accuracy", "exact-step accuracy", "runs cut to fit", "errors", "unpredicted"):
+    for column in ("runs", "agent accuracy", "exact-step accuracy", "read in pieces", "runs with text cut", "errors",
+                   "unpredicted"):
         table.add_column(column, justify="right")
     table.add_row(
         str(result.runs),
         f"{result.agent_correct}/{result.runs} ({result.agent_accuracy:.0%})",
         f"{result.step_correct}/{result.step_runs} ({result.step_accuracy:.0%})",
-        str(result.truncated), str(result.errors), str(len(result.unpredicted)),
+        str(result.in_pieces), str(result.truncated), str(result.errors), str(len(result.unpredicted)),
     )
     console.print(table)

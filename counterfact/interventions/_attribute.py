@@ -27,15 +27,24 @@ format; a second failure, or a model error, is recorded in `Attribution.errors`.
 Fitting the context. The prompt budget is the model's `context_window` minus room for the
 answer and for one retry (or `max_prompt_tokens` if smaller), counted with the model's own
 `prompt_ids` when it has one and estimated as characters / 4 otherwise (no budget at all for
-a model with neither). A prompt that is over budget is shrunk in two stages until it fits:
-1. every shown step's text is cut to at most 4000, 2000, 1000, 500, then 250 characters,
-   keeping its head and tail around a `[... N characters cut ...]` marker;
-2. then whole steps are left out, least relevant first, and each gap is shown as
-   `[steps a to b left out to fit the context]`. Least relevant means: for all_at_once the
-   middle of the log (its start and its end are kept), for step_by_step the oldest steps (the
-   step asked about is always kept: a window of recent steps), for binary_search the centres
-   of the two halves (their boundaries are kept).
-`Attribution.truncated` says whether any of this happened for any of the run's prompts.
+a model with neither). A log that does not fit is read in pieces, never shortened: it is split
+into consecutive pieces of whole steps, each as long as fits, and no step is left out.
+- all_at_once asks about each piece in turn ("which step here is the decisive mistake, or
+  none?"); the pieces' candidates are then shown side by side in one final prompt, which names
+  the step and the agent (a single candidate is the answer without it; candidates that do not
+  fit together are compared in consecutive groups that do, then the groups' winners).
+- binary_search narrows a log that does not fit to the piece of the winning candidate (found as
+  all_at_once finds it), then halves within that piece as before; later ranges always fit.
+- step_by_step asks about each step with its own piece up to that step; a question about the
+  first steps of a piece sees less of the past, but successive prompts share their prefix
+  (a local model reuses its computed keys and values) and each step is still asked once.
+Instead of overlapping pieces, each piece prompt carries one line on what lies outside it
+("steps 0 to 41 came before ..."): it costs a few tokens however long the steps are, needs no
+model call (a small judge's summary would be noise), and no step is shown, judged or paid for
+twice. Only a step too long for a prompt by itself (or candidates too long to be shown even two
+at a time) has its text cut, to at most 4000, 2000, 1000, 500, then 250 characters, keeping
+its head and tail around a `[... N characters cut ...]` marker. `Attribution.pieces` says how
+many pieces the log was read in (1: whole), `Attribution.truncated` whether any text was cut.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from string import Template
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, Field, computed_field
@@ -75,13 +85,12 @@ DEFAULT_MAX_TOKENS: dict[JudgeMethod, int] = {"all_at_once": 32, "step_by_step":
 _CAPS = (4000, 2000, 1000, 500, 250)  # per-step character caps, tried in order
 _CHARS_PER_TOKEN = 4  # the estimate for models that cannot count their tokens
 _RETRY_TOKENS = 64  # a format reminder, with the chat template's markup
-_FORMAT_HINTS: dict[JudgeMethod, str] = {
-    "all_at_once": "Step: <step number>\nAgent: <agent name>\nReason: <a few words>",
-    "step_by_step": "Yes or No",
-    "binary_search": "A or B",
-}
+_BLAME_HINT = "Step: <step number>\nAgent: <agent name>\nReason: <a few words>"
+_PIECE_HINT = "Step: <step number, or None>\nAgent: <agent name>\nReason: <a few words>"
+_FORMAT_HINTS: dict[JudgeMethod, str] = {"step_by_step": "Yes or No", "binary_search": "A or B"}
 _labels_lock = threading.Lock()  # read-modify-write of a run's labels from worker threads
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class Attribution(BaseModel):
@@ -96,7 +105,8 @@ class Attribution(BaseModel):
     raw_outputs: list[str] = Field(default_factory=list)  # every answer, in order
     questions: int = 0  # model calls, retries included
     prompt_tokens: int = 0  # over all calls
-    truncated: bool = False  # some prompt had step text cut or steps left out
+    truncated: bool = False  # some prompt showed a step's text cut
+    pieces: int = 1  # consecutive pieces the log was read in (1: whole; none is left out)
     errors: list[str] = Field(default_factory=list)
     candidates: list[StepEvidence] = Field(default_factory=list)  # evidence: strongest steps first
 
@@ -112,6 +122,7 @@ class AttributionScore(BaseModel):
     unpredicted: list[str] = Field(default_factory=list)  # no prediction stored: counted wrong
     unlabelled: list[str] = Field(default_factory=list)  # no ground truth: left out
     truncated: int = 0  # runs with a stored attribution whose prompts were cut to fit
+    in_pieces: int = 0  # runs with a stored attribution whose log was read in several pieces
     errors: int = 0  # runs whose attribution recorded an error
 
     @computed_field  # type: ignore[prop-decorator]
@@ -155,7 +166,15 @@ class _Log(BaseModel):
 
 class _Prompt(BaseModel):
     messages: list[ChatMessage]
-    truncated: bool  # some step text was cut or some steps left out
+    truncated: bool  # some step text was cut
+
+
+class _Candidate(BaseModel):
+    """An answer that names a step (of a piece, or of the whole log) as the decisive mistake."""
+
+    position: int  # into the log's lines
+    agent: str
+    reason: str | None
 
 
 class AttributeUnit(Unit):
@@ -190,7 +209,10 @@ class AttributeUnit(Unit):
 def _asker(model: ChatModel, unit: AttributeUnit) -> _Asker:
     method = _judge_method(unit.method)
     settings = GenerationSettings(max_tokens=unit.max_tokens or DEFAULT_MAX_TOKENS[method])
-    return _Asker(model, method, settings, _prompt_limit(model, settings, unit.max_prompt_tokens))
+    # binary_search's pieces and their comparison name a step and an agent: all_at_once's room
+    blame = settings if method != "binary_search" else settings.model_copy(
+        update={"max_tokens": max(settings.max_tokens, DEFAULT_MAX_TOKENS["all_at_once"])})
+    return _Asker(model, method, settings, blame, _prompt_limit(model, blame, unit.max_prompt_tokens))
 
 
 def _judge_method(method: Method) -> JudgeMethod:
@@ -288,6 +310,7 @@ def score_predictions(runs: Iterable[RunRecord], method: Method) -> AttributionS
         )
         if prediction is not None:
             score.truncated += prediction.truncated
+            score.in_pieces += prediction.pieces > 1
             score.errors += bool(prediction.errors)
         if prediction is None or (prediction.agent is None and prediction.step is None):
             score.unpredicted.append(run_id)
@@ -344,16 +367,26 @@ def _prompt_limit(model: ChatModel, settings: GenerationSettings, cap: int | Non
 
 
 class _Asker:
-    """Builds the prompts of one method, asks the model and reads its answers."""
+    """Builds the prompts of one method, asks the model and reads its answers. It keeps nothing
+    of a run once the run is done (no prompts, answers or caches), so that a worker attributing
+    many logs holds no more memory after the hundredth than after the first."""
 
     def __init__(
-        self, model: ChatModel, method: JudgeMethod, settings: GenerationSettings, limit: int | None
+        self,
+        model: ChatModel,
+        method: JudgeMethod,
+        settings: GenerationSettings,
+        blame_settings: GenerationSettings,
+        limit: int | None,
     ) -> None:
         self.model = model
         self.method = method
-        self.settings = settings
+        self.settings = settings  # the method's own questions
+        self.blame_settings = blame_settings  # questions about pieces and their candidates
         self.limit = limit
         self.template = prompt(f"attribution_{method}")
+        self.piece_template = prompt("attribution_piece")
+        self.compare_template = prompt("attribution_compare")
 
     def run(self, log: _Log, run_id: str) -> Attribution:
         result = Attribution(run_id=run_id, method=self.method, model=self.model.name)
@@ -374,111 +407,174 @@ class _Asker:
         return result
 
     def _all_at_once(self, log: _Log, result: Attribution) -> None:
-        positions = list(range(len(log.lines)))
-        last = len(log.lines) - 1
-        prompt = self._fit(
-            log,
-            positions,
-            lambda p: min(p, last - p),  # the middle goes first
-            question=log.question,
-            agents=", ".join(log.agents),
-            last=str(log.lines[-1].index),
-        )
-        by_index = {line.index: line for line in log.lines}
-        agent, step, reason = self._ask(prompt, result, lambda text: _read_blame(text, log, by_index))
-        result.agent, result.step, result.reason = agent, step, reason
+        span = list(range(len(log.lines)))
+        fields = {"question": log.question, "agents": ", ".join(log.agents), "last": str(log.lines[-1].index)}
+        if len(span) > 1 and not self._fits(self._render(self.template, log, span, None, fields)):
+            winner = self._read_in_pieces(log, span, result, lambda piece: self._piece_size(log, piece))[1]
+        else:
+            prompt = self._fit(self.template, log, span, fields)
+            winner = self._ask(prompt, result, lambda text: _read_blame(text, log, span), _BLAME_HINT)
+        if winner is None:
+            result.reason = "no piece of the log was judged to hold the decisive mistake"
+        else:
+            result.agent, result.step, result.reason = winner.agent, log.lines[winner.position].index, winner.reason
 
     def _step_by_step(self, log: _Log, result: Attribution) -> None:
-        for position, line in enumerate(log.lines):
-            prompt = self._fit(
-                log,
-                list(range(position + 1)),
-                lambda p, now=position: now - p,  # the oldest go first
-                question=log.question,
-                step=str(line.index),
-                agent=line.agent,
-            )
-            if self._ask(prompt, result, _read_yes_no):
-                result.agent, result.step = line.agent, line.index
-                return
+        span = list(range(len(log.lines)))
+        pieces = self._split(span, lambda piece: self._count(
+            self._render(self.template, log, piece, None, self._step_fields(log, piece, piece[-1])).messages))
+        for number, piece in enumerate(pieces, 1):
+            result.pieces = number
+            for end, position in enumerate(piece, 1):
+                prompt = self._fit(self.template, log, piece[:end], self._step_fields(log, piece, position))
+                if self._ask(prompt, result, _read_yes_no, _FORMAT_HINTS["step_by_step"], self.settings):
+                    result.agent, result.step = log.lines[position].agent, log.lines[position].index
+                    return
         result.reason = "no step was judged the decisive mistake"
 
     def _binary_search(self, log: _Log, result: Attribution) -> None:
         lo, hi = 0, len(log.lines) - 1
+        span = list(range(len(log.lines)))
+        if lo < hi and not self._fits(self._render(self.template, log, span, None, _halves(log, lo, hi))):
+            pieces, winner = self._read_in_pieces(
+                log, span, result, lambda piece: max(self._piece_size(log, piece), self._count(
+                    self._render(self.template, log, piece, None, _halves(log, piece[0], piece[-1])).messages)))
+            if winner is None:
+                result.reason = "no piece of the log was judged to hold the decisive mistake"
+                return
+            piece = next(p for p in pieces if winner.position in p)
+            lo, hi = piece[0], piece[-1]
         while lo < hi:
             mid = (lo + hi) // 2
-            anchors = (lo, mid, mid + 1, hi)
-            prompt = self._fit(
-                log,
-                list(range(lo, hi + 1)),
-                lambda p, ends=anchors: min(abs(p - a) for a in ends),  # half centres go first
-                question=log.question,
-                lo=str(log.lines[lo].index),
-                mid=str(log.lines[mid].index),
-                next=str(log.lines[mid + 1].index),
-                hi=str(log.lines[hi].index),
-            )
-            if self._ask(prompt, result, _read_half) == "A":
+            prompt = self._fit(self.template, log, list(range(lo, hi + 1)), _halves(log, lo, hi))
+            if self._ask(prompt, result, _read_half, _FORMAT_HINTS["binary_search"], self.settings) == "A":
                 hi = mid
             else:
                 lo = mid + 1
         result.agent, result.step = log.lines[lo].agent, log.lines[lo].index
 
+    # -- pieces -----------------------------------------------------------------------------
+
+    def _read_in_pieces(
+        self, log: _Log, span: list[int], result: Attribution, size: Callable[[list[int]], int]
+    ) -> tuple[list[list[int]], _Candidate | None]:
+        """Split `span` into pieces of whole steps that fit, ask each for a candidate, then
+        compare the candidates; a piece whose answer cannot be read names none (an error)."""
+        pieces = self._split(span, size)
+        result.pieces = len(pieces)
+        candidates: list[_Candidate] = []
+        for piece in pieces:
+            prompt = self._fit(self.piece_template, log, piece, self._piece_fields(log, piece))
+            try:
+                found = self._ask(prompt, result, lambda text, p=piece: _read_candidate(text, log, p), _PIECE_HINT)
+            except UnreadableAnswer as exc:
+                first, last = log.lines[piece[0]].index, log.lines[piece[-1]].index
+                result.errors.append(f"steps {first} to {last}: unreadable answer after a retry: {exc}")
+                continue
+            if found is not None:
+                candidates.append(found)
+        return pieces, self._compare(log, candidates, len(pieces), result)
+
+    def _compare(
+        self, log: _Log, candidates: list[_Candidate], parts: int, result: Attribution
+    ) -> _Candidate | None:
+        """The decisive one of the pieces' candidates, shown side by side with their reasons. When
+        they do not all fit, consecutive groups that do are compared first, and their winners next
+        (a knockout); only candidates too long to be shown two at a time are cut."""
+        fields = {"question": log.question, "agents": ", ".join(log.agents),
+                  "last": str(log.lines[-1].index), "parts": str(parts)}
+        notes = {c.position: f"named by its piece{': ' + c.reason if c.reason else ''}" for c in candidates}
+
+        def size(group: list[_Candidate]) -> int:
+            shown = [c.position for c in group]
+            return self._count(self._render(self.compare_template, log, shown, None, fields, notes).messages)
+
+        def pick(group: list[_Candidate]) -> _Candidate:
+            shown = [c.position for c in group]
+            prompt = self._fit(self.compare_template, log, shown, fields, notes)
+            return self._ask(prompt, result, lambda text: _read_blame(text, log, shown), _BLAME_HINT)
+
+        while len(candidates) > 1:
+            groups = self._split(candidates, size)
+            if len(groups) == len(candidates):  # no two fit together uncut
+                return pick(candidates)
+            candidates = [pick(group) if len(group) > 1 else group[0] for group in groups]
+        return candidates[0] if candidates else None
+
+    def _split(self, span: list[S], size: Callable[[list[S]], int]) -> list[list[S]]:
+        """`span` (steps, or candidates) cut into consecutive pieces, each the longest that fits
+        by `size`, and at least one item: a step too long by itself is cut when it is shown."""
+        if self.limit is None:
+            return [span]
+        pieces: list[list[S]] = []
+        start = 0
+        while start < len(span):
+            lo, hi = start + 1, len(span)  # the piece's end (exclusive): the largest that fits
+            while lo < hi:
+                end = (lo + hi + 1) // 2
+                if size(span[start:end]) <= self.limit:
+                    lo = end
+                else:
+                    hi = end - 1
+            pieces.append(span[start:lo])
+            start = lo
+        return pieces
+
+    def _piece_size(self, log: _Log, piece: list[int]) -> int:
+        return self._count(self._render(self.piece_template, log, piece, None, self._piece_fields(log, piece)).messages)
+
+    def _piece_fields(self, log: _Log, piece: list[int]) -> dict[str, str]:
+        first, last, end = log.lines[piece[0]].index, log.lines[piece[-1]].index, log.lines[-1].index
+        around = [f"steps {log.lines[0].index} to {log.lines[piece[0] - 1].index} came before it"] if piece[0] else []
+        if piece[-1] < len(log.lines) - 1:
+            around.append(f"steps {log.lines[piece[-1] + 1].index} to {end} come after it")
+        context = f"{' and '.join(around).capitalize()}; they are read separately." if around else ""
+        return {"question": log.question, "agents": ", ".join(log.agents), "first": str(first),
+                "last": str(last), "end": str(end), "context": context}
+
+    def _step_fields(self, log: _Log, piece: list[int], position: int) -> dict[str, str]:
+        line = log.lines[position]
+        before = "" if not piece[0] else (
+            f"Steps {log.lines[0].index} to {log.lines[piece[0] - 1].index} came before and were each judged "
+            f"not the decisive mistake; the conversation goes on from step {log.lines[piece[0]].index}.\n\n")
+        return {"question": log.question, "step": str(line.index), "agent": line.agent, "before": before}
+
     # -- prompts ----------------------------------------------------------------------------
 
     def _render(
-        self, log: _Log, span: list[int], shown: set[int], cap: int | None, fields: dict[str, str]
-    ) -> tuple[list[ChatMessage], bool]:
-        """The prompt showing `shown` of `span` (positions), each step's text cut to `cap`."""
+        self,
+        template: Template,
+        log: _Log,
+        span: list[int],
+        cap: int | None,
+        fields: dict[str, str],
+        notes: dict[int, str] | None = None,
+    ) -> _Prompt:
+        """The prompt showing the steps at `span` (positions), each step's text cut to `cap`."""
         parts: list[str] = []
         cut = False
-        gap: list[int] = []
-
-        def close_gap() -> None:
-            if gap:
-                first, last = log.lines[gap[0]].index, log.lines[gap[-1]].index
-                parts.append(f"[steps {first} to {last} left out to fit the context]")
-                gap.clear()
-
         for position in span:
-            if position not in shown:
-                gap.append(position)
-                continue
-            close_gap()
             line = log.lines[position]
             text, was_cut = _cut(line.text, cap)
             cut |= was_cut
-            parts.append(f"[Step {line.index}] {line.agent}:\n{text}")
-        close_gap()
-        content = self.template.substitute(fields, steps="\n\n".join(parts))
-        return [ChatMessage(role="user", content=content)], cut or len(shown) < len(span)
+            note = f" ({notes[position]})" if notes and position in notes else ""
+            parts.append(f"[Step {line.index}] {line.agent}{note}:\n{text}")
+        content = template.substitute(fields, steps="\n\n".join(parts))
+        return _Prompt(messages=[ChatMessage(role="user", content=content)], truncated=cut)
 
     def _fit(
-        self, log: _Log, span: list[int], drop_first: Callable[[int], float], **fields: str
+        self, template: Template, log: _Log, span: list[int], fields: dict[str, str],
+        notes: dict[int, str] | None = None,
     ) -> _Prompt:
-        """The fullest prompt over `span` within the budget (see the module docstring)."""
-        limit = self.limit
-        every = set(span)
+        """The prompt over all of `span`, step texts cut only as far as the budget needs."""
         for cap in (None, *_CAPS):
-            messages, cut = self._render(log, span, every, cap, fields)
-            if limit is None or self._count(messages) <= limit:
-                return _Prompt(messages=messages, truncated=cut)
-        # Leave out the fewest steps that make it fit: binary search over how many.
-        order = sorted(span, key=drop_first, reverse=True)
-        best: _Prompt | None = None
-        low, high = 1, len(span) - 1
-        while low <= high:
-            dropped = (low + high) // 2
-            messages, _ = self._render(log, span, set(order[dropped:]), _CAPS[-1], fields)
-            if self._count(messages) <= limit:
-                best = _Prompt(messages=messages, truncated=True)
-                high = dropped - 1
-            else:
-                low = dropped + 1
-        if best is None:  # even one step is too long: send it, the model reports the error
-            messages, _ = self._render(log, span, {order[-1]}, _CAPS[-1], fields)
-            best = _Prompt(messages=messages, truncated=True)
-        return best
+            prompt = self._render(template, log, span, cap, fields, notes)
+            if self._fits(prompt):
+                return prompt
+        return prompt  # too long even so: sent, and the model's error is recorded
+
+    def _fits(self, prompt: _Prompt) -> bool:
+        return self.limit is None or self._count(prompt.messages) <= self.limit
 
     def _count(self, messages: list[ChatMessage]) -> int:
         if isinstance(self.model, _CountsTokens):
@@ -488,7 +584,10 @@ class _Asker:
                 return self.model.context_window
         return math.ceil(sum(len(m.content) for m in messages) / _CHARS_PER_TOKEN)
 
-    def _ask(self, prompt: _Prompt, result: Attribution, read: Callable[[str], T]) -> T:
+    def _ask(
+        self, prompt: _Prompt, result: Attribution, read: Callable[[str], T], hint: str,
+        settings: GenerationSettings | None = None,
+    ) -> T:
         """Ask once; if the answer cannot be read, ask again with a format reminder."""
         result.truncated |= prompt.truncated
 
@@ -497,8 +596,16 @@ class _Asker:
             result.prompt_tokens += completion.usage.prompt_tokens or self._count(messages)
             result.raw_outputs.append(completion.text)
 
-        reminder = "I could not read that answer. Reply in exactly this format:\n" + _FORMAT_HINTS[self.method]
-        return ask_readable(self.model, list(prompt.messages), self.settings, read, reminder, on_completion=count)
+        reminder = "I could not read that answer. Reply in exactly this format:\n" + hint
+        return ask_readable(self.model, list(prompt.messages), settings or self.blame_settings, read, reminder,
+                            on_completion=count)
+
+
+def _halves(log: _Log, lo: int, hi: int) -> dict[str, str]:
+    """A binary-search question's fields: positions lo to hi split after their middle."""
+    mid = (lo + hi) // 2
+    return {"question": log.question, "lo": str(log.lines[lo].index), "mid": str(log.lines[mid].index),
+            "next": str(log.lines[mid + 1].index), "hi": str(log.lines[hi].index)}
 
 
 def _cut(text: str, cap: int | None) -> tuple[str, bool]:
@@ -516,6 +623,8 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 _AGENT = re.compile(r"^\W*agent\W*[:=-]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 _REASON = re.compile(r"^\W*reason\W*[:=-]\s*(.+)", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_NONE_STEP = re.compile(r"^\W*step\W*[:=-]\s*(?:none|n/?a|no\b)", re.IGNORECASE | re.MULTILINE)
+_NO_MISTAKE = re.compile(r"\bnone\b|\bno (?:decisive )?(?:mistake|error)", re.IGNORECASE)
 _HALF = re.compile(r"^\W*(?:[Aa]nswer\W*)?([AB])\b")  # case-sensitive: "a" is an article
 
 
@@ -532,21 +641,28 @@ def _match_agent(text: str, agents: list[str]) -> str | None:
     return min(hits)[2] if hits else None
 
 
-def _read_blame(
-    text: str, log: _Log, by_index: dict[int, _Line]
-) -> tuple[str | None, int | None, str | None]:
-    """(agent, step, reason) from an all-at-once answer; the step must be one of the run's."""
+def _read_blame(text: str, log: _Log, shown: list[int]) -> _Candidate:
+    """The step (one of those at positions `shown`), agent and reason an answer names."""
+    by_index = {log.lines[p].index: p for p in shown}
     match = _STEP.search(text)
     numbers = _NUMBER.findall(text)
     raw = match.group(1) if match else numbers[0] if len(numbers) == 1 else None
     if raw is None or int(raw) not in by_index:
-        raise UnreadableAnswer(f"no step number of this run (0 to {log.lines[-1].index})")
-    step = int(raw)
+        steps = ", ".join(map(str, by_index)) if len(by_index) <= 8 else f"{min(by_index)} to {max(by_index)}"
+        raise UnreadableAnswer(f"no step number shown ({steps})")
+    position = by_index[int(raw)]
     named = _AGENT.search(text)
     agent = _match_agent(named.group(1), log.agents) if named else None
-    agent = agent or _match_agent(_STEP.sub(" ", text), log.agents) or by_index[step].agent
+    agent = agent or _match_agent(_STEP.sub(" ", text), log.agents) or log.lines[position].agent
     reason = _REASON.search(text)
-    return agent, step, reason.group(1).strip() if reason else None
+    return _Candidate(position=position, agent=agent, reason=reason.group(1).strip() if reason else None)
+
+
+def _read_candidate(text: str, log: _Log, piece: list[int]) -> _Candidate | None:
+    """A piece's answer: the step it names, or None when it says no step of it is the mistake."""
+    if _NONE_STEP.search(text) or (not _NUMBER.search(text) and _NO_MISTAKE.search(text)):
+        return None
+    return _read_blame(text, log, piece)
 
 
 def _read_yes_no(text: str) -> bool:

@@ -1,5 +1,6 @@
-"""Log-only failure attribution: the three methods' prompts and answers, fitting long logs into
-the context, retries of unreadable answers, stored predictions and exact-step scoring."""
+"""Log-only failure attribution: the three methods' prompts and answers, cutting a step too long
+for the context, retries of unreadable answers, stored predictions and exact-step scoring (long
+logs read in pieces: test_attribute_pieces.py)."""
 
 from __future__ import annotations
 
@@ -157,45 +158,37 @@ def test_unreadable_answer_is_retried_once_then_recorded(
 
 def test_over_long_step_is_cut_to_fit(store: TraceStore, tmp_path: Path) -> None:
     [run_id] = _import(store, _write_log(tmp_path, "1", long=2))
-    model = ScriptedChatModel([], default="Step: 2")
+    model = ScriptedChatModel(lambda m: "Step: 2" if "[Step 2]" in _prompt(m) else "Step: None")
     [result] = attribute(store, [run_id], model, "all_at_once", max_prompt_tokens=1500)
-    text = _prompt(model.requests[0].messages)
-    assert result.truncated and "characters cut ...]" in text and len(text) <= 1500 * 4
-    assert all(f"[Step {i}]" in text for i in range(8))  # cutting text was enough
+    texts = [_prompt(r.messages) for r in model.requests]
+    # the long step is a piece by itself, cut to fit; the steps around it are pieces, whole
+    shown = [[int(i) for i in re.findall(r"\[Step (\d+)\]", text)] for text in texts]
+    assert shown == [[0, 1], [2], [3, 4, 5, 6, 7]] and result.pieces == 3
+    assert result.truncated and "characters cut ...]" in texts[1] and all(len(t) <= 1500 * 4 for t in texts)
+    assert "characters cut" not in texts[0] + texts[2]
+    assert (result.step, result.agent, result.questions) == (2, "Computer_terminal", 3)  # one candidate
     [full] = attribute(store, [run_id], ScriptedChatModel([], default="Step: 2"), "all_at_once")
-    assert not full.truncated  # no budget for a model that cannot count tokens
-
-
-def test_over_long_log_leaves_out_steps_by_method(store: TraceStore, tmp_path: Path) -> None:
-    [run_id] = _import(store, _write_log(tmp_path, "1", steps=60, content="x" * 600))
-    model = ScriptedChatModel([], default="Step: 30")
-    [result] = attribute(store, [run_id], model, "all_at_once", max_prompt_tokens=800)
-    text = _prompt(model.requests[0].messages)
-    shown = [int(i) for i in re.findall(r"\[Step (\d+)\]", text)]
-    assert result.truncated and len(text) <= 800 * 4 and 0 < len(shown) < 60
-    assert shown[0] == 0 and shown[-1] == 59  # the middle was left out, the ends kept
-    gap = re.search(r"\[steps (\d+) to (\d+) left out to fit the context\]", text)
-    assert gap and int(gap[1]) - 1 in shown and int(gap[2]) + 1 in shown
-
-    model = ScriptedChatModel(lambda m: "Yes" if "Is step 50 (by" in _prompt(m) else "No")
-    [walk] = attribute(store, [run_id], model, "step_by_step", max_prompt_tokens=800)
-    last = _prompt(model.requests[-1].messages)
-    assert walk.step == 50 and walk.truncated
-    assert "[Step 50]" in last and "[Step 49]" in last and "[Step 0]" not in last
-    assert "[steps 0 to " in last  # a window of the most recent steps
-    model = ScriptedChatModel([], default="No")
-    [never] = attribute(store, [run_id], model, "step_by_step", max_prompt_tokens=800)
-    assert never.step is None and never.truncated
-    assert score_attributions(store, [run_id], "step_by_step").truncated == 1  # unpredicted too
+    assert not full.truncated and full.pieces == 1  # no budget for a model that cannot count tokens
 
 
 def test_local_model_prompts_fit_its_context_window(
     store: TraceStore, tmp_path: Path, tiny: LocalModel
 ) -> None:
     [run_id] = _import(store, _write_log(tmp_path, "1", steps=20, long=4, content="y" * 300))
+    asked: list[tuple[int, int]] = []  # (messages, prompt tokens) of every request
+    complete = tiny.complete
+
+    def counting(request, **kw):  # type: ignore[no-untyped-def]
+        asked.append((len(request.messages), len(tiny.prompt_ids(request.messages))))
+        return complete(request, **kw)
+
+    tiny.complete = counting  # type: ignore[method-assign]
     [result] = attribute(store, [run_id], tiny, "all_at_once", max_tokens=8)
     assert tiny.context_window == 512
-    assert result.truncated and result.questions in (1, 2)  # a random model: gibberish
+    assert result.truncated and result.pieces > 1  # step 4 alone is longer than the context
+    first = [tokens for messages, tokens in asked if messages == 1]
+    assert first and max(first) <= 512 - 2 * 8 - 64  # the context less an answer and a retry
+    assert max(tokens for _, tokens in asked) < 512  # retries included
     assert 0 < result.prompt_tokens and not any("model error" in e for e in result.errors)
 
 
