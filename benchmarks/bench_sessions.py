@@ -1,17 +1,18 @@
 """Time per decided hypothesis, side by side: the debugger as it is against the debugger at an
 earlier commit, on the same failed runs of the demo suite, on the embedded model.
 
-Each arm is `bench_debugger.py --configs all` run from its own checkout (the earlier one a git
-worktree of REV), both at once, so that they share the machine as it is during the run: each
-runs the demo suite at the same seed into a store of its own (the same tasks fail in both: the
-script checks) and debugs the first N failed runs with every strategy its version has, with the
-same budget. The table gives hypotheses, decided ones, replays and seconds per decided
-hypothesis, and the ratio of the arms.
+Each arm is `bench_debugger.py --configs CONFIG` run from its own checkout (the earlier one a
+git worktree of REV), both at once, so that they share the machine as it is during the run:
+each runs the demo suite at the same seed into a store of its own (the same tasks fail in both:
+the script checks) and debugs the first N failed runs with the same strategies and budget. The
+table gives hypotheses, decided ones, replays and seconds per decided hypothesis, and the ratio
+of the arms.
 
-    .venv/bin/python benchmarks/bench_sessions.py [--before 04ba3d1] [--runs 3] [--budget 12]
+    .venv/bin/python benchmarks/bench_sessions.py [--before 04ba3d1] [--config grounded] [--runs 4] [--budget 24]
 
-04ba3d1 is the commit the issue that set the target was measured at (114 s per decided
-hypothesis on the demo). Run from the repository root; the worktree is removed afterwards.
+04ba3d1 is the commit at which the target was set: 114 s per decided hypothesis on the demo,
+measured with `grounded` (the strategy every demo failure gets hypotheses from) and budget 24.
+Run from the repository root; the worktree is removed afterwards.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def arm(checkout: Path, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     """One arm: the checkout's own bench_debugger on the checkout's own code."""
-    command = [sys.executable, "benchmarks/bench_debugger.py", "--configs", "all", "--runs", str(args.runs),
+    command = [sys.executable, "benchmarks/bench_debugger.py", "--configs", args.config, "--runs", str(args.runs),
                "--budget", str(args.budget), "--db", str(out.with_suffix(".db")), "--json", str(out)]
     log = out.with_suffix(".log").open("wb")
     return subprocess.Popen(command, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
@@ -52,8 +53,9 @@ def failed_tasks(db: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="04ba3d1", help="the earlier commit")
-    parser.add_argument("--runs", type=int, default=3, help="failed runs debugged per arm")
-    parser.add_argument("--budget", type=int, default=12, help="replays per debug session")
+    parser.add_argument("--config", default="grounded", help="a strategy, or all (bench_debugger's --configs)")
+    parser.add_argument("--runs", type=int, default=4, help="failed runs debugged per arm")
+    parser.add_argument("--budget", type=int, default=24, help="replays per debug session")
     args = parser.parse_args()
     console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,13 +73,13 @@ def main() -> None:
                 if code:
                     log = arms[name][1].with_suffix(".log").read_text()[-2000:]
                     raise SystemExit(f"arm {name} failed (exit {code}):\n{log}")
-            figures = {name: json.loads(out.read_text())["all"] for name, (_, out) in arms.items()}
+            figures = {name: json.loads(out.read_text())[args.config] for name, (_, out) in arms.items()}
             tasks = {name: failed_tasks(out.with_suffix(".db")) for name, (_, out) in arms.items()}
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False,
                            capture_output=True)
     same = len({tuple(t) for t in tasks.values()}) == 1
-    table = Table(title=f"debug sessions on the demo's failed runs, all strategies, budget {args.budget}, "
+    table = Table(title=f"debug sessions on the demo's failed runs, {args.config}, budget {args.budget}, "
                         f"both arms at once ({time.perf_counter() - started:.0f} s)")
     for column in ("arm", "runs", "repaired", "hypotheses", "decided", "replays / decided", "s / decided"):
         table.add_column(column, justify="left" if column == "arm" else "right")
