@@ -9,6 +9,7 @@ table gives hypotheses, decided ones, replays and seconds per decided hypothesis
 of the arms.
 
     .venv/bin/python benchmarks/bench_sessions.py [--before 04ba3d1] [--config grounded] [--runs 4] [--budget 24]
+        [--tasks N]
 
 04ba3d1 is the commit at which the target was set: 114 s per decided hypothesis on the demo,
 measured with `grounded` (the strategy every demo failure gets hypotheses from) and budget 24.
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -34,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def arm(checkout: Path, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     """One arm: the checkout's own bench_debugger on the checkout's own code."""
     command = [sys.executable, "benchmarks/bench_debugger.py", "--configs", args.config, "--runs", str(args.runs),
-               "--budget", str(args.budget), "--db", str(out.with_suffix(".db")), "--json", str(out)]
+               "--budget", str(args.budget), "--db", str(out.with_suffix(".db")), "--json", str(out),
+               "--suite", str(args.suite_file)]
     log = out.with_suffix(".log").open("wb")
     return subprocess.Popen(command, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
                             env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
@@ -56,10 +59,15 @@ def main() -> None:
     parser.add_argument("--config", default="grounded", help="a strategy, or all (bench_debugger's --configs)")
     parser.add_argument("--runs", type=int, default=4, help="failed runs debugged per arm")
     parser.add_argument("--budget", type=int, default=24, help="replays per debug session")
+    parser.add_argument("--tasks", type=int, default=None, help="only the demo suite's first N tasks")
     args = parser.parse_args()
     console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        suite = yaml.safe_load((ROOT / "counterfact/graphs/data/demo_suite.yaml").read_text())
+        suite["tasks"] = suite["tasks"][: args.tasks]
+        args.suite_file = work / "suite.yaml"
+        args.suite_file.write_text(yaml.safe_dump(suite, sort_keys=False))
         before = work / "before"
         subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], cwd=ROOT, check=True,
                        capture_output=True)

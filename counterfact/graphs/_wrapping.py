@@ -80,6 +80,7 @@ class NodeWrapper:
             if node in self.routed:
                 with self.lock:
                     self.invocations.setdefault(str(thread_id), {})[execution.task_id] = (node, step.invocation)
+            saver.start_task(str(thread_id), execution.checkpoint_id, execution.task_id)
             return (str(thread_id), step)
 
         def end(started: tuple[str, StepRecord], state: Any, calls: StepCalls, result: Any, error: str | None) -> None:

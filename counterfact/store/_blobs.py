@@ -15,11 +15,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, event, select
+from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy.sql.dml import Insert
 
 from counterfact.capture import canonical_json, sha256_hex, to_jsonable
 from counterfact.store._engine import StoreError
 from counterfact.store._redact import Redactor
+from counterfact.store._statements import execute
 from counterfact.store.schema import Blob
 
 MESSAGES_MEDIA_TYPE = "application/vnd.counterfact.messages+json"
@@ -55,7 +57,7 @@ class BlobCodec:
     Remembers which blobs are committed, so that the recording hot path sends no insert for a
     message stored at an earlier step, and the encoding of recent messages and chunks."""
 
-    def __init__(self, engine: Engine, insert: Executable, redact: Redactor) -> None:
+    def __init__(self, engine: Engine, insert: Insert, redact: Redactor) -> None:
         self.redact = redact
         self._insert = insert
         self._known: set[str] = set()
@@ -71,9 +73,13 @@ class BlobCodec:
             fresh = {d: (d, b, m) for d, b, m in blobs if d not in self._known}
         if not fresh:
             return
-        conn.execute(
+        execute(
+            conn,
             self._insert,
-            [{"digest": d, "media_type": m, "size": len(b), "data": b, "redacted": False} for d, b, m in fresh.values()],
+            [
+                {"digest": d, "media_type": m, "size": len(b), "data": b, "redacted": False, "redaction_note": None}
+                for d, b, m in fresh.values()
+            ],
         )
         conn.info.setdefault(_NEW_BLOBS, set()).update(fresh)
 

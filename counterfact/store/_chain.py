@@ -24,7 +24,7 @@ from counterfact.store._blobs import BlobCodec, BlobRow
 from counterfact.store._listeners import StoreListener, after_commit
 from counterfact.store._models import StepRecord
 from counterfact.store._redact import Redactor
-from counterfact.store._statements import Statements
+from counterfact.store._statements import Statements, execute
 from counterfact.store.schema import Run, Step
 
 
@@ -224,12 +224,10 @@ class RunWriter:
                 "digest": link,
             }
             sql = self.store.sql
-            conn.execute(sql.insert_step, row)
+            execute(conn, sql.insert_step, [row])
             key = {"run_id": self.run_id, "step_index": index}
-            if prepared.model_rows:
-                conn.execute(sql.insert_model_calls, [{**_UNPLACED, **m, **key} for m in prepared.model_rows])
-            if prepared.tool_rows:
-                conn.execute(sql.insert_tool_calls, [{**_UNPLACED, "handoff": None, **t, **key} for t in prepared.tool_rows])
+            execute(conn, sql.insert_model_calls, [{**_UNPLACED, **m, **key} for m in prepared.model_rows])
+            execute(conn, sql.insert_tool_calls, [{**_UNPLACED, "handoff": None, **t, **key} for t in prepared.tool_rows])
             self.next_index = index + 1
             self.head = link
             written = record.model_copy(update={"index": index, "digest": link})

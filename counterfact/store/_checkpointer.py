@@ -2,10 +2,11 @@
 
 Besides being a complete `BaseCheckpointSaver` (including delete_for_runs, copy_thread and
 prune), it is where recorded steps become durable: the recorder stages each finished node's
-step, and the saver writes it in the same transaction as that node's checkpoint writes
-(`put_writes`), or, for a node that wrote nothing, with the next checkpoint (`put`). A crash
-therefore never leaves a step without the writes that let LangGraph resume past it, nor
-writes without their step.
+step, and the saver writes it in one transaction with that node's checkpoint writes and the
+checkpoint that follows (`put`), or, when another task of its super-step is still running,
+with its checkpoint writes at once (`put_writes`; see `RecordedThreads`). A crash therefore
+never leaves a step without the writes that let LangGraph resume past it, nor writes without
+their step.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from counterfact.store._checkpoint_rows import (
     pending_writes,
 )
 from counterfact.store._recording import RecordedThreads
+from counterfact.store._statements import execute
 from counterfact.store._store import TraceStore
 
 
@@ -62,6 +64,10 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
     def writer(self, thread_id: str) -> RunWriter | None:
         """The writer recording `thread_id`, if it is being recorded."""
         return self.recorded.writer(thread_id)
+
+    def start_task(self, thread_id: str, checkpoint_id: str, task_id: str) -> None:
+        """A recorded node started (its super-step's writes wait for it before being held)."""
+        self.recorded.start(thread_id, checkpoint_id, task_id)
 
     def stage_step(self, thread_id: str, task_id: str, step: PreparedStep) -> None:
         """Hold a finished node's step until its writes or next checkpoint are stored."""
@@ -148,10 +154,9 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
         }
         writer = self.recorded.writer(thread_id) if ns == "" else None
         with self.recorded.transaction(thread_id, writer) as conn:
-            conn.execute(self.store.sql.upsert_checkpoint, row)
             if writer is not None:
-                for step in self.recorded.take_staged(thread_id, None):
-                    writer.write(conn, step)
+                self.recorded.write_held(conn, thread_id, writer)
+            execute(conn, self.store.sql.upsert_checkpoint, [row])
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -185,12 +190,14 @@ class SQLAlchemySaver(BaseCheckpointSaver[str]):
             for idx, (channel, val) in enumerate(writes)
             for type_, value in [self.serde.dumps_typed(val)]
         ]
+        special = all(w[0] in WRITES_IDX_MAP for w in writes)
         writer = self.recorded.writer(thread_id) if ns == "" else None
-        with self.recorded.transaction(thread_id, writer, writes_of=str(conf["checkpoint_id"])) as conn:
-            if rows:
-                special = all(w[0] in WRITES_IDX_MAP for w in writes)
-                sql = self.store.sql
-                conn.execute(sql.replace_writes if special else sql.insert_writes, rows)
+        checkpoint_id = str(conf["checkpoint_id"])
+        if writer is not None and self.recorded.hold_writes(thread_id, checkpoint_id, task_id, rows, special):
+            return  # stored with the next checkpoint, in one transaction with the step
+        with self.recorded.transaction(thread_id, writer, writes_of=checkpoint_id) as conn:
+            sql = self.store.sql
+            execute(conn, sql.replace_writes if special else sql.insert_writes, rows)
             if writer is not None:
                 for step in self.recorded.take_staged(thread_id, task_id):
                     writer.write(conn, step)
