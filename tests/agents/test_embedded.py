@@ -58,6 +58,15 @@ def test_killed_conversion_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_
     assert list(dest.parent.iterdir()) == []
 
 
+def test_conversion_apart_fails_with_the_childs_last_line(tmp_path: Path) -> None:
+    """A conversion in the child process that fails is one ModelError naming the file and the
+    child's own error, and leaves nothing at the destination."""
+    dest = tmp_path / "models" / "m"
+    with pytest.raises(ModelError, match=r"converting .*nothing\.gguf into .* failed: .*Error"):
+        _embedded.convert_apart(tmp_path / "nothing.gguf", dest)
+    assert not dest.exists()
+
+
 @pytest.mark.slow
 def test_conversion_streams_the_weights_transformers_loads(tmp_path: Path) -> None:
     """The checkpoint written tensor by tensor holds exactly the weights (names, shapes, bits)
