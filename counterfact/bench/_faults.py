@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import StateGraph
@@ -108,10 +108,14 @@ class WorkflowShape(BaseModel):
     name: str
     workflow: Path
     suite: Path
+    # the workflow's agents in another topology (the demo's agents taking turns in a group chat)
+    topology: Literal["pipeline", "orchestrator", "groupchat"] | None = None
     repeatable: list[str] = Field(default_factory=lambda: ["lookup", "calculator"])
 
     def cases(self) -> list[AppCase]:
         spec = load_workflow(self.workflow)
+        if self.topology is not None:
+            spec = spec.model_copy(update={"topology": self.topology})
         names = list(dict.fromkeys(t for agent in spec.agents for t in agent.tools))
 
         def build(model: Model, tools: Tools) -> StateGraph:
@@ -143,6 +147,7 @@ def _example(name: str) -> ExampleShape:
 
 SHAPES: dict[str, Shape] = {
     "pipeline": WorkflowShape(name="pipeline", workflow=DEMO_WORKFLOW, suite=DEMO_SUITE),
+    "groupchat": WorkflowShape(name="groupchat", workflow=DEMO_WORKFLOW, suite=DEMO_SUITE, topology="groupchat"),
     **{name: _example(name) for name in ("supervisor", "swarm", "hierarchical", "handoff")},
 }
 

@@ -185,3 +185,16 @@ def test_a_judge_reading_the_log_is_scored_as_one_more_baseline(store: TraceStor
     assert case.baselines[JUDGE_BASELINE] == 3
     assert bench.rows[0].baselines[JUDGE_BASELINE] == float(case.truth.step == 3)
     assert store.get_run(case.truth.run_id).labels["attribution"]["all_at_once"]["step"] == 3
+
+
+def test_the_groupchat_shape_is_the_demo_agents_taking_turns_until_an_answer() -> None:
+    """The same agents as the pipeline shape, in a group chat: the turn goes round again when
+    the reporter gives no final answer, where the pipeline would end."""
+    from counterfact.agents import ScriptedChatModel
+
+    model = ScriptedChatModel(["FACTS: none needed", "RESULT: 5", "not sure yet"] * 2 + ["FINAL ANSWER: 5"])
+    case = SHAPES["groupchat"].cases()[0]
+    graph = case.build(model, case.tools).compile()
+    spoke = [next(iter(update)) for update in graph.stream(case.input, stream_mode="updates")]
+    assert spoke == ["researcher", "solver", "reporter"] * 2 + ["researcher"]
+    assert SHAPES["groupchat"].runs_on("embedded") and not SHAPES["groupchat"].runs_on("scripted")
