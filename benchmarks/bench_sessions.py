@@ -2,14 +2,19 @@
 earlier commit, on the same failed runs of the demo suite, on the embedded model.
 
 Each arm is `bench_debugger.py --configs CONFIG` run from its own checkout (the earlier one a
-git worktree of REV), both at once, so that they share the machine as it is during the run:
-each runs the demo suite at the same seed into a store of its own (the same tasks fail in both:
-the script checks) and debugs the first N failed runs with the same strategies and budget. The
-table gives hypotheses, decided ones, replays and seconds per decided hypothesis, and the ratio
-of the arms.
+git worktree of REV): each runs the demo suite at the same seed into a store of its own (the
+same tasks fail in both: the script checks) and debugs the first N failed runs with the same
+strategies and budget. The table gives hypotheses, decided ones, replays and seconds per decided
+hypothesis, and the ratio of the arms.
+
+By default the arms run one after the other and each debugs one run at a time, so a session's
+seconds are what a user waits for `counterfact debug RUN`: with sessions (or arms) at once, each
+session's wall time also holds its neighbours' work, and the sum over sessions counts the
+machine several times over. `--at-once` runs both arms together, each with
+`--sessions-at-once` sessions (bench_debugger's default is 4), as this script first did.
 
     .venv/bin/python benchmarks/bench_sessions.py [--before 04ba3d1] [--config grounded] [--runs 4] [--budget 24]
-        [--tasks N]
+        [--tasks N] [--at-once] [--sessions-at-once 1]
 
 04ba3d1 is the commit at which the target was set: 114 s per decided hypothesis on the demo,
 measured with `grounded` (the strategy every demo failure gets hypotheses from) and budget 24.
@@ -37,7 +42,7 @@ def arm(checkout: Path, out: Path, args: argparse.Namespace) -> subprocess.Popen
     """One arm: the checkout's own bench_debugger on the checkout's own code."""
     command = [sys.executable, "benchmarks/bench_debugger.py", "--configs", args.config, "--runs", str(args.runs),
                "--budget", str(args.budget), "--db", str(out.with_suffix(".db")), "--json", str(out),
-               "--suite", str(args.suite_file)]
+               "--suite", str(args.suite_file), "--concurrency", str(args.sessions_at_once)]
     log = out.with_suffix(".log").open("wb")
     return subprocess.Popen(command, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
                             env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
@@ -60,6 +65,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4, help="failed runs debugged per arm")
     parser.add_argument("--budget", type=int, default=24, help="replays per debug session")
     parser.add_argument("--tasks", type=int, default=None, help="only the demo suite's first N tasks")
+    parser.add_argument("--at-once", action="store_true", help="run both arms at the same time")
+    parser.add_argument("--sessions-at-once", type=int, default=1, help="debug sessions at once in each arm")
     args = parser.parse_args()
     console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,9 +81,15 @@ def main() -> None:
         try:
             started = time.perf_counter()
             arms = {f"before ({args.before})": (before, work / "before.json"), "now": (ROOT, work / "now.json")}
-            running = {name: arm(checkout, out, args) for name, (checkout, out) in arms.items()}
-            with console.status("both arms running (each logs to its own file)"):
-                codes = {name: process.wait() for name, process in running.items()}
+            codes: dict[str, int] = {}
+            if args.at_once:
+                running = {name: arm(checkout, out, args) for name, (checkout, out) in arms.items()}
+                with console.status("both arms running (each logs to its own file)"):
+                    codes = {name: process.wait() for name, process in running.items()}
+            else:
+                for name, (checkout, out) in arms.items():
+                    with console.status(f"arm {name} running (it logs to {out.with_suffix('.log')})"):
+                        codes[name] = arm(checkout, out, args).wait()
             for name, code in codes.items():
                 if code:
                     log = arms[name][1].with_suffix(".log").read_text()[-2000:]
@@ -88,7 +101,8 @@ def main() -> None:
                            capture_output=True)
     same = len({tuple(t) for t in tasks.values()}) == 1
     table = Table(title=f"debug sessions on the demo's failed runs, {args.config}, budget {args.budget}, "
-                        f"both arms at once ({time.perf_counter() - started:.0f} s)")
+                        f"{'both arms at once' if args.at_once else 'one arm after the other'}, "
+                        f"{args.sessions_at_once} session(s) at once ({time.perf_counter() - started:.0f} s)")
     for column in ("arm", "runs", "repaired", "hypotheses", "decided", "replays / decided", "s / decided"):
         table.add_column(column, justify="left" if column == "arm" else "right")
     per: dict[str, float] = {}
