@@ -130,6 +130,7 @@ def debug_command(
     resume: Annotated[bool, typer.Option("--resume", help="finish the run's interrupted session (an error if there is none)")] = False,
     parallel: Annotated[int, typer.Option(min=1, help="fixes of different hypotheses verified at once")] = 4,
     until_repaired: Annotated[bool, typer.Option("--until-repaired", help="stop verifying once a fix repairs the run")] = False,
+    fill_batches: Annotated[bool, typer.Option("--fill-batches", help="verify further fixes of one hypothesis at once (faster on a local model; a fix validated beside them makes their replays moot)")] = False,
     repeatable: Annotated[list[str] | None, typer.Option("--repeatable-tool", help="a tool safe to run again in replays (read-only or idempotent); repeat the option")] = None,
     model: Annotated[str | None, typer.Option(help="model spec for replays, if not the run's own")] = None,
     graph: GraphOption = None,
@@ -173,6 +174,7 @@ def debug_command(
         parallel=parallel,
         repeatable_tools=repeatable or (),
         until_repaired=until_repaired,
+        fill_batches=fill_batches,
     )
     if resume and debugger.log.unfinished_session(debugger.replayer.parent.id, chosen) is None:
         raise CounterfactError(f"run {debugger.replayer.parent.id[:12]} has no interrupted debug session with strategies {', '.join(chosen)}")

@@ -76,6 +76,7 @@ class Debugger:
         parallel: int = 4,
         repeatable_tools: Sequence[str] = (),
         until_repaired: bool = False,
+        fill_batches: bool = False,
     ) -> None:
         run = replayer.parent
         if run.status == "succeeded":
@@ -94,6 +95,7 @@ class Debugger:
         self.temperature = temperature
         self.repeatable_tools = sorted(repeatable_tools)  # tools the app declares safe to run again
         self.until_repaired = until_repaired  # stop verifying once a fix repairs the run
+        self.fill_batches = fill_batches  # a batch's free places go to further fixes of one hypothesis
         self.reference = reference
         self.max_hypotheses = max_hypotheses
         self.on_progress = on_progress
@@ -143,7 +145,7 @@ class Debugger:
         return FixVerifier(
             self.replayer, self.log, self.session_id, pairs=self.pairs, parallel=self.parallel,
             count=self.counted, afford=self.afford, charge=self._charge_stage, record=self._record, say=self.say,
-            until_repaired=self.until_repaired, repeatable_tools=self.repeatable_tools,
+            until_repaired=self.until_repaired, repeatable_tools=self.repeatable_tools, fill_batches=self.fill_batches,
         )
 
     def report_of(self, session_id: str) -> DebugReport:

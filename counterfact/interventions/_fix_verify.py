@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import zip_longest
 from typing import Any
 
 from counterfact._errors import CounterfactError
@@ -74,10 +75,12 @@ class FixVerifier:
         say: Callable[[str], None],
         until_repaired: bool = False,  # stop once one fix is validated: the others cannot repair it more
         repeatable_tools: Sequence[str] = (),  # tools the placing replays ran again
+        fill_batches: bool = False,  # a batch's free places go to further fixes of the same hypotheses
     ) -> None:
         self.replayer = replayer
         self.repeatable_tools = list(repeatable_tools)
         self.until_repaired = until_repaired
+        self.fill_batches = fill_batches
         self.store = replayer.store
         self.log = log
         self.session_id = session_id
@@ -134,9 +137,12 @@ class FixVerifier:
         """Each hypothesis's next fix first, then the rest of each in order; a hypothesis is
         settled by its first validated fix. Hypotheses whose step replays placed go first,
         against the replays that placed them (no control is replayed for them); the others
-        then against one shared control. Up to `parallel` fixes of different hypotheses are
-        verified at once (never two of one hypothesis, so no replay goes to a fix that an
-        earlier one made moot); with `parallel=1` hypotheses take the budget in order."""
+        then against one shared control. Up to `parallel` fixes are verified at once, every
+        hypothesis's next fix before any second one, and by default never two of one hypothesis,
+        so no replay goes to a fix that an earlier one made moot; with `parallel=1` hypotheses
+        take the budget in order. With `fill_batches`, a batch's free places go to further
+        fixes of the same hypotheses: a session of one hypothesis then waits for a batch rather
+        than a replay per fix, and pays a replay for each sibling a validated fix made moot."""
         pending = sorted((h for h in self.hypotheses() if h.status == "proposed"), key=lambda h: not placed_by_replay(h))
         if not pending:
             return
@@ -163,11 +169,22 @@ class FixVerifier:
         until the budget ends (or a fix repairs the run, when asked to stop there)."""
         ids = {h.id for h in hypotheses}
         first_pass = [(h.id, position) for h in hypotheses if (position := self._next_fix(h)) is not None]
-        while not self._repaired() and first_pass and (batch := self._affordable(first_pass)):
-            first_pass = first_pass[len(batch):]
+        while not self._repaired() and first_pass and (batch := self._affordable(self._and_siblings(first_pass, ids))):
+            first_pass = [c for c in first_pass if c not in batch]
             self._verify_batch(batch, executor)
-        while not self._repaired() and (batch := self._affordable([c for c in self._next_fixes() if c[0] in ids])):
+        while not self._repaired() and (
+            batch := self._affordable(self._and_siblings([c for c in self._next_fixes() if c[0] in ids], ids))
+        ):
             self._verify_batch(batch, executor)
+
+    def _and_siblings(self, candidates: list[tuple[str, int]], ids: set[str]) -> list[tuple[str, int]]:
+        """`candidates`, then (with `fill_batches`) the other untried fixes of the open
+        hypotheses in `ids`, round robin: each one's second fix, then each one's third."""
+        if not self.fill_batches:
+            return candidates
+        untried = [[(h.id, i) for i, f in enumerate(fixes_of(h)) if f.verdict is None and (h.id, i) not in candidates]
+                    for h in self.hypotheses() if h.status == "proposed" and h.id in ids]
+        return [*candidates, *(c for tier in zip_longest(*untried) for c in tier if c is not None)]
 
     def _repaired(self) -> bool:
         """Whether to stop: asked to stop at the first repair, and a fix has repaired the run."""

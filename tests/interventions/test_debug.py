@@ -195,6 +195,19 @@ def test_llm_hypothesis_is_validated_when_the_agent_heeds_the_note(sqlite_path: 
     assert not any(leaked(f, report.expected) for f in h.fixes)
 
 
+def test_filled_batches_verify_a_hypothesis_s_fixes_at_once_and_keep_the_best(sqlite_path: str) -> None:
+    """With fill_batches the four fixes of the one hypothesis go in one batch (one control, four
+    treatments, where one at a time stopped after the first); the best fix still decides it."""
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, heeds_the_note)
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10),
+                       hypothesis_model=_critic(1), fill_batches=True).run()
+    (h,) = report.hypotheses
+    assert all(f.verdict is not None for f in h.fixes) and h.fixes[0].verdict == "validated"
+    assert (h.status, h.verdict) == ("verified", "validated") and h.intervention == h.fixes[0].intervention
+    assert report.spent.replays == 5
+
+
 def test_llm_hypothesis_is_refuted_when_no_fix_repairs_the_run(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     run_id, pool = _record(store, ignores_the_note)
