@@ -63,7 +63,7 @@ def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[st
     debugger = Debugger(
         Replayer(store, run_id, pool=pool), strategies=strategies,  # type: ignore[arg-type]
         budget=Budget(replays=args.budget), samples=args.samples, pairs=args.pairs,
-        hypothesis_model=args.hypothesis_model,
+        hypothesis_model=args.hypothesis_model, fill_batches=args.fill_batches,
     )
     done = [s for s in DebugLog(store).sessions(run_id, strategies, status="done")
             if s.settings.get("budget", {}).get("replays") == args.budget]
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--hypothesis-model", default=None, help="model spec of the llm strategy")
     parser.add_argument("--runs", type=int, default=None, help="only the first N failed runs")
     parser.add_argument("--concurrency", type=int, default=4, help="sessions at once (the engine batches)")
+    parser.add_argument("--fill-batches", action="store_true", help="debug --fill-batches: a hypothesis's fixes at once")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     console = Console(width=160)

@@ -14,7 +14,7 @@ machine several times over. `--at-once` runs both arms together, each with
 `--sessions-at-once` sessions (bench_debugger's default is 4), as this script first did.
 
     .venv/bin/python benchmarks/bench_sessions.py [--before 04ba3d1] [--config grounded] [--runs 4] [--budget 24]
-        [--tasks N] [--at-once] [--sessions-at-once 1]
+        [--tasks N] [--at-once] [--sessions-at-once 1] [--fill-batches]
 
 04ba3d1 is the commit at which the target was set: 114 s per decided hypothesis on the demo,
 measured with `grounded` (the strategy every demo failure gets hypotheses from) and budget 24.
@@ -38,11 +38,11 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def arm(checkout: Path, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+def arm(checkout: Path, out: Path, args: argparse.Namespace, extra: list[str]) -> subprocess.Popen[bytes]:
     """One arm: the checkout's own bench_debugger on the checkout's own code."""
     command = [sys.executable, "benchmarks/bench_debugger.py", "--configs", args.config, "--runs", str(args.runs),
                "--budget", str(args.budget), "--db", str(out.with_suffix(".db")), "--json", str(out),
-               "--suite", str(args.suite_file), "--concurrency", str(args.sessions_at_once)]
+               "--suite", str(args.suite_file), "--concurrency", str(args.sessions_at_once), *extra]
     log = out.with_suffix(".log").open("wb")
     return subprocess.Popen(command, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
                             env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=None, help="only the demo suite's first N tasks")
     parser.add_argument("--at-once", action="store_true", help="run both arms at the same time")
     parser.add_argument("--sessions-at-once", type=int, default=1, help="debug sessions at once in each arm")
+    parser.add_argument("--fill-batches", action="store_true", help="the now arm debugs with --fill-batches")
     args = parser.parse_args()
     console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,22 +81,24 @@ def main() -> None:
                        capture_output=True)
         try:
             started = time.perf_counter()
-            arms = {f"before ({args.before})": (before, work / "before.json"), "now": (ROOT, work / "now.json")}
+            now = "now, --fill-batches" if args.fill_batches else "now"
+            arms = {f"before ({args.before})": (before, work / "before.json", []),
+                    now: (ROOT, work / "now.json", ["--fill-batches"] if args.fill_batches else [])}
             codes: dict[str, int] = {}
             if args.at_once:
-                running = {name: arm(checkout, out, args) for name, (checkout, out) in arms.items()}
+                running = {name: arm(checkout, out, args, extra) for name, (checkout, out, extra) in arms.items()}
                 with console.status("both arms running (each logs to its own file)"):
                     codes = {name: process.wait() for name, process in running.items()}
             else:
-                for name, (checkout, out) in arms.items():
+                for name, (checkout, out, extra) in arms.items():
                     with console.status(f"arm {name} running (it logs to {out.with_suffix('.log')})"):
-                        codes[name] = arm(checkout, out, args).wait()
+                        codes[name] = arm(checkout, out, args, extra).wait()
             for name, code in codes.items():
                 if code:
                     log = arms[name][1].with_suffix(".log").read_text()[-2000:]
                     raise SystemExit(f"arm {name} failed (exit {code}):\n{log}")
-            figures = {name: json.loads(out.read_text())[args.config] for name, (_, out) in arms.items()}
-            tasks = {name: failed_tasks(out.with_suffix(".db")) for name, (_, out) in arms.items()}
+            figures = {name: json.loads(out.read_text())[args.config] for name, (_, out, _) in arms.items()}
+            tasks = {name: failed_tasks(out.with_suffix(".db")) for name, (_, out, _) in arms.items()}
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False,
                            capture_output=True)
