@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import StateGraph
@@ -31,6 +31,7 @@ from counterfact.bench._kinds import Build, Model, Tools, fault_named
 from counterfact.graphs import (
     DEMO_SUITE,
     DEMO_WORKFLOW,
+    Topology,
     build_graph,
     import_ref,
     initial_state,
@@ -109,7 +110,7 @@ class WorkflowShape(BaseModel):
     workflow: Path
     suite: Path
     # the workflow's agents in another topology (the demo's agents taking turns in a group chat)
-    topology: Literal["pipeline", "orchestrator", "groupchat"] | None = None
+    topology: Topology | None = None
     repeatable: list[str] = Field(default_factory=lambda: ["lookup", "calculator"])
 
     def cases(self) -> list[AppCase]:

@@ -43,6 +43,7 @@ from counterfact.graphs._runner import (
 )
 from counterfact.graphs._spec import (
     AgentSpec,
+    Topology,
     WorkflowError,
     WorkflowSpec,
     build_graph,
@@ -143,6 +144,7 @@ __all__ = [
     "Suite",
     "SuiteError",
     "Task",
+    "Topology",
     "WorkflowError",
     "WorkflowRunner",
     "WorkflowSpec",
