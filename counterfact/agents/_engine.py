@@ -21,13 +21,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from transformers import DynamicCache
 
 from counterfact.agents._activations import HookPoint, HookSet, ResolvedEdit, RowPass
 from counterfact.agents._constrained import TokenMask
+from counterfact.agents._kv import RoomyLayer, batch_cache
 from counterfact.agents._prefix_cache import PrefixCache
 
 
@@ -243,12 +244,11 @@ class Engine:
         """Merge a prefilled row into the batch cache, left padding the shorter side."""
         length = row.prompt_len
         if self._cache is None:
-            self._cache, self._mask = cache, torch.ones(1, length, dtype=torch.long)
+            self._cache, self._mask = batch_cache(cache), torch.ones(1, length, dtype=torch.long)
             self._rows = [row]
             return
         for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            old.keys = _stack_left(old.keys, new.keys)
-            old.values = _stack_left(old.values, new.values)
+            cast(RoomyLayer, old).stack_below(new.keys, new.values)
         self._mask = _stack_left(self._mask, torch.ones(1, length, dtype=torch.long))
         self._rows.append(row)
 
@@ -293,8 +293,7 @@ class Engine:
         assert self._cache is not None
         index = torch.tensor(keep)
         for layer in self._cache.layers:
-            layer.keys = layer.keys[index, :, first:]
-            layer.values = layer.values[index, :, first:]
+            cast(RoomyLayer, layer).select(index, first)
 
     def _reset(self) -> None:
         self._rows, self._cache = [], None
@@ -353,15 +352,9 @@ class Engine:
 
 
 def _stack_left(top: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
-    """`top` over `bottom` on the batch axis, each right-aligned on the sequence axis (dim -2 for
-    KV tensors [B,H,T,D], dim -1 for masks) with zeros on the left. Written into one new tensor:
-    padding each side and then concatenating copied the whole batch cache up to three times
-    on every admission."""
-    axis = -1 if top.ndim == 2 else -2
-    total = max(top.shape[axis], bottom.shape[axis])
-    shape = list(top.shape)
-    shape[0], shape[axis] = top.shape[0] + bottom.shape[0], total
-    out = top.new_zeros(shape)
-    for part, rows in ((top, out[: top.shape[0]]), (bottom, out[top.shape[0] :])):
-        rows.narrow(axis, total - part.shape[axis], part.shape[axis]).copy_(part)
+    """Attention masks `top` over `bottom`, each right-aligned, with zeros (padding) on the left."""
+    total = max(top.shape[-1], bottom.shape[-1])
+    out = top.new_zeros(top.shape[0] + bottom.shape[0], total)
+    out[: top.shape[0], total - top.shape[-1] :] = top
+    out[top.shape[0] :, total - bottom.shape[-1] :] = bottom
     return out
