@@ -20,8 +20,8 @@ proportion to the text (a recorded run had 357/475, 468/526 and 224 prompt token
 latencies of seconds. That is 11 spans a run (root, 3 steps, 5 chats, 2 tools), so 11,000.
 
 Each export is timed `--reps` times (median reported) after one untimed warm-up export of 20
-runs. The OTLP receiver is a `ThreadingHTTPServer` in a thread of this process: it reads each
-request, decodes its `ExportTraceServiceRequest` and counts spans per trace; the run is only
+runs. The OTLP receiver (`otlp_receiver.py`) is a `ThreadingHTTPServer` in a process of its own,
+as a collector is: it reads each request, decodes its `ExportTraceServiceRequest` and counts spans per trace; the run is only
 counted as exported when every run's trace arrived with all its spans and one root, and the
 total equals what `export_otlp` returned. The OTLP JSON file is read back and its spans counted.
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import gzip
 import hashlib
 import io
 import itertools
@@ -47,16 +46,15 @@ import random
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
+from otlp_receiver import OtlpReceiver  # this script's directory is on sys.path
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -69,107 +67,6 @@ from rich.table import Table
 
 TARGET_S = 10.0
 MARK = "bench_otel_export"  # label of the runs this script writes: how a reused store is recognised
-
-
-# -- a real OTLP/HTTP receiver on loopback ----------------------------------------------------
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP trace receiver (POST /v1/traces, protobuf) on 127.0.0.1 in a thread: it
-    decodes every request and counts spans, per trace and in all, and answers 200 with an
-    empty ExportTraceServiceResponse, as a collector does."""
-
-    def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        )
-
-        self._lock = threading.Lock()
-        self.spans = 0
-        self.requests = 0
-        self.bytes = 0
-        self.per_trace: Counter[int] = Counter()
-        self.roots: Counter[int] = Counter()
-        self.bad: list[str] = []
-        receiver = self
-        reply = ExportTraceServiceResponse().SerializeToString()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as the exporter's session expects
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if not self.path.endswith("/v1/traces"):
-                    receiver.bad.append(f"POST {self.path}")
-                    self._answer(404, b"")
-                    return
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                try:
-                    request = ExportTraceServiceRequest.FromString(body)
-                except Exception as exc:  # noqa: BLE001 - reported, answered 400
-                    receiver.bad.append(f"undecodable request: {exc}")
-                    self._answer(400, b"")
-                    return
-                receiver._count(request, len(body))
-                self._answer(200, reply)
-
-            def _answer(self, code: int, payload: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="otlp-receiver", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _count(self, request: Any, size: int) -> None:
-        per_trace: Counter[int] = Counter()
-        roots: Counter[int] = Counter()
-        n = 0
-        for resource in request.resource_spans:
-            for scope in resource.scope_spans:
-                for span in scope.spans:
-                    trace = int.from_bytes(span.trace_id, "big")
-                    per_trace[trace] += 1
-                    if not span.parent_span_id:
-                        roots[trace] += 1
-                    n += 1
-        with self._lock:
-            self.requests += 1
-            self.bytes += size
-            self.spans += n
-            self.per_trace.update(per_trace)
-            self.roots.update(roots)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.spans = self.requests = self.bytes = 0
-            self.per_trace.clear()
-            self.roots.clear()
-
-    def take(self, trace_id: int) -> tuple[int, int]:
-        """(spans, root spans) received for one trace, forgotten afterwards."""
-        with self._lock:
-            return self.per_trace.pop(trace_id, 0), self.roots.pop(trace_id, 0)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # -- demo-shaped runs --------------------------------------------------------------------------
@@ -388,22 +285,23 @@ def expected_spans(store: Any, run_ids: list[str]) -> dict[int, int]:
 
 
 def check_received(receiver: OtlpReceiver, expected: dict[int, int], returned: int) -> str:
-    if receiver.bad:
-        raise SystemExit(f"receiver: {receiver.bad[:3]}")
-    total = receiver.spans
+    received = receiver.received()
+    if received.bad:
+        raise SystemExit(f"receiver: {received.bad[:3]}")
+    total = received.spans
     problems = []
     for trace, want in expected.items():
-        got, roots = receiver.take(trace)
+        got, roots = received.take(trace)
         if got != want or roots != 1:
             problems.append(f"trace {trace:032x}: {got} spans ({roots} roots), expected {want} (1 root)")
-    if receiver.per_trace:
-        problems.append(f"{len(receiver.per_trace)} traces nobody asked for")
+    if received.per_trace:
+        problems.append(f"{len(received.per_trace)} traces nobody asked for")
     if total != returned or total != sum(expected.values()):
         problems.append(f"received {total} spans, export_otlp returned {returned}, "
                         f"the store holds {sum(expected.values())}")
     if problems:
         raise SystemExit("OTLP export incomplete:\n  " + "\n  ".join(problems[:10]))
-    return f"OK {len(expected):,} traces, {total:,} spans in {receiver.requests} requests ({receiver.bytes / 1e6:.1f} MB)"
+    return f"OK {len(expected):,} traces, {total:,} spans in {received.requests} requests ({received.bytes / 1e6:.1f} MB)"
 
 
 def check_json(path: Path, expected: dict[int, int], returned: int) -> str:
@@ -505,7 +403,7 @@ def main() -> None:
                 checks[name] = f"OK {lines:,} lines ({path.stat().st_size / 1e6:.1f} MB)"
 
         table = Table(title=f"Exporting {len(ids):,} demo-shaped runs (median of {args.reps}; "
-                            f"{store.dialect}, receiver on loopback in-process)")
+                            f"{store.dialect}, receiver on loopback in its own process)")
         for col, just in [("export", "left"), ("seconds", "right"), ("min..max s", "right"), ("runs/s", "right"),
                           ("spans", "right"), ("spans/s", "right"), (f"< {TARGET_S:.0f} s", "center"),
                           ("checked", "left")]:

@@ -14,7 +14,8 @@ the trivial case a step adds one short message. Under:
   pg-ours          record(graph, TraceStore(postgresql://...))
   *-ours+otlp      the same as sqlite-ours / pg-ours with live OpenTelemetry export on
                    (COUNTERFACT_OTLP_ENDPOINT set when the store is opened), sending to a real
-                   OTLP/HTTP receiver on 127.0.0.1 in a thread of this process
+                   OTLP/HTTP receiver on 127.0.0.1 in a process of its own
+                   (`otlp_receiver.py`), as a collector is
 
 Configurations are interleaved inside each repetition so that machine noise hits all of them
 alike; one warm-up repetition is discarded; the median over repetitions is reported. After
@@ -53,7 +54,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import psycopg
-from bench_otel_export import OtlpReceiver  # this script's directory is on sys.path
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -69,6 +69,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from otlp_receiver import OtlpReceiver  # this script's directory is on sys.path
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event, func, select
@@ -275,7 +276,7 @@ def verify_export(cfg: Ours) -> str:
     """Check that the receiver got every span of the runs of `cfg` since the last check: the
     run's root plus one per step, model call and tool call, as the store holds them."""
     assert cfg.store is not None and cfg.receiver is not None
-    receiver = cfg.receiver
+    receiver = cfg.receiver.received()
     if receiver.bad:
         raise SystemExit(f"{cfg.name}: the OTLP receiver got bad requests: {receiver.bad[:3]}")
     expected = 0
@@ -298,7 +299,7 @@ def verify_export(cfg: Ours) -> str:
     if problems:
         raise SystemExit(f"{cfg.name}: live export lost or duplicated spans:\n  " + "\n  ".join(problems[:10]))
     requests = receiver.requests
-    receiver.reset()
+    cfg.receiver.reset()
     return f"{expected} spans in {requests} POSTs"
 
 
