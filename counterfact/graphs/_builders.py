@@ -161,10 +161,16 @@ def orchestrator(
 ) -> StateGraph:
     """Magentic-One style: the lead writes a plan and ledger, then each round picks the next
     worker and its instruction, marks progress, re-plans when stalled, and ends with a final
-    answer or at the round limit."""
+    answer or at the round limit. The lead's worked examples, if any, come before each of its
+    prompts (plan, route, final): one list that shows it each kind of turn."""
     if not workers:
         raise ValueError("an orchestrator needs at least one worker")
     _check_names([lead, *workers])
+    shown = list((examples or {}).get(lead.name, ()))
+
+    def ask_lead(prompt: str, state: WorkflowState) -> str:
+        return run_agent(lead, [*shown, ChatMessage(role="user", content=prompt)], state=state)
+
     names = [w.name for w in workers]
     roster = "\n".join(f"- {w.name}: {w.role.splitlines()[0]}" for w in workers)
     graph = StateGraph(WorkflowState)
@@ -180,7 +186,7 @@ def orchestrator(
             "FACTS TO FIND: <facts to look up>\n"
             "PLAN:\n1. <worker name>: <what to do>\n2. <worker name>: <what to do>"
         )
-        text = run_agent(lead, [ChatMessage(role="user", content=prompt)])
+        text = ask_lead(prompt, state)
         new = parse_plan(text, names)
         if previous is not None:
             new.replans = previous.replans + 1
@@ -199,7 +205,7 @@ def orchestrator(
             f"If the task is answered, write FINAL ANSWER: <answer>. Otherwise choose the next "
             f"worker from {', '.join(names)} and write:\nNEXT: <worker>\nINSTRUCTION: <what to do>"
         )
-        text = run_agent(lead, [ChatMessage(role="user", content=prompt)])
+        text = ask_lead(prompt, state)
         update: dict[str, Any] = {
             "messages": [agent_message(lead.name, text)],
             "plan": ledger.model_dump(),
@@ -238,7 +244,7 @@ def orchestrator(
             f"Conversation so far:\n{transcript(state.get('messages', []))}\n\n"
             "Give the answer now, in one line: FINAL ANSWER: <answer>"
         )
-        text = run_agent(lead, [ChatMessage(role="user", content=prompt)])
+        text = ask_lead(prompt, state)
         return {"messages": [agent_message(lead.name, text)], "final_answer": final_answer_in(text) or text.strip()}
 
     graph.add_node(PLAN, plan, metadata=_meta(lead.name, "plan"))

@@ -88,6 +88,22 @@ def test_orchestrator_replans_when_stalled_and_stops_at_the_round_limit(sqlite_p
     assert nodes.count("route") == 5
 
 
+def test_the_lead_sees_its_worked_examples_before_each_of_its_prompts(sqlite_path: str) -> None:
+    shown = [ChatMessage(role="user", content="Task: an example"), ChatMessage(role="assistant", content="PLAN:\n1. w: x")]
+    lead = _agent("lead", ["PLAN:\n1. worker: do it", "NEXT: worker\nINSTRUCTION: do it", "FINAL ANSWER: 7"])
+    worker = _agent("worker", ["done: 7"])
+    graph = orchestrator(lead, [worker], examples={"lead": shown})
+    result = record(graph, TraceStore.open(sqlite_path)).invoke(initial_state({"question": "?"}))
+    assert result.state and result.state["final_answer"] == "7"
+    requests = lead.model.requests  # type: ignore[attr-defined]
+    assert len(requests) == 3  # plan, then a route before and after the worker
+    for request in requests:
+        asked = [m for m in request.messages if m.role != "system"]
+        assert [m.content for m in asked[:2]] == [m.content for m in shown] and len(asked) == 3
+    # the worker is not shown the lead's examples
+    assert all(m.content != "Task: an example" for m in worker.model.requests[0].messages)  # type: ignore[attr-defined]
+
+
 def test_unreadable_route_falls_back_to_the_plan() -> None:
     plan = parse_plan("PLAN:\n1. [Finder]: look\n2) checker - verify\nnoise", ["finder", "checker"])
     assert [(s.agent, s.text) for s in plan.steps] == [("finder", "look"), ("checker", "verify")]
