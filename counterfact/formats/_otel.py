@@ -1,5 +1,6 @@
 """Runs as OpenTelemetry spans: GenAI semantic conventions and the OpenInference attributes that
-Arize Phoenix reads, sent over OTLP/HTTP or written as OTLP JSON, and live while recording.
+Arize Phoenix reads, sent over OTLP/HTTP or written as OTLP JSON, and live while recording
+(`_otel_live`).
 
 A run is one trace: `invoke_workflow {workflow}` at its root, a child per step (`invoke_agent
 {agent}` for an agent's step, the node's name otherwise), and under each step its model calls
@@ -21,13 +22,8 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import queue
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -530,95 +526,3 @@ class _Checked:
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return bool(self.inner.force_flush(timeout_millis))
-
-
-# -- live export while recording -------------------------------------------------------------
-
-
-class LiveExport:
-    """Spans of runs as they are recorded: recording only queues the records it committed; a
-    thread of its own builds their spans and hands them to the SDK's batch processor, whose
-    thread encodes and sends them. Nothing of it runs on the recording thread, which never
-    waits on span building or the network."""
-
-    def __init__(self, endpoint: str, project: str = PROJECT) -> None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        self.endpoint = traces_url(endpoint)
-        self.exporter = _Checked(OTLPSpanExporter(endpoint=self.endpoint, timeout=5), warn=True)
-        self.processor = BatchSpanProcessor(self.exporter)
-        self.writer = SpanWriter(self.processor, lambda value: value, project)
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._builder = threading.Thread(target=self._build, name="counterfact-otel-spans", daemon=True)
-        self._builder.start()
-
-    def step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
-        self._queue.put(partial(self._safely, self._step, redact, run_id, step))
-
-    def run_finished(self, store: TraceStore, run: RunRecord) -> None:
-        intervention = intervention_of(store, run)  # read now: the store may be closed by the time it is built
-        self._queue.put(partial(self._safely, self._run, store.redact, run, intervention))
-
-    def verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
-                     fork_step: int | None) -> None:
-        self._queue.put(partial(self._safely, self._verification, redact, verdict, replays, fork_step))
-
-    def _step(self, redact: Callable[[Any], Any], run_id: str, step: StepRecord) -> None:
-        self.writer.redacting(redact).step(run_id, step)
-
-    def _run(self, redact: Callable[[Any], Any], run: RunRecord, intervention: dict[str, Any] | None) -> None:
-        self.writer.redacting(redact).run(run, None, intervention)
-
-    def _verification(self, redact: Callable[[Any], Any], verdict: VerdictRecord, replays: Sequence[RunRecord],
-                      fork_step: int | None) -> None:
-        self.writer.redacting(redact).verification(verdict, replays, fork_step)
-
-    def _build(self) -> None:
-        """The span builder's loop: queued records become spans, in the order they came."""
-        while (task := self._queue.get()) is not None:
-            task()
-
-    def _safely(self, emit: Callable[..., None], *args: Any) -> None:
-        try:
-            emit(*args)
-        except Exception as exc:  # noqa: BLE001 - a span that cannot be made never fails a step
-            log.warning("counterfact: a span could not be made (%s); recording goes on", exc)
-
-    def flush(self, timeout_millis: int = 30_000) -> bool:
-        """Build the spans queued so far, then send every span built."""
-        built = threading.Event()
-        started = time.monotonic()
-        self._queue.put(built.set)
-        if not built.wait(timeout_millis / 1000):
-            return False
-        left = timeout_millis - int((time.monotonic() - started) * 1000)
-        return left > 0 and bool(self.processor.force_flush(left))
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._builder.join(timeout=30)
-        self.processor.shutdown()
-
-
-_live: dict[str, LiveExport] = {}
-_live_lock = threading.Lock()
-
-
-def live_export() -> LiveExport | None:
-    """The process's live exporter when `COUNTERFACT_OTLP_ENDPOINT` (or the standard
-    `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; None otherwise, and nothing of OpenTelemetry is
-    imported."""
-    endpoint = os.environ.get(ENDPOINT_ENV) or os.environ.get(STANDARD_ENDPOINT_ENV)
-    if not endpoint:
-        return None
-    with _live_lock:
-        if endpoint not in _live:
-            _live[endpoint] = LiveExport(endpoint)
-            import atexit
-
-            atexit.register(_live[endpoint].close)
-        return _live[endpoint]
-
