@@ -56,7 +56,7 @@ def main() -> None:
             for name in best:
                 cache = copy.deepcopy(prefilled)
                 if name.startswith("Roomy"):
-                    cache = batch_cache(cache)
+                    cache = batch_cache(cache, args.batch)
                 seconds, tokens[name] = decode(model, cache, first, args.prompt, args.steps)
                 best[name] = min(best[name], seconds)
     layers = model.config.num_hidden_layers

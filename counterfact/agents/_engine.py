@@ -28,6 +28,7 @@ from transformers import DynamicCache
 
 from counterfact.agents._activations import HookPoint, HookSet, ResolvedEdit, RowPass
 from counterfact.agents._constrained import TokenMask
+from counterfact.agents._allocator import large_blocks_from_fresh_pages
 from counterfact.agents._kv import RoomyLayer, batch_cache
 from counterfact.agents._prefix_cache import PrefixCache
 
@@ -122,6 +123,7 @@ class Engine:
         max_batch: int = 16,
         prefix: PrefixCache | None = None,
     ) -> None:
+        large_blocks_from_fresh_pages()
         self.model = model
         self.prefix = prefix or PrefixCache()
         self.tokenizer = tokenizer
@@ -244,7 +246,7 @@ class Engine:
         """Merge a prefilled row into the batch cache, left padding the shorter side."""
         length = row.prompt_len
         if self._cache is None:
-            self._cache, self._mask = batch_cache(cache), torch.ones(1, length, dtype=torch.long)
+            self._cache, self._mask = batch_cache(cache, self.max_batch), torch.ones(1, length, dtype=torch.long)
             self._rows = [row]
             return
         for old, new in zip(self._cache.layers, cache.layers, strict=True):

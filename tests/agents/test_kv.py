@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from counterfact.agents._kv import ROOM, RoomyLayer
+from counterfact.agents._kv import LEFT, ROOM, RoomyLayer
 
 
 def _kv(batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,3 +46,25 @@ def test_a_joining_row_is_right_aligned_and_a_leaving_row_takes_its_columns() ->
     assert torch.equal(layer.values, torch.cat([values, v[:1]], dim=-2))
     layer.update(*_kv(1, 1, seed=3))
     assert layer.get_seq_length() == 9
+
+
+def test_rows_join_in_place_until_a_prompt_outgrows_the_room_before_them() -> None:
+    first_k, first_v = _kv(1, 5, seed=0)
+    layer = RoomyLayer(first_k, first_v, rows=4)
+    buffer = layer._keys
+    expected_k, expected_v = first_k, first_v
+    for seed, length in ((1, 9), (2, 3)):  # fits in the room: the same buffers
+        k, v = _kv(1, length, seed=seed)
+        layer.stack_below(k, v)
+        expected_k, expected_v = _left_padded(expected_k, k), _left_padded(expected_v, v)
+        assert layer._keys is buffer
+    assert torch.equal(layer.keys, expected_k) and torch.equal(layer.values, expected_v)
+    k, v = _kv(1, 9 + LEFT + 1, seed=3)  # longer than the room before the batch: new buffers
+    layer.stack_below(k, v)
+    assert layer._keys is not buffer
+    assert torch.equal(layer.keys, _left_padded(expected_k, k)) and torch.equal(layer.values, _left_padded(expected_v, v))
+    assert layer.get_seq_length() == 9 + LEFT + 1
+    # the second and fourth rows stay: they move up in place
+    kept = layer.keys[[1, 3]].clone()
+    layer.select(torch.tensor([1, 3]), first=0)
+    assert torch.equal(layer.keys, kept)
