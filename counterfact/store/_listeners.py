@@ -3,6 +3,7 @@ through entry points so that the store imports none of the formats."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib.metadata import entry_points
@@ -12,6 +13,8 @@ from sqlalchemy import Connection, Engine, event
 
 from counterfact.store._base import Store
 from counterfact.store._models import RunRecord, StepRecord, VerdictRecord
+
+log = logging.getLogger("counterfact.store")
 
 LISTENER_GROUP = "counterfact.store_listeners"  # the entry points that name listener factories
 _AFTER_COMMIT = "cf_after_commit"  # connection info: what to do once the transaction commits
@@ -37,7 +40,13 @@ def listeners() -> tuple[Callable[[], StoreListener | None], ...]:
     """The listener factories installed packages declare (the OTel live export among them),
     loaded when the first store opens, so that a user who only records gets them too. Each is
     asked in order as a store opens; the first listener given is the store's `live` one."""
-    return tuple(point.load() for point in entry_points(group=LISTENER_GROUP))
+    loaded = []
+    for point in entry_points(group=LISTENER_GROUP):
+        try:
+            loaded.append(point.load())
+        except (ImportError, AttributeError) as exc:  # a broken plug-in must not stop recording
+            log.warning("counterfact: store listener %s (%s) cannot be loaded, left out: %s", point.name, point.value, exc)
+    return tuple(loaded)
 
 
 def live_listener(engine: Engine) -> StoreListener | None:
