@@ -79,7 +79,7 @@ def serve() -> None:
     )
 
     lock = threading.Lock()
-    got = Received()
+    now = [Received()]  # since the last reset
     reply = ExportTraceServiceResponse().SerializeToString()
 
     def count(request: Any, size: int) -> None:
@@ -94,6 +94,7 @@ def serve() -> None:
                     roots[trace] += not span.parent_span_id
                     n += 1
         with lock:
+            got = now[0]
             got.requests += 1
             got.bytes += size
             got.spans += n
@@ -107,11 +108,11 @@ def serve() -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path == "/reset":
                 with lock:
-                    got.__init__()  # type: ignore[misc]
+                    now[0] = Received()
                 self._answer(200, b"", "text/plain")
                 return
             if not self.path.endswith("/v1/traces"):
-                got.bad.append(f"POST {self.path}")
+                now[0].bad.append(f"POST {self.path}")
                 self._answer(404, b"")
                 return
             if self.headers.get("Content-Encoding") == "gzip":
@@ -119,7 +120,7 @@ def serve() -> None:
             try:
                 request = ExportTraceServiceRequest.FromString(body)
             except Exception as exc:  # noqa: BLE001 - reported, answered 400
-                got.bad.append(f"undecodable request: {exc}")
+                now[0].bad.append(f"undecodable request: {exc}")
                 self._answer(400, b"")
                 return
             count(request, len(body))
@@ -127,6 +128,7 @@ def serve() -> None:
 
         def do_GET(self) -> None:
             with lock:
+                got = now[0]
                 data = {"spans": got.spans, "requests": got.requests, "bytes": got.bytes, "bad": got.bad,
                         "per_trace": got.per_trace, "roots": got.roots}
             self._answer(200, json.dumps(data).encode(), "application/json")

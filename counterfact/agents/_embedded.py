@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +93,17 @@ def convert_gguf(gguf: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _weights_map(meta: Any, processor: Any, weights_map: Callable[[Any, Any], dict[str, str]]) -> dict[str, str]:
+def _weights_map(meta: Any, processor: Any) -> dict[str, str]:
     """transformers' GGUF-to-HF name map, with gguf's per-architecture name table built once:
     transformers rebuilds it for every submodule it recurses into (397 times for SmolLM2, about
     6 of a first run's seconds). The table is only read, so one copy serves every call."""
     import gguf
+    from transformers.modeling_gguf_pytorch_utils import get_gguf_hf_weights_map
 
     build = gguf.get_tensor_name_map
     gguf.get_tensor_name_map = functools.cache(build)
     try:
-        return weights_map(meta, processor)
+        return get_gguf_hf_weights_map(meta, processor)
     finally:
         gguf.get_tensor_name_map = build
 
@@ -119,12 +119,11 @@ def _write_gguf_weights(gguf: Path, meta: Any, out: Path) -> None:
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
         TensorProcessor,
-        get_gguf_hf_weights_map,
     )
 
     config = meta.config
     processor = TENSOR_PROCESSORS.get(config.model_type, TensorProcessor)(config=config.to_dict())
-    names = _weights_map(meta, processor, get_gguf_hf_weights_map)
+    names = _weights_map(meta, processor)
     # Tied weights (the output head is the embedding) are listed once, as the checkpoint has them.
     shapes = {name: list(p.shape) for name, p in meta.named_parameters()}
     reader = GGUFReader(gguf)

@@ -47,7 +47,7 @@ class LiveExport:
         self.endpoint = traces_url(endpoint)
         self._child = subprocess.Popen(
             [sys.executable, "-m", __name__, self.endpoint, project],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._redactors: dict[int, Redact] = {}  # sent to the child already, by id (kept alive here)
