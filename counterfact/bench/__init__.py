@@ -25,6 +25,7 @@ from counterfact.bench._inject import (
     FaultyModel,
     ToolFault,
     faulty_tool,
+    misrouted,
 )
 from counterfact.bench._kinds import (
     WRONG_SENTENCE,
@@ -59,6 +60,7 @@ __all__ = [
     "fault_named",
     "fault_names",
     "faulty_tool",
+    "misrouted",
     "register_fault",
     "run_fault_bench",
     "shape_named",

@@ -47,6 +47,7 @@ Progress = Callable[[int, int], None]
 BASELINES = ("last_step", "first_error", "random_step")
 TRIES = 3  # tries per task and fault kind: each aims the fault anew
 JUDGE_BASELINE = "attribute_all_at_once"  # `attribute` reading the log, when a judge is given
+MIN_STEP_LIMIT, STEP_LIMIT_FACTOR = 25, 3  # a faulted run may take 3 times the clean run's steps, 25 at least
 
 
 @dataclass
@@ -210,10 +211,13 @@ class FaultBench(BaseModel):
 
 def step_of(event: FaultEvent, steps: Sequence[StepRecord]) -> StepRecord | None:
     """The step a fault event happened in: the n-th model call or n-th call of a tool, in the
-    order they were made; for a fault every call meets (n = 0), the first step whose request
+    order they were made, or the n-th step of a node whose route went astray; for a fault every call meets (n = 0), the first step whose request
     shows it (for a tool's description a request may not: then the tool's first call)."""
     ordered = [(step, call) for step in steps for call in sorted(step.model_calls, key=lambda c: c.offset_ms or 0)]
     tools = [(step, call) for step in steps for call in sorted(step.tool_calls, key=lambda c: c.offset_ms or 0)]
+    if event.where == "route":  # the n-th step of the node the route went astray from
+        routed = [step for step in steps if step.node == event.node]
+        return routed[event.call - 1] if 0 < event.call <= len(routed) else None
     if event.where == "model" and event.call:
         return ordered[event.call - 1][0] if event.call <= len(ordered) else None
     if not event.call:  # a fault every call meets: the first request that shows it (else the tool's first call)
@@ -325,7 +329,11 @@ def _one_case(store: TraceStore, shape: Shape, kind_name: str, case: AppCase, cl
     if (case.id, faulted.target) in aimed:
         return skip("the same fault on the same task was tried already")
     aimed.add((case.id, faulted.target))
-    result = record(faulted.graph, store, workflow=shape.name, ref=case.ref, check=case.check).invoke(case.input)
+    # a fault can send the app round in circles: a run that takes far more steps than the clean
+    # one has failed (LangGraph's own limit is ten thousand steps, each holding the whole history)
+    limit = max(MIN_STEP_LIMIT, STEP_LIMIT_FACTOR * len(clean))
+    result = record(faulted.graph, store, workflow=shape.name, ref=case.ref, check=case.check).invoke(
+        case.input, {"recursion_limit": limit})
     if result.status == "succeeded" or not faulted.events:
         return skip("the fault did not break the run")
     steps = store.steps(result.run_id)

@@ -8,6 +8,7 @@ said something wrong or whose tool failed. Each keeps `events`, what it did, for
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,8 +17,12 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult, LLMResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
+from langgraph.errors import ParentCommand
+from langgraph.graph import END, StateGraph
+from langgraph.types import Command, Send
+from langgraph.utils.runnable import RunnableCallable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from counterfact.agents import Tool
@@ -27,8 +32,9 @@ from counterfact.capture import SELF_RECORDING
 class FaultEvent(BaseModel):
     """One thing a fault did: which call it hit and what a trace will show of it."""
 
-    where: str  # "model" or the tool's name
-    call: int  # which call of that model or tool (from 1)
+    where: str  # "model", the tool's name, or "route" (the route out of a node)
+    call: int  # which call of that model or tool, or which step of that node (from 1)
+    node: str | None = None  # for a route: the node whose step routed
     detail: str  # what changed
     shows: str  # text the recorded call carries because of it (a marker to find it by)
 
@@ -155,6 +161,82 @@ def faulty_tool(tool: AnyTool, rule: ToolRule, events: list[FaultEvent]) -> AnyT
 
     return StructuredTool.from_function(func=run, name=tool.name, description=tool.description,
                                         args_schema=tool.args_schema)
+
+
+def route_targets(graph: StateGraph, source: str) -> list[str]:
+    """Where the route out of node `source` can go: its conditional edges' destinations, or
+    the nodes its `Command` may go to; [] for a node whose successors are fixed."""
+    branches = graph.branches.get(source, {})
+    if branches:
+        return list(dict.fromkeys(t for b in branches.values() for t in (b.ends or {}).values()))
+    spec = graph.nodes.get(source)
+    if spec is None or not spec.ends:
+        return []
+    ends_run = not any(start == source for start, _ in graph.edges)  # a node with no edge out ends the run
+    return list(dict.fromkeys([*spec.ends, *([END] if ends_run else [])]))
+
+
+def misrouted(graph: StateGraph, source: str, taken: str, wrong: str, events: list[FaultEvent]) -> StateGraph:
+    """`graph` (changed in place) with the route out of `source` going to `wrong` wherever it
+    would go to `taken`, every time: a routing function with a wrong branch, or a node whose
+    `Command` (a handoff's too) goes astray. The n-th step of `source` that it misroutes is an
+    event (`where="route"`, `call=n`)."""
+    steps = 0
+    detail = f"{source} routed to {wrong} instead of {taken}"
+
+    def astray(destination: Any) -> Any:
+        if destination == taken:
+            events.append(FaultEvent(where="route", node=source, call=steps, detail=detail, shows=wrong))
+            return wrong
+        return destination
+
+    branches = graph.branches.get(source, {})
+    if branches:
+        for name, branch in list(branches.items()):
+            ends = dict(branch.ends or {})
+            keys = {node: key for key, node in ends.items()}
+
+            def rekeyed(choice: Any, ends: dict[Any, str] = ends, keys: dict[str, Any] = keys) -> Any:
+                """A choice of the routing function (a key of its path map, a node, a Send) as
+                the faulty one makes it."""
+                if isinstance(choice, Send):
+                    return choice
+                destination = ends.get(choice, choice)
+                went = astray(destination)
+                return choice if went == destination else keys.get(went, went)
+
+            def route(state: Any, config: RunnableConfig, path: Any = branch.path, rekeyed: Callable[[Any], Any] = rekeyed) -> Any:
+                nonlocal steps
+                steps += 1
+                chosen = path.invoke(state, config)
+                if isinstance(chosen, (list, tuple)):
+                    return [rekeyed(c) for c in chosen]
+                return rekeyed(chosen)
+
+            branches[name] = branch._replace(path=RunnableCallable(route, name=getattr(branch.path, "name", None),
+                                                                   trace=False))
+        return graph
+    spec = graph.nodes[source]
+    inner = spec.runnable
+
+    def gone_astray(result: Any) -> Any:
+        if isinstance(result, Command) and isinstance(result.goto, str):
+            return dataclasses.replace(result, goto=astray(result.goto or END))
+        if not isinstance(result, Command) and END in route_targets(graph, source) and astray(END) != END:
+            return Command(update=result, goto=wrong)  # an update that would have ended the run
+        return result
+
+    def run(state: Any, config: RunnableConfig) -> Any:
+        nonlocal steps
+        steps += 1
+        try:
+            return gone_astray(inner.invoke(state, config))
+        except ParentCommand as exc:  # a handoff from inside the node's own graph
+            exc.args = (gone_astray(exc.args[0]),)
+            raise
+
+    graph.nodes[source] = dataclasses.replace(spec, runnable=RunnableCallable(run, name=source, trace=False))
+    return graph
 
 
 def changed_number(text: str, rng: random.Random) -> tuple[str, str, str] | None:

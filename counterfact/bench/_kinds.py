@@ -1,7 +1,7 @@
 """Kinds of fault, each a plug-in that knows how to put itself into an app: transient ones
 (a tool errs or lies once, one model reply is corrupted, one handoff goes astray) and
 persistent ones (a tool with a bug on some inputs, a wrong sentence in one agent's
-instructions, a misleading tool description). A kind picks its target from a clean run of the
+instructions, a misleading tool description, a routing function with a wrong branch). A kind picks its target from a clean run of the
 same task, so that the fault lands on a call the app really makes."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
-from langgraph.graph import StateGraph
+from langgraph.graph import END, StateGraph
 
 from counterfact._errors import CounterfactError
 from counterfact.agents import ChatModel
@@ -26,6 +26,8 @@ from counterfact.bench._inject import (
     ToolRule,
     changed_number,
     faulty_tool,
+    misrouted,
+    route_targets,
 )
 from counterfact.capture import SELF_RECORDING
 from counterfact.store import StepRecord
@@ -311,6 +313,27 @@ class MisleadingDescription:
         return Faulted(graph=build(model, {**tools, tool: misleading}), events=events, target=f"{tool}'s description")
 
 
+class WrongBranch:
+    """A routing function with a wrong branch: wherever the route out of one node would go to
+    the place the clean run went next, it goes elsewhere, every time (a conditional edge's
+    function, or a node's `Command`, a handoff tool's too, wired to the wrong agent)."""
+
+    name, persistent = "wrong_branch", True
+
+    def inject(self, build: Build, model: Model, tools: Tools, clean: list[StepRecord],
+               rng: random.Random) -> Faulted | None:
+        graph = build(model, tools)
+        routes = [(step.node, after) for step, after in zip(clean, [*(s.node for s in clean[1:]), END], strict=True)]
+        choices = sorted({(source, taken, wrong) for source, taken in routes
+                          for wrong in route_targets(graph, source) if taken in route_targets(graph, source) and wrong != taken})
+        if not choices:
+            return None
+        source, taken, wrong = rng.choice(choices)
+        events: list[FaultEvent] = []
+        return Faulted(graph=misrouted(graph, source, taken, wrong, events), events=events,
+                       target=f"the route out of {source} to {taken}")
+
+
 for _kind in (ToolError(), ToolWrongValue(), ReplyCorrupted(), WrongHandoff(), HandoffDropped(), ToolBug(), InstructionSentence(),
-              MisleadingDescription()):
+              MisleadingDescription(), WrongBranch()):
     register_fault(_kind)

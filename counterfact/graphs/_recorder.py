@@ -162,7 +162,7 @@ class RecordedGraph:
             wrapped.nodes[name] = dataclasses.replace(spec, runnable=runnable)
         for source, branches in list(wrapped.branches.items()):
             wrapped.branches[source] = {
-                name: branch._replace(path=wrapper.route(source, branch.path))
+                name: branch._replace(path=wrapper.route(source, branch.path, branch.ends))
                 for name, branch in branches.items()
             }
         self.graph: CompiledStateGraph = wrapped.compile(

@@ -151,10 +151,12 @@ class NodeWrapper:
         # Not functools.wraps: LangGraph would read the inner signature and stop injecting config.
         return RunnableCallable(run, arun, name=node, trace=False)
 
-    def route(self, source: str, path: Runnable) -> Runnable:
-        """A conditional edge that obeys a route forced at its source's step."""
+    def route(self, source: str, path: Runnable, ends: Mapping[Any, str] | None = None) -> Runnable:
+        """A conditional edge that obeys a route forced at its source's step (a node, given as
+        the key its path map has for it)."""
+        keys = {node: key for key, node in (ends or {}).items()}
 
-        def forced(config: RunnableConfig) -> str | None:
+        def forced(config: RunnableConfig) -> Any:
             execution = _execution_info(config)
             thread_id = config.get("configurable", {}).get("thread_id")
             if execution is None or thread_id is None:
@@ -164,13 +166,15 @@ class NodeWrapper:
             if step is None:
                 return None
             here = directives_of(config).for_step(*step)
-            return here.route if here is not None else None
+            return None if here is None or here.route is None else keys.get(here.route, here.route)
 
         def route(state: Any, config: RunnableConfig) -> Any:
-            return forced(config) or path.invoke(state, config)
+            chosen = forced(config)
+            return chosen if chosen is not None else path.invoke(state, config)
 
         async def aroute(state: Any, config: RunnableConfig) -> Any:
-            return forced(config) or await path.ainvoke(state, config)
+            chosen = forced(config)
+            return chosen if chosen is not None else await path.ainvoke(state, config)
 
         return RunnableCallable(route, aroute, name=getattr(path, "name", None) or "route", trace=False)
 

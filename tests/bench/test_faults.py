@@ -10,9 +10,11 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage
+from langgraph.errors import GraphRecursionError
 
 from counterfact.agents import ChatCounterfact
 from counterfact.bench import (
@@ -92,8 +94,12 @@ def test_each_kind_aims_at_what_the_clean_run_did_or_declines(store: TraceStore)
     clean = _clean(store, supervisor.build)
     for name in fault_names():
         faulted = fault_named(name).inject(supervisor.build, ScriptedTeamModel(), TOOLS, clean, random.Random(0))
-        assert faulted is not None, name  # the supervisor app has tools, replies with numbers, handoffs, prompts
-        reply = faulted.graph.compile().invoke(TASK)["messages"][-1]
+        assert faulted is not None, name  # the supervisor app has tools, replies with numbers, handoffs, prompts, routes
+        try:
+            reply = faulted.graph.compile().invoke(TASK, {"recursion_limit": 25})["messages"][-1]
+        except GraphRecursionError:
+            assert name == "wrong_branch"  # only a route gone astray sends the app round in circles
+            continue
         assert isinstance(reply, AIMessage)
 
 
@@ -198,3 +204,62 @@ def test_the_groupchat_shape_is_the_demo_agents_taking_turns_until_an_answer() -
     spoke = [next(iter(update)) for update in graph.stream(case.input, stream_mode="updates")]
     assert spoke == ["researcher", "solver", "reporter"] * 2 + ["researcher"]
     assert SHAPES["groupchat"].runs_on("embedded") and not SHAPES["groupchat"].runs_on("scripted")
+
+
+def test_a_wrong_branch_misroutes_every_time_and_the_earlier_run_places_and_repairs_it(store: TraceStore) -> None:
+    """A handoff wired to the wrong agent (a node's `Command`): every step of the node that
+    would go there goes elsewhere; the store's clean run of the task shows where it went."""
+    bench = run_fault_bench(store, shapes=[SHAPES["handoff"]], kinds=["wrong_branch"], runs=2, model="scripted", seed=0)
+    [row] = bench.rows
+    assert row.runs == 2 and row.top1_step == 1.0 and row.agent == 1.0 and row.repaired == 1.0
+    for case in bench.cases:
+        assert "routed to" in case.truth.detail and case.replays <= 3
+        steps = store.steps(case.truth.run_id)
+        source, wrong = case.truth.agent, case.truth.detail.split("routed to ")[1].split(" instead")[0]
+        after = steps[case.truth.step + 1].node if case.truth.step + 1 < len(steps) else "__end__"
+        assert steps[case.truth.step].node == source and after == wrong  # the trace shows where it went, not why
+
+
+def _forked() -> Any:
+    """A user's graph whose routing function answers with keys of a path map."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict, total=False):
+        n: int
+        path: list[str]
+
+    def step(name: str) -> Any:
+        return lambda state: {"path": [*state.get("path", []), name]}
+
+    graph = StateGraph(State)
+    for name in ("a", "b", "c"):
+        graph.add_node(name, step(name))
+    graph.add_edge(START, "a")
+    graph.add_conditional_edges("a", lambda s: "left" if s["n"] > 0 else "right", {"left": "b", "right": "c"})
+    graph.add_edge("b", END)
+    graph.add_edge("c", END)
+    return graph
+
+
+def test_a_wrong_branch_of_a_routing_function_is_undone_by_a_route_edit_given_as_a_node(store: TraceStore) -> None:
+    from counterfact.interventions import Budget, Debugger, Replayer
+
+    def check(state: dict[str, Any]) -> bool:
+        return state.get("path") == ["a", "b"]
+
+    clean = record(_forked(), store, workflow="forked", check=check).invoke({"n": 1})
+    assert clean.status == "succeeded"
+    faulted = fault_named("wrong_branch").inject(lambda _m, _t: _forked(), ScriptedTeamModel(), {},
+                                                 store.steps(clean.run_id), random.Random(0))
+    assert faulted is not None and faulted.target == "the route out of a to b"
+    result = record(faulted.graph, store, workflow="forked", check=check).invoke({"n": 1})
+    assert result.status == "failed" and [s.node for s in store.steps(result.run_id)] == ["a", "c"]
+    [event] = faulted.events
+    assert step_of(event, store.steps(result.run_id)).index == 0  # type: ignore[union-attr]
+    report = Debugger(Replayer(store, result.run_id, graph=faulted.graph, check=check), strategies=["history"],
+                      budget=Budget(replays=4)).run()
+    [h] = report.hypotheses
+    assert (h.step, h.verdict) == (0, "validated") and h.evidence["usual"] == "b" and h.evidence["went"] == "c"
+    assert h.intervention["edits"][0] == {**h.intervention["edits"][0], "kind": "route", "next": "b"}

@@ -187,7 +187,7 @@ def test_plan_and_route_edits_on_an_orchestrator(sqlite_path: str) -> None:
     result = replayer.replay(replayer.compile(route, "route#0"), arm="treatment", intervention_id="r")
     assert result.applied and result.success and result.answer == "999"
     assert [s.node for s in store.steps(result.run_id)][:3] == ["plan", "route", "checker"]
-    with pytest.raises(InterventionError, match="not a routing step"):
+    with pytest.raises(InterventionError, match="its successors are fixed"):
         replayer.compile(route, "finder#0")
 
 

@@ -1,5 +1,5 @@
 """`route`: force the next speaker at a routing step (and, on counterfact's router, its
-instruction); on a user's node, the node that runs after it, over its conditional edge or
+instruction); on any other node, the node that runs after it, over its conditional edge or
 `Command(goto=...)`."""
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ ORDER = 40
 
 def compile_edit(edit: RouteEdit, context: CompileContext, plan: StepPlan) -> None:
     step = context.step
-    if context.ours:
-        if step.kind != "router":
-            raise InterventionError(f"step {context.index} ({step.node}) is not a routing step")
+    if context.ours and step.kind == "router":
         plan.directives.reply = f"NEXT: {edit.next}\nINSTRUCTION: {edit.instruction}".strip()
         plan.evidence.append(Evidence(kind="seen", value=edit.instruction or edit.next))
         return

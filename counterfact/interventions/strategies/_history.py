@@ -11,6 +11,10 @@ difference from the runs made before it, and what those runs had is the fix to t
 - Instructions: an agent whose system message differs from the one it had in the newest
   successful run of the same input; the fix is the earlier instructions, from that step on.
   Only runs of the same input count, since instructions may quote the task.
+- Routes: the first step after which the run went to another node than that successful run
+  did (a routing function with a wrong branch, a handoff wired to the wrong agent); the fix
+  is that run's route at that step. A route that went elsewhere because of an earlier wrong
+  answer is refuted by its replay, as the answer is still wrong.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from langgraph.graph import END
+
+from counterfact._errors import CounterfactError
 from counterfact.interventions._fixes import Fix
 from counterfact.interventions._specs import Intervention
 from counterfact.interventions.edits import StepRef
 from counterfact.interventions.edits.prompt import PromptEdit
+from counterfact.interventions.edits.route import RouteEdit
 from counterfact.interventions.edits.tool import ToolEdit
 from counterfact.interventions.strategies._base import (
     DebugContext,
@@ -30,7 +38,7 @@ from counterfact.interventions.strategies._base import (
     Proposal,
     Skipped,
 )
-from counterfact.store import StepRecord, ToolPrecedent, excerpt
+from counterfact.store import RunRecord, StepRecord, ToolPrecedent, excerpt
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -76,13 +84,15 @@ class HistoryStrategy:
                     evidence={"tool": call.name, "arguments": call.arguments, "result": call.result,
                               "error": call.error, "usual": usual.result, "precedent": usual.run_id},
                 )
-        if proposed < context.max_hypotheses:
-            for proposal in _instruction_changes(context):
+        earlier = _earlier_success(context)
+        for proposal in [*_instruction_changes(context, earlier), *_route_changes(context, earlier)]:
+            if proposed < context.max_hypotheses:
                 proposed += 1
                 yield proposal
         if not proposed:
             yield Skipped(note="no tool call answered otherwise than the same call in the store's other runs, "
-                               "and no agent's instructions changed since the last successful run of this input")
+                               "and no agent's instructions or routes changed since the last successful run of "
+                               "this input")
 
 
 def _instructions(steps: Sequence[StepRecord]) -> dict[str, list[tuple[int, str]]]:
@@ -96,13 +106,44 @@ def _instructions(steps: Sequence[StepRecord]) -> dict[str, list[tuple[int, str]
     return sent
 
 
-def _instruction_changes(context: DebugContext) -> Iterator[Proposal]:
+def _earlier_success(context: DebugContext) -> RunRecord | None:
+    """The newest original run of the same input that succeeded (None without a known input:
+    instructions and routes may depend on the task)."""
     run = context.replayer.parent
     same_input = context.replayer.target.same_input
     if not same_input:
+        return None
+    return next((r for r in context.store.list_runs(status="succeeded", labels=same_input, limit=20)
+                 if r.parent_run_id is None and r.id != run.id), None)
+
+
+def _route_changes(context: DebugContext, earlier: RunRecord | None) -> Iterator[Proposal]:
+    """The first step after which this run went elsewhere than the earlier successful run."""
+    if earlier is None:
         return
-    earlier = next((r for r in context.store.list_runs(status="succeeded", labels=same_input, limit=20)
-                    if r.parent_run_id is None and r.id != run.id), None)
+    mine, theirs = [s.node for s in context.steps], [s.node for s in context.store.steps(earlier.id)]
+    split = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), min(len(mine), len(theirs)))
+    if split == 0 or split == len(mine) == len(theirs):
+        return  # the first node differs (no step routed to it), or the routes are the same
+    at = context.steps[split - 1]
+    went, usual = (mine[split] if split < len(mine) else END), (theirs[split] if split < len(theirs) else END)
+    intervention = Intervention(edits=[RouteEdit(at=StepRef(step=at.index), next=usual)],
+                                note=f"the route out of {at.node} as in run {earlier.id}")
+    try:
+        context.replayer.compile(intervention, None)
+    except CounterfactError:
+        return  # the step's successors are fixed: what differs is not its route
+    fix = Fix(label="the earlier run's route", strategy="history", source="reference", reference=earlier.id,
+              intervention=intervention.dump())
+    yield Proposal(
+        step=at.index or 0, fixes=[fix], reference=earlier.id,
+        reason=f"after step {at.index} ({at.node}) the run went to {went}; successful run {earlier.id[:12]} of the "
+               f"same input went to {usual}",
+        evidence={"node": at.node, "went": went, "usual": usual, "precedent": earlier.id},
+    )
+
+
+def _instruction_changes(context: DebugContext, earlier: RunRecord | None) -> Iterator[Proposal]:
     if earlier is None:
         return
     theirs = _instructions(context.store.steps(earlier.id))
