@@ -139,6 +139,8 @@ def test_the_built_in_kinds_are_these_thirteen_and_each_says_itself() -> None:
         assert "step 2" in said[name], (name, said[name])
     assert len(set(said.values())) == len(OLD_KINDS), said  # no kind falls back on another's words
     assert said["route"] == "route to solver at step 2: 'compute it'"
+    [bare] = parse_intervention({"kind": "route", "next": "solver", "at": {"step": 2}}).dump()["edits"]
+    assert describe_edit(bare) == "route to solver at step 2"  # no instruction: nothing quoted
     assert said["handoff"] == "the handoff at step 2 goes to no one (the agent keeps control) with the message 'go on'"
     [calling] = parse_intervention({"kind": "response", "at": {"step": 2}, "call": 1, "text": "",
                                     "tool_calls": [{"name": "transfer_to_math_expert", "args": {}}]}).dump()["edits"]

@@ -49,7 +49,8 @@ def compile_edit(edit: RouteEdit, context: CompileContext, plan: StepPlan) -> No
 
 
 def describe(edit: dict[str, Any], where: str) -> str:
-    return f"route to {edit['next']} at {where}: {short(edit.get('instruction', ''))!r}"
+    instruction = edit.get("instruction", "")
+    return f"route to {edit['next']} at {where}" + (f": {short(instruction)!r}" if instruction else "")
 
 
 def template(step: StepRecord, before: dict[str, Any] | None) -> dict[str, Any] | None:
