@@ -167,6 +167,8 @@ def route_targets(graph: StateGraph, source: str) -> list[str]:
     """Where the route out of node `source` can go: its conditional edges' destinations, or
     the nodes its `Command` may go to; [] for a node whose successors are fixed."""
     branches = graph.branches.get(source, {})
+    if any(b.ends is None for b in branches.values()):  # a routing function with no path map may go anywhere
+        return [*graph.nodes, END]
     if branches:
         return list(dict.fromkeys(t for b in branches.values() for t in (b.ends or {}).values()))
     spec = graph.nodes.get(source)

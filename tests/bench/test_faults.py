@@ -220,8 +220,9 @@ def test_a_wrong_branch_misroutes_every_time_and_the_earlier_run_places_and_repa
         assert steps[case.truth.step].node == source and after == wrong  # the trace shows where it went, not why
 
 
-def _forked() -> Any:
-    """A user's graph whose routing function answers with keys of a path map."""
+def _forked(path_map: bool = True) -> Any:
+    """A user's graph whose routing function answers with keys of a path map (or, without
+    one, with nodes)."""
     from typing import TypedDict
 
     from langgraph.graph import END, START, StateGraph
@@ -237,7 +238,10 @@ def _forked() -> Any:
     for name in ("a", "b", "c"):
         graph.add_node(name, step(name))
     graph.add_edge(START, "a")
-    graph.add_conditional_edges("a", lambda s: "left" if s["n"] > 0 else "right", {"left": "b", "right": "c"})
+    if path_map:
+        graph.add_conditional_edges("a", lambda s: "left" if s["n"] > 0 else "right", {"left": "b", "right": "c"})
+    else:
+        graph.add_conditional_edges("a", lambda s: "b" if s["n"] > 0 else "c")
     graph.add_edge("b", END)
     graph.add_edge("c", END)
     return graph
@@ -263,3 +267,17 @@ def test_a_wrong_branch_of_a_routing_function_is_undone_by_a_route_edit_given_as
     [h] = report.hypotheses
     assert (h.step, h.verdict) == (0, "validated") and h.evidence["usual"] == "b" and h.evidence["went"] == "c"
     assert h.intervention["edits"][0] == {**h.intervention["edits"][0], "kind": "route", "next": "b"}
+
+
+def test_a_routing_function_without_a_path_map_may_be_sent_to_any_node(store: TraceStore) -> None:
+    from counterfact.bench._inject import route_targets
+
+    assert route_targets(_forked(), "a") == ["b", "c"]
+    assert route_targets(_forked(path_map=False), "a") == ["a", "b", "c", "__end__"]
+    clean = record(_forked(path_map=False), store, workflow="forked").invoke({"n": 1})
+    faulted = fault_named("wrong_branch").inject(lambda _m, _t: _forked(path_map=False), ScriptedTeamModel(), {},
+                                                 store.steps(clean.run_id), random.Random(1))
+    assert faulted is not None and faulted.target == "the route out of a to b"
+    path = faulted.graph.compile().invoke({"n": 1}, {"recursion_limit": 25}).get("path", [])
+    [event] = faulted.events[:1]
+    assert path[:2] != ["a", "b"] and event.shows != "b" and event.node == "a" and event.call == 1
