@@ -72,6 +72,15 @@ class PromptChange(BaseModel):
     new: str
 
 
+class RouteChange(BaseModel):
+    """A route a replay changes from the fork on: wherever the route out of `node` would go to
+    `instead_of`, it goes to `to`, as a fix to the app's routing function would."""
+
+    node: str
+    instead_of: str
+    to: str
+
+
 class Directives(BaseModel):
     """Everything a replay asks of the re-executed part of a run."""
 
@@ -80,6 +89,7 @@ class Directives(BaseModel):
     steps: dict[str, StepDirectives] = Field(default_factory=dict)  # "node#invocation" -> ...
     tool_changes: list[ToolChange] = Field(default_factory=list)
     prompt_changes: list[PromptChange] = Field(default_factory=list)
+    route_changes: list[RouteChange] = Field(default_factory=list)
     reuse_tool_results: dict[str, Any] = Field(default_factory=dict)  # call key -> recorded result
     # The run's own recursion limit, for graphs nested in its steps: a replay's top level gets
     # what the run had left at the fork, but a subgraph starts its count afresh, as it did.
@@ -87,6 +97,10 @@ class Directives(BaseModel):
 
     def for_step(self, node: str, invocation: int) -> StepDirectives | None:
         return self.steps.get(step_key(node, invocation))
+
+    def rerouted(self, node: str, destination: Any) -> Any:
+        """Where a route out of `node` to `destination` goes under the route changes."""
+        return next((c.to for c in self.route_changes if c.node == node and c.instead_of == destination), destination)
 
 
 def step_key(node: str, invocation: int) -> str:

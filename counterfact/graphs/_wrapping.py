@@ -18,10 +18,12 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.errors import GraphBubbleUp, ParentCommand
-from langgraph.types import Command
+from langgraph.graph import END
+from langgraph.types import Command, Send
 from langgraph.utils.runnable import RunnableCallable
 
 from counterfact.capture import (
+    RouteChange,
     StepAddress,
     StepCalls,
     StepDirectives,
@@ -116,7 +118,8 @@ class NodeWrapper:
                 return
             address = _address(started)
             with collect_calls() as calls, at_step(address), directing(address, directives_of(config)) as scope:
-                execution = _Execution(scope.here, routed=node in self.routed)
+                execution = _Execution(scope.here, routed=node in self.routed,
+                                       changes=[c for c in scope.directives.route_changes if c.node == node])
                 try:
                     yield execution
                 except ParentCommand as exc:
@@ -168,13 +171,28 @@ class NodeWrapper:
             here = directives_of(config).for_step(*step)
             return None if here is None or here.route is None else keys.get(here.route, here.route)
 
+        def changed(chosen: Any, config: RunnableConfig) -> Any:
+            """The routing function's choice under the replay's route changes."""
+            directives = directives_of(config)
+            if not directives.route_changes:
+                return chosen
+
+            def one(choice: Any) -> Any:
+                if isinstance(choice, Send):
+                    return choice
+                node = (ends or {}).get(choice, choice)
+                to = directives.rerouted(source, node)
+                return choice if to == node else keys.get(to, to)
+
+            return [one(c) for c in chosen] if isinstance(chosen, (list, tuple)) else one(chosen)
+
         def route(state: Any, config: RunnableConfig) -> Any:
             chosen = forced(config)
-            return chosen if chosen is not None else path.invoke(state, config)
+            return chosen if chosen is not None else changed(path.invoke(state, config), config)
 
         async def aroute(state: Any, config: RunnableConfig) -> Any:
             chosen = forced(config)
-            return chosen if chosen is not None else await path.ainvoke(state, config)
+            return chosen if chosen is not None else changed(await path.ainvoke(state, config), config)
 
         return RunnableCallable(route, aroute, name=getattr(path, "name", None) or "route", trace=False)
 
@@ -220,9 +238,10 @@ def _nested(config: RunnableConfig) -> RunnableConfig:
 class _Execution:
     """One recorded node execution in progress: the directives aimed at it, and its result."""
 
-    def __init__(self, here: StepDirectives | None, *, routed: bool) -> None:
+    def __init__(self, here: StepDirectives | None, *, routed: bool, changes: Sequence[RouteChange] = ()) -> None:
         self.here = here
         self.routed = routed  # its conditional edge obeys a forced route itself
+        self.changes = {c.instead_of: c.to for c in changes}  # the replay's route changes out of this node
         self.result: Any = None
 
     @property
@@ -239,6 +258,7 @@ class _Execution:
         to a forced route, and a handoff's message says what the replay gives it. A node
         without a conditional edge that returned a plain update (an agent that answered
         instead of handing off) goes to a forced route by a Command of its own."""
+        result = self.rerouted(result)
         if self.here is None:
             return result
         if not isinstance(result, Command):
@@ -249,6 +269,18 @@ class _Execution:
             result = dataclasses.replace(result, goto=self.here.route)
         if self.here.handoff_message is not None:
             result = dataclasses.replace(result, update=_with_last_text(result.update, self.here.handoff_message))
+        return result
+
+    def rerouted(self, result: Any) -> Any:
+        """The node's result under the replay's route changes: a Command's goto changed, and a
+        plain update of a node without a conditional edge (which ends the run) sent on."""
+        if not self.changes:
+            return result
+        if isinstance(result, Command):
+            goto = result.goto if isinstance(result.goto, str) and result.goto else END
+            return dataclasses.replace(result, goto=self.changes[goto]) if goto in self.changes else result
+        if not self.routed and END in self.changes and isinstance(result, (Mapping, type(None))):
+            return Command(update=result, goto=self.changes[END])
         return result
 
     def set(self, result: Any) -> Any:

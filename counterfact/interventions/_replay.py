@@ -267,6 +267,7 @@ class Replayer:
             directives.steps[step_key(target.node, target.invocation)] = plan.directives
             directives.tool_changes = plan.tool_changes
             directives.prompt_changes = plan.prompt_changes
+            directives.route_changes = plan.route_changes
         recorded = self.target.recorded
         config = with_directives(self._config(child.id, shifted=bool(edited and plan.updates)), directives)
         result = recorded.continue_run(child.id, graph_input, config=config)

@@ -281,3 +281,76 @@ def test_a_routing_function_without_a_path_map_may_be_sent_to_any_node(store: Tr
     path = faulted.graph.compile().invoke({"n": 1}, {"recursion_limit": 25}).get("path", [])
     [event] = faulted.events[:1]
     assert path[:2] != ["a", "b"] and event.shows != "b" and event.node == "a" and event.call == 1
+
+
+def _looping(command: bool) -> Any:
+    """A user's graph whose node `a` goes round three times, then on to `b`: over a
+    conditional edge, or by a `Command` of its own."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command
+
+    class State(TypedDict, total=False):
+        n: int
+
+    def after(state: Any) -> str:  # not `State`: LangGraph reads the hints, and State is local
+        return "a" if state["n"] < 3 else "b"
+
+    def a(state: Any) -> Any:
+        update = {"n": state.get("n", 0) + 1}
+        return Command(update=update, goto=after(update)) if command else update
+
+    graph = StateGraph(State)
+    if command:
+        graph.add_node("a", a, destinations=("a", "b"))
+    else:
+        graph.add_node("a", a)
+        graph.add_conditional_edges("a", after, ["a", "b", END])
+    graph.add_node("b", lambda state: {"n": state["n"] * 10})
+    graph.add_edge(START, "a")
+    graph.add_edge("b", END)
+    return graph
+
+
+@pytest.mark.parametrize("command", [False, True], ids=["conditional edge", "Command"])
+def test_a_wrong_branch_taken_again_is_repaired_by_a_fix_to_the_routing_function(store: TraceStore, command: bool) -> None:
+    """The route out of `a` ends the run wherever it would go round again: forcing one step's
+    route is refuted (the next step ends it again); the same route from that step on repairs it."""
+    from langgraph.graph import END
+
+    from counterfact.bench import misrouted
+    from counterfact.interventions import Budget, Debugger, Replayer
+
+    def check(state: dict[str, Any]) -> bool:
+        return state.get("n") == 30
+
+    clean = record(_looping(command), store, workflow="loop", check=check).invoke({"n": 0})
+    assert clean.status == "succeeded" and [s.node for s in store.steps(clean.run_id)] == ["a", "a", "a", "b"]
+    events: list[Any] = []
+    graph = misrouted(_looping(command), "a", "a", END, events)
+    result = record(graph, store, workflow="loop", check=check).invoke({"n": 0})
+    assert result.status == "failed" and [s.node for s in store.steps(result.run_id)] == ["a"]
+    report = Debugger(Replayer(store, result.run_id, graph=graph, check=check), strategies=["history"],
+                      budget=Budget(replays=6)).run()
+    [h] = report.hypotheses
+    assert (h.step, h.verdict) == (0, "validated")
+    one_step, every_step = h.fixes
+    assert one_step.verdict == "refuted" and every_step.verdict == "validated"
+    assert every_step.intervention["edits"][0]["instead_of"] == END
+    assert len(events) > 1  # the fault struck again in the replays: the fix went round it each time
+
+
+def test_a_route_edit_names_nodes_the_graph_has(store: TraceStore) -> None:
+    from counterfact.interventions import Intervention, InterventionError, Replayer
+    from counterfact.interventions.edits import StepRef
+    from counterfact.interventions.edits.route import RouteEdit
+
+    run = record(_looping(command=True), store, workflow="loop").invoke({"n": 0})
+    replayer = Replayer(store, run.run_id, graph=_looping(command=True))
+    for edit, field in ((RouteEdit(at=StepRef(step=0), next="c"), "next"),
+                        (RouteEdit(at=StepRef(step=0), next="b", instead_of="z"), "instead_of")):
+        with pytest.raises(InterventionError, match=f"route: {field}: no node '[cz]' in the graph; it has a, b"):
+            replayer.compile(Intervention(edits=[edit]), None)
+    plan = replayer.compile(Intervention(edits=[RouteEdit(at=StepRef(step=0), next="b", instead_of="a")]), None)
+    assert [(c.node, c.instead_of, c.to) for c in plan.route_changes] == [("a", "a", "b")] and plan.directives.route is None

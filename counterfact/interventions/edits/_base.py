@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, GetCoreSchemaHandler, model_validator
 from pydantic_core import CoreSchema
 
 from counterfact._errors import CounterfactError
-from counterfact.capture import PromptChange, StepDirectives, ToolChange
+from counterfact.capture import PromptChange, RouteChange, StepDirectives, ToolChange
 from counterfact.interventions._applied import Evidence
 from counterfact.store import StepRecord, TraceStore, excerpt
 
@@ -77,6 +77,7 @@ class StepPlan(BaseModel):
     directives: StepDirectives = Field(default_factory=StepDirectives)
     tool_changes: list[ToolChange] = Field(default_factory=list)
     prompt_changes: list[PromptChange] = Field(default_factory=list)
+    route_changes: list[RouteChange] = Field(default_factory=list)
     updates: list[StateUpdate] = Field(default_factory=list)
     resume: Any = None
     resumes: bool = False  # answer the step's interrupt() with `resume`

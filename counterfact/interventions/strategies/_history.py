@@ -13,7 +13,8 @@ difference from the runs made before it, and what those runs had is the fix to t
   Only runs of the same input count, since instructions may quote the task.
 - Routes: the first step after which the run went to another node than that successful run
   did (a routing function with a wrong branch, a handoff wired to the wrong agent); the fix
-  is that run's route at that step. A route that went elsewhere because of an earlier wrong
+  is that run's route at that step, and then, for a wrong branch taken again later, that
+  route wherever the route out of the node went the same wrong way from that step on. A route that went elsewhere because of an earlier wrong
   answer is refuted by its replay, as the answer is still wrong.
 """
 
@@ -127,16 +128,20 @@ def _route_changes(context: DebugContext, earlier: RunRecord | None) -> Iterator
         return  # the first node differs (no step routed to it), or the routes are the same
     at = context.steps[split - 1]
     went, usual = (mine[split] if split < len(mine) else END), (theirs[split] if split < len(theirs) else END)
-    intervention = Intervention(edits=[RouteEdit(at=StepRef(step=at.index), next=usual)],
-                                note=f"the route out of {at.node} as in run {earlier.id}")
+    where = StepRef(step=at.index)
+    fixes = [  # that step's route; then a fix to the routing function, for a wrong branch taken again later
+        (f"the route of run {earlier.id[:12]}", RouteEdit(at=where, next=usual)),
+        (f"every route out of {at.node} to {went} goes to {usual}", RouteEdit(at=where, next=usual, instead_of=went)),
+    ]
     try:
-        context.replayer.compile(intervention, None)
+        context.replayer.compile(Intervention(edits=[fixes[0][1]]), None)
     except CounterfactError:
         return  # the step's successors are fixed: what differs is not its route
-    fix = Fix(label="the earlier run's route", strategy="history", source="reference", reference=earlier.id,
-              intervention=intervention.dump())
+    tried = [Fix(label=label, strategy="history", source="reference", reference=earlier.id,
+               intervention=Intervention(edits=[edit], note=f"the route out of {at.node} as in run {earlier.id}").dump())
+           for label, edit in fixes]
     yield Proposal(
-        step=at.index or 0, fixes=[fix], reference=earlier.id,
+        step=at.index or 0, fixes=tried, reference=earlier.id,
         reason=f"after step {at.index} ({at.node}) the run went to {went}; successful run {earlier.id[:12]} of the "
                f"same input went to {usual}",
         evidence={"node": at.node, "went": went, "usual": usual, "precedent": earlier.id},
