@@ -211,8 +211,9 @@ class FaultBench(BaseModel):
 
 def step_of(event: FaultEvent, steps: Sequence[StepRecord]) -> StepRecord | None:
     """The step a fault event happened in: the n-th model call or n-th call of a tool, in the
-    order they were made, or the n-th step of a node whose route went astray; for a fault every call meets (n = 0), the first step whose request
-    shows it (for a tool's description a request may not: then the tool's first call)."""
+    order they were made, or the n-th step of a node whose route went astray; for a fault every
+    call meets (n = 0), the first step whose request shows it (for a tool's description a
+    request may not: then the tool's first call)."""
     ordered = [(step, call) for step in steps for call in sorted(step.model_calls, key=lambda c: c.offset_ms or 0)]
     tools = [(step, call) for step in steps for call in sorted(step.tool_calls, key=lambda c: c.offset_ms or 0)]
     if event.where == "route":  # the n-th step of the node the route went astray from

@@ -21,11 +21,11 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.errors import ParentCommand
 from langgraph.graph import END, StateGraph
-from langgraph.types import Command, Send
 from langgraph.utils.runnable import RunnableCallable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from counterfact.agents import Tool
+from counterfact.graphs import redirected, rerouted_choice
 from counterfact.capture import SELF_RECORDING
 
 
@@ -195,46 +195,26 @@ def misrouted(graph: StateGraph, source: str, taken: str, wrong: str, events: li
     branches = graph.branches.get(source, {})
     if branches:
         for name, branch in list(branches.items()):
-            ends = dict(branch.ends or {})
-            keys = {node: key for key, node in ends.items()}
 
-            def rekeyed(choice: Any, ends: dict[Any, str] = ends, keys: dict[str, Any] = keys) -> Any:
-                """A choice of the routing function (a key of its path map, a node, a Send) as
-                the faulty one makes it."""
-                if isinstance(choice, Send):
-                    return choice
-                destination = ends.get(choice, choice)
-                went = astray(destination)
-                return choice if went == destination else keys.get(went, went)
-
-            def route(state: Any, config: RunnableConfig, path: Any = branch.path, rekeyed: Callable[[Any], Any] = rekeyed) -> Any:
+            def route(state: Any, config: RunnableConfig, path: Any = branch.path, ends: Any = branch.ends) -> Any:
                 nonlocal steps
                 steps += 1
-                chosen = path.invoke(state, config)
-                if isinstance(chosen, (list, tuple)):
-                    return [rekeyed(c) for c in chosen]
-                return rekeyed(chosen)
+                return rerouted_choice(path.invoke(state, config), ends, astray)
 
             branches[name] = branch._replace(path=RunnableCallable(route, name=getattr(branch.path, "name", None),
                                                                    trace=False))
         return graph
     spec = graph.nodes[source]
     inner = spec.runnable
-
-    def gone_astray(result: Any) -> Any:
-        if isinstance(result, Command) and isinstance(result.goto, str):
-            return dataclasses.replace(result, goto=astray(result.goto or END))
-        if not isinstance(result, Command) and END in route_targets(graph, source) and astray(END) != END:
-            return Command(update=result, goto=wrong)  # an update that would have ended the run
-        return result
+    ends_run = END in route_targets(graph, source)
 
     def run(state: Any, config: RunnableConfig) -> Any:
         nonlocal steps
         steps += 1
         try:
-            return gone_astray(inner.invoke(state, config))
+            return redirected(inner.invoke(state, config), astray, ends_run=ends_run)
         except ParentCommand as exc:  # a handoff from inside the node's own graph
-            exc.args = (gone_astray(exc.args[0]),)
+            exc.args = (redirected(exc.args[0], astray, ends_run=ends_run),)
             raise
 
     graph.nodes[source] = dataclasses.replace(spec, runnable=RunnableCallable(run, name=source, trace=False))

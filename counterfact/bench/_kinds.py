@@ -1,8 +1,9 @@
 """Kinds of fault, each a plug-in that knows how to put itself into an app: transient ones
 (a tool errs or lies once, one model reply is corrupted, one handoff goes astray) and
 persistent ones (a tool with a bug on some inputs, a wrong sentence in one agent's
-instructions, a misleading tool description, a routing function with a wrong branch). A kind picks its target from a clean run of the
-same task, so that the fault lands on a call the app really makes."""
+instructions, a misleading tool description, a routing function with a wrong branch). A kind
+picks its target from a clean run of the same task, so that the fault lands on a call the app
+really makes."""
 
 from __future__ import annotations
 
@@ -324,8 +325,9 @@ class WrongBranch:
                rng: random.Random) -> Faulted | None:
         graph = build(model, tools)
         routes = [(step.node, after) for step, after in zip(clean, [*(s.node for s in clean[1:]), END], strict=True)]
-        choices = sorted({(source, taken, wrong) for source, taken in routes
-                          for wrong in route_targets(graph, source) if taken in route_targets(graph, source) and wrong != taken})
+        targets = {source: route_targets(graph, source) for source, _ in routes}
+        choices = sorted({(source, taken, wrong) for source, taken in routes if taken in targets[source]
+                          for wrong in targets[source] if wrong != taken})
         if not choices:
             return None
         source, taken, wrong = rng.choice(choices)

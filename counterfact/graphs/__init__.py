@@ -31,6 +31,7 @@ from counterfact.graphs._refs import (
     import_ref,
     score_state,
 )
+from counterfact.graphs._routes import redirected, rerouted_choice
 from counterfact.graphs._runner import (
     ModelPool,
     RunSummary,
@@ -105,6 +106,8 @@ DEMO_WORKFLOW = DATA / "demo_workflow.yaml"
 DEMO_SUITE = DATA / "demo_suite.yaml"
 
 __all__ = [
+    "redirected",
+    "rerouted_choice",
     "Check",
     "graph_info",
     "CHECK_LABEL",

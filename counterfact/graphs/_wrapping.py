@@ -18,8 +18,7 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.errors import GraphBubbleUp, ParentCommand
-from langgraph.graph import END
-from langgraph.types import Command, Send
+from langgraph.types import Command
 from langgraph.utils.runnable import RunnableCallable
 
 from counterfact.capture import (
@@ -36,6 +35,7 @@ from counterfact.capture import (
     step_output,
     to_jsonable,
 )
+from counterfact.graphs._routes import redirected, rerouted_choice
 from counterfact.store import (
     SQLAlchemySaver,
     StepKind,
@@ -176,15 +176,7 @@ class NodeWrapper:
             directives = directives_of(config)
             if not directives.route_changes:
                 return chosen
-
-            def one(choice: Any) -> Any:
-                if isinstance(choice, Send):
-                    return choice
-                node = (ends or {}).get(choice, choice)
-                to = directives.rerouted(source, node)
-                return choice if to == node else keys.get(to, to)
-
-            return [one(c) for c in chosen] if isinstance(chosen, (list, tuple)) else one(chosen)
+            return rerouted_choice(chosen, ends, lambda node: directives.rerouted(source, node))
 
         def route(state: Any, config: RunnableConfig) -> Any:
             chosen = forced(config)
@@ -276,12 +268,7 @@ class _Execution:
         plain update of a node without a conditional edge (which ends the run) sent on."""
         if not self.changes:
             return result
-        if isinstance(result, Command):
-            goto = result.goto if isinstance(result.goto, str) and result.goto else END
-            return dataclasses.replace(result, goto=self.changes[goto]) if goto in self.changes else result
-        if not self.routed and END in self.changes and isinstance(result, (Mapping, type(None))):
-            return Command(update=result, goto=self.changes[END])
-        return result
+        return redirected(result, lambda goto: self.changes.get(goto, goto), ends_run=not self.routed)
 
     def set(self, result: Any) -> Any:
         self.result = self.directed(result)

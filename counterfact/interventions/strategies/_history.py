@@ -14,8 +14,9 @@ difference from the runs made before it, and what those runs had is the fix to t
 - Routes: the first step after which the run went to another node than that successful run
   did (a routing function with a wrong branch, a handoff wired to the wrong agent); the fix
   is that run's route at that step, and then, for a wrong branch taken again later, that
-  route wherever the route out of the node went the same wrong way from that step on. A route that went elsewhere because of an earlier wrong
-  answer is refuted by its replay, as the answer is still wrong.
+  route wherever the route out of the node went the same wrong way from that step on. A route
+  that went elsewhere because of an earlier wrong answer is refuted by its replay, as the
+  answer is still wrong.
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ def _route_changes(context: DebugContext, earlier: RunRecord | None) -> Iterator
     except CounterfactError:
         return  # the step's successors are fixed: what differs is not its route
     tried = [Fix(label=label, strategy="history", source="reference", reference=earlier.id,
-               intervention=Intervention(edits=[edit], note=f"the route out of {at.node} as in run {earlier.id}").dump())
-           for label, edit in fixes]
+                 intervention=Intervention(edits=[edit], note=f"the route out of {at.node} as in run {earlier.id}").dump())
+             for label, edit in fixes]
     yield Proposal(
         step=at.index or 0, fixes=tried, reference=earlier.id,
         reason=f"after step {at.index} ({at.node}) the run went to {went}; successful run {earlier.id[:12]} of the "
