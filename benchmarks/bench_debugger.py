@@ -64,6 +64,7 @@ def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[st
         Replayer(store, run_id, pool=pool), strategies=strategies,  # type: ignore[arg-type]
         budget=Budget(replays=args.budget), samples=args.samples, pairs=args.pairs,
         hypothesis_model=args.hypothesis_model, fill_batches=args.fill_batches,
+        **({"parallel": args.parallel} if args.parallel else {}),
     )
     done = [s for s in DebugLog(store).sessions(run_id, strategies, status="done")
             if s.settings.get("budget", {}).get("replays") == args.budget]
@@ -144,7 +145,9 @@ def main() -> None:
     parser.add_argument("--hypothesis-model", default=None, help="model spec of the llm strategy")
     parser.add_argument("--runs", type=int, default=None, help="only the first N failed runs")
     parser.add_argument("--concurrency", type=int, default=4, help="sessions at once (the engine batches)")
-    parser.add_argument("--fill-batches", action="store_true", help="debug --fill-batches: a hypothesis's fixes at once")
+    parser.add_argument("--parallel", type=int, default=None, help="debug --parallel (default: the debugger's)")
+    parser.add_argument("--fill-batches", action=argparse.BooleanOptionalAction, default=None,
+                        help="debug --fill-batches / --no-fill-batches (default: the debugger's own choice)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     console = Console(width=160)

@@ -52,7 +52,7 @@ from counterfact.interventions.strategies import (
     strategies_from,
     strategy_named,
 )
-from counterfact.store import discard_run
+from counterfact.store import StepRecord, discard_run
 
 
 class Debugger:
@@ -73,10 +73,10 @@ class Debugger:
         on_progress: Progress | None = None,
         on_event: Callable[[str], None] | None = None,
         executor: Executor | None = None,
-        parallel: int = 4,
+        parallel: int = 16,
         repeatable_tools: Sequence[str] = (),
         until_repaired: bool = False,
-        fill_batches: bool = False,
+        fill_batches: bool | None = None,
     ) -> None:
         run = replayer.parent
         if run.status == "succeeded":
@@ -95,7 +95,9 @@ class Debugger:
         self.temperature = temperature
         self.repeatable_tools = sorted(repeatable_tools)  # tools the app declares safe to run again
         self.until_repaired = until_repaired  # stop verifying once a fix repairs the run
-        self.fill_batches = fill_batches  # a batch's free places go to further fixes of one hypothesis
+        # a batch's free places go to further fixes of one hypothesis; by default where that
+        # costs no time: every model of the run is local, so the engine decodes the batch at once
+        self.fill_batches = (not until_repaired and _all_local(replayer.steps)) if fill_batches is None else fill_batches
         self.reference = reference
         self.max_hypotheses = max_hypotheses
         self.on_progress = on_progress
@@ -247,7 +249,7 @@ class Debugger:
         self.open_session()
         own = self.executor is None
         if own:
-            self.executor = LocalExecutor(self.store, concurrency=8)
+            self.executor = LocalExecutor(self.store, concurrency=2 * self.parallel)  # a sampled fix replays pairs
         lend(self.executor, self.replayer)
         try:
             return self._run(started)
@@ -351,3 +353,8 @@ class Debugger:
         )
 
 
+def _all_local(steps: Sequence[StepRecord]) -> bool:
+    """Whether every model call of the run went to a model of this process (a local model that
+    decodes concurrent requests in one batch)."""
+    calls = [call for step in steps for call in step.model_calls]
+    return bool(calls) and all(call.params.get("counterfact_model") for call in calls)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import zip_longest
 from typing import Any
 
@@ -56,6 +56,36 @@ class ReplayCount:
         self.done = 0
 
 
+class SharedControl:
+    """The shared control of a greedy run: one unedited replay from `step`. If it fails and
+    reproduces every step's output, it is the control arm of every fix at `step` or later (a
+    replay from a later step would repeat it exactly). It may still be running while the first
+    fixes are replayed beside it; calling it waits for it and returns the control arm, or None
+    when it does not stand. A control that succeeds stands too: it shows that the failure does
+    not reproduce, which no verdict can then overcome."""
+
+    def __init__(self, replayer: Replayer, step: int, made: Future[ReplayResult]) -> None:
+        self.step = step
+        self._replayer = replayer
+        self._made = made
+        self._lock = threading.Lock()
+        self._arm: list[ReplayResult] | None = None
+        self._judged = False
+
+    def result(self) -> ReplayResult:
+        return self._made.result()
+
+    def __call__(self) -> list[ReplayResult] | None:
+        with self._lock:
+            if not self._judged:
+                result = self._made.result()
+                mine = [(s.node, output_text(s.output)) for s in self._replayer.steps]
+                theirs = [(s.node, output_text(s.output)) for s in self._replayer.store.steps(result.run_id)]
+                self._arm = [result] if result.success or mine == theirs else None
+                self._judged = True
+            return self._arm
+
+
 class FixVerifier:
     """Decides the open hypotheses of one session: each by its fixes, replayed against one
     control where the run allows it, as far as the budget goes."""
@@ -91,8 +121,8 @@ class FixVerifier:
         self.charge = charge
         self.record = record
         self.say = say
-        self._control: list[ReplayResult] | None = None  # the shared control of a greedy run
-        self._reproduces = True
+        self._control: SharedControl | None = None  # the shared control of a greedy run
+        self._charged_control = True  # whether the shared control's replay is in the spend
         self._batches = 0  # batches verified so far
 
     def hypotheses(self) -> list[HypothesisRecord]:
@@ -150,13 +180,10 @@ class FixVerifier:
         rest = [h for h in self.hypotheses() if h.status == "proposed" and self._next_fix(h) is not None]
         if rest and not self._repaired():
             rest.sort(key=lambda h: not placed_by_replay(h))
-            self._shared_control(executor)
-            if not self._reproduces:  # a transient fault: only a step placed by replays has a control that fails
-                for h in rest:
-                    if not placed_by_replay(h):
-                        self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
-                rest = [h for h in rest if placed_by_replay(h)]
-            self._settle(rest, executor)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shared-control") as background:
+                self._shared_control(rest, executor, background)
+                self._settle(rest, executor)
+                self._control_settled()
         repaired = self._repaired()
         for h in self.hypotheses():
             if h.status == "proposed" and repaired:
@@ -169,7 +196,9 @@ class FixVerifier:
         until the budget ends (or a fix repairs the run, when asked to stop there)."""
         ids = {h.id for h in hypotheses}
         first_pass = [(h.id, position) for h in hypotheses if (position := self._next_fix(h)) is not None]
-        while not self._repaired() and first_pass and (batch := self._affordable(self._and_siblings(first_pass, ids))):
+        while not self._repaired() and (first_pass := [c for c in first_pass if c in self._next_fixes()]) and (
+            batch := self._affordable(self._and_siblings(first_pass, ids))
+        ):
             first_pass = [c for c in first_pass if c not in batch]
             self._verify_batch(batch, executor)
         while not self._repaired() and (
@@ -190,36 +219,62 @@ class FixVerifier:
         """Whether to stop: asked to stop at the first repair, and a fix has repaired the run."""
         return self.until_repaired and any(f.verdict == "validated" for h in self.hypotheses() for f in fixes_of(h))
 
-    def _shared_control(self, executor: Executor) -> None:
-        """For a greedy run: one full replay; if it reproduces every step's output it is the
-        control arm of every fix (a replay from any later step would repeat it exactly)."""
-        if self._control is not None or not greedy_from(self.replayer, 0):
+    def _shared_control(self, hypotheses: list[HypothesisRecord], executor: Executor,
+                        background: ThreadPoolExecutor) -> None:
+        """For a greedy run: one unedited replay from the earliest step of the hypotheses that
+        need it (see `SharedControl`). It runs beside the first batch of fixes when the budget
+        pays for that batch even if it does not stand (each fix then replays its own control);
+        otherwise it runs first, as the old way did."""
+        steps = [h.step for h in hypotheses if h.step is not None and self._placed_control(h) is None]
+        if not steps or (self._control is not None and self._control.step <= min(steps)):
+            return
+        step = min(steps)
+        if not greedy_from(self.replayer, step):
             return
         labels = {"debug_session": self.session_id, "debug_role": SHARED_CONTROL}
-        made = [r for r in self.store.list_runs(labels=labels, limit=None) if r.status in ("succeeded", "failed")]
+        made = sorted((r for r in self.store.list_runs(labels=labels, limit=None)
+                       if r.status in ("succeeded", "failed") and (r.fork_step or 0) <= step),
+                      key=lambda r: r.fork_step or 0)
         if made:  # a resumed session: the control made before the interruption
             run = made[0]
-            self.charge([run.id], SHARED_CONTROL)  # unless charged before the interruption
-            result = ReplayResult(
+            done: Future[ReplayResult] = Future()
+            done.set_result(ReplayResult(
                 run_id=run.id, arm="control", seed=0, status=run.status,
                 success=bool(run.outcome and run.outcome.success), score=run.outcome.score if run.outcome else 0.0,
                 answer=final_answer(self.store.steps(run.id)),
-            )
-        elif self.afford(1):
-            self.say("control: replaying the whole run unedited")
-            [result] = executor.map([
-                replay_unit(self.replayer, self.replayer.compile(None, 0), arm="control", seed=0, labels=labels)
-            ], self.count)
-            self.charge([result.run_id], SHARED_CONTROL)
-        else:
+            ))
+            self._control, self._charged_control = SharedControl(self.replayer, run.fork_step or 0, done), False
+            self._control_settled()  # charged, unless it was before the interruption
             return
+        if not self.afford(1):
+            return
+        unit = replay_unit(self.replayer, self.replayer.compile(None, step), arm="control", seed=0, labels=labels)
+        self.say(f"control: replaying the run unedited from step {step}")
+        self._control = SharedControl(self.replayer, step, background.submit(lambda: executor.map([unit], self.count)[0]))
+        self._charged_control = False
+        candidates = [(h.id, p) for h in hypotheses if (p := self._next_fix(h)) is not None]
+        if len(self._affordable(candidates, worst=True)) < len(self._affordable(candidates)):
+            self._control_settled()  # too tight a budget to replay fixes beside it: it goes first
+
+    def _control_settled(self) -> None:
+        """Wait for the shared control, charge it once, and if the run does not fail again
+        without an edit, close the hypotheses it stands for (only a step placed by replays has
+        a control of its own that fails, as after a transient fault)."""
+        if self._control is None or self._charged_control:
+            return
+        result = self._control.result()
+        self._charged_control = True
+        self.charge([result.run_id], f"{SHARED_CONTROL} from step {self._control.step}")
         if result.success:
-            self._reproduces = False
-            return
-        mine = [(s.node, output_text(s.output)) for s in self.replayer.steps]
-        theirs = [(s.node, output_text(s.output)) for s in self.store.steps(result.run_id)]
-        if mine == theirs:
-            self._control = [result]
+            for h in self.hypotheses():
+                if h.status == "proposed" and not placed_by_replay(h) and (h.step or 0) >= self._control.step:
+                    self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
+
+    def _control_for(self, h: HypothesisRecord) -> SharedControl | None:
+        """The shared control that stands for `h`'s fixes' control arm, if there is one."""
+        if self._control is None or h.step is None or h.step < self._control.step:
+            return None
+        return self._control
 
     def _next_fix(self, h: HypothesisRecord) -> int | None:
         return next((i for i, f in enumerate(fixes_of(h)) if f.verdict is None), None)
@@ -232,22 +287,25 @@ class FixVerifier:
             if (position := self._next_fix(h)) is not None
         ]
 
-    def _replays_per_fix(self, hypothesis_id: str) -> int:
+    def _replays_per_fix(self, hypothesis_id: str, worst: bool) -> int:
+        """Replays one fix of the hypothesis takes; `worst`: if a shared control still running
+        does not stand (the fix then replays its own)."""
         h = next(h for h in self.hypotheses() if h.id == hypothesis_id)
-        if self._placed_control(h) is not None or self._control is not None:
+        shared = self._control_for(h)
+        if self._placed_control(h) is not None or (shared is not None and not (worst and not self._charged_control)):
             return 1
-        return 2 if greedy_from(self.replayer, 0) else 2 * self.pairs
+        return 2 if greedy_from(self.replayer, h.step or 0) else 2 * self.pairs
 
-    def _affordable(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """The first candidates (at most `parallel`) that the budget still pays for. When the
-        session stops at the first repair, batches start at one fix and double: the first fix,
-        best placed, most often repairs the run, and the fixes beside it would be replays for
-        nothing."""
+    def _affordable(self, candidates: list[tuple[str, int]], worst: bool = False) -> list[tuple[str, int]]:
+        """The first candidates (at most `parallel`) that the budget still pays for, beside a
+        shared control not charged yet. When the session stops at the first repair, batches
+        start at one fix and double: the first fix, best placed, most often repairs the run, and
+        the fixes beside it would be replays for nothing."""
         width = min(self.parallel, 2 ** self._batches) if self.until_repaired else self.parallel
         batch: list[tuple[str, int]] = []
-        need = 0
+        need = 0 if self._charged_control else 1
         for candidate in candidates[:width]:
-            need += self._replays_per_fix(candidate[0])
+            need += self._replays_per_fix(candidate[0], worst)
             if not self.afford(need):
                 break
             batch.append(candidate)
@@ -260,6 +318,7 @@ class FixVerifier:
         self._batches += 1
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             outcomes = list(pool.map(lambda job: self._verify_fix(*job, executor), jobs))
+        self._control_settled()
         self.count.charged()
         for (h, position, _), (fix, charged) in zip(jobs, outcomes, strict=True):
             self.record(h.id, position, fix, charged)
@@ -273,13 +332,13 @@ class FixVerifier:
             return fix.model_copy(update={"verdict": "inconclusive", "reason": f"the edit does not apply: {exc}"}), []
         self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
         placed = self._placed_control(h)
-        control = placed or self._control
         report = verify(
-            self.replayer, plan, pairs=self.pairs, control=control, sequential=True,
+            self.replayer, plan, pairs=self.pairs, control=placed or self._control_for(h), sequential=True,
             on_progress=lambda *_: self.count(), labels={"debug_session": self.session_id},
             executor=executor, live_tools=self.repeatable_tools if placed else False,
         )
-        charged = [r.run_id for r in report.treatment] + ([r.run_id for r in report.control] if control is None else [])
+        shared = {r.run_id for r in placed or []} | ({self._control.result().run_id} if self._control_for(h) else set())
+        charged = [r.run_id for r in [*report.treatment, *report.control] if r.run_id not in shared]
         return fix.model_copy(update={"verdict": report.verdict, "verdict_id": report.id, "reason": report.reason}), charged
 
     def _placed_control(self, h: HypothesisRecord) -> list[ReplayResult] | None:

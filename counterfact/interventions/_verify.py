@@ -10,8 +10,11 @@ inconclusive  otherwise, with the reason: not applied, the failure does not repr
 
 When every agent decodes greedily the replays are deterministic: each arm's outcome is then
 exact, and the verdict rests on it rather than on a p-value (which is still reported). One
-treatment replay then decides, and the control may be one shared by many verifications (a full
-replay of the run that reproduced every step: `control=`).
+treatment replay then decides, and the control may be one shared by many verifications (a
+replay of the run that reproduced every step: `control=`). A shared control still being
+replayed is given as a callable: the treatment is replayed meanwhile, and if no control stands
+when the treatment ends (the shared one failed to reproduce the run), this fix's own is
+replayed then.
 
 Sequential mode (`sequential=True`) runs the pairs one at a time and stops as soon as the
 verdict cannot change: validated at the first look where the exact test passes, refuted once
@@ -42,6 +45,7 @@ from counterfact.store import VerdictKind
 
 ALPHA = 0.05
 Progress = Callable[[int, int], None]  # (replays done, replays in all), called as each ends
+SharedControl = Callable[[], "list[ReplayResult] | None"]  # a control being replayed: waits, then it or None
 
 
 class VerdictReport(BaseModel):
@@ -76,7 +80,7 @@ def verify(
     concurrency: int = 4,
     on_progress: Progress | None = None,
     labels: dict[str, Any] | None = None,
-    control: list[ReplayResult] | None = None,
+    control: list[ReplayResult] | SharedControl | None = None,
     sequential: bool = False,
     executor: Executor | None = None,
 ) -> VerdictReport:
@@ -84,7 +88,8 @@ def verify(
 
     `pairs`: replays per arm; the i-th treatment and control replays share seed `seed + i`.
     `control`: replays that stand for the control arm (deterministic runs only), so only the
-    treatment is replayed. `sequential`: stop the pairs early once the verdict is settled.
+    treatment is replayed; or a callable that waits for a shared control still being replayed
+    and returns it, or None when it does not stand (the control arm is then replayed here). `sequential`: stop the pairs early once the verdict is settled.
     `executor`: where the replays run (default: `concurrency` threads here).
     """
     if plan.intervention is None:
@@ -100,6 +105,8 @@ def verify(
         raise CounterfactError("a shared control arm stands only for deterministic (greedy) replays")
     arms = ("treatment",) if control is not None else ("treatment", "control")
     pairs = 1 if control is not None or deterministic and sequential else pairs
+    pending = control if callable(control) else None
+    shared = None if callable(control) else control
 
     results: list[ReplayResult] = []
     total = pairs * len(arms)
@@ -117,21 +124,27 @@ def verify(
         if on_progress is not None:
             on_progress(done, total)
 
+    def replays(jobs: list[tuple[str, int]]) -> list[ReplayResult]:
+        units = [
+            replay_unit(replayer, plan, arm=arm, seed=s, temperature=temperature, live_tools=live_tools,
+                        intervention_id=intervention_id, labels=tags)
+            for arm, s in jobs
+        ]
+        return executor.map(units, progress)
+
     try:
         for jobs in rounds:
-            units = [
-                replay_unit(replayer, plan, arm=arm, seed=s, temperature=temperature, live_tools=live_tools,
-                            intervention_id=intervention_id, labels=tags)
-                for arm, s in jobs
-            ]
-            results.extend(executor.map(units, progress))
-            if sequential and _settled(results, control, pairs, min_effect):
+            results.extend(replays(jobs))
+            if sequential and pending is None and _settled(results, shared, pairs, min_effect):
                 break
+        if pending is not None and (shared := pending()) is None:  # the shared control did not stand
+            total += 1
+            results.extend(replays([("control", seed)]))
     finally:
         if own:
             executor.close()
     treatment = [r for r in results if r.arm == "treatment"]
-    control = control[: len(treatment)] if control is not None else [r for r in results if r.arm == "control"]
+    control = shared[: len(treatment)] if shared is not None else [r for r in results if r.arm == "control"]
     comparison = compare([r.success for r in treatment], [r.success for r in control])
     applied = all(r.applied for r in treatment)
     detail = "; ".join(sorted({r.applied_detail for r in treatment if r.applied_detail}))

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -208,6 +209,49 @@ def test_filled_batches_verify_a_hypothesis_s_fixes_at_once_and_keep_the_best(sq
     assert report.spent.replays == 5
 
 
+def test_the_shared_control_is_replayed_beside_the_first_fixes_from_the_hypothesis_s_step(sqlite_path: str) -> None:
+    """The control does not go first alone: its solver call and the first fix's meet at a
+    barrier that only two calls in flight at once can pass. It starts at the hypothesis's step
+    (1), not at the start of the run."""
+    store = TraceStore.open(sqlite_path)
+    meeting = threading.Barrier(2, timeout=20)
+    solver_calls: list[bool] = []  # in replays: whether each solver call carried the note
+    lock = threading.Lock()
+    replaying = {"on": False}
+
+    def meets_the_other(messages: list[ChatMessage]) -> str:
+        if replaying["on"] and _solving(messages):
+            with lock:
+                solver_calls.append(_noted(messages))
+                first_two = len(solver_calls) <= 2
+            if first_two:
+                meeting.wait()  # raises BrokenBarrierError (the replay errs) if the other never comes
+        return ignores_the_note(messages)
+
+    run_id, pool = _record(store, meets_the_other)
+    replaying["on"] = True
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                       hypothesis_model=_critic(1)).run()
+    (h,) = report.hypotheses
+    assert [f.verdict for f in h.fixes] == ["refuted", "refuted"]
+    assert sorted(solver_calls[:2]) == [False, True]  # the control's call and the first fix's, at once
+    (control,) = store.list_runs(labels={"debug_role": "shared-control"}, limit=None)
+    assert control.fork_step == 1 and report.spent.replays == 3
+
+
+def test_batches_are_filled_by_default_only_where_every_model_is_local(sqlite_path: str) -> None:
+    store = TraceStore.open(sqlite_path)
+    run_id, pool = _record(store, ignores_the_note)
+    assert _debugger(store, run_id, pool, strategies=["llm"], budget=Budget()).fill_batches is False
+    local = Replayer(store, run_id, pool=pool)
+    for step in local.steps:
+        for call in step.model_calls:
+            call.params["counterfact_model"] = "embedded"
+    assert Debugger(local, strategies=["llm"], budget=Budget()).fill_batches is True
+    assert Debugger(local, strategies=["llm"], budget=Budget(), until_repaired=True).fill_batches is False
+    assert Debugger(local, strategies=["llm"], budget=Budget(), fill_batches=False).fill_batches is False
+
+
 def test_llm_hypothesis_is_refuted_when_no_fix_repairs_the_run(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     run_id, pool = _record(store, ignores_the_note)
@@ -383,8 +427,10 @@ def test_hypotheses_are_undecided_when_the_failure_does_not_reproduce(sqlite_pat
     for h in report.hypotheses:
         assert (h.status, h.verdict, h.decided) == ("undecided", None, False)
         assert h.note == "the failure does not reproduce: the unedited replay succeeds"
-        assert all(f.verdict is None for f in h.fixes)
-    assert report.spent.replays == 1  # the control alone
+        # each one's first fix was replayed beside the control, and the control's success decides it
+        assert [f.verdict for f in h.fixes[:1]] == ["inconclusive"] and all(f.verdict is None for f in h.fixes[1:])
+        assert h.fixes[0].reason.startswith("the failure does not reproduce: the control succeeds")
+    assert report.spent.replays == 1 + 2  # the control, and the first fixes beside it; no more
 
 
 # -- resample and patch ----------------------------------------------------------------------------

@@ -452,7 +452,7 @@ def test_a_shared_control_made_before_its_charge_was_saved_is_charged_once_on_re
     real = Debugger._save_spent
 
     def save_spent(self: Debugger, status: str = "running") -> None:
-        if "shared-control" in self.completed and not died:  # the control's own save
+        if any(stage.startswith("shared-control") for stage in self.completed) and not died:  # the control's own save
             died.append(True)
             raise Died
         real(self, status)
@@ -465,7 +465,8 @@ def test_a_shared_control_made_before_its_charge_was_saved_is_charged_once_on_re
         _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
                   hypothesis_model=_critic(1)).run()
     [session] = DebugLog(store).sessions(run_id)
-    assert session.spent.replays == 0 and len(_session_runs(store, session.id)) == 1  # made, not charged
+    # the control and the first fix's treatment beside it: made, not charged
+    assert session.spent.replays == 0 and len(_session_runs(store, session.id)) == 2
     monkeypatch.undo()
     report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
                        hypothesis_model=_critic(1)).run()
