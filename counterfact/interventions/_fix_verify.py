@@ -223,8 +223,8 @@ class FixVerifier:
                         background: ThreadPoolExecutor) -> None:
         """For a greedy run: one unedited replay from the earliest step of the hypotheses that
         need it (see `SharedControl`). It runs beside the first batch of fixes when the budget
-        pays for that batch even if it does not stand (each fix then replays its own control);
-        otherwise it runs first, as the old way did."""
+        pays for that batch even if it does not stand (each fix then replays its own control),
+        unless the session stops at the first repair; otherwise it runs first."""
         steps = [h.step for h in hypotheses if h.step is not None and self._placed_control(h) is None]
         if not steps or (self._control is not None and self._control.step <= min(steps)):
             return
@@ -253,8 +253,11 @@ class FixVerifier:
         self._control = SharedControl(self.replayer, step, background.submit(lambda: executor.map([unit], self.count)[0]))
         self._charged_control = False
         candidates = [(h.id, p) for h in hypotheses if (p := self._next_fix(h)) is not None]
-        if len(self._affordable(candidates, worst=True)) < len(self._affordable(candidates)):
-            self._control_settled()  # too tight a budget to replay fixes beside it: it goes first
+        if self.until_repaired or len(self._affordable(candidates, worst=True)) < len(self._affordable(candidates)):
+            # it goes first: a session that stops at the first repair spares replays rather than
+            # time (a control that succeeds makes the fixes beside it moot), or the budget is too
+            # tight to replay fixes beside it
+            self._control_settled()
 
     def _control_settled(self) -> None:
         """Wait for the shared control, charge it once, and if the run does not fail again
