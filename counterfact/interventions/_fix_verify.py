@@ -196,7 +196,7 @@ class FixVerifier:
         until the budget ends (or a fix repairs the run, when asked to stop there)."""
         ids = {h.id for h in hypotheses}
         first_pass = [(h.id, position) for h in hypotheses if (position := self._next_fix(h)) is not None]
-        while not self._repaired() and (first_pass := [c for c in first_pass if c in self._next_fixes()]) and (
+        while not self._repaired() and (first_pass := self._still_open(first_pass)) and (
             batch := self._affordable(self._and_siblings(first_pass, ids))
         ):
             first_pass = [c for c in first_pass if c not in batch]
@@ -205,6 +205,12 @@ class FixVerifier:
             batch := self._affordable(self._and_siblings([c for c in self._next_fixes() if c[0] in ids], ids))
         ):
             self._verify_batch(batch, executor)
+
+    def _still_open(self, candidates: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The candidates that are still their hypothesis's next fix (a control that succeeded
+        closes hypotheses)."""
+        open_now = set(self._next_fixes())
+        return [c for c in candidates if c in open_now]
 
     def _and_siblings(self, candidates: list[tuple[str, int]], ids: set[str]) -> list[tuple[str, int]]:
         """`candidates`, then (with `fill_batches`) the other untried fixes of the open
@@ -274,8 +280,11 @@ class FixVerifier:
                     self._close(h, "undecided", "the failure does not reproduce: the unedited replay succeeds")
 
     def _control_for(self, h: HypothesisRecord) -> SharedControl | None:
-        """The shared control that stands for `h`'s fixes' control arm, if there is one."""
+        """The shared control that stands for `h`'s fixes' control arm, if there is one (or may
+        yet: one still running)."""
         if self._control is None or h.step is None or h.step < self._control.step:
+            return None
+        if self._charged_control and self._control() is None:  # settled, and it differs from the run
             return None
         return self._control
 

@@ -239,6 +239,30 @@ def test_the_shared_control_is_replayed_beside_the_first_fixes_from_the_hypothes
     assert control.fork_step == 1 and report.spent.replays == 3
 
 
+def test_a_control_that_does_not_repeat_the_run_leaves_each_fix_a_control_of_its_own(sqlite_path: str) -> None:
+    """Replays word the solver's step otherwise than the recorded run (and still fail): the
+    shared control, replayed beside the first fix, does not stand, so each fix replays its own
+    control, and the budget counts those replays too."""
+    store = TraceStore.open(sqlite_path)
+    replaying = {"on": False}
+
+    def drifting(messages: list[ChatMessage]) -> str:
+        text = ignores_the_note(messages)
+        return f"{text} (again)" if replaying["on"] and _solving(messages) else text
+
+    run_id, pool = _record(store, drifting)
+    replaying["on"] = True
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                       hypothesis_model=_critic(1)).run()
+    (h,) = report.hypotheses
+    assert [f.verdict for f in h.fixes] == ["refuted", "refuted"]
+    (shared,) = store.list_runs(labels={"debug_role": "shared-control"}, limit=None)
+    assert shared.status == "failed"
+    controls = [v.stats["control_runs"] for v in store.verdicts(run_id=run_id)]
+    assert len(controls) == 2 and all(len(c) == 1 and c[0] != shared.id for c in controls)
+    assert report.spent.replays == 1 + 2 * 2  # the shared control, then a treatment and a control per fix
+
+
 def test_batches_are_filled_by_default_only_where_every_model_is_local(sqlite_path: str) -> None:
     store = TraceStore.open(sqlite_path)
     run_id, pool = _record(store, ignores_the_note)
