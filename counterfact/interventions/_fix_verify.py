@@ -22,7 +22,7 @@ from counterfact.interventions._session import final_answer
 from counterfact.interventions._specs import Intervention
 from counterfact.interventions._units import replay_unit
 from counterfact.interventions._verify import greedy_from, verify
-from counterfact.store import discard_run, output_text
+from counterfact.store import RunRecord, discard_run, output_text
 
 SHARED_CONTROL = "shared-control"  # the stage (in `completed`) and the role label of that replay
 PLACED_BY_REPLAY = "placed_by_replay"  # a hypothesis's evidence: replays, not the log, placed its step
@@ -244,11 +244,7 @@ class FixVerifier:
         if made:  # a resumed session: the control made before the interruption
             run = made[0]
             done: Future[ReplayResult] = Future()
-            done.set_result(ReplayResult(
-                run_id=run.id, arm="control", seed=0, status=run.status,
-                success=bool(run.outcome and run.outcome.success), score=run.outcome.score if run.outcome else 0.0,
-                answer=final_answer(self.store.steps(run.id)),
-            ))
+            done.set_result(self._as_control(run))
             self._control, self._charged_control = SharedControl(self.replayer, run.fork_step or 0, done), False
             self._control_settled()  # charged, unless it was before the interruption
             return
@@ -303,8 +299,9 @@ class FixVerifier:
         """Replays one fix of the hypothesis takes; `worst`: if a shared control still running
         does not stand (the fix then replays its own)."""
         h = next(h for h in self.hypotheses() if h.id == hypothesis_id)
-        shared = self._control_for(h)
-        if self._placed_control(h) is not None or (shared is not None and not (worst and not self._charged_control)):
+        if self._placed_control(h) is not None:
+            return 1
+        if self._control_for(h) is not None and (self._charged_control or not worst):
             return 1
         return 2 if greedy_from(self.replayer, h.step or 0) else 2 * self.pairs
 
@@ -344,13 +341,14 @@ class FixVerifier:
             return fix.model_copy(update={"verdict": "inconclusive", "reason": f"the edit does not apply: {exc}"}), []
         self.say(f"verifying step {h.step}: {fix.label} ({fix.strategy})")
         placed = self._placed_control(h)
+        shared = self._control_for(h)
         report = verify(
-            self.replayer, plan, pairs=self.pairs, control=placed or self._control_for(h), sequential=True,
+            self.replayer, plan, pairs=self.pairs, control=placed or shared, sequential=True,
             on_progress=lambda *_: self.count(), labels={"debug_session": self.session_id},
             executor=executor, live_tools=self.repeatable_tools if placed else False,
         )
-        shared = {r.run_id for r in placed or []} | ({self._control.result().run_id} if self._control_for(h) else set())
-        charged = [r.run_id for r in [*report.treatment, *report.control] if r.run_id not in shared]
+        made_before = {r.run_id for r in placed or []} | ({shared.result().run_id} if shared and not placed else set())
+        charged = [r.run_id for r in [*report.treatment, *report.control] if r.run_id not in made_before]
         return fix.model_copy(update={"verdict": report.verdict, "verdict_id": report.id, "reason": report.reason}), charged
 
     def _placed_control(self, h: HypothesisRecord) -> list[ReplayResult] | None:
@@ -369,9 +367,13 @@ class FixVerifier:
             run = self.store.get_run(probe) if probe else None
             if run is None or run.status != "failed":
                 return None
-        return [ReplayResult(run_id=run.id, arm="control", seed=0, status=run.status,
-                             success=bool(run.outcome and run.outcome.success),
-                             score=run.outcome.score if run.outcome else 0.0, answer=final_answer(self.store.steps(run.id)))]
+        return [self._as_control(run)]
+
+    def _as_control(self, run: RunRecord) -> ReplayResult:
+        """A stored run as the result of a control replay."""
+        return ReplayResult(run_id=run.id, arm="control", seed=0, status=run.status,
+                            success=bool(run.outcome and run.outcome.success),
+                            score=run.outcome.score if run.outcome else 0.0, answer=final_answer(self.store.steps(run.id)))
 
     def _conclude(self, h: HypothesisRecord) -> None:
         """A hypothesis none of whose fixes validated: refuted if all were tried, else why not."""

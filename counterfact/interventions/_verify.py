@@ -45,7 +45,7 @@ from counterfact.store import VerdictKind
 
 ALPHA = 0.05
 Progress = Callable[[int, int], None]  # (replays done, replays in all), called as each ends
-SharedControl = Callable[[], "list[ReplayResult] | None"]  # a control being replayed: waits, then it or None
+PendingControl = Callable[[], "list[ReplayResult] | None"]  # a control being replayed: waits, then it or None
 
 
 class VerdictReport(BaseModel):
@@ -80,7 +80,7 @@ def verify(
     concurrency: int = 4,
     on_progress: Progress | None = None,
     labels: dict[str, Any] | None = None,
-    control: list[ReplayResult] | SharedControl | None = None,
+    control: list[ReplayResult] | PendingControl | None = None,
     sequential: bool = False,
     executor: Executor | None = None,
 ) -> VerdictReport:
@@ -89,8 +89,9 @@ def verify(
     `pairs`: replays per arm; the i-th treatment and control replays share seed `seed + i`.
     `control`: replays that stand for the control arm (deterministic runs only), so only the
     treatment is replayed; or a callable that waits for a shared control still being replayed
-    and returns it, or None when it does not stand (the control arm is then replayed here). `sequential`: stop the pairs early once the verdict is settled.
-    `executor`: where the replays run (default: `concurrency` threads here).
+    and returns it, or None when it does not stand (the control arm is then replayed here).
+    `sequential`: stop the pairs early once the verdict is settled. `executor`: where the
+    replays run (default: `concurrency` threads here).
     """
     if plan.intervention is None:
         raise CounterfactError("nothing to verify: give an edit")

@@ -124,6 +124,16 @@ def _debugger(store: TraceStore, run_id: str, pool: ModelPool, **kwargs: object)
     return Debugger(Replayer(store, run_id, pool=pool), **kwargs)  # type: ignore[arg-type]
 
 
+def _two_fixes_at_step_1(store: TraceStore, run_id: str, pool: ModelPool) -> DebugReport:
+    """A session of the llm strategy naming the solver (step 1), with one sampled fix beside
+    the instruction; both fixes refuted."""
+    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
+                       hypothesis_model=_critic(1)).run()
+    (h,) = report.hypotheses
+    assert [f.verdict for f in h.fixes] == ["refuted", "refuted"]
+    return report
+
+
 def _texts(fix_intervention: dict) -> list[str]:
     return [e["text"] for e in fix_intervention["edits"] if e["kind"] == "instruction"]
 
@@ -230,10 +240,7 @@ def test_the_shared_control_is_replayed_beside_the_first_fixes_from_the_hypothes
 
     run_id, pool = _record(store, meets_the_other)
     replaying["on"] = True
-    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
-                       hypothesis_model=_critic(1)).run()
-    (h,) = report.hypotheses
-    assert [f.verdict for f in h.fixes] == ["refuted", "refuted"]
+    report = _two_fixes_at_step_1(store, run_id, pool)
     assert sorted(solver_calls[:2]) == [False, True]  # the control's call and the first fix's, at once
     (control,) = store.list_runs(labels={"debug_role": "shared-control"}, limit=None)
     assert control.fork_step == 1 and report.spent.replays == 3
@@ -252,10 +259,7 @@ def test_a_control_that_does_not_repeat_the_run_leaves_each_fix_a_control_of_its
 
     run_id, pool = _record(store, drifting)
     replaying["on"] = True
-    report = _debugger(store, run_id, pool, strategies=["llm"], budget=Budget(replays=10), samples=1,
-                       hypothesis_model=_critic(1)).run()
-    (h,) = report.hypotheses
-    assert [f.verdict for f in h.fixes] == ["refuted", "refuted"]
+    report = _two_fixes_at_step_1(store, run_id, pool)
     (shared,) = store.list_runs(labels={"debug_role": "shared-control"}, limit=None)
     assert shared.status == "failed"
     controls = [v.stats["control_runs"] for v in store.verdicts(run_id=run_id)]
