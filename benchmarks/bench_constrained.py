@@ -150,6 +150,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_embedded()
+    model.engine.memo.capacity = 0  # every round decodes: repeats are not answered from the memo
     costs = compile_times(model)
     free = GenerationSettings(max_tokens=args.max_tokens)
     constrained = free.model_copy(update={"json_schema": SCHEMA})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -94,11 +95,17 @@ def wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 
     raise RuntimeError(f"the server was not ready within {timeout:.0f} s")
 
 
+_SERIAL = itertools.count()
+
+
 async def one_request(
     client: openai.AsyncOpenAI, question: str, stream: bool, max_tokens: int, tally: Tally
 ) -> None:
     started = time.monotonic()
-    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": question}]
+    # Each request's prompt is its own: a repeated greedy request is answered from the engine's
+    # memo, which would time the memo, not decoding.
+    content = f"{question} (request {next(_SERIAL)})"
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": content}]
     if not stream:
         reply = await client.chat.completions.create(
             model="m", messages=messages, max_tokens=max_tokens, temperature=0

@@ -25,9 +25,10 @@ _CPP_PREFIX = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 class TokenMask:
     """One request's grammar state: masks the logits of each step and follows the chosen token."""
 
-    def __init__(self, compiled: Any) -> None:
+    def __init__(self, compiled: Any, key: str) -> None:
         import xgrammar as xgr
 
+        self.key = key  # the schema's compact JSON: requests with equal keys are constrained alike
         self._matcher = xgr.GrammarMatcher(compiled)
         self._bitmask = xgr.allocate_token_bitmask(
             1, compiled.tokenizer_info.vocab_size
@@ -66,17 +67,14 @@ class Grammars:
 
     def mask(self, schema: dict[str, Any]) -> TokenMask:
         """A fresh mask for one request whose reply must match `schema`."""
-        return TokenMask(self.compile(schema))
+        return TokenMask(self.compile(schema), _schema_key(schema))
 
     def compile(self, schema: dict[str, Any]) -> Any:
         """The compiled grammar of `schema`, cached by its compact JSON.
 
         Keys keep their order: the reply writes an object's properties in the schema's order.
         """
-        try:
-            key = json.dumps(schema, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"cannot use json_schema: {exc}") from None
+        key = _schema_key(schema)
         with self._lock:
             if key in self._compiled:
                 self._compiled.move_to_end(key)
@@ -106,3 +104,10 @@ class Grammars:
             # Our LRU replaces xgrammar's own cache, which is unbounded by default.
             self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
         return self._compiler
+
+
+def _schema_key(schema: dict[str, Any]) -> str:
+    try:
+        return json.dumps(schema, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"cannot use json_schema: {exc}") from None

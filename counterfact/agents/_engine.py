@@ -6,6 +6,14 @@ share a prompt prefix (`_prefix_cache`) and then join the running batch at the n
 keeps a shared KV cache, left padded: each row's keys sit at the right end, padded columns are
 masked out, and each row gets its own position ids, so a row decodes as it would alone.
 Finished rows leave the batch, and leading columns that no row needs any more are dropped.
+A request the engine has answered before is answered again from `_memo`, and one that is being
+decoded now joins that row as a follower, which gets the same result.
+
+A greedy request may carry a `draft`: the answer it is expected to give (a replay's recorded
+reply). After the prompt pass the draft is fed in chunks, and each position's greedy choice is
+checked against the draft's next token, as in speculative decoding; the tokens up to the first
+disagreement, and the model's own token there, are taken at the cost of one pass per chunk,
+which on a CPU costs about what one decode step does. The row then decodes on from there.
 
 A caller that stops waiting cancels its request's future (asyncio cancellation of an awaiting
 coroutine reaches it through `asyncio.wrap_future`): a queued request is then never admitted,
@@ -30,6 +38,7 @@ from counterfact.agents._activations import HookPoint, HookSet, ResolvedEdit, Ro
 from counterfact.agents._constrained import TokenMask
 from counterfact.agents._allocator import large_blocks_from_fresh_pages
 from counterfact.agents._kv import RoomyLayer, batch_cache
+from counterfact.agents._memo import Key, ResultMemo, copied, memo_key
 from counterfact.agents._prefix_cache import PrefixCache
 
 
@@ -37,7 +46,9 @@ from counterfact.agents._prefix_cache import PrefixCache
 class Request:
     """One generation request; `logits_only` stops after the prompt pass, a `constraint`
     restricts every chosen token to those its grammar allows, and `on_token` is called on the
-    engine thread with each token as it is chosen (for streaming; it must not raise or block)."""
+    engine thread with each token as it is chosen (for streaming; it must not raise or block).
+    A request that may `share` is answered from the memo when it repeats one (see `_memo`);
+    a greedy one's `draft` is checked instead of decoded where the model agrees with it."""
 
     prompt_ids: list[int]
     max_new_tokens: int
@@ -51,6 +62,8 @@ class Request:
     logits_only: bool = False
     constraint: TokenMask | None = None
     on_token: Callable[[int], None] | None = None
+    share: bool = False
+    draft: list[int] = field(default_factory=list)
     future: Future[Result] = field(default_factory=Future)
 
 
@@ -68,13 +81,24 @@ class Result:
 class _Row:
     req: Request
     generator: torch.Generator | None
+    key: Key | None = None  # its memo key, if its result may be shared
     generated: list[int] = field(default_factory=list)
     captures: dict[HookPoint, list[torch.Tensor]] = field(default_factory=dict)
     hits: list[int] = field(default_factory=lambda: [0])
+    followers: list[Future[Result]] = field(default_factory=list)  # the same request, sent again
 
     @property
     def prompt_len(self) -> int:
         return len(self.req.prompt_ids)
+
+    @property
+    def futures(self) -> list[Future[Result]]:
+        return [self.req.future, *self.followers]
+
+    @property
+    def wanted(self) -> bool:
+        """Whether anybody still waits for this row: its own caller, or a follower's."""
+        return not all(f.cancelled() for f in self.futures)
 
     def pass_for(self, start: int) -> RowPass:
         return RowPass(start, self.prompt_len, self.req.edits, self.captures, self.hits)
@@ -122,10 +146,12 @@ class Engine:
         eos_ids: set[int],
         max_batch: int = 16,
         prefix: PrefixCache | None = None,
+        memo: ResultMemo | None = None,
     ) -> None:
         large_blocks_from_fresh_pages()
         self.model = model
         self.prefix = prefix or PrefixCache()
+        self.memo = memo if memo is not None else ResultMemo()
         self.tokenizer = tokenizer
         self.hooks = hooks
         self.eos_ids = eos_ids
@@ -187,7 +213,8 @@ class Engine:
                         self._step()
                     except Exception as exc:  # noqa: BLE001 - fail the batch, keep the thread
                         for row in self._rows:
-                            _settle(row.req.future, exc)
+                            for future in row.futures:
+                                _settle(future, exc)
                         self._reset()
 
     def _drain(self) -> None:
@@ -195,17 +222,27 @@ class Engine:
             self._step()
 
     def _admit(self, req: Request) -> None:
-        """Run the prompt pass of one request, then add it to the batch."""
+        """Answer a repeated request from the memo or the row already decoding it; otherwise run
+        its prompt pass and add it to the batch."""
+        key = memo_key(req) if self.memo.capacity > 0 else None
+        if key is not None:
+            if (known := self.memo.get(key)) is not None:
+                _settle(req.future, known)
+                return
+            if (running := next((row for row in self._rows if row.key == key), None)) is not None:
+                running.followers.append(req.future)
+                self.memo.joined += 1
+                return
         generator = None
         if req.temperature > 0.0:
             generator = torch.Generator().manual_seed(req.seed)
-        row = _Row(req, generator, captures={p: [] for p in req.capture})
+        row = _Row(req, generator, key, captures={p: [] for p in req.capture})
         cache = DynamicCache(config=self.model.config)
         logits = self._prefill(row, cache)
         if req.logits_only:
             self._finish(row, "stop", first_logits=logits.clone())
             return
-        if req.future.cancelled() or self._advance(row, logits):
+        if req.future.cancelled() or self._advance(row, logits) or self._check_draft(row, cache):
             return
         self._join(row, cache)
 
@@ -233,18 +270,45 @@ class Engine:
             start += block
         return self._forward(row, cache, ids[start:], start)
 
-    def _forward(self, row: _Row, cache: DynamicCache, ids: list[int], start: int) -> torch.Tensor:
-        """One prompt pass over `ids` (absolute positions from `start`); the last logits."""
+    def _forward(
+        self, row: _Row, cache: DynamicCache, ids: list[int], start: int, *, every: bool = False
+    ) -> torch.Tensor:
+        """One prompt pass over `ids` (absolute positions from `start`); the last logits, or
+        those of `every` position."""
         self.hooks.begin_pass([row.pass_for(start)])
         try:
-            out = self.model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=torch.tensor([ids]), cache=cache, use_cache=True, logits_to_keep=len(ids) if every else 1
+            )
         finally:
             self.hooks.end_pass()
-        return out.logits[0, -1]
+        return out.logits[0] if every else out.logits[0, -1]
+
+    def _check_draft(self, row: _Row, cache: DynamicCache) -> bool:
+        """Take the request's draft as far as the model's greedy choices agree with it (see the
+        module's docstring); True when that finished the request. The row's cache then holds
+        the prompt and every generated token but the last, as after a decode step."""
+        req = row.req
+        draft = req.draft
+        if not draft or req.temperature != 0.0 or req.constraint is not None or req.edits or req.capture:
+            return False
+        size = 16  # a first chunk as cheap as a decode step, in case the answer differs at once
+        while (at := len(row.generated) - 1) < len(draft) and row.generated[-1] == draft[at]:
+            chunk = draft[at : at + size]
+            logits = self._forward(row, cache, chunk, row.prompt_len + at, every=True)
+            for k in range(len(chunk)):
+                if self._advance(row, logits[k]):
+                    return True
+                expected = draft[at + k + 1] if at + k + 1 < len(draft) else None
+                if row.generated[-1] != expected:  # the model's own token: the draft ends here
+                    cache.crop(row.prompt_len + at + k + 1 - cache.get_seq_length())  # drop the rest
+                    return False
+            size = self.prefix.block
+        return False
 
     def _join(self, row: _Row, cache: DynamicCache) -> None:
         """Merge a prefilled row into the batch cache, left padding the shorter side."""
-        length = row.prompt_len
+        length = cache.get_seq_length()  # its prompt, and the tokens of a draft it took
         if self._cache is None:
             self._cache, self._mask = batch_cache(cache, self.max_batch), torch.ones(1, length, dtype=torch.long)
             self._rows = [row]
@@ -256,7 +320,7 @@ class Engine:
 
     def _step(self) -> None:
         """One decode step for every row in the batch, once cancelled rows have left it."""
-        live = [b for b, row in enumerate(self._rows) if not row.req.future.cancelled()]
+        live = [b for b, row in enumerate(self._rows) if row.wanted]
         if len(live) < len(self._rows):
             self._select(live)
             if not live:
@@ -350,6 +414,10 @@ class Engine:
             activations=activations,
             edit_hits=row.hits[0],
         )
+        if row.key is not None:
+            self.memo.put(row.key, result)
+        for future in row.followers:
+            _settle(future, copied(result))
         _settle(row.req.future, result)
 
 

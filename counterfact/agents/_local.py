@@ -27,6 +27,7 @@ from counterfact.agents._activations import (
 )
 from counterfact.agents._constrained import Grammars
 from counterfact.agents._engine import Engine, Request, Result
+from counterfact.agents._memo import ResultMemo
 from counterfact.agents._tools import parse_spec_calls, spec_protocol_prompt
 from counterfact.agents._types import (
     ChatMessage,
@@ -38,7 +39,7 @@ from counterfact.agents._types import (
     ModelRequest,
     Usage,
 )
-from counterfact.capture import ModelCallRecord, report_model_call
+from counterfact.capture import ModelCallRecord, recorded_reply, report_model_call
 
 
 def _decoder_layers(model: Any) -> list[torch.nn.Module]:
@@ -68,8 +69,15 @@ class LocalModel(ChatModel):
     white_box = True
 
     def __init__(
-        self, path: str | Path, *, name: str | None = None, max_batch: int = 16, spec: str | None = None
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        max_batch: int = 16,
+        spec: str | None = None,
+        memo_size: int = 1024,
     ) -> None:
+        """`memo_size` answers are kept to answer repeated requests from (see `_memo`); 0 keeps none."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -101,7 +109,9 @@ class LocalModel(ChatModel):
         eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         configured = model.generation_config.eos_token_id
         eos |= set(configured if isinstance(configured, list) else [configured]) - {None}
-        self.engine = Engine(model, tokenizer, HookSet(layers, self.geometry), eos, max_batch)
+        self.engine = Engine(
+            model, tokenizer, HookSet(layers, self.geometry), eos, max_batch, memo=ResultMemo(memo_size)
+        )
         self.grammars = Grammars(tokenizer, int(config.vocab_size), eos)
 
     @property
@@ -157,6 +167,8 @@ class LocalModel(ChatModel):
         ids = self.prompt_ids(request.messages, template_tools)
         schema = settings.json_schema
         constraint = self.grammars.mask(schema) if schema is not None else None
+        recorded = recorded_reply() if settings.temperature == 0.0 and constraint is None and not edits else None
+        draft: list[int] = self.tokenizer(recorded, add_special_tokens=False)["input_ids"] if recorded else []
         return Request(
             prompt_ids=ids,
             max_new_tokens=min(settings.max_tokens, self.context_window - len(ids)),
@@ -167,6 +179,8 @@ class LocalModel(ChatModel):
             edits=edits,
             capture=points,
             constraint=constraint,
+            share=True,
+            draft=draft,
             **extra,
         )
 

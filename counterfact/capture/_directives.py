@@ -5,7 +5,7 @@ A replay passes `Directives` in the run config on every invoke (LangGraph does n
 so everything that runs inside the step (counterfact's agents, `ChatCounterfact`, LangChain
 models and tools, instrumented openai clients) finds what is aimed at it without a config
 argument: `current_directives()`, `next_model_call()`, `tool_result_for()`, `step_seed()`,
-`step_instruction()`, `rewrite_prompt()`.
+`step_instruction()`, `rewrite_prompt()`, `recorded_reply()`.
 Steps are addressed by (node, nth invocation), which, unlike LangGraph's step numbers and
 task ids, is stable across forks.
 """
@@ -91,6 +91,9 @@ class Directives(BaseModel):
     prompt_changes: list[PromptChange] = Field(default_factory=list)
     route_changes: list[RouteChange] = Field(default_factory=list)
     reuse_tool_results: dict[str, Any] = Field(default_factory=dict)  # call key -> recorded result
+    # "node#invocation" -> what the run's model calls answered at that step, in call order: a
+    # draft that a local model checks in one pass instead of decoding it (`recorded_reply`)
+    recorded_replies: dict[str, list[str]] = Field(default_factory=dict)
     # The run's own recursion limit, for graphs nested in its steps: a replay's top level gets
     # what the run had left at the fork, but a subgraph starts its count afresh, as it did.
     nested_recursion_limit: int | None = None
@@ -237,6 +240,18 @@ def step_temperature() -> float | None:
     if here is not None and here.temperature is not None:
         return here.temperature
     return directives.temperature
+
+
+def recorded_reply() -> str | None:
+    """What the replayed run's model answered to the step's model call counted last, if the
+    replay carries it: only a guess at this call's answer (its prompt may differ now), which a
+    local model checks against its own greedy choices rather than trusts."""
+    scope = _scope.get()
+    if scope is None or scope.model_calls == 0:
+        return None
+    replies = scope.directives.recorded_replies.get(step_key(scope.address.node, scope.address.invocation), [])
+    index = scope.model_calls - 1
+    return replies[index] if index < len(replies) else None
 
 
 def step_instruction() -> str | None:

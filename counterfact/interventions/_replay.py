@@ -260,6 +260,7 @@ class Replayer:
             seed=seed,
             temperature=labels.get("replay_temperature"),
             reuse_tool_results=self._recorded_tool_results(labels.get("replay_live_tools") or ()),
+            recorded_replies=self._recorded_replies(plan.step),
             nested_recursion_limit=self.recursion_limit,
         )
         if edited:
@@ -309,6 +310,16 @@ class Replayer:
         config["configurable"].update(checkpoint_ns="", checkpoint_id=fork.checkpoint_id)
         for update in plan.updates:
             config = self.graph.update_state(config, copy.deepcopy(update.values), as_node=update.as_node)
+
+    def _recorded_replies(self, fork_step: int) -> dict[str, list[str]]:
+        """What the run's model calls answered at each step the replay executes again, by step:
+        a local model checks these drafts in one pass where its answer is the same (the control,
+        and every step an edit has not changed yet), instead of decoding them token by token."""
+        return {
+            step_key(step.node, step.invocation): [str(call.response.get("content") or "") for call in step.model_calls]
+            for step in self.steps[fork_step:]
+            if step.model_calls
+        }
 
     def _recorded_tool_results(self, live: bool | Sequence[str]) -> dict[str, Any]:
         """Recorded results to reuse, by call: none when every tool runs live, else all but

@@ -19,12 +19,12 @@ def ask(model: LocalModel, name: str) -> list[int]:
 
 
 def test_cached_prefixes_give_the_same_tokens_as_a_cold_engine(tiny_dir: Path) -> None:
-    warm = LocalModel(tiny_dir, name="warm")
+    warm = LocalModel(tiny_dir, name="warm", memo_size=0)  # every request reaches the prompt pass
     try:
         first = [ask(warm, name) for name in ("Ostend", "Brill", "Ostend")]
         hits = warm.engine.prefix.hits
         assert hits >= 2  # the shared system prompt came from the cache the second and third time
-        cold = LocalModel(tiny_dir, name="cold")
+        cold = LocalModel(tiny_dir, name="cold", memo_size=0)
         try:
             assert [ask(cold, "Ostend"), ask(cold, "Brill")] == first[:2]
         finally:

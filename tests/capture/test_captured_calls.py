@@ -53,6 +53,8 @@ from counterfact.capture import (
     collect_calls,
     directing,
     install_langchain_hooks,
+    next_model_call,
+    recorded_reply,
 )
 from counterfact.capture._capture import (
     FORCED,
@@ -256,6 +258,23 @@ def test_a_forced_response_is_marked_and_a_real_one_is_not(chat: ChatOpenAI) -> 
     assert replaced.request == [{"role": "user", "content": "replaced"}]
     assert replaced.response == {"content": "forced", "tool_calls": [{"id": "call_f", "name": "add", "arguments": {"a": 7}}]}
     assert (replaced.prompt_tokens, replaced.completion_tokens) == (0, 0)
+
+
+def test_a_step_s_recorded_replies_are_read_in_call_order() -> None:
+    address = StepAddress(run_id="r", node="agent", invocation=1)
+    directives = Directives(recorded_replies={"agent#1": ["first", "second"], "agent#0": ["earlier"]})
+    assert recorded_reply() is None  # outside a step
+    with directing(address, directives):
+        assert recorded_reply() is None  # no call counted yet
+        next_model_call()
+        assert recorded_reply() == "first"
+        next_model_call()
+        assert recorded_reply() == "second"
+        next_model_call()
+        assert recorded_reply() is None  # the run made two calls here
+    with directing(StepAddress(run_id="r", node="other", invocation=0), directives):
+        next_model_call()
+        assert recorded_reply() is None
 
 
 def test_a_failed_model_call_is_recorded_with_its_error(chat: ChatOpenAI) -> None:

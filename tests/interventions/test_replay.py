@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,8 +234,54 @@ def test_fidelity_on_each_workflow_kind_with_a_local_model(sqlite_path: str, tin
         original = store.steps(run_id)
         replayer = Replayer(store, run_id, pool=pool)
         for at in range(len(original)):
+            tiny.engine.memo.clear()  # type: ignore[attr-defined]  # the model answers anew, not from the memo
             replayed = store.steps(replayer.replay(replayer.compile(None, at), arm="control").run_id)
             # whole step records: inputs, outputs, state updates, every model call with its
             # settings, seed, request, response, finish reason and tokens, and tool calls
             assert [_comparable(s) for s in replayed] == [_comparable(s) for s in original], (name, at)
             assert all(s.model_calls for s in replayed[at:])
+
+
+def test_a_control_replay_takes_the_recorded_replies_as_drafts(
+    sqlite_path: str, tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local model checks each recorded reply in a few passes instead of decoding it: the
+    control gives the run's records with fewer forward passes than a replay without them."""
+    store = TraceStore.open(sqlite_path)
+    pool = ModelPool("tiny", {"tiny": tiny})
+    spec = parse_workflow(
+        {
+            "name": "drafted",
+            "model": "tiny",
+            "topology": "pipeline",
+            "agents": [{"name": n, "role": f"{n}.", "settings": {"max_tokens": 48}} for n in ("a", "b")],
+        }
+    )
+    run_id = WorkflowRunner(spec, store, pool).run(load_suite(SUITE).task("sum")).run_id
+    original = store.steps(run_id)
+    replayer = Replayer(store, run_id, pool=pool)
+    passes: dict[str, int] = {}
+    model, with_replies = tiny.engine.model, Replayer._recorded_replies
+    for arm, replies in (("without drafts", lambda self, fork_step: {}), ("with drafts", with_replies)):
+        monkeypatch.setattr(Replayer, "_recorded_replies", replies)
+        monkeypatch.setattr(tiny.engine, "model", counting := _CountingPasses(model))
+        tiny.engine.memo.clear()
+        replayed = store.steps(replayer.replay(replayer.compile(None, 0), arm="control").run_id)
+        assert [_comparable(s) for s in replayed] == [_comparable(s) for s in original], arm
+        passes[arm] = counting.passes
+    tokens = sum(call.completion_tokens or 0 for step in original for call in step.model_calls)
+    assert tokens > 40  # replies long enough for drafts to matter
+    assert passes["with drafts"] < passes["without drafts"] - 30, passes
+
+
+class _CountingPasses:
+    """Stands in for the engine's model and counts its forward passes."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.config = model.config
+        self.passes = 0
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.passes += 1
+        return self.model(**kwargs)
