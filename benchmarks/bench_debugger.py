@@ -32,7 +32,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from counterfact.agents import LocalModel  # noqa: E402
+from counterfact.agents import forget_answers  # noqa: E402
 from counterfact.graphs import (  # noqa: E402
     DEMO_SUITE,
     DEMO_WORKFLOW,
@@ -60,6 +60,10 @@ DOVER = "DoVer (GPT-4o): 17.6-27.5 % of failed trials repaired, 29-67 % of hypot
 def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[str], args: argparse.Namespace) -> tuple[DebugReport, float]:
     """A debug session of the run, or the finished one already in the store (a benchmark that
     was stopped picks up where it was: running sessions resume, finished ones are reported)."""
+    # A session stands for a `counterfact debug` in a process of its own, which starts without the
+    # answers that recording the suite (or earlier sessions) left in this one. With sessions at
+    # once this also empties the memo under the others: it can only cost them, never flatter.
+    forget_answers()
     started = time.perf_counter()
     debugger = Debugger(
         Replayer(store, run_id, pool=pool), strategies=strategies,  # type: ignore[arg-type]
@@ -72,15 +76,6 @@ def session(store: TraceStore, pool: ModelPool, run_id: str, strategies: list[st
     if done:
         return debugger.report_of(done[0].id), done[0].spent.seconds
     return debugger.run(), time.perf_counter() - started
-
-
-def forget_answers(pool: ModelPool) -> None:
-    """Empty the local model's memo of answers: a session stands for a `counterfact debug` of its
-    own, whose process starts without the answers that recording the suite (or an earlier
-    config's sessions) left in this one."""
-    model = pool("embedded")
-    if isinstance(model, LocalModel):
-        model.engine.memo.clear()
 
 
 def leak_source(store: TraceStore, report: DebugReport) -> str | None:
@@ -186,7 +181,6 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     for config in args.configs.split(","):
         strategies = list(STRATEGIES) if config == "all" else [config]
-        forget_answers(pool)
         with Progress(console=console) as progress, ThreadPoolExecutor(max_workers=args.concurrency) as pool_x:
             bar = progress.add_task(f"debugging: {config}", total=len(failed))
 

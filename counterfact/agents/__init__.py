@@ -21,7 +21,7 @@ from counterfact.agents._limits import (
     call_limit,
     set_call_limit,
 )
-from counterfact.agents._registry import MODEL_SPEC_FORMS, resolve_model, shared_model
+from counterfact.agents._registry import MODEL_SPEC_FORMS, forget_answers, resolve_model, shared_model
 from counterfact.agents._scripted import ScriptedChatModel
 from counterfact.agents._tools import (
     Tool,
@@ -115,6 +115,7 @@ __all__ = [
     "parse_text_calls",
     "resolve_model",
     "shared_model",
+    "forget_answers",
     "result_text",
     "text_protocol_prompt",
 ]

@@ -122,6 +122,9 @@ class LocalModel(ChatModel):
         """Stop the engine thread (after the requests already queued)."""
         self.engine.close()
 
+    def forget_answers(self) -> None:
+        self.engine.memo.clear()
+
     # --- requests -----------------------------------------------------------------------------
 
     def prompt_ids(

@@ -38,6 +38,14 @@ _shared: dict[str, ChatModel] = {}
 _shared_lock = threading.Lock()
 
 
+def forget_answers() -> None:
+    """Make every model this process shares forget the answers it keeps for repeated requests:
+    a benchmark's debug session then pays what it would in a process of its own, as a user's
+    `counterfact debug` of yesterday's run does."""
+    for model in list(_shared.values()):
+        model.forget_answers()
+
+
 def shared_model(spec: str = "embedded") -> ChatModel:
     """The model named by `spec`, resolved once per process and then shared.
 

@@ -122,3 +122,6 @@ class ChatModel(ABC):
             yield completion
 
         return finished()
+
+    def forget_answers(self) -> None:
+        """Drop answers kept to answer repeated requests from, if the backend keeps any."""

@@ -25,7 +25,7 @@ from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field
 
 from counterfact._errors import CounterfactError
-from counterfact.agents import ChatModel, shared_model
+from counterfact.agents import ChatModel, forget_answers, shared_model
 from counterfact.bench._inject import FaultEvent
 from counterfact.bench._kinds import Build, Model, Tools, fault_named
 from counterfact.graphs import (
@@ -345,6 +345,7 @@ def _one_case(store: TraceStore, shape: Shape, kind_name: str, case: AppCase, cl
     truth = Truth(run_id=result.run_id, shape=shape.name, kind=kind_name, persistent=kind.persistent,
                   step=step.index or 0, agent=step.agent or step.node, nested_agent=_nested_agent(step, event),
                   target=faulted.target, detail=event.detail)
+    forget_answers()  # the session starts as `counterfact debug` in a process of its own would
     started = time.perf_counter()
     replayer = Replayer(store, result.run_id, graph=faulted.graph, check=case.check)
     report = Debugger(replayer, strategies=list(strategies), budget=budget, repeatable_tools=shape.repeatable,

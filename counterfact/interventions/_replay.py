@@ -79,11 +79,12 @@ class ReplayerSpec(BaseModel):
     model: str | None = None
     force: bool = False
     recursion_limit: int | None = None
+    drafts: bool = True
 
     def build(self, store: TraceStore) -> Replayer:
         return Replayer(
             store, self.run_id, graph=self.graph, check=self.check, model=self.model, force=self.force,
-            recursion_limit=self.recursion_limit,
+            recursion_limit=self.recursion_limit, drafts=self.drafts,
         )
 
 
@@ -94,6 +95,8 @@ class Replayer:
     `force` replays a graph whose structure changed since the run was recorded. Replays run
     under the run's own LangGraph config (its configurable keys and recursion limit);
     `recursion_limit` replaces the limit, counted as the run would have counted it.
+    `drafts` hands each re-executed step the replies the run recorded there, which a local
+    model checks in a few passes where it would answer the same (off: it decodes them).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class Replayer:
         pool: Any = None,
         force: bool = False,
         recursion_limit: int | None = None,
+        drafts: bool = True,
     ) -> None:
         if recursion_limit is not None and recursion_limit < 1:
             raise InterventionError(f"the recursion limit must be at least 1, not {recursion_limit}")
@@ -125,6 +129,7 @@ class Replayer:
             model=model,
             force=force,
             recursion_limit=recursion_limit,
+            drafts=drafts,
         )
         self.run_config = RunConfig.of_run(self.parent)
         self.recursion_limit = recursion_limit if recursion_limit is not None else self.run_config.limit()
@@ -260,7 +265,7 @@ class Replayer:
             seed=seed,
             temperature=labels.get("replay_temperature"),
             reuse_tool_results=self._recorded_tool_results(labels.get("replay_live_tools") or ()),
-            recorded_replies=self._recorded_replies(plan.step),
+            recorded_replies=self._recorded_replies(plan.step) if self.spec.drafts else {},
             nested_recursion_limit=self.recursion_limit,
         )
         if edited:

@@ -131,3 +131,16 @@ def test_the_oldest_answers_go_first() -> None:
     assert kept is not None and kept.token_ids == [2]
     kept.token_ids.append(9)  # a copy: the memo's own answer is unchanged
     assert memo.get((2,)).token_ids == [2]  # type: ignore[union-attr]
+
+
+def test_forgetting_answers_makes_every_shared_model_decode_again(
+    tiny: LocalModel, counted: _CountingPasses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from counterfact.agents import _registry, forget_answers
+
+    monkeypatch.setitem(_registry._shared, "tiny-for-this-test", tiny)
+    tiny.complete(_ask("Remember me?"))
+    forget_answers()
+    passes = counted.passes
+    tiny.complete(_ask("Remember me?"))
+    assert counted.passes > passes

@@ -259,13 +259,12 @@ def test_a_control_replay_takes_the_recorded_replies_as_drafts(
     )
     run_id = WorkflowRunner(spec, store, pool).run(load_suite(SUITE).task("sum")).run_id
     original = store.steps(run_id)
-    replayer = Replayer(store, run_id, pool=pool)
     passes: dict[str, int] = {}
-    model, with_replies = tiny.engine.model, Replayer._recorded_replies
-    for arm, replies in (("without drafts", lambda self, fork_step: {}), ("with drafts", with_replies)):
-        monkeypatch.setattr(Replayer, "_recorded_replies", replies)
+    model = tiny.engine.model
+    for arm, drafts in (("without drafts", False), ("with drafts", True)):
         monkeypatch.setattr(tiny.engine, "model", counting := _CountingPasses(model))
         tiny.engine.memo.clear()
+        replayer = Replayer(store, run_id, pool=pool, drafts=drafts)
         replayed = store.steps(replayer.replay(replayer.compile(None, 0), arm="control").run_id)
         assert [_comparable(s) for s in replayed] == [_comparable(s) for s in original], arm
         passes[arm] = counting.passes
