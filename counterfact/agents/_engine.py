@@ -286,14 +286,17 @@ class Engine:
 
     def _check_draft(self, row: _Row, cache: DynamicCache) -> bool:
         """Take the request's draft as far as the model's greedy choices agree with it (see the
-        module's docstring); True when that finished the request. The row's cache then holds
-        the prompt and every generated token but the last, as after a decode step."""
+        module's docstring); True when the request is done (finished, or its caller left). The
+        row's cache then holds the prompt and every generated token but the last, as after a
+        decode step."""
         req = row.req
         draft = req.draft
         if not draft or req.temperature != 0.0 or req.constraint is not None or req.edits or req.capture:
             return False
         size = 16  # a first chunk as cheap as a decode step, in case the answer differs at once
         while (at := len(row.generated) - 1) < len(draft) and row.generated[-1] == draft[at]:
+            if not row.wanted:
+                return True  # its caller left: nothing more to check
             chunk = draft[at : at + size]
             logits = self._forward(row, cache, chunk, row.prompt_len + at, every=True)
             for k in range(len(chunk)):
