@@ -28,7 +28,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import torch
@@ -38,7 +38,7 @@ from counterfact.agents._activations import HookPoint, HookSet, ResolvedEdit, Ro
 from counterfact.agents._constrained import TokenMask
 from counterfact.agents._allocator import large_blocks_from_fresh_pages
 from counterfact.agents._kv import RoomyLayer, batch_cache
-from counterfact.agents._memo import Key, ResultMemo, copied, memo_key
+from counterfact.agents._memo import ResultMemo
 from counterfact.agents._prefix_cache import PrefixCache
 
 
@@ -104,6 +104,24 @@ class _Row:
         return RowPass(start, self.prompt_len, self.req.edits, self.captures, self.hits)
 
 
+Key = tuple[object, ...]
+
+
+def memo_key(req: Request) -> Key | None:
+    """What a request's answer depends on (see `_memo`), or None when it may not be shared: it
+    did not ask to, or its result is more than its tokens (activations, a stream, logits)."""
+    if not req.share or req.edits or req.capture or req.logits_only or req.on_token is not None:
+        return None
+    grammar = req.constraint.key if req.constraint is not None else None
+    sampling = (req.temperature, req.top_p, req.seed) if req.temperature > 0.0 else ()
+    return (tuple(req.prompt_ids), req.max_new_tokens, tuple(req.stop), req.ignore_eos, grammar, sampling)
+
+
+def copied(result: Result) -> Result:
+    """A result that shares no list with `result`: each caller may change its own."""
+    return replace(result, token_ids=list(result.token_ids), activations=dict(result.activations))
+
+
 def _settle(future: Future[Result], outcome: Result | BaseException) -> None:
     """Give a request its result or error, unless it has an outcome already: its caller may
     have cancelled it at any moment (between any check and this set), or it finished earlier in
@@ -146,12 +164,12 @@ class Engine:
         eos_ids: set[int],
         max_batch: int = 16,
         prefix: PrefixCache | None = None,
-        memo: ResultMemo | None = None,
+        memo: ResultMemo[Result] | None = None,
     ) -> None:
         large_blocks_from_fresh_pages()
         self.model = model
         self.prefix = prefix or PrefixCache()
-        self.memo = memo if memo is not None else ResultMemo()
+        self.memo: ResultMemo[Result] = memo if memo is not None else ResultMemo()
         self.tokenizer = tokenizer
         self.hooks = hooks
         self.eos_ids = eos_ids
@@ -227,7 +245,7 @@ class Engine:
         key = memo_key(req) if self.memo.capacity > 0 else None
         if key is not None:
             if (known := self.memo.get(key)) is not None:
-                _settle(req.future, known)
+                _settle(req.future, copied(known))
                 return
             if (running := next((row for row in self._rows if row.key == key), None)) is not None:
                 running.followers.append(req.future)
@@ -418,7 +436,7 @@ class Engine:
             edit_hits=row.hits[0],
         )
         if row.key is not None:
-            self.memo.put(row.key, result)
+            self.memo.put(row.key, copied(result))
         for future in row.followers:
             _settle(future, copied(result))
         _settle(row.req.future, result)

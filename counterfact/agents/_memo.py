@@ -17,59 +17,43 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from counterfact.agents._engine import Request, Result
-
-Key = tuple[object, ...]
+Answer = TypeVar("Answer")
 
 
-def memo_key(req: Request) -> Key | None:
-    """What a request's answer depends on, or None when its answer is more than its tokens."""
-    if not req.share or req.edits or req.capture or req.logits_only or req.on_token is not None:
-        return None
-    grammar = req.constraint.key if req.constraint is not None else None
-    sampling = (req.temperature, req.top_p, req.seed) if req.temperature > 0.0 else ()
-    return (tuple(req.prompt_ids), req.max_new_tokens, tuple(req.stop), req.ignore_eos, grammar, sampling)
-
-
-class ResultMemo:
-    """Least-recently-used finished results by `memo_key`; `capacity` 0 keeps nothing."""
+class ResultMemo(Generic[Answer]):
+    """Least-recently-used answers by the key of the request they answer (the engine's
+    `memo_key`); `capacity` 0 keeps nothing. Callers copy what they put and get, if they change it."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
         self.hits = 0  # requests answered from here
         self.joined = 0  # requests that joined a row decoding the same request
-        self._results: OrderedDict[Key, Result] = OrderedDict()
+        self._answers: OrderedDict[Hashable, Answer] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Key) -> Result | None:
-        """A copy of the result kept for `key` (the caller may change its lists), counted as a hit."""
+    def get(self, key: Hashable) -> Answer | None:
+        """The answer kept for `key`, counted as a hit."""
         with self._lock:
-            result = self._results.get(key)
-            if result is None:
+            answer = self._answers.get(key)
+            if answer is None:
                 return None
-            self._results.move_to_end(key)
+            self._answers.move_to_end(key)
             self.hits += 1
-        return copied(result)
+        return answer
 
-    def put(self, key: Key, result: Result) -> None:
+    def put(self, key: Hashable, answer: Answer) -> None:
         if self.capacity <= 0:
             return
         with self._lock:
-            self._results[key] = copied(result)
-            self._results.move_to_end(key)
-            while len(self._results) > self.capacity:
-                self._results.popitem(last=False)
+            self._answers[key] = answer
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.capacity:
+                self._answers.popitem(last=False)
 
     def clear(self) -> None:
         """Forget every answer (a benchmark that stands for a new process, say)."""
         with self._lock:
-            self._results.clear()
-
-
-def copied(result: Result) -> Result:
-    """A result that shares no list with `result`."""
-    return replace(result, token_ids=list(result.token_ids), activations=dict(result.activations))
+            self._answers.clear()

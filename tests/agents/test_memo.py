@@ -121,16 +121,22 @@ def test_a_model_without_a_memo_decodes_every_request(tiny_dir: Any) -> None:
 
 
 def test_the_oldest_answers_go_first() -> None:
-    from counterfact.agents._engine import Result
-
-    memo = ResultMemo(capacity=2)
+    memo: ResultMemo[str] = ResultMemo(capacity=2)
     for n in range(3):
-        memo.put((n,), Result([n], str(n), "stop"))
+        memo.put((n,), str(n))
     assert memo.get((0,)) is None
-    kept = memo.get((2,))
-    assert kept is not None and kept.token_ids == [2]
-    kept.token_ids.append(9)  # a copy: the memo's own answer is unchanged
-    assert memo.get((2,)).token_ids == [2]  # type: ignore[union-attr]
+    assert memo.get((1,)) == "1"  # now the most recent: the next put drops (2,)
+    memo.put((3,), "3")
+    assert memo.get((2,)) is None and memo.get((1,)) == "1" and memo.get((3,)) == "3"
+    assert memo.hits == 3
+
+
+def test_an_answer_from_the_memo_is_the_caller_s_own(tiny: LocalModel) -> None:
+    prompt = tiny.prompt_ids([ChatMessage(role="user", content="Mine alone?")])
+    first = tiny.engine.submit(Request(prompt, 8, ignore_eos=True, share=True)).result(timeout=30)
+    first.token_ids.append(-1)  # a caller changing its result changes nobody else's
+    again = tiny.engine.submit(Request(prompt, 8, ignore_eos=True, share=True)).result(timeout=30)
+    assert len(again.token_ids) == 8 and -1 not in again.token_ids
 
 
 def test_forgetting_answers_makes_every_shared_model_decode_again(
