@@ -92,7 +92,7 @@ class Directives(BaseModel):
     route_changes: list[RouteChange] = Field(default_factory=list)
     reuse_tool_results: dict[str, Any] = Field(default_factory=dict)  # call key -> recorded result
     # "node#invocation" -> what the run's model calls answered at that step, in call order: a
-    # draft that a local model checks in one pass instead of decoding it (`recorded_reply`)
+    # draft that a local model checks in a few passes instead of decoding it (`recorded_reply`)
     recorded_replies: dict[str, list[str]] = Field(default_factory=dict)
     # The run's own recursion limit, for graphs nested in its steps: a replay's top level gets
     # what the run had left at the fork, but a subgraph starts its count afresh, as it did.
