@@ -67,14 +67,17 @@ class Grammars:
 
     def mask(self, schema: dict[str, Any]) -> TokenMask:
         """A fresh mask for one request whose reply must match `schema`."""
-        return TokenMask(self.compile(schema), _schema_key(schema))
+        key = _schema_key(schema)
+        return TokenMask(self._compiled_for(key), key)
 
     def compile(self, schema: dict[str, Any]) -> Any:
         """The compiled grammar of `schema`, cached by its compact JSON.
 
         Keys keep their order: the reply writes an object's properties in the schema's order.
         """
-        key = _schema_key(schema)
+        return self._compiled_for(_schema_key(schema))
+
+    def _compiled_for(self, key: str) -> Any:
         with self._lock:
             if key in self._compiled:
                 self._compiled.move_to_end(key)

@@ -66,6 +66,11 @@ class Request:
     draft: list[int] = field(default_factory=list)
     future: Future[Result] = field(default_factory=Future)
 
+    @property
+    def takes_draft(self) -> bool:
+        """Whether a draft can be checked for it: greedy, unconstrained, activations untouched."""
+        return self.temperature == 0.0 and self.constraint is None and not self.edits and not self.capture
+
 
 @dataclass
 class Result:
@@ -307,9 +312,8 @@ class Engine:
         module's docstring); True when the request is done (finished, or its caller left). The
         row's cache then holds the prompt and every generated token but the last, as after a
         decode step."""
-        req = row.req
-        draft = req.draft
-        if not draft or req.temperature != 0.0 or req.constraint is not None or req.edits or req.capture:
+        draft = row.req.draft
+        if not draft or not row.req.takes_draft:
             return False
         size = 16  # a first chunk as cheap as a decode step, in case the answer differs at once
         while (at := len(row.generated) - 1) < len(draft) and row.generated[-1] == draft[at]:

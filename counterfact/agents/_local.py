@@ -170,9 +170,7 @@ class LocalModel(ChatModel):
         ids = self.prompt_ids(request.messages, template_tools)
         schema = settings.json_schema
         constraint = self.grammars.mask(schema) if schema is not None else None
-        recorded = recorded_reply() if settings.temperature == 0.0 and constraint is None and not edits else None
-        draft: list[int] = self.tokenizer(recorded, add_special_tokens=False)["input_ids"] if recorded else []
-        return Request(
+        job = Request(
             prompt_ids=ids,
             max_new_tokens=min(settings.max_tokens, self.context_window - len(ids)),
             temperature=settings.temperature,
@@ -183,9 +181,11 @@ class LocalModel(ChatModel):
             capture=points,
             constraint=constraint,
             share=True,
-            draft=draft,
             **extra,
         )
+        if job.takes_draft and (recorded := recorded_reply()):
+            job.draft = self.tokenizer(recorded, add_special_tokens=False)["input_ids"]
+        return job
 
     def _prepare(
         self, request: ModelRequest, capture: list[str] | None

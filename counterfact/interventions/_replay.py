@@ -318,7 +318,7 @@ class Replayer:
 
     def _recorded_replies(self, fork_step: int) -> dict[str, list[str]]:
         """What the run's model calls answered at each step the replay executes again, by step:
-        a local model checks these drafts in one pass where its answer is the same (the control,
+        a local model checks these drafts in a few passes where its answer is the same (the control,
         and every step an edit has not changed yet), instead of decoding them token by token."""
         return {
             step_key(step.node, step.invocation): [str(call.response.get("content") or "") for call in step.model_calls]

@@ -4,32 +4,13 @@ goes wrong."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 
 from counterfact.agents import ChatMessage, LocalModel
 from counterfact.agents._engine import Request
 
-
-class _CountingPasses:
-    """Stands in for the engine's model and counts its forward passes."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.config = model.config
-        self.passes = 0
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self.passes += 1
-        return self.model(**kwargs)
-
-
-@pytest.fixture
-def counted(tiny: LocalModel, monkeypatch: pytest.MonkeyPatch) -> _CountingPasses:
-    counting = _CountingPasses(tiny.engine.model)
-    monkeypatch.setattr(tiny.engine, "model", counting)
-    return counting
+from .passes import CountingPasses
 
 
 def _prompt(tiny: LocalModel, text: str = "Draft me a reply.") -> list[int]:
@@ -40,7 +21,7 @@ def _run(tiny: LocalModel, prompt: list[int], new: int, draft: list[int]) -> lis
     return tiny.engine.submit(Request(prompt, new, ignore_eos=True, draft=draft)).result(timeout=60).token_ids
 
 
-def test_a_right_draft_is_taken_in_a_few_passes(tiny: LocalModel, counted: _CountingPasses) -> None:
+def test_a_right_draft_is_taken_in_a_few_passes(tiny: LocalModel, counted: CountingPasses) -> None:
     prompt = _prompt(tiny)
     decoded = tiny.generate_ids(prompt, 100, ignore_eos=True)
     passes = counted.passes
@@ -51,7 +32,7 @@ def test_a_right_draft_is_taken_in_a_few_passes(tiny: LocalModel, counted: _Coun
 
 @pytest.mark.parametrize("wrong_at", [0, 5, 16, 40, 99])
 def test_a_draft_that_goes_wrong_gives_the_tokens_of_a_plain_decode(
-    tiny: LocalModel, counted: _CountingPasses, wrong_at: int
+    tiny: LocalModel, counted: CountingPasses, wrong_at: int
 ) -> None:
     prompt = _prompt(tiny)
     decoded = tiny.generate_ids(prompt, 100, ignore_eos=True)
@@ -82,7 +63,7 @@ def test_a_drafted_row_joins_the_batch_where_its_draft_ends(tiny: LocalModel) ->
     assert [f.result(timeout=60).token_ids for f in futures] == plain
 
 
-def test_sampled_requests_ignore_their_draft(tiny: LocalModel, counted: _CountingPasses) -> None:
+def test_sampled_requests_ignore_their_draft(tiny: LocalModel, counted: CountingPasses) -> None:
     prompt = _prompt(tiny)
     sampled = Request(prompt, 30, ignore_eos=True, temperature=1.0, seed=5)
     tokens = tiny.engine.submit(sampled).result(timeout=60).token_ids

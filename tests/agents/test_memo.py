@@ -13,6 +13,8 @@ from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, Mode
 from counterfact.agents._engine import Request
 from counterfact.agents._memo import ResultMemo
 
+from .passes import CountingPasses
+
 
 def _ask(text: str, **settings: Any) -> ModelRequest:
     return ModelRequest(
@@ -21,29 +23,8 @@ def _ask(text: str, **settings: Any) -> ModelRequest:
     )
 
 
-class _CountingPasses:
-    """Stands in for the engine's model and counts its forward passes."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.config = model.config
-        self.passes = 0
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self.passes += 1
-        return self.model(**kwargs)
-
-
-@pytest.fixture
-def counted(tiny: LocalModel, monkeypatch: pytest.MonkeyPatch) -> _CountingPasses:
-    tiny.engine.memo.clear()
-    counting = _CountingPasses(tiny.engine.model)
-    monkeypatch.setattr(tiny.engine, "model", counting)
-    return counting
-
-
 def test_a_repeated_chat_request_is_answered_without_a_forward_pass(
-    tiny: LocalModel, counted: _CountingPasses
+    tiny: LocalModel, counted: CountingPasses
 ) -> None:
     first = tiny.complete(_ask("Which way is north?"))
     passes, hits = counted.passes, tiny.engine.memo.hits
@@ -55,7 +36,7 @@ def test_a_repeated_chat_request_is_answered_without_a_forward_pass(
     assert counted.passes > passes
 
 
-def test_a_repeat_in_flight_joins_the_row_that_decodes_it(tiny: LocalModel, counted: _CountingPasses) -> None:
+def test_a_repeat_in_flight_joins_the_row_that_decodes_it(tiny: LocalModel, counted: CountingPasses) -> None:
     prompt = tiny.prompt_ids([ChatMessage(role="user", content="Count to ten.")])
     entered, release = threading.Event(), threading.Event()
 
@@ -84,7 +65,7 @@ def test_a_repeat_in_flight_joins_the_row_that_decodes_it(tiny: LocalModel, coun
 
 @pytest.mark.parametrize("kind", ["edit", "capture"])
 def test_requests_that_edit_or_read_activations_are_never_shared(
-    tiny: LocalModel, counted: _CountingPasses, kind: str
+    tiny: LocalModel, counted: CountingPasses, kind: str
 ) -> None:
     request, capture = _ask("Share me not."), None
     if kind == "edit":
@@ -100,7 +81,7 @@ def test_requests_that_edit_or_read_activations_are_never_shared(
     assert counted.passes > passes and tiny.engine.memo.hits == hits
 
 
-def test_sampled_requests_are_shared_only_with_the_same_seed(tiny: LocalModel, counted: _CountingPasses) -> None:
+def test_sampled_requests_are_shared_only_with_the_same_seed(tiny: LocalModel, counted: CountingPasses) -> None:
     seeded = {"temperature": 1.0, "top_p": 0.9}
     hits = tiny.engine.memo.hits
     first = tiny.complete(_ask("Tell a tale.", seed=3, **seeded))
@@ -140,7 +121,7 @@ def test_an_answer_from_the_memo_is_the_caller_s_own(tiny: LocalModel) -> None:
 
 
 def test_forgetting_answers_makes_every_shared_model_decode_again(
-    tiny: LocalModel, counted: _CountingPasses, monkeypatch: pytest.MonkeyPatch
+    tiny: LocalModel, counted: CountingPasses, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from counterfact.agents import _registry, forget_answers
 

@@ -33,6 +33,8 @@ from counterfact.agents import (
 )
 from counterfact.agents._engine import Request
 
+from .passes import CountingPasses
+
 
 def _client(model: ChatModel) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=create_app(model))
@@ -612,24 +614,10 @@ def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(tiny: LocalModel)
     assert len(produced) == stopped_at < 100
 
 
-class _CountingPrefills:
-    """Stands in for the engine's model and counts prompt passes (those keep only the last
-    logits; decode steps keep all)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.config = model.config
-        self.prefills = 0
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self.prefills += "logits_to_keep" in kwargs
-        return self.model(**kwargs)
-
-
 def test_a_cancelled_queued_request_is_never_admitted(
     tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counting = _CountingPrefills(tiny.engine.model)
+    counting = CountingPasses(tiny.engine.model)
     monkeypatch.setattr(tiny.engine, "model", counting)
     entered, release = threading.Event(), threading.Event()
 

@@ -18,6 +18,7 @@ from counterfact.graphs import (
 from counterfact.interventions import InterventionError, Replayer, parse_intervention
 from counterfact.store import StepRecord, TraceStore, verify_run
 
+from ..agents.passes import CountingPasses
 from ..graphs.scripted import arithmetic_brain, trio_spec
 
 SUITE = Path(__file__).resolve().parents[1] / "graphs" / "suite.yaml"
@@ -262,7 +263,7 @@ def test_a_control_replay_takes_the_recorded_replies_as_drafts(
     passes: dict[str, int] = {}
     model = tiny.engine.model
     for arm, drafts in (("without drafts", False), ("with drafts", True)):
-        monkeypatch.setattr(tiny.engine, "model", counting := _CountingPasses(model))
+        monkeypatch.setattr(tiny.engine, "model", counting := CountingPasses(model))
         tiny.engine.memo.clear()
         replayer = Replayer(store, run_id, pool=pool, drafts=drafts)
         replayed = store.steps(replayer.replay(replayer.compile(None, 0), arm="control").run_id)
@@ -272,15 +273,3 @@ def test_a_control_replay_takes_the_recorded_replies_as_drafts(
     assert tokens > 40  # replies long enough for drafts to matter
     assert passes["with drafts"] < passes["without drafts"] - 30, passes
 
-
-class _CountingPasses:
-    """Stands in for the engine's model and counts its forward passes."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.config = model.config
-        self.passes = 0
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self.passes += 1
-        return self.model(**kwargs)
