@@ -39,7 +39,7 @@ from counterfact.agents._constrained import TokenMask
 from counterfact.agents._allocator import large_blocks_from_fresh_pages
 from counterfact.agents._kv import RoomyLayer, batch_cache
 from counterfact.agents._memo import ResultMemo
-from counterfact.agents._prefix_cache import PrefixCache
+from counterfact.agents._prefix_cache import KV, PrefixCache
 
 
 @dataclass
@@ -138,6 +138,11 @@ def _settle(future: Future[Result], outcome: Result | BaseException) -> None:
             future.set_result(outcome)
     except InvalidStateError:
         pass
+
+
+def _copied_from(cache: DynamicCache, start: int) -> KV:
+    """Each layer's keys and values from position `start` on, as tensors of their own."""
+    return [(layer.keys[:, :, start:].clone(), layer.values[:, :, start:].clone()) for layer in cache.layers]
 
 
 def _choose(logits: torch.Tensor, row: _Row) -> int:
@@ -271,8 +276,8 @@ class Engine:
 
     def _prefill(self, row: _Row, cache: DynamicCache) -> torch.Tensor:
         """The prompt pass in fixed blocks (see `_prefix_cache`): full blocks already computed
-        come from the prefix cache, unless the request edits or reads activations; the last
-        token always runs, for its logits."""
+        come from the prefix cache, and so does the partial last block with its logits when the
+        same prompt was passed before, unless the request edits or reads activations."""
         ids = row.req.prompt_ids
         block = self.prefix.block
         reuse = not row.req.edits and not row.req.capture
@@ -287,11 +292,16 @@ class Engine:
         while start + block < len(ids):
             self._forward(row, cache, ids[start : start + block], start)
             if reuse:
-                self.prefix.put(ids, start + block, [
-                    (layer.keys[:, :, start:].clone(), layer.values[:, :, start:].clone()) for layer in cache.layers
-                ])
+                self.prefix.put(ids, start + block, _copied_from(cache, start))
             start += block
-        return self._forward(row, cache, ids[start:], start)
+        if reuse and (tail := self.prefix.get_tail(ids)) is not None:
+            for layer, (keys, values) in enumerate(tail[0]):
+                cache.update(keys, values, layer)
+            return tail[1].clone()  # the caller's to mask in place
+        logits = self._forward(row, cache, ids[start:], start)
+        if reuse:
+            self.prefix.put_tail(ids, _copied_from(cache, start), logits.clone())
+        return logits
 
     def _forward(
         self, row: _Row, cache: DynamicCache, ids: list[int], start: int, *, every: bool = False

@@ -70,4 +70,6 @@ def test_sampled_requests_ignore_their_draft(tiny: LocalModel, counted: Counting
     passes = counted.passes
     again = Request(prompt, 30, ignore_eos=True, temperature=1.0, seed=5, draft=tokens)
     assert tiny.engine.submit(again).result(timeout=60).token_ids == tokens
-    assert counted.passes - passes >= 30  # decoded token by token
+    # decoded token by token: a pass for each token after the first (the prompt, passed before,
+    # comes from the prefix cache with its logits)
+    assert counted.passes - passes >= 29

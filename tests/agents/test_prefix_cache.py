@@ -9,6 +9,8 @@ import torch
 from counterfact.agents import ChatMessage, GenerationSettings, LocalModel, ModelRequest
 from counterfact.agents._prefix_cache import PrefixCache
 
+from .passes import CountingPasses
+
 SYSTEM = "You answer questions about places. " * 20  # several blocks, shared by every prompt
 
 
@@ -36,11 +38,13 @@ def test_cached_prefixes_give_the_same_tokens_as_a_cold_engine(tiny_dir: Path) -
 
 def test_requests_that_edit_activations_neither_read_nor_fill_the_cache(tiny: LocalModel) -> None:
     edit = {"layer": 0, "positions": "all", "operation": "add", "vector": [0.5] * tiny.geometry.hidden_size}
-    before = (tiny.engine.prefix.hits, tiny.engine.prefix.misses)
     messages = [ChatMessage(role="system", content=SYSTEM), ChatMessage(role="user", content="Edited?")]
     settings = GenerationSettings(max_tokens=2)
+    tiny.complete(ModelRequest(messages=messages, settings=settings))  # the prompt's blocks and tail are kept
+    cache = tiny.engine.prefix
+    before = (cache.hits, cache.misses, cache.tail_hits, len(cache))
     tiny.complete(ModelRequest(messages=messages, settings=settings, activation_edits=[edit]))
-    assert (tiny.engine.prefix.hits, tiny.engine.prefix.misses) == before
+    assert (cache.hits, cache.misses, cache.tail_hits, len(cache)) == before
 
 
 def test_least_recently_used_blocks_go_first() -> None:
@@ -80,3 +84,44 @@ def test_the_default_bound_keeps_the_cache_small_on_the_embedded_model() -> None
     for end in range(64, 64 * 200, 64):
         cache.put(list(range(64 * 200)), end, block)
     assert cache.nbytes <= 64 * 2**20 and len(cache) == 64 * 2**20 // (30 * 2 * 3 * 64 * 64 * 4) == 22
+
+
+def sampled(model: LocalModel, seed: int) -> list[int]:
+    """The pairs of a sampled verification: one prompt, a seed each."""
+    messages = [ChatMessage(role="system", content=SYSTEM), ChatMessage(role="user", content="Tell me about Ghent.")]
+    settings = GenerationSettings(max_tokens=8, temperature=0.9, seed=seed)
+    return model.engine.submit(model._request(ModelRequest(messages=messages, settings=settings), None, None,
+                                              ignore_eos=True)).result().token_ids
+
+
+def test_a_prompt_passed_again_takes_its_last_block_and_logits_from_the_cache(
+    tiny: LocalModel, tiny_dir: Path, counted: CountingPasses
+) -> None:
+    tiny.engine.prefix = PrefixCache()  # nothing of earlier tests
+    first = sampled(tiny, seed=1)
+    passes = counted.prefills
+    assert passes >= 2  # the system prompt's full blocks, then the partial last one
+    again = [sampled(tiny, seed) for seed in (2, 3)]  # other seeds: not answers the memo holds
+    assert counted.prefills == passes  # no prompt pass at all: every block and the tail were kept
+    assert tiny.engine.prefix.tail_hits == 2
+    cold = LocalModel(tiny_dir, name="cold", memo_size=0)
+    try:
+        assert [sampled(cold, seed) for seed in (1, 2, 3)] == [first, *again]  # a hit changes no token
+    finally:
+        cold.close()
+
+
+def test_a_tail_is_kept_apart_from_the_block_of_the_same_prefix_and_counted_in_the_bound() -> None:
+    kv = [(torch.zeros(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))]  # 16 bytes
+    logits = torch.zeros(4)  # 16 bytes
+    cache = PrefixCache(block=2, max_bytes=64)
+    ids = [1, 2, 3, 4]
+    cache.put(ids, 4, kv)
+    assert cache.get_tail(ids) is None  # a block ending where a prompt ends is not its tail
+    cache.put_tail(ids, kv, logits)
+    found = cache.get_tail(ids)
+    assert found is not None and found[0] is kv and found[1] is logits
+    assert cache.get(ids, 4) is kv and cache.nbytes == 48
+    cache.put_tail([5, 6, 7, 8], kv, logits)  # 80 bytes in all: the least recently used entry goes
+    assert cache.get_tail(ids) is None and cache.get(ids, 4) is kv and cache.nbytes == 48
+    assert cache.get_tail([5, 6, 7]) is None  # keyed by the whole prompt
