@@ -140,6 +140,12 @@ def _settle(future: Future[Result], outcome: Result | BaseException) -> None:
         pass
 
 
+def _extend(cache: DynamicCache, kv: KV) -> None:
+    """Append cached keys and values (one block, or a prompt's tail) to each layer of `cache`."""
+    for layer, (keys, values) in enumerate(kv):
+        cache.update(keys, values, layer)
+
+
 def _copied_from(cache: DynamicCache, start: int) -> KV:
     """Each layer's keys and values from position `start` on, as tensors of their own."""
     return [(layer.keys[:, :, start:].clone(), layer.values[:, :, start:].clone()) for layer in cache.layers]
@@ -286,8 +292,7 @@ class Engine:
             kv = self.prefix.get(ids, start + block)
             if kv is None:
                 break
-            for layer, (keys, values) in enumerate(kv):
-                cache.update(keys, values, layer)
+            _extend(cache, kv)
             start += block
         while start + block < len(ids):
             self._forward(row, cache, ids[start : start + block], start)
@@ -295,8 +300,7 @@ class Engine:
                 self.prefix.put(ids, start + block, _copied_from(cache, start))
             start += block
         if reuse and (tail := self.prefix.get_tail(ids)) is not None:
-            for layer, (keys, values) in enumerate(tail[0]):
-                cache.update(keys, values, layer)
+            _extend(cache, tail[0])
             return tail[1].clone()  # the caller's to mask in place
         logits = self._forward(row, cache, ids[start:], start)
         if reuse:

@@ -4,7 +4,6 @@ goes wrong."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from counterfact.agents import ChatMessage, LocalModel
